@@ -1,0 +1,126 @@
+"""Score thresholds from measured non-mated scores, and decision bands.
+
+No fixed cosine threshold is safe: one face model puts impostor cosines at 0.8-0.9 and mates at
+0.95+, another puts impostors near 0 and mates at 0.5+. Thresholds are therefore read off a
+sample of non-mated scores of the gallery's own format:
+
+* 1:1 verification: the threshold at a target FMR is the score that a fraction FMR of non-mated
+  comparison scores reach.
+* 1:N identification: the threshold at a target FPIR is the score that a fraction FPIR of
+  non-mated *searches* reach with their best candidate (ISO/IEC 19795-1; NIST FRTE 1:N). When
+  only pairwise scores are known, FPIR ≈ 1 - (1 - FMR)^N for a gallery of N records.
+
+FPIR is accepted as a fraction (0.001) or as the MOSIP ABIS integer ``round(-10 * log10(FPIR))``
+(30 for 0.001).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from matcher.errors import CalibrationError
+
+
+class Band(str, enum.Enum):
+    """``match``: above the strict threshold; ``possible``: above the loose one. Scores below the
+    loose threshold are not candidates at all."""
+
+    MATCH = "match"
+    POSSIBLE = "possible"
+
+
+def fpir_from_mosip(value: int) -> float:
+    """MOSIP ABIS expresses FPIR as ``round(-10 * log10(FPIR))``: 30 means 0.001."""
+    return 10.0 ** (-value / 10.0)
+
+
+def normalise_rate(value: float) -> float:
+    """A false-positive rate given as a fraction in (0, 1) or as a MOSIP integer (>= 1)."""
+    if 0.0 < value < 1.0:
+        return float(value)
+    if value >= 1.0 and float(value).is_integer():
+        return fpir_from_mosip(int(value))
+    raise CalibrationError(
+        f"a false-positive rate is a fraction in (0, 1) or a MOSIP integer >= 1, got {value}"
+    )
+
+
+def fmr_for_fpir(fpir: float, gallery_size: int) -> float:
+    """The per-comparison FMR that gives ``fpir`` over a gallery of ``gallery_size`` records,
+    assuming independent comparisons: FPIR = 1 - (1 - FMR)^N."""
+    if gallery_size < 1:
+        return fpir
+    return -math.expm1(math.log1p(-fpir) / gallery_size)
+
+
+def threshold_at_rate(nonmated_scores: npt.ArrayLike, rate: float) -> float:
+    """The smallest threshold t such that at most a fraction ``rate`` of ``nonmated_scores`` are
+    >= t. Raises CalibrationError when the sample is too small to resolve ``rate`` (it must
+    hold at least 1/rate scores)."""
+    scores = np.asarray(nonmated_scores, dtype=np.float64).ravel()
+    rate = normalise_rate(rate)
+    if scores.size == 0 or not np.isfinite(scores).all():
+        raise CalibrationError("calibration needs a non-empty sample of finite non-mated scores")
+    allowed = math.floor(rate * scores.size + 1e-9)
+    if allowed < 1:
+        raise CalibrationError(
+            f"{scores.size} non-mated scores cannot resolve a rate of {rate:g}: "
+            f"at least {math.ceil(1 / rate)} are needed"
+        )
+    ranked = np.sort(scores)[::-1]
+    if allowed >= ranked.size:
+        return float(ranked[-1])
+    return float(np.nextafter(ranked[allowed], np.inf))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A strict (``match``) and a loose (``possible``) score threshold; match >= possible."""
+
+    match: float
+    possible: float
+
+    def __post_init__(self) -> None:
+        if self.possible > self.match:
+            raise CalibrationError("the possible threshold must not exceed the match threshold")
+
+    def band(self, score: float) -> Band | None:
+        if score >= self.match:
+            return Band.MATCH
+        if score >= self.possible:
+            return Band.POSSIBLE
+        return None
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A sample of non-mated comparison scores of one template format, from which thresholds for
+    any FMR or FPIR (at a given gallery size) are read.
+
+    ``possible_factor`` sets how much looser the ``possible`` band is than ``match``: its
+    threshold is read at a rate ``possible_factor`` times higher.
+    """
+
+    nonmated_scores: np.ndarray
+    possible_factor: float = 10.0
+
+    def thresholds_at_fmr(self, fmr: float) -> Thresholds:
+        strict = normalise_rate(fmr)
+        loose = min(strict * self.possible_factor, 0.5)
+        return Thresholds(
+            match=threshold_at_rate(self.nonmated_scores, strict),
+            possible=threshold_at_rate(self.nonmated_scores, loose),
+        )
+
+    def thresholds_at_fpir(self, fpir: float, gallery_size: int) -> Thresholds:
+        strict = normalise_rate(fpir)
+        loose = min(strict * self.possible_factor, 0.5)
+        return Thresholds(
+            match=threshold_at_rate(self.nonmated_scores, fmr_for_fpir(strict, gallery_size)),
+            possible=threshold_at_rate(self.nonmated_scores, fmr_for_fpir(loose, gallery_size)),
+        )

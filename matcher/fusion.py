@@ -1,0 +1,62 @@
+"""Per-record fusion of per-template search results.
+
+A record has several samples and a search has several probe samples of the same person; the
+answer a reviewer needs is one line per person, scored by the best pair (max fusion, the usual
+rule in multi-sample biometric identification). Ties are broken by record id so that results are
+deterministic and comparable across backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+NO_RECORD = -1
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Top-k records per query: ``record_ids`` (q, k) int64 padded with -1, ``scores`` (q, k)
+    float32 padded with -inf, best first."""
+
+    record_ids: np.ndarray
+    scores: np.ndarray
+
+    def candidates(self, query: int) -> list[tuple[int, float]]:
+        """The (record id, score) pairs of one query, without padding."""
+        ids, scores = self.record_ids[query], self.scores[query]
+        keep = ids != NO_RECORD
+        return [(int(r), float(s)) for r, s in zip(ids[keep], scores[keep], strict=True)]
+
+
+def fuse_per_record(
+    row_labels: np.ndarray, row_scores: np.ndarray, groups: np.ndarray, n_queries: int, k: int
+) -> SearchResult:
+    """Collapse per-probe, per-template hits into the top ``k`` records of each query.
+
+    ``row_labels``/``row_scores`` are (probes, hits) arrays, labels being record ids (-1 for no
+    hit); ``groups[i]`` is the query that probe ``i`` belongs to.
+    """
+    out_ids = np.full((n_queries, k), NO_RECORD, dtype=np.int64)
+    out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n_queries + 1))
+    for query in range(n_queries):
+        probes = order[bounds[query] : bounds[query + 1]]
+        labels = row_labels[probes].ravel()
+        scores = row_scores[probes].ravel()
+        hit = labels != NO_RECORD
+        labels, scores = labels[hit], scores[hit]
+        if labels.size == 0:
+            continue
+        by_record = np.lexsort((-scores, labels))
+        labels, scores = labels[by_record], scores[by_record]
+        best = np.empty(labels.size, dtype=bool)
+        best[0] = True
+        np.not_equal(labels[1:], labels[:-1], out=best[1:])
+        labels, scores = labels[best], scores[best]
+        ranked = np.lexsort((labels, -scores))[:k]
+        out_ids[query, : ranked.size] = labels[ranked]
+        out_scores[query, : ranked.size] = scores[ranked]
+    return SearchResult(record_ids=out_ids, scores=out_scores)

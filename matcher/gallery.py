@@ -1,0 +1,256 @@
+"""A gallery's matcher index: add, replace, remove and search templates of one format.
+
+Readers (searches) run concurrently, FAISS releasing the GIL; writers (add, replace, remove,
+rebuild) take a writer-preferring readers-writer lock, so a search never sees a half-applied
+write and a stream of searches cannot starve enrolment. benchmarks/matcher_bench.py measures
+search latency with and without a concurrent writer.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+from readerwriterlock import rwlock
+
+from matcher.errors import InvalidTemplateError, SnapshotError
+from matcher.formats import TemplateFormat
+from matcher.fusion import SearchResult, fuse_per_record
+from matcher.shortlist import build_shortlist_index, search_shortlist
+from matcher.snapshot import SnapshotReader, write_snapshot
+from matcher.store import TemplateStore
+from matcher.validation import prepare_ids, prepare_templates
+
+
+class IndexKind(str, enum.Enum):
+    """``exact``: flat scan of float32 templates. ``pq_fastscan``: PQ fast-scan shortlist of
+    compressed codes, re-ranked exactly from the float32 store."""
+
+    EXACT = "exact"
+    PQ_FASTSCAN = "pq_fastscan"
+
+
+@dataclass(frozen=True)
+class IndexPolicy:
+    """When to leave exact search, and how the approximate path is tuned.
+
+    A gallery switches to ``pq_fastscan`` when it grows past ``exact_max_templates`` and back to
+    ``exact`` when it shrinks below half of that (hysteresis, so that a gallery at the boundary
+    does not retrain at every write). ``forced_kind`` pins the kind whatever the size.
+    """
+
+    exact_max_templates: int = 200_000
+    shortlist_length: int = 200
+    training_sample: int = 65_536
+    forced_kind: IndexKind | None = None
+
+
+class GalleryIndex:
+    """All templates of one gallery, searchable per record with exact scores."""
+
+    def __init__(self, template_format: TemplateFormat, policy: IndexPolicy | None = None) -> None:
+        self.format = template_format
+        self.policy = policy or IndexPolicy()
+        self._store = TemplateStore(template_format)
+        self._shortlist: faiss.Index | None = None
+        self._max_samples = 1
+        self._lock = rwlock.RWLockWrite()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def kind(self) -> IndexKind:
+        return IndexKind.EXACT if self._shortlist is None else IndexKind.PQ_FASTSCAN
+
+    @property
+    def template_count(self) -> int:
+        return self._store.size
+
+    @property
+    def record_count(self) -> int:
+        with self._lock.gen_rlock():
+            return int(np.unique(self._store.labels).size)
+
+    def record_ids(self) -> np.ndarray:
+        """The distinct record ids present, sorted."""
+        with self._lock.gen_rlock():
+            return np.unique(self._store.labels)
+
+    def search(
+        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None
+    ) -> SearchResult:
+        """Top-``k`` records per query with exact scores, best first.
+
+        ``probes`` is (n, d); each row is its own query unless ``probe_groups`` gives, per probe,
+        the query it belongs to (several samples of one person): the queries are then numbered
+        0..max(group), and a record's score is its best over probe × record samples.
+        """
+        if k < 1:
+            raise InvalidTemplateError(f"k must be at least 1, got {k}")
+        prepared = prepare_templates(probes, self.format, what="probe")
+        if probe_groups is None:
+            groups = np.arange(prepared.shape[0], dtype=np.int64)
+        else:
+            groups = prepare_ids(probe_groups, prepared.shape[0], what="probe group")
+        n_queries = int(groups.max()) + 1
+        with self._lock.gen_rlock():
+            if self._store.size == 0:
+                return fuse_per_record(
+                    np.empty((prepared.shape[0], 0), np.int64),
+                    np.empty((prepared.shape[0], 0), np.float32),
+                    groups,
+                    n_queries,
+                    k,
+                )
+            hits = k * self._max_samples
+            if self._shortlist is None:
+                labels, scores = self._store.search(prepared, hits)
+            else:
+                length = max(hits, self.policy.shortlist_length)
+                rows = search_shortlist(self._shortlist, prepared, length)
+                labels, scores = self._store.rescore(prepared, rows)
+        return fuse_per_record(labels, scores, groups, n_queries, k)
+
+    def score_record(self, record_id: int, probes: npt.ArrayLike) -> float | None:
+        """Verification (1:1): the best score of ``probes`` against one record's samples, exact,
+        or None when the record is not in the gallery."""
+        prepared = prepare_templates(probes, self.format, what="probe")
+        with self._lock.gen_rlock():
+            rows = self._store.rows_of(np.array([record_id], dtype=np.int64))
+            if rows.size == 0:
+                return None
+            grid = np.broadcast_to(rows, (prepared.shape[0], rows.size))
+            _, scores = self._store.rescore(prepared, np.ascontiguousarray(grid))
+        return float(scores.max())
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def add(self, record_ids: npt.ArrayLike, templates: npt.ArrayLike) -> None:
+        """Append templates, ``record_ids[i]`` naming the record of template ``i``. A record may
+        already have samples: these are added to them. Validation happens before any change."""
+        prepared = prepare_templates(templates, self.format)
+        labels = prepare_ids(record_ids, prepared.shape[0])
+        with self._lock.gen_wlock():
+            self._append(labels, prepared)
+            self._adjust_kind()
+
+    def replace(self, record_ids: npt.ArrayLike, templates: npt.ArrayLike) -> None:
+        """Make the given templates the only samples of their records, in one atomic step
+        (re-enrolment of a changed record)."""
+        prepared = prepare_templates(templates, self.format)
+        labels = prepare_ids(record_ids, prepared.shape[0])
+        with self._lock.gen_wlock():
+            self._remove_rows(self._store.rows_of(np.unique(labels)))
+            self._append(labels, prepared)
+            self._adjust_kind()
+
+    def remove(self, record_ids: npt.ArrayLike) -> int:
+        """Remove every sample of the given records; returns how many templates went."""
+        ids = prepare_ids(record_ids)
+        with self._lock.gen_wlock():
+            rows = self._store.rows_of(ids)
+            self._remove_rows(rows)
+            self._adjust_kind()
+        return int(rows.size)
+
+    def rebuild(self, kind: IndexKind | None = None) -> None:
+        """Rebuild the search structure, pinning ``kind`` if given (None: choose by size)."""
+        with self._lock.gen_wlock():
+            self.policy = replace(self.policy, forced_kind=kind)
+            self._max_samples = _max_samples_per_record(self._store.labels)
+            self._shortlist = None
+            self._adjust_kind()
+
+    # -- internals, called with the write lock held -------------------------------------------
+
+    def _append(self, labels: np.ndarray, templates: np.ndarray) -> None:
+        self._store.add(labels, templates)
+        if self._shortlist is not None:
+            self._shortlist.add(templates)
+        self._max_samples = max(self._max_samples, _max_samples_per_record(self._store.labels, labels))
+
+    def _remove_rows(self, rows: np.ndarray) -> None:
+        if rows.size == 0:
+            return
+        self._store.remove_rows(rows)
+        if self._shortlist is not None:
+            self._shortlist.remove_ids(faiss.IDSelectorBatch(rows.astype(np.int64)))
+
+    def _wanted_kind(self) -> IndexKind:
+        if self.policy.forced_kind is not None:
+            return self.policy.forced_kind
+        size, limit = self._store.size, self.policy.exact_max_templates
+        if self._shortlist is None:
+            return IndexKind.PQ_FASTSCAN if size > limit else IndexKind.EXACT
+        return IndexKind.EXACT if size < limit // 2 else IndexKind.PQ_FASTSCAN
+
+    def _adjust_kind(self) -> None:
+        wanted = self._wanted_kind()
+        if wanted is self.kind:
+            return
+        if wanted is IndexKind.EXACT or self._store.size == 0:
+            self._shortlist = None
+        else:
+            self._shortlist = build_shortlist_index(
+                self.format, self._store.vectors(), self.policy.training_sample
+            )
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: Path, change_seq: int) -> None:
+        """Write an atomic snapshot; ``change_seq`` is the caller's sequence number of the last
+        change included, so that a stale snapshot can be told from a current one."""
+        with self._lock.gen_rlock():
+            manifest = {
+                "template_format": self.format.to_dict(),
+                "kind": self.kind.value,
+                "forced_kind": None if self.policy.forced_kind is None else self.policy.forced_kind.value,
+                "template_count": self._store.size,
+                "record_count": int(np.unique(self._store.labels).size),
+                "max_samples": self._max_samples,
+                "change_seq": int(change_seq),
+            }
+            sections: list[tuple[str, np.ndarray]] = [
+                ("labels", self._store.labels),
+                ("templates", self._store.vectors()),
+            ]
+            if self._shortlist is not None:
+                sections.append(("shortlist", faiss.serialize_index(self._shortlist)))
+            write_snapshot(path, manifest, sections)
+
+    @classmethod
+    def load(cls, path: Path, policy: IndexPolicy | None = None) -> GalleryIndex:
+        """Load a snapshot written by :meth:`save`; raises SnapshotError unless it is intact."""
+        with SnapshotReader(path) as reader:
+            manifest = reader.manifest
+            try:
+                template_format = TemplateFormat.from_dict(manifest["template_format"])
+                forced = manifest["forced_kind"]
+                base = policy or IndexPolicy()
+                pinned = base.forced_kind or (None if forced is None else IndexKind(forced))
+                gallery = cls(template_format, replace(base, forced_kind=pinned))
+                labels = reader.read("labels")
+                templates = gallery._store.allocate(labels)
+                reader.read("templates", out=templates)
+                shortlist = reader.read("shortlist") if manifest["kind"] != IndexKind.EXACT.value else None
+                reader.verify()
+            except (KeyError, ValueError, TypeError) as error:
+                raise SnapshotError(f"{path}: inconsistent manifest: {error}") from error
+        if labels.size != manifest["template_count"]:
+            raise SnapshotError(f"{path}: manifest count does not match the data")
+        gallery._shortlist = None if shortlist is None else faiss.deserialize_index(shortlist)
+        gallery._max_samples = int(manifest["max_samples"])
+        return gallery
+
+
+def _max_samples_per_record(labels: np.ndarray, among: np.ndarray | None = None) -> int:
+    """The largest number of samples any record has (optionally: any record of ``among``)."""
+    if labels.size == 0:
+        return 1
+    if among is not None:
+        labels = labels[np.isin(labels, among)]
+    return int(np.unique(labels, return_counts=True)[1].max())
