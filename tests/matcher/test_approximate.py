@@ -1,0 +1,54 @@
+import numpy as np
+
+from matcher import GalleryIndex, IndexKind, IndexPolicy
+from matcher.evaluation import mate_ranks, rank_k_identification_rate
+
+
+def test_gallery_switches_to_pq_fastscan_past_the_threshold_and_keeps_every_mate(face_format, realistic_set):
+    data = realistic_set
+    index = GalleryIndex(face_format, IndexPolicy(exact_max_templates=10_000))
+    index.add(data.gallery_ids, data.gallery)
+    assert index.kind is IndexKind.PQ_FASTSCAN
+
+    exact = GalleryIndex(face_format, IndexPolicy(forced_kind=IndexKind.EXACT))
+    exact.add(data.gallery_ids, data.gallery)
+
+    approx_result = index.search(data.mated_probes, k=10)
+    exact_result = exact.search(data.mated_probes, k=10)
+    approx_rate = rank_k_identification_rate(mate_ranks(approx_result.record_ids, data.mated_ids), 1)
+    exact_rate = rank_k_identification_rate(mate_ranks(exact_result.record_ids, data.mated_ids), 1)
+    # Stated bound: on 20k realistic identities the shortlist loses no mate that exact search finds.
+    assert approx_rate >= exact_rate - 0.0025
+    assert exact_rate > 0.99
+    # Scores are exact scores (re-ranked from float32), not compressed-code estimates.
+    top = approx_result.record_ids[:, 0] == exact_result.record_ids[:, 0]
+    np.testing.assert_allclose(approx_result.scores[top, 0], exact_result.scores[top, 0], rtol=1e-5)
+
+
+def test_forced_kind_and_automatic_switch_back(face_format, realistic_set):
+    data = realistic_set
+    index = GalleryIndex(face_format, IndexPolicy(exact_max_templates=30_000))
+    index.add(data.gallery_ids[:20_000], data.gallery[:20_000])
+    assert index.kind is IndexKind.EXACT
+    index.add(data.gallery_ids[20_000:], data.gallery[20_000:])
+    assert index.kind is IndexKind.PQ_FASTSCAN
+    index.remove(np.arange(4_000, 20_000))  # 8k templates left, below half the threshold
+    assert index.kind is IndexKind.EXACT
+    index.rebuild(IndexKind.PQ_FASTSCAN)
+    assert index.kind is IndexKind.PQ_FASTSCAN
+    result = index.search(data.mated_probes, k=1)
+    kept = data.mated_ids < 4_000
+    assert (result.record_ids[kept, 0] == data.mated_ids[kept]).mean() > 0.99
+    assert not np.isin(np.arange(4_000, 20_000), result.record_ids).any()
+
+
+def test_delete_in_approximate_mode_removes_from_results(face_format, realistic_set):
+    data = realistic_set
+    index = GalleryIndex(face_format, IndexPolicy(forced_kind=IndexKind.PQ_FASTSCAN))
+    index.add(data.gallery_ids, data.gallery)
+    gone = data.mated_ids[:50]
+    index.remove(gone)
+    result = index.search(data.mated_probes[:50], k=20)
+    assert not np.isin(gone, result.record_ids).any()
+    remaining = index.search(data.mated_probes[50:], k=1)
+    assert (remaining.record_ids[:, 0] == data.mated_ids[50:]).mean() > 0.99
