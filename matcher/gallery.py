@@ -23,6 +23,7 @@ from matcher.fusion import SearchResult, fuse_per_record
 from matcher.shortlist import build_shortlist_index, search_shortlist
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
+from matcher.tuning import use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
 
 
@@ -44,7 +45,7 @@ class IndexPolicy:
     """
 
     exact_max_templates: int = 200_000
-    shortlist_length: int = 200
+    shortlist_length: int = 1000
     training_sample: int = 65_536
     forced_kind: IndexKind | None = None
 
@@ -97,6 +98,7 @@ class GalleryIndex:
         else:
             groups = prepare_ids(probe_groups, prepared.shape[0], what="probe group")
         n_queries = int(groups.max()) + 1
+        use_threads_for(prepared.shape[0])
         with self._lock.gen_rlock():
             if self._store.size == 0:
                 return fuse_per_record(

@@ -70,20 +70,20 @@ class TemplateStore:
         return self._labels_at(rows), self._as_similarity(distances)
 
     def rescore(self, probes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Exact scores of probe ``i`` against rows ``rows[i]`` (-1 = no row), as (labels, scores)."""
-        vectors = self.vectors()
-        valid = rows >= 0
-        safe_rows = np.where(valid, rows, 0)
-        scores = np.empty(rows.shape, dtype=np.float32)
-        for i in range(rows.shape[0]):
-            candidates = vectors[safe_rows[i]]
-            if self.format.metric is Metric.L2:
-                diff = candidates - probes[i]
-                scores[i] = -np.einsum("ij,ij->i", diff, diff)
-            else:
-                scores[i] = candidates @ probes[i]
-        scores[~valid] = -np.inf
-        return self._labels_at(rows), scores
+        """Exact scores of probe ``i`` against rows ``rows[i]`` (-1 = no row), as (labels, scores).
+
+        FAISS computes the subset distances in place, without gathering the rows into a copy."""
+        missing = rows < 0
+        rows = np.ascontiguousarray(np.where(missing, 0, rows), dtype=np.int64)
+        distances = np.empty(rows.shape, dtype=np.float32)
+        self.flat.compute_distance_subset(
+            rows.shape[0], faiss.swig_ptr(probes), rows.shape[1], faiss.swig_ptr(distances), faiss.swig_ptr(rows)
+        )
+        scores = self._as_similarity(distances)
+        scores[missing] = -np.inf
+        labels = self.labels[rows]
+        labels[missing] = -1
+        return labels, scores
 
     def _labels_at(self, rows: np.ndarray) -> np.ndarray:
         labels = self.labels[np.where(rows >= 0, rows, 0)] if self.labels.size else rows.copy()

@@ -1,0 +1,74 @@
+"""Shared helpers of the benchmark scripts: machine baselines, timing and result printing."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+def measure_read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
+    """Streaming read bandwidth in bytes/s: the best of a few full reductions of a large array."""
+    data = np.ones(nbytes // 4, dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        data.max()
+        best = min(best, time.perf_counter() - start)
+    return nbytes / best
+
+
+def measure_gemm_rate(size: int = 2048, repeats: int = 5) -> float:
+    """float32 matrix-multiply rate in FLOP/s (numpy's BLAS), best of a few."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def timed(function: Callable[[], object]) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = function()
+    return time.perf_counter() - start, value
+
+
+def percentiles_ms(seconds: list[float]) -> dict[str, float]:
+    values = np.array(seconds) * 1000
+    return {"p50_ms": float(np.percentile(values, 50)), "p99_ms": float(np.percentile(values, 99))}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(name) for name, _ in rows)
+    print(f"\n== {title}")
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}")
+
+
+def print_json(figures: dict[str, object]) -> None:
+    """The last line of every benchmark: every figure, machine-readable."""
+    print(json.dumps(figures, sort_keys=True, default=float))
+
+
+def out_dir() -> Path:
+    OUT.mkdir(exist_ok=True)
+    return OUT
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
