@@ -236,14 +236,14 @@ class GalleryIndex:
                 pinned = base.forced_kind or (None if forced is None else IndexKind(forced))
                 gallery = cls(template_format, replace(base, forced_kind=pinned))
                 labels = reader.read("labels")
-                templates = gallery._store.allocate(labels)
-                reader.read("templates", out=templates)
+                templates = reader.map("templates")
                 shortlist = reader.read("shortlist") if manifest["kind"] != IndexKind.EXACT.value else None
                 reader.verify()
             except (KeyError, ValueError, TypeError) as error:
                 raise SnapshotError(f"{path}: inconsistent manifest: {error}") from error
-        if labels.size != manifest["template_count"]:
+        if labels.size != manifest["template_count"] or templates.shape != (labels.size, template_format.dimension):
             raise SnapshotError(f"{path}: manifest count does not match the data")
+        gallery._store.attach(labels, templates)
         gallery._shortlist = None if shortlist is None else faiss.deserialize_index(shortlist)
         gallery._max_samples = int(manifest["max_samples"])
         return gallery

@@ -91,19 +91,10 @@ class SnapshotReader:
     def __exit__(self, *exc: object) -> None:
         self._handle.close()
 
-    def section_shape(self, name: str) -> tuple[int, ...]:
-        return tuple(self._section(name)["shape"])
-
-    def read(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
-        """Read section ``name`` into ``out`` (or a new array) and return it."""
-        section = self._section(name)
-        if section["offset"] != self._next_offset:
-            raise SnapshotError(f"{self.path}: section {name!r} read out of order")
-        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
-        if out is None:
-            out = np.empty(shape, dtype=dtype)
-        if out.dtype != dtype or out.shape != shape or out.nbytes != section["nbytes"]:
-            raise SnapshotError(f"{self.path}: section {name!r} does not fit its destination")
+    def read(self, name: str) -> np.ndarray:
+        """Read section ``name`` into a new array."""
+        section, dtype, shape = self._next(name)
+        out = np.empty(shape, dtype=dtype)
         view = memoryview(out).cast("B")
         self._handle.seek(section["offset"])
         for start in range(0, view.nbytes, _CHUNK):
@@ -111,8 +102,29 @@ class SnapshotReader:
             if self._handle.readinto(chunk) != chunk.nbytes:
                 raise SnapshotError(f"{self.path}: truncated in section {name!r}")
             self._hash.update(chunk)
-        self._next_offset = section["offset"] + section["nbytes"]
         return out
+
+    def map(self, name: str) -> np.ndarray:
+        """Map section ``name`` privately (copy-on-write): no copy is made, and writes to the
+        array never reach the file. Hashed like :meth:`read`."""
+        section, dtype, shape = self._next(name)
+        if section["nbytes"] == 0:
+            return np.empty(shape, dtype=dtype)
+        mapped = np.memmap(self._handle, dtype=dtype, mode="c", offset=section["offset"], shape=shape)
+        view = memoryview(mapped).cast("B")
+        for start in range(0, view.nbytes, _CHUNK):
+            self._hash.update(view[start : start + _CHUNK])
+        return mapped
+
+    def _next(self, name: str) -> tuple[dict[str, Any], np.dtype[Any], tuple[int, ...]]:
+        section = self._section(name)
+        if section["offset"] != self._next_offset:
+            raise SnapshotError(f"{self.path}: section {name!r} read out of order")
+        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
+        if int(np.prod(shape)) * dtype.itemsize != section["nbytes"]:
+            raise SnapshotError(f"{self.path}: section {name!r} has an inconsistent size")
+        self._next_offset = section["offset"] + section["nbytes"]
+        return section, dtype, shape
 
     def verify(self) -> None:
         """Raise unless every section was read and the payload checksum matches."""

@@ -1,0 +1,1 @@
+"""readmit's web service: HTTP API, authentication, persistence, workflow and audit."""

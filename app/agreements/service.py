@@ -1,0 +1,61 @@
+"""Data-sharing agreements: which receiving state may search which country's galleries, when."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.agreements.models import Agreement
+from app.audit import service as audit
+from app.core.countries import check_country
+from app.core.errors import Invalid
+from app.principals.models import Principal
+
+
+def create_agreement(
+    session: Session,
+    actor: Principal,
+    receiving_country: str,
+    origin_country: str,
+    modalities: list[str],
+    valid_from: date,
+    valid_to: date | None,
+) -> Agreement:
+    check_country(receiving_country)
+    check_country(origin_country)
+    if receiving_country == origin_country:
+        raise Invalid("an agreement joins two different countries", code="invalid_agreement")
+    if valid_to is not None and valid_to < valid_from:
+        raise Invalid("valid_to is before valid_from", code="invalid_agreement")
+    if not modalities:
+        raise Invalid("an agreement covers at least one modality", code="invalid_agreement")
+    agreement = Agreement(
+        receiving_country=receiving_country,
+        origin_country=origin_country,
+        modalities=sorted(set(modalities)),
+        valid_from=valid_from,
+        valid_to=valid_to,
+        created_by=actor.id,
+    )
+    session.add(agreement)
+    session.flush()
+    audit.append(session, actor, "agreement.create", f"agreement/{agreement.id}",
+                 details={"receiving_country": receiving_country, "origin_country": origin_country})
+    return agreement
+
+
+def list_agreements(session: Session) -> list[Agreement]:
+    return list(session.scalars(select(Agreement).order_by(Agreement.id)))
+
+
+def agreement_in_force(
+    session: Session, receiving_country: str, origin_country: str, modality: str, day: date
+) -> bool:
+    candidates = session.scalars(
+        select(Agreement).where(
+            Agreement.receiving_country == receiving_country, Agreement.origin_country == origin_country
+        )
+    )
+    return any(agreement.in_force(modality, day) for agreement in candidates)

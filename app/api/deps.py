@@ -1,0 +1,65 @@
+"""Dependencies every route uses: the runtime, a database session, and the calling principal
+checked against the roles the route allows (one declaration per route)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+
+from app.core.errors import Forbidden, Unauthenticated
+from app.principals.models import Principal, Role
+from app.principals.service import authenticate
+from app.runtime import Runtime
+
+bearer = HTTPBearer(auto_error=False, description="API key issued by an admin")
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def get_session(runtime: RuntimeDep) -> Iterator[Session]:
+    with runtime.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def current_principal(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+    with runtime.sessions() as session:
+        principal = authenticate(session, credentials.credentials)
+    request.state.principal_id = principal.id
+    return principal
+
+
+def require(*roles: Role) -> Callable[..., Principal]:
+    """Dependency admitting only principals of ``roles`` (403 otherwise)."""
+    allowed = {role.value for role in roles}
+
+    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(f"role {principal.role} may not call this endpoint")
+        return principal
+
+    dependency.allowed_roles = allowed  # type: ignore[attr-defined]
+    return dependency
+
+
+def principal_of(*roles: Role) -> type[Principal]:
+    """``Annotated`` principal type for a route: ``actor: principal_of(Role.ADMIN)``."""
+    return Annotated[Principal, Depends(require(*roles))]  # type: ignore[return-value]

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.agreements import service
+from app.agreements.models import Agreement
+from app.agreements.schemas import AgreementIn, AgreementOut
+from app.api.deps import SessionDep, principal_of
+from app.principals.models import Role
+
+router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
+Admin = principal_of(Role.ADMIN)
+
+
+@router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")
+def create(body: AgreementIn, actor: Admin, session: SessionDep) -> Agreement:
+    """Without an agreement in force, a receiving state cannot search the origin country's galleries."""
+    with session.begin():
+        return service.create_agreement(
+            session, actor, body.receiving_country, body.origin_country, body.modalities,
+            body.valid_from, body.valid_to,
+        )
+
+
+@router.get("", response_model=list[AgreementOut], summary="List agreements")
+def list_all(actor: Admin, session: SessionDep) -> list[Agreement]:
+    return service.list_agreements(session)

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from app.api.deps import RuntimeDep
+from app.db.migrate import is_at_head
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database reachable, schema at head, every index loaded")
+def readyz(runtime: RuntimeDep) -> JSONResponse:
+    checks: dict[str, bool] = {"database": False, "migrations": False, "indexes": runtime.ready}
+    try:
+        with runtime.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+        checks["database"] = True
+        checks["migrations"] = is_at_head(runtime.settings, runtime.engine)
+    except Exception:  # any failure to reach the database means not ready
+        pass
+    ready = all(checks.values())
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    if not ready:
+        body["error"] = {"code": "not_ready", "message": "the service is not ready", "details": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)

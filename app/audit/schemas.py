@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+
+class AuditEventOut(BaseModel):
+    seq: int
+    at: datetime
+    principal_id: int | None
+    role: str | None
+    action: str
+    resource: str
+    outcome: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    events: list[AuditEventOut]
+    next_after: int | None
+
+
+class VerificationOut(BaseModel):
+    ok: bool
+    events_checked: int
+    first_bad_seq: int | None = None

@@ -1,0 +1,124 @@
+"""The tamper-evident audit trail: append in the caller's transaction, read, verify.
+
+Each event's hash is SHA-256 over a canonical JSON serialisation of its fields and the previous
+event's hash, so changing, removing or reordering any event breaks every hash after it. Events
+hold who did what to which resource and how it ended, never templates, probes or identity
+attributes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit.models import AuditEvent, AuditHead
+from app.db.base import utcnow
+from app.principals.models import Principal
+
+GENESIS_HASH = "0" * 64
+
+
+def event_hash(
+    seq: int,
+    at: datetime,
+    principal_id: int | None,
+    role: str | None,
+    action: str,
+    resource: str,
+    outcome: str,
+    details: dict[str, Any],
+    prev_hash: str,
+) -> str:
+    canonical = json.dumps(
+        {
+            "seq": seq,
+            "at": at.isoformat(timespec="microseconds"),
+            "principal_id": principal_id,
+            "role": role,
+            "action": action,
+            "resource": resource,
+            "outcome": outcome,
+            "details": details,
+            "prev_hash": prev_hash,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def append(
+    session: Session,
+    principal: Principal | None,
+    action: str,
+    resource: str,
+    outcome: str = "ok",
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event in ``session``'s transaction; it commits or rolls back with the change
+    it records. The head row is locked so that concurrent appends queue rather than fork."""
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    at = utcnow()
+    details = details or {}
+    seq = head.seq + 1
+    principal_id = principal.id if principal else None
+    role = principal.role if principal else None
+    digest = event_hash(seq, at, principal_id, role, action, resource, outcome, details, head.hash)
+    event = AuditEvent(
+        seq=seq,
+        at=at,
+        principal_id=principal_id,
+        role=role,
+        action=action,
+        resource=resource,
+        outcome=outcome,
+        details=details,
+        prev_hash=head.hash,
+        hash=digest,
+    )
+    session.add(event)
+    head.seq, head.hash = seq, digest
+    return event
+
+
+def list_events(session: Session, after: int, limit: int) -> list[AuditEvent]:
+    return list(
+        session.scalars(select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit))
+    )
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    events_checked: int
+    first_bad_seq: int | None = None
+
+
+def verify_chain(session: Session, batch: int = 5000) -> Verification:
+    """Recompute every hash in order; the first event whose stored hash, link or sequence number
+    does not match is named. The head row must agree with the last event too."""
+    expected_prev, expected_seq, checked, after = GENESIS_HASH, 1, 0, 0
+    while True:
+        events = list_events(session, after, batch)
+        for event in events:
+            recomputed = event_hash(
+                event.seq, event.at, event.principal_id, event.role, event.action,
+                event.resource, event.outcome, event.details, event.prev_hash,
+            )
+            if event.seq != expected_seq or event.prev_hash != expected_prev or event.hash != recomputed:
+                return Verification(False, checked, event.seq)
+            expected_prev, expected_seq, checked = event.hash, event.seq + 1, checked + 1
+        if len(events) < batch:
+            break
+        after = events[-1].seq
+    head = session.get(AuditHead, 1)
+    if head is None or head.seq != checked or head.hash != expected_prev:
+        return Verification(False, checked, checked + 1 if head and head.seq > checked else checked)
+    return Verification(True, checked)

@@ -1,0 +1,45 @@
+"""Every setting of the service, typed, read once from the environment (prefix ``READMIT_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="READMIT_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path("data"), description="folder of the SQLite file and index snapshots")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file readmit.db in data_dir"
+    )
+    migrations_dir: Path = Field(REPO_ROOT / "migrations", description="Alembic scripts")
+
+    max_body_bytes: int = Field(64 * 1024 * 1024, description="larger request bodies get 413")
+    max_batch_records: int = Field(1000, description="records per enrolment call")
+    max_templates_per_record: int = Field(20, description="samples per record in one call")
+    max_probes: int = Field(10, description="probe samples per search")
+
+    default_fpir: float = Field(0.001, description="FPIR for the match band when a request names none")
+    exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
+    snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
+
+    metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'readmit.db').resolve()}"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

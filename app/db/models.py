@@ -1,0 +1,9 @@
+"""Every model, imported in one place so that the metadata is complete (Alembic, tests)."""
+
+from app.agreements.models import Agreement
+from app.audit.models import AuditEvent, AuditHead
+from app.db.base import Base
+from app.galleries.models import Gallery, Record, Template
+from app.principals.models import Principal
+
+__all__ = ["Agreement", "AuditEvent", "AuditHead", "Base", "Gallery", "Principal", "Record", "Template"]

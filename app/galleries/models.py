@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db.base import Base, UTCDateTime, utcnow
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+"""64-bit ids on PostgreSQL; SQLite's INTEGER PRIMARY KEY is already 64-bit and autoincrements."""
+
+
+class Gallery(Base):
+    """One country's records of one modality and template format. ``change_seq`` counts every
+    committed change to its records: an index snapshot taken at the same number is current."""
+
+    __tablename__ = "galleries"
+    __table_args__ = (UniqueConstraint("country", "modality", "model", name="country_modality_model"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    country: Mapped[str] = mapped_column(String(3), index=True)
+    modality: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    dimension: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(16))
+    change_seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Record(Base):
+    """A person enrolled in a gallery: a reference id unique in the gallery, minimal identity
+    attributes, and one or more templates. ``id`` is the record's id inside the matcher."""
+
+    __tablename__ = "records"
+    __table_args__ = (UniqueConstraint("gallery_id", "reference_id", name="gallery_reference"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"), index=True)
+    reference_id: Mapped[str] = mapped_column(String(128))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    template_count: Mapped[int] = mapped_column(Integer)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    enrolled_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    templates: Mapped[list[Template]] = relationship(
+        back_populates="record", cascade="all, delete-orphan", order_by="Template.sample", lazy="selectin"
+    )
+
+
+class Template(Base):
+    """One sample of a record: little-endian float32 bytes, normalised for cosine galleries."""
+
+    __tablename__ = "templates"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    record_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("records.id", ondelete="CASCADE"), index=True
+    )
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"), index=True)
+    sample: Mapped[int] = mapped_column(Integer)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+    record: Mapped[Record] = relationship(back_populates="templates")

@@ -1,0 +1,83 @@
+"""Request and response bodies of galleries and enrolment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from matcher import Metric
+
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+ReferenceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Attributes = Annotated[
+    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]],
+    Field(max_length=32),
+]
+
+
+class TemplateFormatIn(BaseModel):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    dimension: int = Field(ge=1, le=4096)
+    metric: Metric = Metric.COSINE
+
+
+class GalleryIn(BaseModel):
+    country: Country
+    modality: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")] = Field(examples=["face", "finger"])
+    template_format: TemplateFormatIn
+
+
+class GalleryOut(BaseModel):
+    id: int
+    country: str
+    modality: str
+    template_format: TemplateFormatIn
+    record_count: int
+    template_count: int
+    index_kind: str | None = Field(description="exact or pq_fastscan; null while the index loads")
+    index_ready: bool
+    change_seq: int
+    created_at: datetime
+
+
+class RecordIn(BaseModel):
+    model_config = ConfigDict(json_schema_extra={
+        "example": {"reference_id": "NIC-000123", "templates": [[0.01, -0.02, 0.03]],
+                    "attributes": {"family_name": "Doe", "given_names": "Jane", "date_of_birth": "1990-01-31"}}
+    })
+
+    reference_id: ReferenceId
+    templates: list[list[float]] | None = Field(None, description="samples as JSON floats")
+    templates_b64: list[str] | None = Field(
+        None, description="samples as base64 of little-endian float32 (faster for bulk)"
+    )
+    attributes: Attributes = Field(default_factory=dict, description="minimal identity attributes")
+
+
+class RecordBatchIn(BaseModel):
+    records: list[RecordIn] = Field(min_length=1)
+
+
+class RecordError(BaseModel):
+    index: int = Field(description="position of the record in the batch")
+    reference_id: str
+    code: str
+    message: str
+
+
+class RecordBatchOut(BaseModel):
+    inserted: int
+    updated: int
+    unchanged: int
+    errors: list[RecordError]
+
+
+class RecordOut(BaseModel):
+    gallery_id: int
+    reference_id: str
+    attributes: dict[str, str]
+    sample_count: int
+    enrolled_at: datetime
+    updated_at: datetime

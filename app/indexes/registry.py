@@ -1,0 +1,179 @@
+"""The matcher index of every gallery, kept in step with the database.
+
+The database is the source of truth; an index is a cache of it. At start each gallery's index is
+loaded from its snapshot when the snapshot's change sequence and template count match the
+database, else rebuilt from the database and snapshotted again. Changes are applied after their
+transaction commits, under the gallery's write lock, so the index sees them in commit order.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.core.errors import Unavailable
+from matcher import GalleryIndex, IndexKind, IndexPolicy, SnapshotError, TemplateFormat, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IndexChange:
+    """What one committed transaction changed in a gallery: records whose templates are now
+    exactly ``templates`` (new or replaced), and records removed."""
+
+    pending: list[tuple[Any, np.ndarray]] = field(default_factory=list)
+    removed: list[int] = field(default_factory=list)
+    record_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    templates: np.ndarray | None = None
+
+    def resolve(self) -> None:
+        """Read the ids of the pending records (known once the session has flushed)."""
+        if not self.pending:
+            return
+        self.record_ids = np.concatenate(
+            [np.full(len(t), record.id, dtype=np.int64) for record, t in self.pending]
+        )
+        self.templates = np.vstack([t for _, t in self.pending])
+        self.pending = []
+
+
+@dataclass(frozen=True)
+class GallerySource:
+    """What the registry needs to know of a gallery to build its index."""
+
+    gallery_id: int
+    template_format: TemplateFormat
+    change_seq: int
+    template_count: int
+
+
+TemplateStream = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
+"""(gallery id, dimension) -> chunks of (record ids, templates) read from the database."""
+
+
+@dataclass
+class _Entry:
+    index: GalleryIndex
+    applied_seq: int
+    snapshot_seq: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class IndexRegistry:
+    def __init__(self, index_dir: Path, policy: IndexPolicy) -> None:
+        self.index_dir = index_dir
+        self.policy = policy
+        self._entries: dict[int, _Entry] = {}
+        self._guard = threading.Lock()
+        self.load_events: list[dict[str, Any]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def snapshot_path(self, gallery_id: int) -> Path:
+        return self.index_dir / f"gallery-{gallery_id}.snapshot"
+
+    def open(self, source: GallerySource, stream: TemplateStream) -> str:
+        """Load a gallery's index from a current snapshot or rebuild it; returns how
+        ("snapshot", "rebuilt: <why>")."""
+        path = self.snapshot_path(source.gallery_id)
+        index, how = None, "rebuilt: no snapshot"
+        if path.exists():
+            try:
+                manifest = read_manifest(path)
+                if manifest["change_seq"] != source.change_seq or manifest["template_count"] != source.template_count:
+                    how = (
+                        f"rebuilt: stale snapshot (seq {manifest['change_seq']} vs {source.change_seq}, "
+                        f"{manifest['template_count']} vs {source.template_count} templates)"
+                    )
+                else:
+                    index = GalleryIndex.load(path, self.policy)
+                    if index.format != source.template_format:
+                        index, how = None, "rebuilt: snapshot of another template format"
+                    else:
+                        how = "snapshot"
+            except SnapshotError as error:
+                how = f"rebuilt: corrupt snapshot ({error})"
+        if index is None:
+            index = self._rebuild(source, stream)
+            index.save(path, source.change_seq)
+        with self._guard:
+            self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
+        event = {"gallery_id": source.gallery_id, "source": how, "templates": index.template_count,
+                 "kind": index.kind.value}
+        self.load_events.append(event)
+        log.log(logging.INFO if how == "snapshot" else logging.WARNING, "index loaded", extra={"event": event})
+        return how
+
+    def create_empty(self, gallery_id: int, template_format: TemplateFormat) -> None:
+        with self._guard:
+            self._entries[gallery_id] = _Entry(GalleryIndex(template_format, self.policy), 0, -1)
+
+    def _rebuild(self, source: GallerySource, stream: TemplateStream) -> GalleryIndex:
+        index = GalleryIndex(source.template_format, self.policy)
+        for record_ids, templates in stream(source.gallery_id, source.template_format.dimension):
+            index.add(record_ids, templates)
+        return index
+
+    def rebuild(self, source: GallerySource, stream: TemplateStream, kind: IndexKind | None = None) -> None:
+        """Rebuild from the database under the write lock (operator request or repair)."""
+        with self.writing(source.gallery_id):
+            index = self._rebuild(source, stream)
+            if kind is not None:
+                index.rebuild(kind)
+            index.save(self.snapshot_path(source.gallery_id), source.change_seq)
+            with self._guard:
+                self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
+
+    # -- use --------------------------------------------------------------------------------------
+
+    def get(self, gallery_id: int) -> GalleryIndex:
+        entry = self._entries.get(gallery_id)
+        if entry is None:
+            raise Unavailable(f"the index of gallery {gallery_id} is not loaded", code="index_unavailable")
+        return entry.index
+
+    def is_loaded(self, gallery_id: int) -> bool:
+        return gallery_id in self._entries
+
+    def loaded_ids(self) -> list[int]:
+        return sorted(self._entries)
+
+    @contextmanager
+    def writing(self, gallery_id: int) -> Iterator[None]:
+        """Serialise a gallery's changes from database transaction to index update."""
+        with self._guard:
+            entry = self._entries.get(gallery_id)
+        if entry is None:
+            raise Unavailable(f"the index of gallery {gallery_id} is not loaded", code="index_unavailable")
+        with entry.lock:
+            yield
+
+    def apply(self, gallery_id: int, change_seq: int, change: IndexChange) -> None:
+        """Apply a committed change; call inside :meth:`writing`."""
+        entry = self._entries[gallery_id]
+        if change.removed:
+            entry.index.remove(np.asarray(change.removed, dtype=np.int64))
+        if change.templates is not None:
+            entry.index.replace(change.record_ids, change.templates)
+        entry.applied_seq = change_seq
+
+    def snapshot(self, gallery_id: int, force: bool = False) -> bool:
+        """Save the gallery's snapshot if it changed since the last one; True if written."""
+        with self.writing(gallery_id):
+            entry = self._entries[gallery_id]
+            if not force and entry.applied_seq == entry.snapshot_seq:
+                return False
+            entry.index.save(self.snapshot_path(gallery_id), entry.applied_seq)
+            entry.snapshot_seq = entry.applied_seq
+            return True
+
+    def snapshot_all(self) -> list[int]:
+        return [gid for gid in self.loaded_ids() if self.snapshot(gid)]

@@ -1,0 +1,52 @@
+"""The FastAPI application: routes, error handlers, limits, and the runtime's start and stop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.api.errors import install_error_handlers
+from app.api.limits import BodySizeLimit
+from app.api.routes import agreements, audit, galleries, health, principals
+from app.core.config import Settings, get_settings
+from app.db.migrate import upgrade_to_head
+from app.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """
+Biometric identification matching for the return and readmission of irregular migrants.
+
+Every endpoint except `/healthz` and `/readyz` needs `Authorization: Bearer <api key>`. Errors
+always have the body `{"error": {"code", "message", "details"}}`; resources outside the
+caller's country or agency answer 404, not 403.
+"""
+
+
+def create_app(settings: Settings | None = None, *, load_indexes_in_background: bool = True) -> FastAPI:
+    settings = settings or get_settings()
+    runtime = Runtime.create(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        upgrade_to_head(settings, runtime.engine)
+        if load_indexes_in_background:
+            threading.Thread(target=runtime.start_indexes, name="index-loader", daemon=True).start()
+        else:
+            runtime.start_indexes()
+        try:
+            yield
+        finally:
+            runtime.stop()
+
+    app = FastAPI(title="readmit", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app.state.runtime = runtime
+    install_error_handlers(app)
+    for module in (health, principals, agreements, galleries, audit):
+        app.include_router(module.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app

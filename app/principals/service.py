@@ -1,0 +1,75 @@
+"""Principals: creation with a key shown once, revocation, and authentication of a bearer key."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.audit import service as audit
+from app.core.countries import check_country
+from app.core.errors import Invalid, NotFound, Unauthenticated
+from app.db.base import utcnow
+from app.principals.keys import issue_key, key_matches, prefix_of
+from app.principals.models import Principal, Role
+
+_DUMMY_DIGEST = "0" * 64
+NEEDS_COUNTRY = {Role.REGISTRY, Role.CONSULAR, Role.BORDER_POLICE}
+
+
+def create_principal(
+    session: Session,
+    actor: Principal | None,
+    name: str,
+    role: Role,
+    country: str | None = None,
+    agency: str | None = None,
+) -> tuple[Principal, str]:
+    """Create a principal; returns it with its API key, which is not stored and cannot be shown
+    again. Registry, consular and border police principals need a country; border police also
+    an agency."""
+    if role in NEEDS_COUNTRY and not country:
+        raise Invalid(f"a {role.value} principal needs a country", code="missing_country")
+    if role is Role.BORDER_POLICE and not agency:
+        raise Invalid("a border_police principal needs an agency", code="missing_agency")
+    if country:
+        check_country(country)
+    key = issue_key()
+    principal = Principal(
+        name=name,
+        role=role.value,
+        country=country,
+        agency=agency if role is Role.BORDER_POLICE else None,
+        key_prefix=key.prefix,
+        key_hash=key.digest,
+    )
+    session.add(principal)
+    session.flush()
+    audit.append(session, actor, "principal.create", f"principal/{principal.id}",
+                 details={"role": role.value, "country": country, "agency": principal.agency})
+    return principal, key.token
+
+
+def revoke_principal(session: Session, actor: Principal, principal_id: int) -> None:
+    principal = session.get(Principal, principal_id)
+    if principal is None or principal.revoked_at is not None:
+        raise NotFound(f"principal {principal_id} not found")
+    principal.revoked_at = utcnow()
+    audit.append(session, actor, "principal.revoke", f"principal/{principal_id}")
+
+
+def authenticate(session: Session, token: str) -> Principal:
+    """The live principal holding ``token``; raises Unauthenticated for unknown, malformed or
+    revoked keys (checked on every request, so revocation takes effect at once)."""
+    prefix = prefix_of(token)
+    principal = None
+    if prefix is not None:
+        principal = session.scalar(select(Principal).where(Principal.key_prefix == prefix))
+    # Compare against a dummy digest when no row matched, so timing does not reveal prefixes.
+    matches = key_matches(token, principal.key_hash if principal else _DUMMY_DIGEST)
+    if principal is None or not matches or principal.revoked_at is not None:
+        raise Unauthenticated("unknown or revoked API key")
+    return principal
+
+
+def list_principals(session: Session) -> list[Principal]:
+    return list(session.scalars(select(Principal).order_by(Principal.id)))
