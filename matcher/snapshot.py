@@ -42,7 +42,8 @@ def write_snapshot(path: Path, manifest: dict[str, Any], sections: Iterable[tupl
         with open(temporary, "wb") as out:
             out.write(MAGIC)
             for name, array in sections:
-                data = memoryview(np.ascontiguousarray(array)).cast("B")
+                contiguous = np.ascontiguousarray(array)
+                data = memoryview(contiguous.reshape(-1).view(np.uint8))
                 layout[name] = {
                     "offset": out.tell(),
                     "nbytes": data.nbytes,
@@ -95,7 +96,7 @@ class SnapshotReader:
         """Read section ``name`` into a new array."""
         section, dtype, shape = self._next(name)
         out = np.empty(shape, dtype=dtype)
-        view = memoryview(out).cast("B")
+        view = memoryview(out.reshape(-1).view(np.uint8))
         self._handle.seek(section["offset"])
         for start in range(0, view.nbytes, _CHUNK):
             chunk = view[start : start + _CHUNK]
@@ -111,7 +112,7 @@ class SnapshotReader:
         if section["nbytes"] == 0:
             return np.empty(shape, dtype=dtype)
         mapped = np.memmap(self._handle, dtype=dtype, mode="c", offset=section["offset"], shape=shape)
-        view = memoryview(mapped).cast("B")
+        view = memoryview(mapped.reshape(-1).view(np.uint8))
         for start in range(0, view.nbytes, _CHUNK):
             self._hash.update(view[start : start + _CHUNK])
         return mapped

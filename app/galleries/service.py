@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -236,7 +236,6 @@ def delete_record(
             if record is None:
                 raise NotFound(f"record {reference_id} not found in gallery {gallery_id}")
             record_id = record.id
-            session.execute(delete(Template).where(Template.record_id == record_id))
             session.delete(record)
             seq = _bump(session, gallery, changed=1)
             audit.append(session, actor, "record.delete", f"gallery/{gallery_id}/record/{reference_id}")

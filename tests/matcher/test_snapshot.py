@@ -78,3 +78,11 @@ def test_corrupt_manifest_and_foreign_files_are_refused(tmp_path, face_format, r
         read_manifest(foreign)
     with pytest.raises(SnapshotError, match="cannot open"):
         GalleryIndex.load(tmp_path / "missing")
+
+
+def test_empty_gallery_round_trips(tmp_path, face_format):
+    path = tmp_path / "empty.snapshot"
+    GalleryIndex(face_format).save(path, change_seq=0)
+    loaded = GalleryIndex.load(path)
+    assert loaded.template_count == 0
+    assert (loaded.search(np.ones((1, 512)), k=2).record_ids == -1).all()

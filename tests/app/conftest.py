@@ -1,0 +1,39 @@
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from tests.app.harness import Service
+from tests.conftest import POSTGRES_URL
+
+BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """None (the default SQLite file in the data folder) or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        yield None
+        return
+    server = make_url(POSTGRES_URL)
+    name = f"readmit_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def service(tmp_path, database_url) -> Iterator[Service]:
+    running = Service(tmp_path / "data", database_url)
+    try:
+        yield running
+    finally:
+        running.close()
