@@ -1,0 +1,117 @@
+"""Authentication, roles and scopes on every endpoint the foundation serves."""
+
+import pytest
+
+from tests.app.harness import records
+
+ROLES = {
+    "registry": ("registry", "SEN", None),
+    "other_registry": ("registry", "MLI", None),
+    "border_police": ("border_police", "FRA", "FRA-DCPAF"),
+    "consular": ("consular", "SEN", None),
+    "auditor": ("auditor", None, None),
+}
+
+
+@pytest.fixture
+def world(service):
+    gallery_id = service.gallery("SEN")
+    keys = {name: service.principal(*spec) for name, spec in ROLES.items()}
+    keys["admin"] = service.admin
+    service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(1)},
+                        headers=keys["registry"])
+    return service, gallery_id, keys
+
+
+def calls(gallery_id):
+    batch = {"records": records(1, prefix="X")}
+    return {
+        ("POST", "/v1/principals", "admin"): {"name": "n", "role": "auditor"},
+        ("GET", "/v1/principals", "admin"): None,
+        ("POST", "/v1/agreements", "admin"): {"receiving_country": "FRA", "origin_country": "SEN",
+                                              "modalities": ["face"], "valid_from": "2026-01-01"},
+        ("GET", "/v1/agreements", "admin"): None,
+        ("POST", "/v1/galleries", "admin"): {"country": "MLI", "modality": "face",
+                                             "template_format": {"model": "m", "dimension": 8}},
+        ("GET", f"/v1/galleries/{gallery_id}", "admin registry"): None,
+        ("POST", f"/v1/galleries/{gallery_id}/records:batch", "registry"): batch,
+        ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000", "registry"): None,
+        ("GET", "/v1/audit/events", "auditor"): None,
+        ("GET", "/v1/audit/verify", "auditor"): None,
+    }
+
+
+def test_every_role_outside_an_endpoint_gets_403(world):
+    service, gallery_id, keys = world
+    for (method, path, allowed), body in calls(gallery_id).items():
+        for role in ("admin", "registry", "border_police", "consular", "auditor"):
+            if role in allowed.split():
+                continue
+            response = service.client.request(method, path, json=body, headers=keys[role])
+            assert response.status_code == 403, (method, path, role, response.text)
+            assert response.json()["error"]["code"] == "forbidden"
+
+
+def test_allowed_roles_succeed(world):
+    service, gallery_id, keys = world
+    for (method, path, allowed), body in calls(gallery_id).items():
+        role = allowed.split()[0]
+        response = service.client.request(method, path, json=body, headers=keys[role])
+        assert response.status_code in (200, 201), (method, path, response.text)
+
+
+def test_another_countrys_registry_sees_404_not_403(world):
+    service, gallery_id, keys = world
+    other = keys["other_registry"]
+    for method, path in [("GET", f"/v1/galleries/{gallery_id}"),
+                         ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000"),
+                         ("DELETE", f"/v1/galleries/{gallery_id}/records/REF-00000")]:
+        response = service.client.request(method, path, headers=other)
+        assert response.status_code == 404, (path, response.text)
+    response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch",
+                                   json={"records": records(1, prefix="EVIL")}, headers=other)
+    assert response.status_code == 404
+    assert service.client.get(f"/v1/galleries/{gallery_id}", headers=keys["registry"]).json()["record_count"] == 1
+    assert service.client.get("/v1/galleries", headers=other).json() == []
+
+
+@pytest.mark.parametrize("header", [None, "Bearer nonsense", "Bearer rdm_000000000000_wrong", "Basic abc"])
+def test_missing_or_unknown_keys_get_401(service, header):
+    headers = {"Authorization": header} if header else {}
+    response = service.client.get("/v1/agreements", headers=headers)
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthenticated"
+
+
+def test_revocation_takes_effect_on_the_next_request(service):
+    created = service.client.post("/v1/principals", headers=service.admin,
+                                  json={"name": "temp", "role": "auditor"}).json()
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    assert service.client.get("/v1/audit/verify", headers=key).status_code == 200
+    assert service.client.delete(f"/v1/principals/{created['id']}", headers=service.admin).status_code == 204
+    assert service.client.get("/v1/audit/verify", headers=key).status_code == 401
+    listed = service.client.get("/v1/principals", headers=service.admin).json()
+    assert all("api_key" not in p and "key_hash" not in p for p in listed)
+
+
+def test_principal_scopes_are_required(service):
+    for body, code in [({"name": "r", "role": "registry"}, "missing_country"),
+                       ({"name": "b", "role": "border_police", "country": "FRA"}, "missing_agency"),
+                       ({"name": "x", "role": "wizard"}, "validation_error")]:
+        response = service.client.post("/v1/principals", headers=service.admin, json=body)
+        assert response.status_code == 422 and response.json()["error"]["code"] == code
+
+
+def test_unknown_routes_and_methods_use_the_error_shape(service):
+    missing = service.client.get("/v1/nothing-here", headers=service.admin)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = service.client.put("/v1/agreements", headers=service.admin)
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_health_and_docs(service):
+    assert service.client.get("/healthz").json() == {"status": "ok"}
+    ready = service.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "migrations": True, "indexes": True}
+    schema = service.client.get("/openapi.json").json()
+    assert "/v1/galleries/{gallery_id}/records:batch" in schema["paths"]
