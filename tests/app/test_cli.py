@@ -1,0 +1,64 @@
+import os
+import subprocess
+import sys
+import time
+
+import httpx
+from typer.testing import CliRunner
+
+from app.cli import cli
+from app.core.config import get_settings
+
+
+def test_create_key_bootstraps_an_admin_whose_key_works(tmp_path, monkeypatch, database_url):
+    monkeypatch.setenv("READMIT_DATA_DIR", str(tmp_path / "data"))
+    if database_url:
+        monkeypatch.setenv("READMIT_DATABASE_URL", database_url)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, ["admin", "create-key", "--name", "operator"])
+        assert result.exit_code == 0, result.output
+        key = result.output.strip().splitlines()[-1]
+        assert key.startswith("rdm_") and len(key) > 50
+
+        from fastapi.testclient import TestClient
+
+        from app.main import create_app
+
+        with TestClient(create_app(get_settings(), load_indexes_in_background=False)) as client:
+            response = client.get("/v1/principals", headers={"Authorization": f"Bearer {key}"})
+            assert response.status_code == 200
+            assert response.json()[0]["role"] == "admin"
+        assert CliRunner().invoke(cli, ["db", "upgrade"]).exit_code == 0
+    finally:
+        get_settings.cache_clear()
+
+
+def test_python_dash_m_app_has_help():
+    result = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True,
+                            env={**os.environ})
+    for command in ("serve", "db", "admin"):
+        assert command in result.stdout
+
+
+def test_serve_starts_on_a_fresh_data_folder(tmp_path):
+    """The README's start command, as a process: data folder created, migrations applied, ready."""
+    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
+    env.pop("READMIT_DATABASE_URL", None)
+    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "18731"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        ready = False
+        for _ in range(100):
+            try:
+                ready = httpx.get("http://127.0.0.1:18731/readyz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                ready = False
+            if ready:
+                break
+            time.sleep(0.2)
+        assert ready, "the service did not become ready"
+        assert (tmp_path / "fresh" / "readmit.db").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

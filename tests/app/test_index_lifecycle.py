@@ -1,0 +1,62 @@
+"""Indexes are caches of the database: loaded from a current snapshot, rebuilt otherwise."""
+
+import numpy as np
+import pytest
+
+from tests.app.harness import records
+
+
+@pytest.fixture
+def populated(service):
+    gallery_id = service.gallery("SEN")
+    registry = service.principal("registry", "SEN")
+    batch = records(20)
+    service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch}, headers=registry)
+    return service, gallery_id, registry, batch
+
+
+def top_score(service, gallery_id, template):
+    return float(service.runtime.registry.get(gallery_id).search(np.asarray([template]), k=1).scores[0, 0])
+
+
+def test_a_graceful_restart_loads_the_snapshot(populated):
+    service, gallery_id, _, batch = populated
+    service.restart()
+    assert service.runtime.registry.load_events == [
+        {"gallery_id": gallery_id, "source": "snapshot", "templates": 40, "kind": "exact"}
+    ]
+    assert top_score(service, gallery_id, batch[7]["templates"][0]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_crash_after_changes_leaves_a_stale_snapshot_that_is_rebuilt(populated):
+    service, gallery_id, registry, batch = populated
+    service.runtime.registry.snapshot(gallery_id)
+    service.client.delete(f"/v1/galleries/{gallery_id}/records/REF-00003", headers=registry)
+    service.restart(graceful=False)
+    (event,) = service.runtime.registry.load_events
+    assert event["source"].startswith("rebuilt: stale snapshot") and event["templates"] == 38
+    assert top_score(service, gallery_id, batch[3]["templates"][0]) < 0.9
+
+
+def test_a_corrupt_snapshot_is_rebuilt_from_the_database(populated):
+    service, gallery_id, _, batch = populated
+    service.restart()
+    path = service.runtime.registry.snapshot_path(gallery_id)
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    service.restart(graceful=False)
+    (event,) = service.runtime.registry.load_events
+    assert event["source"].startswith("rebuilt: corrupt snapshot")
+    assert top_score(service, gallery_id, batch[11]["templates"][1]) == pytest.approx(1.0, abs=1e-5)
+    service.restart(graceful=False)
+    assert service.runtime.registry.load_events[0]["source"] == "snapshot", "the rebuild wrote a fresh snapshot"
+
+
+def test_a_missing_snapshot_is_rebuilt(populated):
+    service, gallery_id, _, _ = populated
+    service.restart()
+    service.runtime.registry.snapshot_path(gallery_id).unlink()
+    service.restart(graceful=False)
+    assert service.runtime.registry.load_events[0]["source"] == "rebuilt: no snapshot"
+    assert service.runtime.registry.get(gallery_id).template_count == 40
