@@ -58,15 +58,23 @@ def fmr_for_fpir(fpir: float, gallery_size: int) -> float:
     return -math.expm1(math.log1p(-fpir) / gallery_size)
 
 
-def threshold_at_rate(nonmated_scores: npt.ArrayLike, rate: float) -> float:
+def threshold_at_rate(nonmated_scores: npt.ArrayLike, rate: float, *, clamp: bool = False) -> float:
     """The smallest threshold t such that at most a fraction ``rate`` of ``nonmated_scores`` are
-    >= t. Raises CalibrationError when the sample is too small to resolve ``rate`` (it must
-    hold at least 1/rate scores)."""
-    scores = np.asarray(nonmated_scores, dtype=np.float64).ravel()
+    >= t. When the sample is too small to resolve ``rate`` (it must hold at least 1/rate scores)
+    this raises CalibrationError, or with ``clamp`` returns the most conservative threshold the
+    sample supports: just above its highest score."""
+    scores = np.asarray(nonmated_scores).ravel()
+    if not np.issubdtype(scores.dtype, np.floating):
+        scores = scores.astype(np.float64)
     rate = normalise_rate(rate)
     if scores.size == 0 or not np.isfinite(scores).all():
         raise CalibrationError("calibration needs a non-empty sample of finite non-mated scores")
     allowed = math.floor(rate * scores.size + 1e-9)
+    # nextafter in the scores' own precision: a float32 score compared with a float64 threshold
+    # just above it would round back to the score itself (NumPy casts the scalar to float32).
+    above = np.asarray(np.inf, dtype=scores.dtype)
+    if allowed < 1 and clamp:
+        return float(np.nextafter(scores.max(), above))
     if allowed < 1:
         raise CalibrationError(
             f"{scores.size} non-mated scores cannot resolve a rate of {rate:g}: "
@@ -75,7 +83,7 @@ def threshold_at_rate(nonmated_scores: npt.ArrayLike, rate: float) -> float:
     ranked = np.sort(scores)[::-1]
     if allowed >= ranked.size:
         return float(ranked[-1])
-    return float(np.nextafter(ranked[allowed], np.inf))
+    return float(np.nextafter(ranked[allowed], above))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ import enum
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 from readerwriterlock import rwlock
@@ -20,7 +19,7 @@ from readerwriterlock import rwlock
 from matcher.errors import InvalidTemplateError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult, fuse_per_record
-from matcher.shortlist import build_shortlist_index, search_shortlist
+from matcher.shortlist import MIN_SHARD_ROWS, ShortlistIndex
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
 from matcher.tuning import use_threads_for
@@ -47,6 +46,7 @@ class IndexPolicy:
     exact_max_templates: int = 200_000
     shortlist_length: int = 1000
     training_sample: int = 65_536
+    min_shard_rows: int = MIN_SHARD_ROWS
     forced_kind: IndexKind | None = None
 
 
@@ -57,7 +57,7 @@ class GalleryIndex:
         self.format = template_format
         self.policy = policy or IndexPolicy()
         self._store = TemplateStore(template_format)
-        self._shortlist: faiss.Index | None = None
+        self._shortlist: ShortlistIndex | None = None
         self._max_samples = 1
         self._lock = rwlock.RWLockWrite()
 
@@ -113,7 +113,7 @@ class GalleryIndex:
                 labels, scores = self._store.search(prepared, hits)
             else:
                 length = max(hits, self.policy.shortlist_length)
-                rows = search_shortlist(self._shortlist, prepared, length)
+                rows = self._shortlist.search(prepared, length)
                 labels, scores = self._store.rescore(prepared, rows)
         return fuse_per_record(labels, scores, groups, n_queries, k)
 
@@ -128,6 +128,26 @@ class GalleryIndex:
             grid = np.broadcast_to(rows, (prepared.shape[0], rows.size))
             _, scores = self._store.rescore(prepared, np.ascontiguousarray(grid))
         return float(scores.max())
+
+    def nonmated_top_scores(self, searches: int, seed: int = 0) -> np.ndarray:
+        """Best non-mated score of ``searches`` leave-one-out searches: enrolled samples, drawn
+        at random, searched against the gallery with their own record excluded.
+
+        This is the gallery's own open-set non-mated distribution (ISO/IEC 19795-1): a threshold
+        at FPIR f is the score that a fraction f of these reach, measured in the model's own
+        score space and at the gallery's real size, with no assumed cosine threshold.
+        """
+        with self._lock.gen_rlock():
+            size = self._store.size
+            if size == 0:
+                return np.empty(0, dtype=np.float32)
+            rows = np.random.default_rng(seed).choice(size, size=min(searches, size), replace=False)
+            probes = np.ascontiguousarray(self._store.vectors()[rows])
+            own = self._store.labels[rows]
+        result = self.search(probes, k=2)
+        other = np.where(result.record_ids[:, 0] == own, 1, 0)
+        scores = result.scores[np.arange(len(rows)), other]
+        return scores[np.isfinite(scores)]
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -180,7 +200,7 @@ class GalleryIndex:
             return
         self._store.remove_rows(rows)
         if self._shortlist is not None:
-            self._shortlist.remove_ids(faiss.IDSelectorBatch(rows.astype(np.int64)))
+            self._shortlist.remove_rows(rows)
 
     def _wanted_kind(self) -> IndexKind:
         if self.policy.forced_kind is not None:
@@ -197,8 +217,8 @@ class GalleryIndex:
         if wanted is IndexKind.EXACT or self._store.size == 0:
             self._shortlist = None
         else:
-            self._shortlist = build_shortlist_index(
-                self.format, self._store.vectors(), self.policy.training_sample
+            self._shortlist = ShortlistIndex.build(
+                self.format, self._store.vectors(), self.policy.training_sample, self.policy.min_shard_rows
             )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -221,7 +241,9 @@ class GalleryIndex:
                 ("templates", self._store.vectors()),
             ]
             if self._shortlist is not None:
-                sections.append(("shortlist", faiss.serialize_index(self._shortlist)))
+                parts = self._shortlist.serialize()
+                manifest["shortlist_shards"] = len(parts)
+                sections += [(f"shortlist-{i}", part) for i, part in enumerate(parts)]
             write_snapshot(path, manifest, sections)
 
     @classmethod
@@ -237,14 +259,16 @@ class GalleryIndex:
                 gallery = cls(template_format, replace(base, forced_kind=pinned))
                 labels = reader.read("labels")
                 templates = reader.map("templates")
-                shortlist = reader.read("shortlist") if manifest["kind"] != IndexKind.EXACT.value else None
+                shortlist = [reader.read(f"shortlist-{i}") for i in range(manifest.get("shortlist_shards", 0))]
                 reader.verify()
             except (KeyError, ValueError, TypeError) as error:
                 raise SnapshotError(f"{path}: inconsistent manifest: {error}") from error
         if labels.size != manifest["template_count"] or templates.shape != (labels.size, template_format.dimension):
             raise SnapshotError(f"{path}: manifest count does not match the data")
         gallery._store.attach(labels, templates)
-        gallery._shortlist = None if shortlist is None else faiss.deserialize_index(shortlist)
+        gallery._shortlist = (
+            ShortlistIndex.deserialize(shortlist, gallery.policy.min_shard_rows) if shortlist else None
+        )
         gallery._max_samples = int(manifest["max_samples"])
         return gallery
 

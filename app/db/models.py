@@ -2,8 +2,13 @@
 
 from app.agreements.models import Agreement
 from app.audit.models import AuditEvent, AuditHead
+from app.cases.models import Case
 from app.db.base import Base
 from app.galleries.models import Gallery, Record, Template
+from app.matching.models import Candidate, Search
 from app.principals.models import Principal
 
-__all__ = ["Agreement", "AuditEvent", "AuditHead", "Base", "Gallery", "Principal", "Record", "Template"]
+__all__ = [
+    "Agreement", "AuditEvent", "AuditHead", "Base", "Candidate", "Case", "Gallery", "Principal", "Record",
+    "Search", "Template",
+]

@@ -57,3 +57,21 @@ def test_bands():
     assert thresholds.band(0.1) is None
     with pytest.raises(CalibrationError):
         Thresholds(match=0.2, possible=0.3)
+
+
+def test_leave_one_out_nonmated_scores_exclude_the_probes_own_record(face_format, realistic_set):
+    from matcher import GalleryIndex
+
+    data = realistic_set
+    index = GalleryIndex(face_format)
+    index.add(data.gallery_ids, data.gallery)
+    scores = index.nonmated_top_scores(1000, seed=3)
+    assert scores.size == 1000
+    # the best of 20k near-orthogonal impostors: far below a mate, far above a single impostor
+    assert 0.1 < np.median(scores) < 0.3 and scores.max() < 0.4
+    threshold = threshold_at_rate(scores, 0.01)
+    assert np.mean(scores >= threshold) <= 0.01
+
+
+def test_clamped_threshold_is_above_every_observed_score():
+    assert threshold_at_rate(np.array([0.1, 0.3, 0.2]), 0.001, clamp=True) > 0.3

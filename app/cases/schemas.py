@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, StringConstraints
+
+from app.cases.models import CaseStatus, LegalBasis
+
+Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class CaseIn(BaseModel):
+    external_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="the agency's own reference, unique per agency"
+    )
+    detained_at: datetime = Field(description="start of detention, RFC 3339 with time zone")
+    detention_limit_days: int = Field(ge=1, le=540, description="legal detention limit, e.g. 45 in France")
+    presumed_countries: list[Country] = Field(min_length=1, max_length=10)
+    legal_basis: LegalBasis
+
+
+class CaseUpdate(BaseModel):
+    status: Literal["unidentified", "closed"] = Field(
+        description="unidentified: every channel tried without result; closed: the case ends"
+    )
+
+
+class CandidateState(BaseModel):
+    id: int
+    country: str
+    rank: int
+    score: float
+    band: str
+    review_state: str
+
+
+class SearchSummary(BaseModel):
+    id: int
+    status: str
+    submitted_at: datetime
+    finished_at: datetime | None
+    candidates: list[CandidateState]
+
+
+class CaseOut(BaseModel):
+    id: int
+    external_ref: str
+    agency: str
+    detained_at: datetime
+    detention_limit_days: int
+    deadline: datetime
+    presumed_countries: list[str]
+    legal_basis: LegalBasis
+    status: CaseStatus
+    created_at: datetime
+    searches: list[SearchSummary] = Field(default_factory=list)

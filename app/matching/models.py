@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.db.base import Base, UTCDateTime, utcnow
+from app.galleries.models import BigId
+
+
+class SearchStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    EXPIRED = "expired"
+    FAILED = "failed"
+
+
+class ReviewState(str, enum.Enum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    REJECTED = "rejected"
+
+
+class Search(Base):
+    """An identification (1:N) of a case's probes against the galleries its agreements allow.
+
+    ``probes`` holds the probe templates until the retention period erases them; ``targets`` the
+    galleries searched and ``skipped`` the presumed countries that could not be searched, and why.
+    """
+
+    __tablename__ = "searches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    dimension: Mapped[int] = mapped_column(Integer)
+    metric: Mapped[str] = mapped_column(String(16))
+    probes: Mapped[bytes | None] = mapped_column(LargeBinary)
+    probe_count: Mapped[int] = mapped_column(Integer)
+    targets: Mapped[list[int]] = mapped_column(JSON)
+    skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    max_candidates: Mapped[int] = mapped_column(Integer)
+    target_fpir: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default=SearchStatus.QUEUED.value, index=True)
+    deadline: Mapped[datetime] = mapped_column(UTCDateTime())
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    submitted_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
+    error: Mapped[str | None] = mapped_column(String(200))
+
+
+class Candidate(Base):
+    """A record of a searched gallery that scored above the search's loose threshold."""
+
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"), index=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"))
+    record_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("records.id", ondelete="SET NULL"))
+    reference_id: Mapped[str] = mapped_column(String(128))
+    country: Mapped[str] = mapped_column(String(3), index=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    score: Mapped[float] = mapped_column(Float)
+    band: Mapped[str] = mapped_column(String(16))
+    threshold_match: Mapped[float] = mapped_column(Float)
+    threshold_possible: Mapped[float] = mapped_column(Float)
+    review_state: Mapped[str] = mapped_column(String(16), default=ReviewState.PENDING.value, index=True)
+    reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
+    reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(String(2000))
