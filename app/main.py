@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
-from app.api.routes import agreements, audit, galleries, health, principals
+from app.api.routes import agreements, audit, cases, galleries, health, principals, review, searches
 from app.core.config import Settings, get_settings
 from app.db.migrate import upgrade_to_head
 from app.runtime import Runtime
@@ -46,7 +46,7 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
     app = FastAPI(title="readmit", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (health, principals, agreements, galleries, audit):
+    for module in (health, principals, agreements, galleries, cases, searches, review, audit):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app

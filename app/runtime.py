@@ -15,10 +15,15 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.cases.service import expire_due_cases
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory
+from app.db.session import make_engine, make_session_factory, transaction
 from app.galleries import service as galleries
 from app.indexes.registry import GallerySource, IndexRegistry
+from app.matching import queue as search_queue
+from app.matching.executor import SearchExecutor
+from app.matching.scheduler import Scheduler
+from app.matching.thresholds import ThresholdBook
 from matcher import IndexPolicy
 
 log = logging.getLogger(__name__)
@@ -30,9 +35,11 @@ class Runtime:
     engine: Engine
     sessions: sessionmaker[Session]
     registry: IndexRegistry
+    thresholds: ThresholdBook
+    scheduler: Scheduler
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
-    _snapshotter: threading.Thread | None = None
+    _threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
@@ -41,19 +48,31 @@ class Runtime:
         registry = IndexRegistry(
             settings.index_dir, IndexPolicy(exact_max_templates=settings.exact_max_templates)
         )
-        return cls(settings, engine, make_session_factory(engine), registry)
+        sessions = make_session_factory(engine)
+        thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
+        executor = SearchExecutor(sessions, registry, thresholds)
+        scheduler = Scheduler(executor.run, settings.search_workers, settings.batch_wait_ms / 1000,
+                              settings.max_batch_searches)
+        return cls(settings, engine, sessions, registry, thresholds, scheduler)
 
     def start_indexes(self) -> None:
-        """Open every gallery's index (migrations already applied), then report ready."""
+        """Open every gallery's index (migrations already applied), resume the searches left
+        queued or running by the last process, then report ready."""
         self.open_indexes()
+        for search_id, deadline, key in search_queue.requeue_pending(self.sessions):
+            self.scheduler.submit(search_id, deadline, key)
+        self.scheduler.start()
         self.ready = True
-        self._snapshotter = threading.Thread(target=self._snapshot_loop, name="snapshotter", daemon=True)
-        self._snapshotter.start()
+        for target, name in ((self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
         self._stop.set()
-        if self._snapshotter is not None:
-            self._snapshotter.join(timeout=5)
+        self.scheduler.stop()
+        for thread in self._threads:
+            thread.join(timeout=5)
         if self.ready:
             self.registry.snapshot_all()
         self.ready = False
@@ -76,6 +95,19 @@ class Runtime:
             ids = [g.id for g in galleries.all_galleries(session)]
         for gallery_id in ids:
             self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
+
+    def expire_due(self) -> None:
+        """Cases and queued searches past their deadline become expired."""
+        with transaction(self.sessions) as session:
+            expire_due_cases(session)
+            search_queue.expire_queued(session)
+
+    def _expiry_loop(self) -> None:
+        while not self._stop.wait(self.settings.expiry_interval_s):
+            try:
+                self.expire_due()
+            except Exception:
+                log.exception("expiry pass failed")
 
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(self.settings.snapshot_interval_s):

@@ -149,6 +149,23 @@ class GalleryIndex:
         scores = result.scores[np.arange(len(rows)), other]
         return scores[np.isfinite(scores)]
 
+    def nonmated_pair_scores(self, pairs: int, seed: int = 0) -> np.ndarray:
+        """Scores of random pairs of templates of different records: the non-mated comparison
+        scores (1:1) from which a threshold at a target FMR is read."""
+        with self._lock.gen_rlock():
+            size = self._store.size
+            if size < 2:
+                return np.empty(0, dtype=np.float32)
+            rng = np.random.default_rng(seed)
+            left, right = rng.integers(0, size, pairs), rng.integers(0, size, pairs)
+            keep = self._store.labels[left] != self._store.labels[right]
+            left, right = left[keep], right[keep]
+            chunks = []
+            for start in range(0, left.size, 8192):  # bounded memory: 8192 probes at a time
+                probes = np.ascontiguousarray(self._store.vectors()[left[start : start + 8192]])
+                chunks.append(self._store.rescore(probes, right[start : start + 8192, None])[1].ravel())
+        return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float32)
+
     # -- writing -----------------------------------------------------------------------------
 
     def add(self, record_ids: npt.ArrayLike, templates: npt.ArrayLike) -> None:

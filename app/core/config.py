@@ -26,6 +26,13 @@ class Settings(BaseSettings):
     max_probes: int = Field(10, description="probe samples per search")
 
     default_fpir: float = Field(0.001, description="FPIR for the match band when a request names none")
+    default_fmr: float = Field(0.0001, description="FMR of a verification decision when a request names none")
+    calibration_searches: int = Field(2000, description="leave-one-out searches calibrating a gallery's FPIR")
+
+    search_workers: int = Field(2, description="threads running searches, earliest deadline first")
+    batch_wait_ms: float = Field(5.0, description="how long a worker waits to coalesce probes into a batch")
+    max_batch_searches: int = Field(64, description="searches coalesced into one matcher call (1: no batching)")
+    expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
     snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
 

@@ -26,6 +26,7 @@ from app.galleries.schemas import RecordError, RecordIn
 from app.galleries.templates import decode_templates, from_bytes, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.models import Principal, Role
+from app.review.service import consular_may_read
 from matcher import Metric, TemplateFormat
 
 
@@ -211,12 +212,17 @@ def _bump(session: Session, gallery: Gallery, changed: int) -> int:
 
 
 def read_record(session: Session, actor: Principal, gallery_id: int, reference_id: str) -> Record:
-    gallery = visible_gallery(session, actor, gallery_id)
+    """Registry: its own country's records. Consular: its own country's records, only those a
+    candidate points to. Everything else is 404."""
+    missing = NotFound(f"record {reference_id} not found in gallery {gallery_id}")
+    gallery = session.get(Gallery, gallery_id)
+    if gallery is None or gallery.country != actor.country:
+        raise missing
     record = session.scalar(
         select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id)
     )
-    if record is None:
-        raise NotFound(f"record {reference_id} not found in gallery {gallery_id}")
+    if record is None or (actor.role == Role.CONSULAR.value and not consular_may_read(session, actor, record.id)):
+        raise missing
     audit.append(session, actor, "record.read", f"gallery/{gallery_id}/record/{reference_id}")
     return record
 

@@ -35,7 +35,7 @@ def calls(gallery_id):
                                              "template_format": {"model": "m", "dimension": 8}},
         ("GET", f"/v1/galleries/{gallery_id}", "admin registry"): None,
         ("POST", f"/v1/galleries/{gallery_id}/records:batch", "registry"): batch,
-        ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000", "registry"): None,
+        ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000", "registry consular"): None,
         ("GET", "/v1/audit/events", "auditor"): None,
         ("GET", "/v1/audit/verify", "auditor"): None,
     }

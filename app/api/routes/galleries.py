@@ -13,6 +13,7 @@ router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 Admin = principal_of(Role.ADMIN)
 AdminOrRegistry = principal_of(Role.ADMIN, Role.REGISTRY)
 Registry = principal_of(Role.REGISTRY)
+RegistryOrConsular = principal_of(Role.REGISTRY, Role.CONSULAR)
 
 
 def _out(runtime: Runtime, gallery: Gallery, records: int, templates: int) -> dict[str, object]:
@@ -74,8 +75,10 @@ def enrol(gallery_id: int, body: RecordBatchIn, actor: Registry, runtime: Runtim
     "/{gallery_id}/records/{reference_id}", response_model=RecordOut, summary="Read a record (never its templates)"
 )
 def read_record(
-    gallery_id: int, reference_id: str, actor: Registry, session: SessionDep
+    gallery_id: int, reference_id: str, actor: RegistryOrConsular, session: SessionDep
 ) -> dict[str, object]:
+    """Registry: its own country's records. Consular: its own country's records that a candidate
+    points to. The read is audited."""
     with session.begin():
         record: Record = service.read_record(session, actor, gallery_id, reference_id)
     return {

@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from app.api.deps import SessionDep, principal_of
+from app.matching import service
+from app.matching.schemas import SearchOut
+from app.principals.models import Role
+
+router = APIRouter(prefix="/v1/searches", tags=["searches"])
+BorderPolice = principal_of(Role.BORDER_POLICE)
+
+
+@router.get("/{search_id}", response_model=SearchOut, summary="Poll a search and read its candidates")
+def read(search_id: int, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
+    """Identity attributes of a candidate appear only once a consular officer has confirmed it."""
+    with session.begin():
+        return service.read_search(session, actor, search_id)

@@ -1,0 +1,157 @@
+"""Runs a batch of queued searches: database in, one matcher call per gallery, candidates out.
+
+Searches whose deadline has passed are marked ``expired`` and never run late. The probes of all
+runnable searches that target a gallery go to the matcher in one call, with probe groups so that
+each search gets its own per-record results (batched FAISS search is several times faster per
+probe than one call per search). Candidates are the records scoring at least the gallery's
+``possible`` threshold at the search's FPIR, merged over galleries, best first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.audit import service as audit
+from app.db.base import utcnow
+from app.db.session import transaction
+from app.galleries.models import Gallery, Record
+from app.galleries.templates import from_bytes
+from app.indexes.registry import IndexRegistry
+from app.matching.models import Candidate, Search, SearchStatus
+from app.matching.thresholds import ThresholdBook
+from matcher import Band
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    search_id: int
+    targets: list[int]
+    probes: np.ndarray
+    max_candidates: int
+    fpir: float
+
+
+@dataclass(frozen=True)
+class Hit:
+    gallery_id: int
+    record_id: int
+    score: float
+    band: Band
+    match_threshold: float
+    possible_threshold: float
+
+
+class SearchExecutor:
+    def __init__(self, sessions: sessionmaker[Session], registry: IndexRegistry, thresholds: ThresholdBook) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.thresholds = thresholds
+        self.last_batch_sizes: list[int] = []
+
+    def run(self, search_ids: list[int]) -> None:
+        jobs = self._start(search_ids)
+        if not jobs:
+            return
+        try:
+            hits = self.match(jobs)
+        except Exception as error:
+            log.exception("search batch failed")
+            self._fail(jobs, type(error).__name__)
+            return
+        self._finish(jobs, hits)
+
+    def _start(self, search_ids: list[int]) -> list[Job]:
+        now = utcnow()
+        jobs = []
+        with transaction(self.sessions) as session:
+            searches = session.scalars(
+                select(Search).where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
+                .order_by(Search.deadline).with_for_update()
+            )
+            for search in searches:
+                if search.deadline <= now:
+                    search.status, search.finished_at = SearchStatus.EXPIRED.value, now
+                    audit.append(session, None, "search.expire", f"case/{search.case_id}/search/{search.id}",
+                                 outcome="expired", details={"reason": "deadline passed while queued"})
+                    continue
+                search.status, search.started_at = SearchStatus.RUNNING.value, now
+                jobs.append(Job(search.id, list(search.targets), from_bytes([search.probes or b""], search.dimension),
+                                search.max_candidates, search.target_fpir))
+        return jobs
+
+    def match(self, jobs: list[Job]) -> dict[int, list[Hit]]:
+        """Per search, its hits over every targeted gallery, best first, cut to max_candidates."""
+        by_gallery: dict[int, list[Job]] = defaultdict(list)
+        for job in jobs:
+            for gallery_id in job.targets:
+                by_gallery[gallery_id].append(job)
+        hits: dict[int, list[Hit]] = defaultdict(list)
+        for gallery_id, members in by_gallery.items():
+            index = self.registry.get(gallery_id)
+            probes = np.vstack([job.probes for job in members])
+            groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
+            started = time.perf_counter()
+            result = index.search(probes, k=max(job.max_candidates for job in members), probe_groups=groups)
+            self.last_batch_sizes.append(len(members))
+            log.debug("matcher call", extra={"event": {"gallery_id": gallery_id, "searches": len(members),
+                                                        "seconds": time.perf_counter() - started}})
+            for position, job in enumerate(members):
+                calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
+                for record_id, score in result.candidates(position):
+                    band = calibrated.band(score)
+                    if band is not None:
+                        hits[job.search_id].append(Hit(gallery_id, record_id, score, band,
+                                                       calibrated.match, calibrated.possible))
+        for job in jobs:
+            ranked = sorted(hits[job.search_id], key=lambda h: (-h.score, h.gallery_id, h.record_id))
+            hits[job.search_id] = ranked[: job.max_candidates]
+        return hits
+
+    def _finish(self, jobs: list[Job], hits: dict[int, list[Hit]]) -> None:
+        record_ids = {hit.record_id for job in jobs for hit in hits[job.search_id]}
+        with transaction(self.sessions) as session:
+            records = {
+                row.id: row for row in session.execute(
+                    select(Record.id, Record.reference_id, Gallery.country)
+                    .join(Gallery, Gallery.id == Record.gallery_id).where(Record.id.in_(record_ids))
+                )
+            } if record_ids else {}
+            now = utcnow()
+            for job in jobs:
+                search = session.get(Search, job.search_id)
+                if search is None or search.status != SearchStatus.RUNNING.value:
+                    continue
+                rank = 0
+                for hit in hits[job.search_id]:
+                    row = records.get(hit.record_id)
+                    if row is None:  # deleted after it was matched: it must not be shown
+                        continue
+                    rank += 1
+                    session.add(Candidate(
+                        search_id=job.search_id, gallery_id=hit.gallery_id, record_id=hit.record_id,
+                        reference_id=row.reference_id, country=row.country, rank=rank, score=hit.score,
+                        band=hit.band.value, threshold_match=hit.match_threshold,
+                        threshold_possible=hit.possible_threshold,
+                    ))
+                search.status, search.finished_at = SearchStatus.DONE.value, now
+                audit.append(session, None, "search.complete", f"case/{search.case_id}/search/{search.id}",
+                             details={"candidates": rank,
+                                      "matches": sum(h.band is Band.MATCH for h in hits[job.search_id])})
+
+    def _fail(self, jobs: list[Job], reason: str) -> None:
+        with transaction(self.sessions) as session:
+            for job in jobs:
+                search = session.get(Search, job.search_id)
+                if search is not None and search.status == SearchStatus.RUNNING.value:
+                    search.status, search.finished_at, search.error = SearchStatus.FAILED.value, utcnow(), reason
+                    audit.append(session, None, "search.fail", f"case/{search.case_id}/search/{search.id}",
+                                 outcome="failed", details={"reason": reason})

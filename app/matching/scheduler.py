@@ -1,0 +1,131 @@
+"""Earliest-deadline-first queue of searches, served by worker threads with micro-batching.
+
+A worker takes the queued search whose case deadline is nearest, then gathers the other queued
+searches aimed at the same galleries, waiting at most ``batch_wait`` for more to arrive when the
+queue holds fewer than ``max_batch``, and runs them as one batch. Waiters (an HTTP call within
+its ``wait_ms``) are woken when their search's batch ends, whatever its outcome.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class _Entry:
+    deadline: float
+    order: int
+    search_id: int = field(compare=False)
+    key: tuple[int, ...] = field(compare=False)
+
+
+class Scheduler:
+    def __init__(
+        self, run: Callable[[list[int]], None], workers: int, batch_wait_s: float, max_batch: int
+    ) -> None:
+        self._run = run
+        self._workers_count = workers
+        self.batch_wait_s = batch_wait_s
+        self.max_batch = max_batch
+        self._heap: list[_Entry] = []
+        self._counter = itertools.count()
+        self._cond = threading.Condition()
+        self._done: dict[int, threading.Event] = {}
+        self._paused = False
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self.batches_run = 0
+
+    # -- producers ----------------------------------------------------------------------------
+
+    def submit(self, search_id: int, deadline: datetime, key: tuple[int, ...]) -> None:
+        with self._cond:
+            self._done.setdefault(search_id, threading.Event())
+            heapq.heappush(self._heap, _Entry(deadline.timestamp(), next(self._counter), search_id, key))
+            self._cond.notify()
+
+    def wait(self, search_id: int, timeout_s: float) -> bool:
+        """Block until the search's batch has run (True) or ``timeout_s`` passes (False)."""
+        event = self._done.get(search_id)
+        return event.wait(timeout_s) if event is not None else True
+
+    @property
+    def depth(self) -> int:
+        return len(self._heap)
+
+    # -- control ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        for number in range(self._workers_count):
+            thread = threading.Thread(target=self._work, name=f"search-worker-{number}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+    def pause(self) -> None:
+        """Hold every worker after its current batch (operators, and tests of the order)."""
+        with self._cond:
+            self._paused = True
+
+    def resume(self) -> None:
+        with self._cond:
+            self._paused = False
+            self._cond.notify_all()
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def _take_batch(self) -> list[_Entry] | None:
+        with self._cond:
+            while not self._stopping and (self._paused or not self._heap):
+                self._cond.wait()
+            if self._stopping:
+                return None
+            first = heapq.heappop(self._heap)
+            batch = [first]
+            give_up = time.monotonic() + self.batch_wait_s
+            while len(batch) < self.max_batch:
+                batch += self._take_same_key(first.key, self.max_batch - len(batch))
+                remaining = give_up - time.monotonic()
+                if len(batch) >= self.max_batch or remaining <= 0 or self._stopping:
+                    break
+                self._cond.wait(remaining)
+            return batch
+
+    def _take_same_key(self, key: tuple[int, ...], room: int) -> list[_Entry]:
+        same = sorted(entry for entry in self._heap if entry.key == key)[:room]
+        if same:
+            taken = {id(entry) for entry in same}
+            self._heap = [entry for entry in self._heap if id(entry) not in taken]
+            heapq.heapify(self._heap)
+        return same
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if batch is None:
+                return
+            try:
+                self._run([entry.search_id for entry in batch])
+            except Exception:
+                log.exception("search batch crashed")
+            finally:
+                self.batches_run += 1
+                for entry in batch:
+                    event = self._done.pop(entry.search_id, None)
+                    if event is not None:
+                        event.set()

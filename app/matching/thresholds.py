@@ -1,0 +1,77 @@
+"""Score thresholds per gallery, calibrated on the gallery's own non-mated scores.
+
+For 1:N, leave-one-out searches of enrolled samples give the distribution of the best non-mated
+score at the gallery's real size and in its model's own score space (see
+``GalleryIndex.nonmated_top_scores``); the ``match`` threshold is read at the requested FPIR and
+the ``possible`` threshold at ten times that. For 1:1, random pairs of different records give
+non-mated comparison scores, read at the requested FMR. A sample too small to resolve a rate
+yields the most conservative threshold it supports (just above its highest non-mated score), and
+says so. Samples are cached per gallery and drawn again when the gallery has grown or shrunk by
+more than a tenth.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from app.indexes.registry import IndexRegistry
+from matcher import Thresholds, normalise_rate, threshold_at_rate
+
+POSSIBLE_FACTOR = 10.0
+
+
+@dataclass(frozen=True)
+class GalleryCalibration:
+    template_count: int
+    nonmated_top: np.ndarray
+    nonmated_pairs: np.ndarray
+
+
+@dataclass(frozen=True)
+class CalibratedThresholds:
+    thresholds: Thresholds
+    resolved: bool
+    sample_size: int
+
+
+class ThresholdBook:
+    def __init__(self, registry: IndexRegistry, searches: int = 2000, pairs: int = 200_000) -> None:
+        self.registry = registry
+        self.searches = searches
+        self.pairs = pairs
+        self._cache: dict[int, GalleryCalibration] = {}
+        self._lock = threading.Lock()
+
+    def _calibration(self, gallery_id: int) -> GalleryCalibration:
+        index = self.registry.get(gallery_id)
+        cached = self._cache.get(gallery_id)
+        size = index.template_count
+        if cached is None or abs(size - cached.template_count) > 0.1 * max(cached.template_count, 1):
+            with self._lock:
+                cached = GalleryCalibration(size, index.nonmated_top_scores(self.searches),
+                                            index.nonmated_pair_scores(self.pairs))
+                self._cache[gallery_id] = cached
+        return cached
+
+    def for_identification(self, gallery_id: int, fpir: float) -> CalibratedThresholds:
+        sample = self._calibration(gallery_id).nonmated_top
+        return _read(sample, normalise_rate(fpir))
+
+    def for_verification(self, gallery_id: int, fmr: float) -> CalibratedThresholds:
+        sample = self._calibration(gallery_id).nonmated_pairs
+        return _read(sample, normalise_rate(fmr))
+
+
+def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:
+    if sample.size == 0:  # an empty gallery: nothing can match
+        return CalibratedThresholds(Thresholds(np.inf, np.inf), False, 0)
+    loose = min(rate * POSSIBLE_FACTOR, 0.5)
+    return CalibratedThresholds(
+        Thresholds(match=threshold_at_rate(sample, rate, clamp=True),
+                   possible=threshold_at_rate(sample, loose, clamp=True)),
+        resolved=rate * sample.size >= 1,
+        sample_size=int(sample.size),
+    )
