@@ -36,6 +36,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     registry: IndexRegistry
     thresholds: ThresholdBook
+    executor: SearchExecutor
     scheduler: Scheduler
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -53,7 +54,7 @@ class Runtime:
         executor = SearchExecutor(sessions, registry, thresholds)
         scheduler = Scheduler(executor.run, settings.search_workers, settings.batch_wait_ms / 1000,
                               settings.max_batch_searches)
-        return cls(settings, engine, sessions, registry, thresholds, scheduler)
+        return cls(settings, engine, sessions, registry, thresholds, executor, scheduler)
 
     def start_indexes(self) -> None:
         """Open every gallery's index (migrations already applied), resume the searches left

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,7 +55,8 @@ class SearchExecutor:
         self.sessions = sessions
         self.registry = registry
         self.thresholds = thresholds
-        self.last_batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=1000)
+        """Searches per matcher call, most recent last (bounded)."""
 
     def run(self, search_ids: list[int]) -> None:
         jobs = self._start(search_ids)
@@ -101,7 +102,7 @@ class SearchExecutor:
             groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
             started = time.perf_counter()
             result = index.search(probes, k=max(job.max_candidates for job in members), probe_groups=groups)
-            self.last_batch_sizes.append(len(members))
+            self.batch_sizes.append(len(members))
             log.debug("matcher call", extra={"event": {"gallery_id": gallery_id, "searches": len(members),
                                                         "seconds": time.perf_counter() - started}})
             for position, job in enumerate(members):

@@ -1,0 +1,100 @@
+"""Searches run earliest deadline first, coalesce into batches, expire rather than run late,
+and survive a restart."""
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from tests.app.test_identification import DIM, enrol, identify, open_case
+
+
+@pytest.fixture
+def service(tmp_path, database_url):
+    """One worker, so that the order in which searches start is the order of the queue."""
+    from tests.app.harness import Service
+
+    running = Service(tmp_path / "data", database_url, search_workers=1)
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def paused(service, people):
+    gallery = service.gallery("SEN", dimension=DIM)
+    enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
+    service.client.post("/v1/agreements", headers=service.admin, json={
+        "receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"})
+    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    service.runtime.scheduler.pause()
+    return service, police
+
+
+@pytest.fixture(scope="module")
+def people():
+    from matcher.synthetic import make_synthetic_set
+
+    return make_synthetic_set(300, samples_per_identity=2, mated_probes=20, nonmated_probes=20, seed=21)
+
+
+def test_queued_searches_run_earliest_deadline_first_and_coalesce(paused, people):
+    service, police = paused
+    # three cases, opened in the order latest deadline first
+    cases = [open_case(service, police, ref=f"C{days}", days_ago=0, limit=days) for days in (40, 10, 25)]
+    searches = []
+    for case in cases:
+        response = identify(service, police, case["id"], people.mated_probes[0], wait_ms=0)
+        assert response.status_code == 202 and response.json()["status"] == "queued"
+        searches.append(response.json()["id"])
+    assert service.runtime.scheduler.depth == 3
+    service.runtime.scheduler.max_batch = 1  # one search per batch, to observe the order
+    service.runtime.scheduler.resume()
+    for search_id in searches:
+        assert service.runtime.scheduler.wait(search_id, 10)
+    with service.runtime.engine.connect() as connection:
+        started = dict(connection.execute(text("SELECT id, started_at FROM searches")).all())
+    assert sorted(searches, key=lambda s: started[s]) == [searches[1], searches[2], searches[0]]  # 10, 25, 40 days
+
+
+def test_concurrent_searches_for_one_gallery_share_a_matcher_call(paused, people):
+    service, police = paused
+    case = open_case(service, police)
+    ids = [identify(service, police, case["id"], people.mated_probes[i], wait_ms=0).json()["id"] for i in range(6)]
+    service.runtime.scheduler.resume()
+    for search_id in ids:
+        assert service.runtime.scheduler.wait(search_id, 10)
+    polled = [service.client.get(f"/v1/searches/{i}", headers=police).json() for i in ids]
+    assert all(p["status"] == "done" for p in polled)
+    assert list(service.runtime.executor.batch_sizes) == [6], "six queued searches, one matcher call"
+    for i, result in enumerate(polled):
+        assert result["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[i]):04d}"
+
+
+def test_a_search_whose_deadline_passes_while_queued_expires_unrun(paused, people):
+    service, police = paused
+    case = open_case(service, police, days_ago=1, limit=2)
+    search_id = identify(service, police, case["id"], people.mated_probes[0], wait_ms=0).json()["id"]
+    with service.runtime.engine.begin() as connection:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        connection.execute(text("UPDATE searches SET deadline = :past WHERE id = :id"), {"past": past, "id": search_id})
+    service.runtime.scheduler.resume()
+    assert service.runtime.scheduler.wait(search_id, 10)
+    result = service.client.get(f"/v1/searches/{search_id}", headers=police).json()
+    assert result["status"] == "expired" and result["started_at"] is None and result["candidates"] == []
+
+
+def test_pending_searches_survive_a_restart(paused, people):
+    service, police = paused
+    case = open_case(service, police)
+    search_id = identify(service, police, case["id"], people.mated_probes[2], wait_ms=0).json()["id"]
+    service.restart(graceful=False)
+    for _ in range(100):
+        result = service.client.get(f"/v1/searches/{search_id}", headers=police).json()
+        if result["status"] == "done":
+            break
+        time.sleep(0.05)
+    assert result["status"] == "done"
+    assert result["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[2]):04d}"
+    assert np.isfinite(result["candidates"][0]["score"])
