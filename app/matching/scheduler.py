@@ -16,13 +16,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Literal
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(order=True)
 class _Entry:
-    deadline: float
+    priority: float
     order: int
     search_id: int = field(compare=False)
     key: tuple[int, ...] = field(compare=False)
@@ -30,9 +31,16 @@ class _Entry:
 
 class Scheduler:
     def __init__(
-        self, run: Callable[[list[int]], None], workers: int, batch_wait_s: float, max_batch: int
+        self,
+        run: Callable[[list[int]], None],
+        workers: int,
+        batch_wait_s: float,
+        max_batch: int,
+        policy: Literal["edf", "fifo"] = "edf",
     ) -> None:
+        """``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it."""
         self._run = run
+        self.policy = policy
         self._workers_count = workers
         self.batch_wait_s = batch_wait_s
         self.max_batch = max_batch
@@ -50,7 +58,9 @@ class Scheduler:
     def submit(self, search_id: int, deadline: datetime, key: tuple[int, ...]) -> None:
         with self._cond:
             self._done.setdefault(search_id, threading.Event())
-            heapq.heappush(self._heap, _Entry(deadline.timestamp(), next(self._counter), search_id, key))
+            order = next(self._counter)
+            priority = deadline.timestamp() if self.policy == "edf" else float(order)
+            heapq.heappush(self._heap, _Entry(priority, order, search_id, key))
             self._cond.notify()
 
     def wait(self, search_id: int, timeout_s: float) -> bool:
