@@ -1,50 +1,106 @@
-"""The ``readmit`` command line: serve, database upgrade, admin key bootstrap."""
+"""The ``readmit`` command line: serve, database, keys, bulk enrolment, indexes, audit.
+
+Every command exits non-zero with a one-line reason on failure.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from app.core.config import get_settings
+from app.core.config import Settings, get_settings
 
-cli = typer.Typer(help="readmit: biometric identification matching service", no_args_is_help=True)
+cli = typer.Typer(help="readmit: biometric identification matching service", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 admin_cli = typer.Typer(help="Principals and keys", no_args_is_help=True)
+index_cli = typer.Typer(help="Matcher indexes (run with the service stopped)", no_args_is_help=True)
+audit_cli = typer.Typer(help="The audit trail", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(admin_cli, name="admin")
+cli.add_typer(index_cli, name="index")
+cli.add_typer(audit_cli, name="audit")
+
+
+def fail(message: str) -> None:
+    typer.echo(f"readmit: {message}", err=True)
+    raise typer.Exit(code=1)
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[object]:
+    """Engine with the schema at head, disposed afterwards."""
+    from app.db.migrate import upgrade_to_head
+    from app.db.session import make_engine
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        upgrade_to_head(settings, engine)
+        yield engine
+    except Exception as error:  # one line for the operator, not a traceback
+        fail(f"{type(error).__name__}: {error}")
+    finally:
+        engine.dispose()
+
+
+@contextmanager
+def offline_runtime(settings: Settings) -> Iterator[object]:
+    """The service's runtime without HTTP, holding the data folder's lock."""
+    from app.core.datalock import DataDirLock
+    from app.core.errors import Unavailable
+    from app.db.migrate import upgrade_to_head
+    from app.runtime import Runtime
+
+    runtime = Runtime.create(settings)
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except Unavailable as error:
+        fail(f"{error.message}: stop the service first")
+    try:
+        upgrade_to_head(settings, runtime.engine)
+        yield runtime
+    finally:
+        runtime.engine.dispose()
+        lock.release()
 
 
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
 ) -> None:
-    """Start the service (migrations applied, indexes loaded from snapshots or rebuilt).
+    """Start the service: migrations applied, indexes loaded from snapshots or rebuilt, JSON logs
+    on standard output. One process serves a data folder (its indexes live in the process).
 
     Example: readmit serve --host 0.0.0.0 --port 8000
     """
     import uvicorn
 
+    from app.observability.logging import configure_logging
+
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    typer.echo(f"readmit: data in {settings.data_dir.resolve()}, listening on http://{host}:{port} (docs at /docs)")
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_level="info")
+    configure_logging(log_level.upper())
+    typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_config=None, access_log=False,
+                log_level=log_level)
 
 
 @db_cli.command("upgrade")
 def db_upgrade() -> None:
     """Apply every pending migration. Example: readmit db upgrade"""
-    from app.db.migrate import upgrade_to_head
-    from app.db.session import make_engine
-
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        upgrade_to_head(settings, engine)
-    finally:
-        engine.dispose()
+    with database(get_settings()):
+        pass
     typer.echo("database at head")
 
 
@@ -54,23 +110,185 @@ def create_key(name: Annotated[str, typer.Option(help="who holds the key")]) -> 
 
     Example: readmit admin create-key --name "operator on duty"
     """
-    from app.db.migrate import upgrade_to_head
-    from app.db.session import make_engine, make_session_factory, transaction
+    from app.db.session import make_session_factory, transaction
     from app.principals.models import Role
     from app.principals.service import create_principal
 
-    settings = get_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    try:
-        upgrade_to_head(settings, engine)
-        with transaction(make_session_factory(engine)) as session:
+    with database(get_settings()) as engine:
+        with transaction(make_session_factory(engine)) as session:  # type: ignore[arg-type]
             principal, key = create_principal(session, None, name, Role.ADMIN)
             principal_id = principal.id
-    finally:
-        engine.dispose()
-    typer.echo(f"admin principal {principal_id} created; its API key (shown once):")
+    typer.echo(f"admin principal {principal_id} created; its API key (shown once):", err=True)
     typer.echo(key)
+
+
+@cli.command()
+def enrol(
+    gallery: Annotated[int, typer.Option(help="gallery id")],
+    as_principal: Annotated[int, typer.Option("--as", help="id of a registry principal of the gallery's country")],
+    templates: Annotated[Path | None, typer.Option(help=".npy/.npz of (n, d) or (n, samples, d) float32")] = None,
+    records: Annotated[Path | None, typer.Option(help="CSV (reference_id + attribute columns) or JSON Lines")] = None,
+    jsonl: Annotated[Path | None, typer.Option(help="JSON Lines with inline templates instead")] = None,
+    batch: Annotated[int, typer.Option(help="records per transaction")] = 1000,
+    report: Annotated[Path, typer.Option(help="where rejected records and the summary go")] = Path(
+        "enrol-report.jsonl"),
+) -> None:
+    """Bulk-load a gallery with the service stopped: streaming, one transaction per batch,
+    resumable and idempotent (a rerun skips what is already there unchanged). The index is
+    rebuilt and snapshotted at the end, so the service starts at once.
+
+    Example: readmit enrol --gallery 1 --as 2 --templates faces.npy --records people.csv
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from app.galleries.bulk import enrol_stream
+    from app.galleries.models import Gallery
+    from app.galleries.sources import read_inline, read_paired
+    from app.principals.models import Principal, Role
+
+    if jsonl is None and (templates is None or records is None):
+        fail("give --templates and --records, or --jsonl")
+    settings = get_settings()
+    with offline_runtime(settings) as runtime:
+        with runtime.sessions() as session:  # type: ignore[attr-defined]
+            target = session.get(Gallery, gallery)
+            actor = session.get(Principal, as_principal)
+            if target is None:
+                fail(f"no gallery {gallery}")
+            if actor is None or actor.role != Role.REGISTRY.value or actor.country != target.country:
+                fail(f"principal {as_principal} is not a registry principal of {target.country}")
+        try:
+            source = read_inline(jsonl) if jsonl else read_paired(templates, records)  # type: ignore[arg-type]
+            total = _count_rows(jsonl or records)  # type: ignore[arg-type]
+        except (OSError, ValueError) as error:
+            fail(str(error))
+        started = time.perf_counter()
+        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
+                   TextColumn("{task.fields[rate]:,.0f} records/s"), TimeRemainingColumn()]
+        with Progress(*columns, transient=False) as progress:
+            task = progress.add_task("enrolling", total=total, rate=0.0)
+
+            def advance(summary) -> None:  # type: ignore[no-untyped-def]
+                progress.update(task, completed=summary.processed,
+                                rate=summary.processed / max(time.perf_counter() - started, 1e-9))
+
+            try:
+                summary = enrol_stream(runtime.sessions, as_principal, gallery, source, batch, advance)  # type: ignore[attr-defined]
+            except ValueError as error:
+                fail(str(error))
+        runtime.registry.open(runtime.gallery_source(gallery), runtime.stream_templates)  # type: ignore[attr-defined]
+    elapsed = time.perf_counter() - started
+    with open(report, "w", encoding="utf-8") as out:
+        for row in summary.rejected:
+            out.write(json.dumps(row) + "\n")
+        out.write(json.dumps({"summary": {"inserted": summary.inserted, "updated": summary.updated,
+                                          "unchanged": summary.unchanged, "rejected": len(summary.rejected),
+                                          "seconds": round(elapsed, 1)}}) + "\n")
+    typer.echo(f"inserted {summary.inserted}, updated {summary.updated}, unchanged {summary.unchanged}, "
+               f"rejected {len(summary.rejected)} in {elapsed:.1f} s; report in {report}")
+
+
+def _count_rows(path: Path) -> int:
+    with open(path, "rb") as handle:
+        lines = sum(1 for line in handle if line.strip())
+    return lines - 1 if path.suffix == ".csv" else lines
+
+
+@index_cli.command("rebuild")
+def index_rebuild(
+    gallery: Annotated[int | None, typer.Option(help="one gallery (default: all)")] = None,
+    kind: Annotated[str | None, typer.Option(help="pin exact or pq_fastscan (default: by size)")] = None,
+) -> None:
+    """Rebuild indexes from the database and snapshot them. Example: readmit index rebuild --gallery 1"""
+    from matcher import IndexKind
+
+    with offline_runtime(get_settings()) as runtime:
+        for gallery_id in _gallery_ids(runtime, gallery):
+            started = time.perf_counter()
+            runtime.registry.rebuild(runtime.gallery_source(gallery_id), runtime.stream_templates,  # type: ignore[attr-defined]
+                                     IndexKind(kind) if kind else None)
+            index = runtime.registry.get(gallery_id)  # type: ignore[attr-defined]
+            typer.echo(f"gallery {gallery_id}: {index.template_count} templates, {index.kind.value}, "
+                       f"{time.perf_counter() - started:.1f} s")
+
+
+@index_cli.command("snapshot")
+def index_snapshot(gallery: Annotated[int | None, typer.Option(help="one gallery (default: all)")] = None) -> None:
+    """Make every snapshot current: load it if it matches the database, else rebuild and save it.
+
+    Example: readmit index snapshot
+    """
+    with offline_runtime(get_settings()) as runtime:
+        for gallery_id in _gallery_ids(runtime, gallery):
+            how = runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)  # type: ignore[attr-defined]
+            typer.echo(f"gallery {gallery_id}: {how}")
+
+
+def _gallery_ids(runtime, gallery: int | None) -> list[int]:  # type: ignore[no-untyped-def]
+    from app.galleries.service import all_galleries
+
+    with runtime.sessions() as session:
+        ids = [g.id for g in all_galleries(session)]
+    if gallery is not None and gallery not in ids:
+        fail(f"no gallery {gallery}")
+    return [gallery] if gallery is not None else ids
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Recompute the whole hash chain; exit 1 and name the first bad event if it is broken.
+
+    Example: readmit audit verify
+    """
+    from app.audit.service import verify_chain
+    from app.db.session import make_session_factory
+
+    with database(get_settings()) as engine, make_session_factory(engine)() as session:  # type: ignore[arg-type]
+        result = verify_chain(session)
+    if not result.ok:
+        fail(f"audit chain broken at event {result.first_bad_seq} ({result.events_checked} events verified before)")
+    typer.echo(f"audit chain intact: {result.events_checked} events")
+
+
+@audit_cli.command("export")
+def audit_export(
+    out: Annotated[Path, typer.Option(help="JSON Lines file to write ('-' for standard output)")] = Path("-"),
+    after: Annotated[int, typer.Option(help="only events with seq greater than this")] = 0,
+) -> None:
+    """Export events with their chain (seq, prev_hash, hash) to verify elsewhere: each hash is
+    SHA-256 over the event's canonical JSON (see README, "Audit trail").
+
+    Example: readmit audit export --out audit.jsonl
+    """
+    from app.audit.schemas import AuditEventOut
+    from app.audit.service import list_events
+    from app.db.session import make_session_factory
+
+    with database(get_settings()) as engine, make_session_factory(engine)() as session:  # type: ignore[arg-type]
+        handle = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")
+        count = 0
+        try:
+            while events := list_events(session, after, 5000):
+                for event in events:
+                    handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
+                count += len(events)
+                after = events[-1].seq
+        finally:
+            if handle is not sys.stdout:
+                handle.close()
+    typer.echo(f"exported {count} events", err=True)
+
+
+@cli.command()
+def bench() -> None:
+    """Where the benchmarks are: scripts in benchmarks/ that print figures against baselines.
+
+    Example: python benchmarks/matcher_bench.py --quick
+    """
+    typer.echo("benchmarks/matcher_bench.py   matcher: exact and approximate search, snapshots, DET/CMC plots")
+    typer.echo("benchmarks/http_bench.py      HTTP identification with and without micro-batching")
+    typer.echo("benchmarks/deadline_bench.py  deadline misses, earliest-deadline-first against FIFO")
+    typer.echo("benchmarks/enrol_bench.py     bulk enrolment records/s on SQLite and PostgreSQL")
 
 
 def main() -> None:

@@ -11,9 +11,11 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
-from app.api.routes import agreements, audit, cases, galleries, health, principals, review, searches
+from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
 from app.core.config import Settings, get_settings
+from app.core.datalock import DataDirLock
 from app.db.migrate import upgrade_to_head
+from app.observability.middleware import RequestContext
 from app.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,8 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
         upgrade_to_head(settings, runtime.engine)
         if load_indexes_in_background:
             threading.Thread(target=runtime.start_indexes, name="index-loader", daemon=True).start()
@@ -42,11 +46,13 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
             yield
         finally:
             runtime.stop()
+            lock.release()
 
     app = FastAPI(title="readmit", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
-    for module in (health, principals, agreements, galleries, cases, searches, review, audit):
+    for module in (health, metrics, principals, agreements, galleries, cases, searches, review, audit):
         app.include_router(module.router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=runtime.metrics)
     return app

@@ -24,6 +24,7 @@ from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
+from app.observability.metrics import Metrics
 from matcher import IndexPolicy
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class Runtime:
     thresholds: ThresholdBook
     executor: SearchExecutor
     scheduler: Scheduler
+    metrics: Metrics
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -50,11 +52,14 @@ class Runtime:
             settings.index_dir, IndexPolicy(exact_max_templates=settings.exact_max_templates)
         )
         sessions = make_session_factory(engine)
+        metrics = Metrics()
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
-        executor = SearchExecutor(sessions, registry, thresholds)
+        executor = SearchExecutor(sessions, registry, thresholds, metrics)
         scheduler = Scheduler(executor.run, settings.search_workers, settings.batch_wait_ms / 1000,
                               settings.max_batch_searches)
-        return cls(settings, engine, sessions, registry, thresholds, executor, scheduler)
+        metrics.watch_queue(lambda: scheduler.depth)
+        metrics.watch_indexes(registry.sizes)
+        return cls(settings, engine, sessions, registry, thresholds, executor, scheduler, metrics)
 
     def start_indexes(self) -> None:
         """Open every gallery's index (migrations already applied), resume the searches left
@@ -95,7 +100,8 @@ class Runtime:
         with self.sessions() as session:
             ids = [g.id for g in galleries.all_galleries(session)]
         for gallery_id in ids:
-            self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
+            how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
+            self.metrics.index_loads.labels(how.split(":")[0]).inc()
 
     def expire_due(self) -> None:
         """Cases and queued searches past their deadline become expired."""

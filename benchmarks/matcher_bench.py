@@ -190,7 +190,7 @@ def main() -> None:
         "float32_store": "in memory (FAISS flat index)",
     }
     print_table(
-        "approximate (PQ64x4 fast-scan, 1000 per shard, shards in parallel, exact re-ranking)",
+        "approximate (PQ64x4 fast-scan shortlist 1000, exact re-ranking)",
         [
             ("build", f"{approx_build:.2f} s"),
             ("1 probe p50 / p99", f"{approx_p['p50_ms']:.2f} / {approx_p['p99_ms']:.2f} ms"),

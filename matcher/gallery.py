@@ -19,7 +19,7 @@ from readerwriterlock import rwlock
 from matcher.errors import InvalidTemplateError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult, fuse_per_record
-from matcher.shortlist import MIN_SHARD_ROWS, ShortlistIndex
+from matcher.shortlist import ShortlistIndex
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
 from matcher.tuning import use_threads_for
@@ -46,7 +46,6 @@ class IndexPolicy:
     exact_max_templates: int = 200_000
     shortlist_length: int = 1000
     training_sample: int = 65_536
-    min_shard_rows: int = MIN_SHARD_ROWS
     forced_kind: IndexKind | None = None
 
 
@@ -234,9 +233,7 @@ class GalleryIndex:
         if wanted is IndexKind.EXACT or self._store.size == 0:
             self._shortlist = None
         else:
-            self._shortlist = ShortlistIndex.build(
-                self.format, self._store.vectors(), self.policy.training_sample, self.policy.min_shard_rows
-            )
+            self._shortlist = ShortlistIndex.build(self.format, self._store.vectors(), self.policy.training_sample)
 
     # -- persistence ---------------------------------------------------------------------------
 
@@ -258,9 +255,7 @@ class GalleryIndex:
                 ("templates", self._store.vectors()),
             ]
             if self._shortlist is not None:
-                parts = self._shortlist.serialize()
-                manifest["shortlist_shards"] = len(parts)
-                sections += [(f"shortlist-{i}", part) for i, part in enumerate(parts)]
+                sections.append(("shortlist", self._shortlist.serialize()))
             write_snapshot(path, manifest, sections)
 
     @classmethod
@@ -276,16 +271,14 @@ class GalleryIndex:
                 gallery = cls(template_format, replace(base, forced_kind=pinned))
                 labels = reader.read("labels")
                 templates = reader.map("templates")
-                shortlist = [reader.read(f"shortlist-{i}") for i in range(manifest.get("shortlist_shards", 0))]
+                shortlist = reader.read("shortlist") if manifest["kind"] != IndexKind.EXACT.value else None
                 reader.verify()
             except (KeyError, ValueError, TypeError) as error:
                 raise SnapshotError(f"{path}: inconsistent manifest: {error}") from error
         if labels.size != manifest["template_count"] or templates.shape != (labels.size, template_format.dimension):
             raise SnapshotError(f"{path}: manifest count does not match the data")
         gallery._store.attach(labels, templates)
-        gallery._shortlist = (
-            ShortlistIndex.deserialize(shortlist, gallery.policy.min_shard_rows) if shortlist else None
-        )
+        gallery._shortlist = None if shortlist is None else ShortlistIndex.deserialize(shortlist)
         gallery._max_samples = int(manifest["max_samples"])
         return gallery
 

@@ -10,7 +10,6 @@ takes FAISS's GEMM path, which gains from every core (70 to 94 GFLOP/s from one 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 
@@ -28,11 +27,3 @@ def use_threads_for(probe_count: int) -> None:
 # blocks and 140 GFLOP/s with 4096 (numpy's GEMM: 185): larger blocks keep BLAS efficient.
 faiss.cvar.distance_compute_blas_database_bs = 4096
 
-
-def search_parallelism() -> int:
-    """How many shortlist shards a single query is split over: one per core."""
-    return os.cpu_count() or 1
-
-
-SHARD_POOL = ThreadPoolExecutor(max_workers=search_parallelism(), thread_name_prefix="shortlist")
-"""Threads that scan shortlist shards in parallel; FAISS releases the GIL while it scans."""

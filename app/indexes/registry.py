@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,8 +123,9 @@ class IndexRegistry:
         return index
 
     def rebuild(self, source: GallerySource, stream: TemplateStream, kind: IndexKind | None = None) -> None:
-        """Rebuild from the database under the write lock (operator request or repair)."""
-        with self.writing(source.gallery_id):
+        """Rebuild from the database, under the gallery's write lock when it is loaded."""
+        entry = self._entries.get(source.gallery_id)
+        with entry.lock if entry is not None else nullcontext():
             index = self._rebuild(source, stream)
             if kind is not None:
                 index.rebuild(kind)
@@ -142,6 +143,10 @@ class IndexRegistry:
 
     def is_loaded(self, gallery_id: int) -> bool:
         return gallery_id in self._entries
+
+    def sizes(self) -> list[tuple[int, str, int]]:
+        """(gallery id, index kind, templates) of every loaded index, for metrics."""
+        return [(gid, entry.index.kind.value, entry.index.template_count) for gid, entry in list(self._entries.items())]
 
     def loaded_ids(self) -> list[int]:
         return sorted(self._entries)

@@ -26,6 +26,7 @@ from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
 from app.matching.models import Candidate, Search, SearchStatus
 from app.matching.thresholds import ThresholdBook
+from app.observability.metrics import Metrics
 from matcher import Band
 
 log = logging.getLogger(__name__)
@@ -51,10 +52,13 @@ class Hit:
 
 
 class SearchExecutor:
-    def __init__(self, sessions: sessionmaker[Session], registry: IndexRegistry, thresholds: ThresholdBook) -> None:
+    def __init__(
+        self, sessions: sessionmaker[Session], registry: IndexRegistry, thresholds: ThresholdBook, metrics: Metrics
+    ) -> None:
         self.sessions = sessions
         self.registry = registry
         self.thresholds = thresholds
+        self.metrics = metrics
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         """Searches per matcher call, most recent last (bounded)."""
 
@@ -81,10 +85,12 @@ class SearchExecutor:
             for search in searches:
                 if search.deadline <= now:
                     search.status, search.finished_at = SearchStatus.EXPIRED.value, now
+                    self.metrics.searches.labels("expired").inc()
                     audit.append(session, None, "search.expire", f"case/{search.case_id}/search/{search.id}",
                                  outcome="expired", details={"reason": "deadline passed while queued"})
                     continue
                 search.status, search.started_at = SearchStatus.RUNNING.value, now
+                self.metrics.queue_wait.observe((now - search.submitted_at).total_seconds())
                 jobs.append(Job(search.id, list(search.targets), from_bytes([search.probes or b""], search.dimension),
                                 search.max_candidates, search.target_fpir))
         return jobs
@@ -102,9 +108,9 @@ class SearchExecutor:
             groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
             started = time.perf_counter()
             result = index.search(probes, k=max(job.max_candidates for job in members), probe_groups=groups)
+            self.metrics.matcher_latency.labels(str(gallery_id)).observe(time.perf_counter() - started)
+            self.metrics.matcher_batch.observe(len(members))
             self.batch_sizes.append(len(members))
-            log.debug("matcher call", extra={"event": {"gallery_id": gallery_id, "searches": len(members),
-                                                        "seconds": time.perf_counter() - started}})
             for position, job in enumerate(members):
                 calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
                 for record_id, score in result.candidates(position):
@@ -144,6 +150,8 @@ class SearchExecutor:
                         threshold_possible=hit.possible_threshold,
                     ))
                 search.status, search.finished_at = SearchStatus.DONE.value, now
+                self.metrics.searches.labels("done").inc()
+                self.metrics.deadline_slack.observe(max(0.0, (search.deadline - now).total_seconds()))
                 audit.append(session, None, "search.complete", f"case/{search.case_id}/search/{search.id}",
                              details={"candidates": rank,
                                       "matches": sum(h.band is Band.MATCH for h in hits[job.search_id])})
@@ -154,5 +162,6 @@ class SearchExecutor:
                 search = session.get(Search, job.search_id)
                 if search is not None and search.status == SearchStatus.RUNNING.value:
                     search.status, search.finished_at, search.error = SearchStatus.FAILED.value, utcnow(), reason
+                    self.metrics.searches.labels("failed").inc()
                     audit.append(session, None, "search.fail", f"case/{search.case_id}/search/{search.id}",
                                  outcome="failed", details={"reason": reason})

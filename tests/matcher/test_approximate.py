@@ -54,24 +54,23 @@ def test_delete_in_approximate_mode_removes_from_results(face_format, realistic_
     assert (remaining.record_ids[:, 0] == data.mated_ids[50:]).mean() > 0.99
 
 
-def test_sharded_shortlist_stays_aligned_through_removals_appends_and_snapshots(tmp_path, face_format, realistic_set):
-    """Shards split the codes by row ranges; removing rows in several shards and appending new
-    shards must keep every code aligned with its float32 row (else exact re-ranking would score
-    the wrong templates and mates would vanish)."""
+
+def test_codes_stay_aligned_through_removals_appends_and_snapshots(tmp_path, face_format, realistic_set):
+    """Removing rows and appending new ones must keep every code aligned with its float32 row
+    (else exact re-ranking would score the wrong templates and mates would vanish)."""
     data = realistic_set
-    policy = IndexPolicy(forced_kind=IndexKind.PQ_FASTSCAN, min_shard_rows=3_000)
+    policy = IndexPolicy(forced_kind=IndexKind.PQ_FASTSCAN)
     index = GalleryIndex(face_format, policy)
     index.add(data.gallery_ids[:20_000], data.gallery[:20_000])
-    removed = np.arange(0, 10_000, 7)  # records spread over every shard
+    removed = np.arange(0, 10_000, 7)  # records spread over the whole index
     index.remove(removed)
-    for start in range(20_000, 40_000, 2_500):  # enrolment in batches opens new shards
+    for start in range(20_000, 40_000, 2_500):  # enrolment in batches
         index.add(data.gallery_ids[start : start + 2_500], data.gallery[start : start + 2_500])
-    assert len(index._shortlist.shards) > 2
     kept = ~np.isin(data.mated_ids, removed)
     result = index.search(data.mated_probes, k=1)
     assert (result.record_ids[kept, 0] == data.mated_ids[kept]).mean() > 0.99
     assert not np.isin(removed, result.record_ids).any()
-    path = tmp_path / "sharded.snapshot"
+    path = tmp_path / "aligned.snapshot"
     index.save(path, change_seq=3)
     loaded = GalleryIndex.load(path, policy)
     np.testing.assert_array_equal(loaded.search(data.mated_probes, k=3).record_ids,

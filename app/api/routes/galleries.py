@@ -68,6 +68,8 @@ def enrol(gallery_id: int, body: RecordBatchIn, actor: Registry, runtime: Runtim
     position and a code); the others are stored. Templates are checked against the gallery's
     format (dimension, finite values, non-zero norm) and normalised for cosine galleries."""
     outcome = service.enrol_batch(runtime.sessions, runtime.registry, runtime.settings, actor, gallery_id, body.records)
+    runtime.metrics.enrolled.labels(str(gallery_id), "inserted").inc(outcome.inserted)
+    runtime.metrics.enrolled.labels(str(gallery_id), "updated").inc(outcome.updated)
     return outcome.__dict__
 
 

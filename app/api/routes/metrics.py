@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from app.api.deps import RuntimeDep, bearer, current_principal, require
+from app.principals.models import Role
+
+router = APIRouter(tags=["operations"])
+admin_only = require(Role.ADMIN)
+
+
+def scrape_allowed(
+    request: Request,
+    runtime: RuntimeDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> None:
+    """The configured scrape token (READMIT_METRICS_TOKEN), or an admin key."""
+    token = runtime.settings.metrics_token
+    if token and credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+        return
+    admin_only(current_principal(request, runtime, credentials))
+
+
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(scrape_allowed)],
+            response_class=Response)
+def metrics(runtime: RuntimeDep) -> Response:
+    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

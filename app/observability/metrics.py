@@ -1,0 +1,56 @@
+"""Prometheus metrics of one service instance, in its own registry (so that several apps in one
+process, as in tests, never collide)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+SLACK_BUCKETS = (0, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 540 * 86400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.http_requests = Counter("readmit_http_requests", "HTTP requests", ["method", "route", "status"],
+                                     registry=r)
+        self.http_latency = Histogram("readmit_http_request_duration_seconds", "HTTP request latency",
+                                      ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("readmit_search_queue_wait_seconds", "time from submission to start",
+                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.searches = Counter("readmit_searches", "searches ended, by outcome", ["outcome"], registry=r)
+        self.deadline_slack = Histogram("readmit_search_deadline_slack_seconds",
+                                        "time left before the case deadline when a search ends",
+                                        buckets=SLACK_BUCKETS, registry=r)
+        self.matcher_latency = Histogram("readmit_matcher_search_seconds", "one matcher call", ["gallery"],
+                                         buckets=LATENCY_BUCKETS, registry=r)
+        self.matcher_batch = Histogram("readmit_matcher_batch_searches", "searches coalesced in one matcher call",
+                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
+        self.enrolled = Counter("readmit_enrolled_records", "records inserted or updated", ["gallery", "change"],
+                                registry=r)
+        self.index_loads = Counter("readmit_index_loads", "index loads at start, by source", ["source"], registry=r)
+        self.queue_depth = Gauge("readmit_search_queue_depth", "searches waiting for a worker", registry=r)
+
+    def watch_queue(self, depth: Callable[[], int]) -> None:
+        self.queue_depth.set_function(depth)
+
+    def watch_indexes(self, sizes: Callable[[], list[tuple[int, str, int]]]) -> None:
+        """``sizes()`` gives (gallery id, index kind, templates) for every loaded index."""
+        self.registry.register(_IndexSizes(sizes))
+
+
+class _IndexSizes(Collector):
+    def __init__(self, sizes: Callable[[], list[tuple[int, str, int]]]) -> None:
+        self.sizes = sizes
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        family = GaugeMetricFamily("readmit_index_templates", "templates in a gallery's matcher index",
+                                   labels=["gallery", "kind"])
+        for gallery_id, kind, count in self.sizes():
+            family.add_metric([str(gallery_id), kind], count)
+        yield family
