@@ -7,7 +7,10 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from pathlib import Path
+
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
@@ -17,6 +20,8 @@ from app.core.datalock import DataDirLock
 from app.db.migrate import upgrade_to_head
 from app.observability.middleware import RequestContext
 from app.runtime import Runtime
+from app.web import routes as web
+from app.web.headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,9 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
     install_error_handlers(app)
     for module in (health, metrics, principals, agreements, galleries, cases, searches, review, audit):
         app.include_router(module.router)
+    app.include_router(web.router)
+    app.mount("/review/static", StaticFiles(directory=Path(web.__file__).parent / "static"), name="review-static")
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     app.add_middleware(RequestContext, metrics=runtime.metrics)
     return app

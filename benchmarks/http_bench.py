@@ -95,7 +95,7 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
                 "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "readmission_agreement"})
             cases.append(response.json()["id"])
         body = {"modality": "face", "template_format": {"model": "synthetic-arcface", "dimension": 512},
-                "wait_ms": 60_000}
+                "wait_ms": 30_000}
         warm = await client.post(f"/v1/cases/{cases[0]}/identifications",
                                  json={**body, "probes": [probes[0].tolist()]})
         assert warm.status_code == 200, warm.text

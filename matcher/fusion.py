@@ -31,13 +31,22 @@ class SearchResult:
 
 
 def fuse_per_record(
-    row_labels: np.ndarray, row_scores: np.ndarray, groups: np.ndarray, n_queries: int, k: int
+    row_labels: np.ndarray,
+    row_scores: np.ndarray,
+    groups: np.ndarray,
+    n_queries: int,
+    k: int,
+    unique_labels: bool = False,
 ) -> SearchResult:
     """Collapse per-probe, per-template hits into the top ``k`` records of each query.
 
     ``row_labels``/``row_scores`` are (probes, hits) arrays, labels being record ids (-1 for no
-    hit); ``groups[i]`` is the query that probe ``i`` belongs to.
+    hit); ``groups[i]`` is the query that probe ``i`` belongs to. ``unique_labels`` says that no
+    record appears twice in a row (one sample per record): with one probe per query there is
+    then nothing to fuse, and all rows are ranked at once.
     """
+    if unique_labels and n_queries == row_labels.shape[0] and np.array_equal(groups, np.arange(n_queries)):
+        return _rank_rows(row_labels, row_scores, k)
     out_ids = np.full((n_queries, k), NO_RECORD, dtype=np.int64)
     out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     order = np.argsort(groups, kind="stable")
@@ -60,3 +69,16 @@ def fuse_per_record(
         out_ids[query, : ranked.size] = labels[ranked]
         out_scores[query, : ranked.size] = scores[ranked]
     return SearchResult(record_ids=out_ids, scores=out_scores)
+
+
+def _rank_rows(row_labels: np.ndarray, row_scores: np.ndarray, k: int) -> SearchResult:
+    """Best ``k`` hits of every row, score descending then record id ascending, in one sort."""
+    order = np.lexsort((row_labels, -row_scores), axis=-1)[:, :k]
+    ids = np.take_along_axis(row_labels, order, axis=1)
+    scores = np.take_along_axis(row_scores, order, axis=1).astype(np.float32, copy=False)
+    ids = np.where(np.isfinite(scores), ids, NO_RECORD)
+    if ids.shape[1] < k:
+        pad = k - ids.shape[1]
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=NO_RECORD)
+        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return SearchResult(record_ids=ids, scores=scores)

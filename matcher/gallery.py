@@ -108,13 +108,14 @@ class GalleryIndex:
                     k,
                 )
             hits = k * self._max_samples
+            unique = self._max_samples == 1
             if self._shortlist is None:
                 labels, scores = self._store.search(prepared, hits)
             else:
                 length = max(hits, self.policy.shortlist_length)
                 rows = self._shortlist.search(prepared, length)
                 labels, scores = self._store.rescore(prepared, rows)
-        return fuse_per_record(labels, scores, groups, n_queries, k)
+        return fuse_per_record(labels, scores, groups, n_queries, k, unique_labels=unique)
 
     def score_record(self, record_id: int, probes: npt.ArrayLike) -> float | None:
         """Verification (1:1): the best score of ``probes`` against one record's samples, exact,

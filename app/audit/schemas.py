@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, field_serializer
 
 
 class AuditEventOut(BaseModel):
@@ -17,6 +17,11 @@ class AuditEventOut(BaseModel):
     details: dict[str, Any]
     prev_hash: str
     hash: str
+
+    @field_serializer("at")
+    def hashed_form(self, at: datetime) -> str:
+        """``at`` exactly as it enters the hash, so that exports verify byte for byte."""
+        return at.isoformat(timespec="microseconds")
 
 
 class AuditPage(BaseModel):

@@ -7,8 +7,9 @@ from app.db.base import Base
 from app.galleries.models import Gallery, Record, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal
+from app.web.models import WebSession
 
 __all__ = [
     "Agreement", "AuditEvent", "AuditHead", "Base", "Candidate", "Case", "Gallery", "Principal", "Record",
-    "Search", "Template",
+    "Search", "Template", "WebSession",
 ]

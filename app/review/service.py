@@ -86,3 +86,29 @@ def case_of(session: Session, candidate: Candidate) -> Case:
     return session.scalars(
         select(Case).join(Search, Search.case_id == Case.id).where(Search.id == candidate.search_id)
     ).one()
+
+
+def candidate_page(session: Session, actor: Principal, candidate_id: int) -> dict[str, Any]:
+    """One candidate for review with its case, record attributes and the other candidates of the
+    same search in the officer's country; the read of attributes is audited."""
+    candidate = visible_candidate(session, actor, candidate_id)
+    search = session.get(Search, candidate.search_id)
+    case = session.get(Case, search.case_id) if search else None
+    record = session.get(Record, candidate.record_id) if candidate.record_id else None
+    siblings = list(session.scalars(
+        select(Candidate).where(Candidate.search_id == candidate.search_id, Candidate.country == actor.country,
+                                Candidate.id != candidate.id).order_by(Candidate.rank)
+    ))
+    audit.append(session, actor, "candidate.read", f"candidate/{candidate.id}",
+                 details={"case_id": case.id if case else None})
+    return {"candidate": candidate, "search": search, "case": case, "record": record, "siblings": siblings}
+
+
+def next_pending(session: Session, actor: Principal) -> int | None:
+    """The pending candidate of the officer's country whose case deadline is nearest."""
+    return session.scalar(
+        select(Candidate.id).join(Search, Search.id == Candidate.search_id).join(Case, Case.id == Search.case_id)
+        .where(Candidate.country == actor.country, Candidate.review_state == ReviewState.PENDING.value,
+               Case.status == "open")
+        .order_by(Case.deadline, Candidate.search_id, Candidate.rank).limit(1)
+    )

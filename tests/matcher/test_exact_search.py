@@ -101,3 +101,18 @@ def test_verification_scores_one_record(face_format, rng):
     index.add([5], template)
     assert index.score_record(5, template) == pytest.approx(1.0, abs=1e-5)
     assert index.score_record(6, template) is None
+
+
+def test_fast_ranking_path_equals_general_fusion(rng):
+    from matcher.fusion import fuse_per_record
+
+    labels = np.stack([rng.permutation(50)[:20] for _ in range(6)])
+    labels[2, 15:] = -1  # short rows are padded
+    scores = rng.standard_normal((6, 20)).astype(np.float32)
+    scores[2, 15:] = -np.inf
+    scores[4, 3] = scores[4, 7]  # a tie, broken by record id on both paths
+    groups = np.arange(6)
+    fast = fuse_per_record(labels, scores, groups, 6, 25, unique_labels=True)
+    general = fuse_per_record(labels, scores, groups, 6, 25)
+    np.testing.assert_array_equal(fast.record_ids, general.record_ids)
+    np.testing.assert_array_equal(fast.scores, general.scores)

@@ -1,0 +1,104 @@
+"""Bulk enrolment speed: records/s into SQLite and PostgreSQL, then the index build, through the
+same code path as ``readmit enrol`` (streamed from .npy + CSV, one transaction per batch).
+
+    python benchmarks/enrol_bench.py --size 1000000
+    python benchmarks/enrol_bench.py --size 200000 --postgres-url postgresql+psycopg://u:p@127.0.0.1/postgres
+(the PostgreSQL URL defaults to READMIT_TEST_POSTGRES_URL; a fresh database is created and dropped)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import print_json, print_table  # noqa: E402
+
+from app.core.config import Settings  # noqa: E402
+from app.db.session import transaction  # noqa: E402
+from app.galleries.bulk import enrol_stream  # noqa: E402
+from app.galleries.service import create_gallery  # noqa: E402
+from app.galleries.sources import read_paired  # noqa: E402
+from app.principals.models import Role  # noqa: E402
+from app.principals.service import create_principal  # noqa: E402
+from app.runtime import Runtime  # noqa: E402
+from matcher import Metric  # noqa: E402
+from matcher.synthetic import make_synthetic_set  # noqa: E402
+
+
+def write_source(folder: Path, size: int) -> tuple[Path, Path]:
+    data = make_synthetic_set(size, 1, 1, 1, seed=4)
+    templates, records = folder / "templates.npy", folder / "records.csv"
+    np.save(templates, data.gallery)
+    with open(records, "w") as out:
+        out.write("reference_id,family_name\n")
+        out.writelines(f"SEN-{i:09d},Name{i}\n" for i in range(size))
+    return templates, records
+
+
+def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict[str, float]:
+    runtime = Runtime.create(settings)
+    from app.db.migrate import upgrade_to_head
+
+    upgrade_to_head(settings, runtime.engine)
+    with transaction(runtime.sessions) as session:
+        admin, _ = create_principal(session, None, "admin", Role.ADMIN)
+        registry, _ = create_principal(session, admin, "registry", Role.REGISTRY, "SEN")
+        gallery = create_gallery(session, admin, "SEN", "face", "synthetic-arcface", 512, Metric.COSINE)
+        registry_id, gallery_id = registry.id, gallery.id
+    started = time.perf_counter()
+    summary = enrol_stream(runtime.sessions, registry_id, gallery_id, read_paired(templates, records), batch)
+    database_s = time.perf_counter() - started
+    started = time.perf_counter()
+    runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)
+    index_s = time.perf_counter() - started
+    runtime.engine.dispose()
+    return {"records": summary.inserted, "database_s": database_s, "records_per_s": summary.inserted / database_s,
+            "index_build_s": index_s, "overall_records_per_s": summary.inserted / (database_s + index_s)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--postgres-url", default=os.environ.get("READMIT_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    figures: dict[str, object] = {"size": args.size, "batch": args.batch}
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        templates, records = write_source(base, args.size)
+        figures["sqlite"] = load(Settings(data_dir=base / "sqlite"), templates, records, args.batch)
+        if args.postgres_url:
+            server = make_url(args.postgres_url)
+            name = f"readmit_bench_{uuid.uuid4().hex[:8]}"
+            admin = create_engine(server, isolation_level="AUTOCOMMIT")
+            with admin.connect() as connection:
+                connection.execute(text(f'CREATE DATABASE "{name}"'))
+            try:
+                url = server.set(database=name).render_as_string(hide_password=False)
+                figures["postgresql"] = load(Settings(data_dir=base / "pg", database_url=url), templates, records,
+                                             args.batch)
+            finally:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+    rows = [(backend, f"{f['records_per_s']:,.0f} records/s into the database, index built in "  # type: ignore[index]
+                      f"{f['index_build_s']:.0f} s, {f['overall_records_per_s']:,.0f} records/s overall")  # type: ignore[index]
+            for backend, f in figures.items() if isinstance(f, dict)]
+    print_table(f"bulk enrolment of {args.size:,} records of one 512-d template", rows)
+    print_json(figures)
+
+
+if __name__ == "__main__":
+    main()

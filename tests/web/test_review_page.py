@@ -1,0 +1,188 @@
+"""The consular review page in a real browser: headless Chromium (Debian's package) driven by
+Playwright, against the real service on loopback."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+playwright = pytest.importorskip("playwright.sync_api")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+if CHROMIUM is None:
+    if os.environ.get("CI") == "true":
+        raise RuntimeError("CI must install Debian's chromium for the review page tests (see .ci/run)")
+    pytest.skip("Debian's chromium is not installed", allow_module_level=True)
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+DIM = 64
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """The service with a world in it: two galleries, cases near and far from their deadline,
+    candidates for Senegal to review."""
+    data_dir = tmp_path_factory.mktemp("web") / "data"
+    port = free_port()
+    env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
+    env.pop("READMIT_DATABASE_URL", None)
+    key = subprocess.run([sys.executable, "-m", "app", "admin", "create-key", "--name", "web admin"], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    world = build_world(api)
+    yield base, api, world
+    api.close()
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def principal(api, role, country=None, agency=None):
+    body = {"name": f"{role} officer", "role": role, "country": country, "agency": agency}
+    return {"Authorization": "Bearer " + api.post("/v1/principals", json=body).json()["api_key"]}
+
+
+def build_world(api):
+    rng = np.random.default_rng(5)
+    people = rng.standard_normal((40, DIM)).astype(np.float32)
+    gallery = api.post("/v1/galleries", json={"country": "SEN", "modality": "face",
+                                              "template_format": {"model": "arcface-r100", "dimension": DIM}}).json()
+    registry = principal(api, "registry", "SEN")
+    records = [{"reference_id": f"SEN-{i:04d}", "templates": [people[i].tolist()],
+                "attributes": {"family_name": f"Diop{i}", "given_names": f"Awa{i}", "date_of_birth": "1994-03-02"}}
+               for i in range(40)]
+    api.post(f"/v1/galleries/{gallery['id']}/records:batch", json={"records": records}, headers=registry)
+    api.post("/v1/agreements", json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"],
+                                     "valid_from": "2020-01-01"})
+    police = principal(api, "border_police", "FRA", "FRA-DCPAF")
+    cases = {}
+    for ref, days_ago, person in (("DCPAF-FAR", 1, 3), ("DCPAF-NEAR", 43, 5), ("DCPAF-MID", 20, 8)):
+        case = api.post("/v1/cases", headers=police, json={
+            "external_ref": ref, "detained_at": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
+            "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "readmission_agreement"}).json()
+        probe = people[person] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
+        result = api.post(f"/v1/cases/{case['id']}/identifications", headers=police, json={
+            "modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM},
+            "probes": [probe.tolist()]}).json()
+        assert result["candidates"][0]["reference_id"] == f"SEN-{person:04d}", result
+        cases[ref] = case["id"]
+    return {"consul": principal(api, "consular", "SEN"), "other_consul": principal(api, "consular", "MLI"),
+            "police": police, "cases": cases}
+
+
+def key_of(headers):
+    return headers["Authorization"].split(" ", 1)[1]
+
+
+@pytest.fixture
+def page():
+    with playwright.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        context = browser.new_context(viewport={"width": 1366, "height": 900})
+        yield context.new_page()
+        browser.close()
+
+
+def sign_in(page, base, key):
+    page.goto(f"{base}/review")
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_consul_reviews_in_deadline_order_confirms_and_the_case_is_identified(server, page, tmp_path):
+    base, api, world = server
+    sign_in(page, base, key_of(world["consul"]))
+    rows = page.locator("tbody tr")
+    assert rows.count() == 3
+    references = [rows.nth(i).locator("td").nth(3).inner_text() for i in range(3)]
+    assert references == ["SEN-0005", "SEN-0008", "SEN-0003"], "nearest detention deadline first"
+    assert "urgent" in rows.nth(0).inner_text().lower() and "urgent" not in rows.nth(2).inner_text().lower()
+    page.screenshot(path=str(tmp_path / "queue.png"), full_page=True)
+
+    page.get_by_role("link", name="SEN-0005").click()
+    assert "Diop5" in page.content() and "strong evidence" in page.content()
+    page.screenshot(path=str(tmp_path / "candidate.png"), full_page=True)
+    if os.environ.get("READMIT_UPDATE_DOCS") or not (DOCS / "review-candidate.png").exists():
+        DOCS.mkdir(exist_ok=True)
+        shutil.copy(tmp_path / "queue.png", DOCS / "review-queue.png")
+        shutil.copy(tmp_path / "candidate.png", DOCS / "review-candidate.png")
+
+    page.get_by_role("button", name="Confirm identity").click()  # the note is required: nothing is sent
+    assert "/review/candidates/" in page.url
+    page.get_by_label("Note (required)").fill("Civil register entry and photograph agree.")
+    page.get_by_role("button", name="Confirm identity").click()
+    assert page.get_by_role("heading", name="Candidate SEN-0008").is_visible(), "lands on the next pending candidate"
+
+    case = api.get(f"/v1/cases/{world['cases']['DCPAF-NEAR']}", headers=world["police"]).json()
+    assert case["status"] == "identified"
+    page.get_by_role("button", name="Sign out").click()
+    assert page.url.endswith("/review/sign-in")
+    page.goto(f"{base}/review")
+    assert page.url.endswith("/review/sign-in"), "the session is gone after sign-out"
+
+    auditor = principal(api, "auditor")
+    events = api.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    actions = [e["action"] for e in events]
+    for action in ("web.sign_in", "review.list", "candidate.read", "candidate.confirmed", "case.identified",
+                   "web.sign_out"):
+        assert action in actions
+    assert api.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+
+
+def test_a_border_police_key_cannot_sign_in(server, page):
+    base, _, world = server
+    sign_in(page, base, key_of(world["police"]))
+    assert "cannot sign in here" in page.content()
+    assert page.url.endswith("/review/sign-in")
+
+
+def test_another_countrys_consul_sees_an_empty_queue(server, page):
+    base, _, world = server
+    sign_in(page, base, key_of(world["other_consul"]))
+    assert page.get_by_text("No pending candidates").is_visible()
+
+
+def test_a_form_post_without_csrf_token_is_refused(server, page):
+    base, api, world = server
+    sign_in(page, base, key_of(world["consul"]))
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    pending = api.get("/v1/review/candidates", headers=world["consul"]).json()
+    response = httpx.post(f"{base}/review/candidates/{pending[0]['id']}/decision",
+                          data={"decision": "rejected", "note": "forged"}, cookies=cookies)
+    assert response.status_code == 403
+    still = api.get("/v1/review/candidates", headers=world["consul"]).json()
+    assert still[0]["id"] == pending[0]["id"] and still[0]["review_state"] == "pending"
+
+
+def test_review_pages_send_security_headers_and_cookie_flags(server, page):
+    base, _, world = server
+    response = httpx.get(f"{base}/review/sign-in")
+    assert "default-src 'none'" in response.headers["content-security-policy"]
+    assert response.headers["x-frame-options"] == "DENY" and response.headers["cache-control"] == "no-store"
+    assert "access-control-allow-origin" not in response.headers
+    sign_in(page, base, key_of(world["consul"]))
+    cookie = next(c for c in page.context.cookies() if c["name"] == "readmit_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
