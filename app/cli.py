@@ -9,16 +9,22 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from app.core.config import Settings, get_settings
 
-cli = typer.Typer(help="readmit: biometric identification matching service", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from app.runtime import Runtime
+
+cli = typer.Typer(
+    help="readmit: biometric identification matching service", no_args_is_help=True, pretty_exceptions_enable=False
+)
 db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 admin_cli = typer.Typer(help="Principals and keys", no_args_is_help=True)
 index_cli = typer.Typer(help="Matcher indexes (run with the service stopped)", no_args_is_help=True)
@@ -29,13 +35,13 @@ cli.add_typer(index_cli, name="index")
 cli.add_typer(audit_cli, name="audit")
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     typer.echo(f"readmit: {message}", err=True)
     raise typer.Exit(code=1)
 
 
 @contextmanager
-def database(settings: Settings) -> Iterator[object]:
+def database(settings: Settings) -> Iterator[Engine]:
     """Engine with the schema at head, disposed afterwards."""
     from app.db.migrate import upgrade_to_head
     from app.db.session import make_engine
@@ -52,7 +58,7 @@ def database(settings: Settings) -> Iterator[object]:
 
 
 @contextmanager
-def offline_runtime(settings: Settings) -> Iterator[object]:
+def offline_runtime(settings: Settings) -> Iterator[Runtime]:
     """The service's runtime without HTTP, holding the data folder's lock."""
     from app.core.datalock import DataDirLock
     from app.core.errors import Unavailable
@@ -92,8 +98,15 @@ def serve(
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(log_level.upper())
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, log_config=None, access_log=False,
-                log_level=log_level)
+    uvicorn.run(
+        "app.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level=log_level,
+    )
 
 
 @db_cli.command("upgrade")
@@ -114,10 +127,9 @@ def create_key(name: Annotated[str, typer.Option(help="who holds the key")]) -> 
     from app.principals.models import Role
     from app.principals.service import create_principal
 
-    with database(get_settings()) as engine:
-        with transaction(make_session_factory(engine)) as session:  # type: ignore[arg-type]
-            principal, key = create_principal(session, None, name, Role.ADMIN)
-            principal_id = principal.id
+    with database(get_settings()) as engine, transaction(make_session_factory(engine)) as session:
+        principal, key = create_principal(session, None, name, Role.ADMIN)
+        principal_id = principal.id
     typer.echo(f"admin principal {principal_id} created; its API key (shown once):", err=True)
     typer.echo(key)
 
@@ -131,7 +143,8 @@ def enrol(
     jsonl: Annotated[Path | None, typer.Option(help="JSON Lines with inline templates instead")] = None,
     batch: Annotated[int, typer.Option(help="records per transaction")] = 1000,
     report: Annotated[Path, typer.Option(help="where rejected records and the summary go")] = Path(
-        "enrol-report.jsonl"),
+        "enrol-report.jsonl"
+    ),
 ) -> None:
     """Bulk-load a gallery with the service stopped: streaming, one transaction per batch,
     resumable and idempotent (a rerun skips what is already there unchanged). The index is
@@ -146,11 +159,9 @@ def enrol(
     from app.galleries.sources import read_inline, read_paired
     from app.principals.models import Principal, Role
 
-    if jsonl is None and (templates is None or records is None):
-        fail("give --templates and --records, or --jsonl")
     settings = get_settings()
     with offline_runtime(settings) as runtime:
-        with runtime.sessions() as session:  # type: ignore[attr-defined]
+        with runtime.sessions() as session:
             target = session.get(Gallery, gallery)
             actor = session.get(Principal, as_principal)
             if target is None:
@@ -158,34 +169,57 @@ def enrol(
             if actor is None or actor.role != Role.REGISTRY.value or actor.country != target.country:
                 fail(f"principal {as_principal} is not a registry principal of {target.country}")
         try:
-            source = read_inline(jsonl) if jsonl else read_paired(templates, records)  # type: ignore[arg-type]
-            total = _count_rows(jsonl or records)  # type: ignore[arg-type]
+            if jsonl is not None:
+                source, total = read_inline(jsonl), _count_rows(jsonl)
+            elif templates is not None and records is not None:
+                source, total = read_paired(templates, records), _count_rows(records)
+            else:
+                fail("give --templates and --records, or --jsonl")
         except (OSError, ValueError) as error:
             fail(str(error))
         started = time.perf_counter()
-        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,}"),
-                   TextColumn("{task.fields[rate]:,.0f} records/s"), TimeRemainingColumn()]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,}"),
+            TextColumn("{task.fields[rate]:,.0f} records/s"),
+            TimeRemainingColumn(),
+        ]
         with Progress(*columns, transient=False) as progress:
             task = progress.add_task("enrolling", total=total, rate=0.0)
 
             def advance(summary) -> None:  # type: ignore[no-untyped-def]
-                progress.update(task, completed=summary.processed,
-                                rate=summary.processed / max(time.perf_counter() - started, 1e-9))
+                progress.update(
+                    task, completed=summary.processed, rate=summary.processed / max(time.perf_counter() - started, 1e-9)
+                )
 
             try:
-                summary = enrol_stream(runtime.sessions, as_principal, gallery, source, batch, advance)  # type: ignore[attr-defined]
+                summary = enrol_stream(runtime.sessions, as_principal, gallery, source, batch, advance)
             except ValueError as error:
                 fail(str(error))
-        runtime.registry.open(runtime.gallery_source(gallery), runtime.stream_templates)  # type: ignore[attr-defined]
+        runtime.registry.open(runtime.gallery_source(gallery), runtime.stream_templates)
     elapsed = time.perf_counter() - started
     with open(report, "w", encoding="utf-8") as out:
         for row in summary.rejected:
             out.write(json.dumps(row) + "\n")
-        out.write(json.dumps({"summary": {"inserted": summary.inserted, "updated": summary.updated,
-                                          "unchanged": summary.unchanged, "rejected": len(summary.rejected),
-                                          "seconds": round(elapsed, 1)}}) + "\n")
-    typer.echo(f"inserted {summary.inserted}, updated {summary.updated}, unchanged {summary.unchanged}, "
-               f"rejected {len(summary.rejected)} in {elapsed:.1f} s; report in {report}")
+        out.write(
+            json.dumps(
+                {
+                    "summary": {
+                        "inserted": summary.inserted,
+                        "updated": summary.updated,
+                        "unchanged": summary.unchanged,
+                        "rejected": len(summary.rejected),
+                        "seconds": round(elapsed, 1),
+                    }
+                }
+            )
+            + "\n"
+        )
+    typer.echo(
+        f"inserted {summary.inserted}, updated {summary.updated}, unchanged {summary.unchanged}, "
+        f"rejected {len(summary.rejected)} in {elapsed:.1f} s; report in {report}"
+    )
 
 
 def _count_rows(path: Path) -> int:
@@ -205,11 +239,16 @@ def index_rebuild(
     with offline_runtime(get_settings()) as runtime:
         for gallery_id in _gallery_ids(runtime, gallery):
             started = time.perf_counter()
-            runtime.registry.rebuild(runtime.gallery_source(gallery_id), runtime.stream_templates,  # type: ignore[attr-defined]
-                                     IndexKind(kind) if kind else None)
-            index = runtime.registry.get(gallery_id)  # type: ignore[attr-defined]
-            typer.echo(f"gallery {gallery_id}: {index.template_count} templates, {index.kind.value}, "
-                       f"{time.perf_counter() - started:.1f} s")
+            runtime.registry.rebuild(
+                runtime.gallery_source(gallery_id),
+                runtime.stream_templates,
+                IndexKind(kind) if kind else None,
+            )
+            index = runtime.registry.get(gallery_id)
+            typer.echo(
+                f"gallery {gallery_id}: {index.template_count} templates, {index.kind.value}, "
+                f"{time.perf_counter() - started:.1f} s"
+            )
 
 
 @index_cli.command("snapshot")
@@ -220,7 +259,7 @@ def index_snapshot(gallery: Annotated[int | None, typer.Option(help="one gallery
     """
     with offline_runtime(get_settings()) as runtime:
         for gallery_id in _gallery_ids(runtime, gallery):
-            how = runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)  # type: ignore[attr-defined]
+            how = runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)
             typer.echo(f"gallery {gallery_id}: {how}")
 
 
@@ -243,7 +282,7 @@ def audit_verify() -> None:
     from app.audit.service import verify_chain
     from app.db.session import make_session_factory
 
-    with database(get_settings()) as engine, make_session_factory(engine)() as session:  # type: ignore[arg-type]
+    with database(get_settings()) as engine, make_session_factory(engine)() as session:
         result = verify_chain(session)
     if not result.ok:
         fail(f"audit chain broken at event {result.first_bad_seq} ({result.events_checked} events verified before)")
@@ -264,18 +303,14 @@ def audit_export(
     from app.audit.service import list_events
     from app.db.session import make_session_factory
 
-    with database(get_settings()) as engine, make_session_factory(engine)() as session:  # type: ignore[arg-type]
-        handle = sys.stdout if str(out) == "-" else open(out, "w", encoding="utf-8")
+    destination = nullcontext(sys.stdout) if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115 - entered just below
+    with database(get_settings()) as engine, make_session_factory(engine)() as session, destination as handle:
         count = 0
-        try:
-            while events := list_events(session, after, 5000):
-                for event in events:
-                    handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
-                count += len(events)
-                after = events[-1].seq
-        finally:
-            if handle is not sys.stdout:
-                handle.close()
+        while events := list_events(session, after, 5000):
+            for event in events:
+                handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
+            count += len(events)
+            after = events[-1].seq
     typer.echo(f"exported {count} events", err=True)
 
 

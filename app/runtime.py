@@ -35,6 +35,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     registry: IndexRegistry
     thresholds: ThresholdBook
     executor: SearchExecutor
@@ -48,18 +49,18 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.sqlalchemy_url)
-        registry = IndexRegistry(
-            settings.index_dir, IndexPolicy(exact_max_templates=settings.exact_max_templates)
-        )
+        registry = IndexRegistry(settings.index_dir, IndexPolicy(exact_max_templates=settings.exact_max_templates))
         sessions = make_session_factory(engine)
+        read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))
         metrics = Metrics()
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
         executor = SearchExecutor(sessions, registry, thresholds, metrics)
-        scheduler = Scheduler(executor.run, settings.search_workers, settings.batch_wait_ms / 1000,
-                              settings.max_batch_searches)
+        scheduler = Scheduler(
+            executor.run, settings.search_workers, settings.batch_wait_ms / 1000, settings.max_batch_searches
+        )
         metrics.watch_queue(lambda: scheduler.depth)
         metrics.watch_indexes(registry.sizes)
-        return cls(settings, engine, sessions, registry, thresholds, executor, scheduler, metrics)
+        return cls(settings, engine, sessions, read_sessions, registry, thresholds, executor, scheduler, metrics)
 
     def start_indexes(self) -> None:
         """Open every gallery's index (migrations already applied), resume the searches left
@@ -83,6 +84,8 @@ class Runtime:
             self.registry.snapshot_all()
         self.ready = False
         self.engine.dispose()
+        if self.read_sessions.kw["bind"] is not self.engine:
+            self.read_sessions.kw["bind"].dispose()
 
     def gallery_source(self, gallery_id: int) -> GallerySource:
         with self.sessions() as session:

@@ -26,15 +26,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table  # noqa: E402
+from common import print_json, print_table
 
-from app.matching.scheduler import Scheduler  # noqa: E402
-from matcher import GalleryIndex, IndexKind, IndexPolicy, TemplateFormat  # noqa: E402
-from matcher.synthetic import make_synthetic_set  # noqa: E402
+from app.matching.scheduler import Scheduler
+from matcher import GalleryIndex, IndexKind, IndexPolicy, TemplateFormat
+from matcher.synthetic import make_synthetic_set
 
 
-def run_policy(policy: str, index: GalleryIndex, probes: np.ndarray, arrivals: np.ndarray,
-               slack: np.ndarray, workers: int, search_s: float) -> dict[str, float]:
+def run_policy(
+    policy: str,
+    index: GalleryIndex,
+    probes: np.ndarray,
+    arrivals: np.ndarray,
+    slack: np.ndarray,
+    workers: int,
+    search_s: float,
+) -> dict[str, float]:
     finished: dict[int, float] = {}
     expired: set[int] = set()
     lock = threading.Lock()
@@ -65,8 +72,13 @@ def run_policy(policy: str, index: GalleryIndex, probes: np.ndarray, arrivals: n
     scheduler.stop()
     late = sum(1 for i, t in finished.items() if t > deadlines[i])
     misses = len(expired) + late
-    return {"searches": len(arrivals), "expired_unrun": len(expired), "finished_late": late,
-            "miss_rate": misses / len(arrivals), "wall_s": time.monotonic() - start}
+    return {
+        "searches": len(arrivals),
+        "expired_unrun": len(expired),
+        "finished_late": late,
+        "miss_rate": misses / len(arrivals),
+        "wall_s": time.monotonic() - start,
+    }
 
 
 def main() -> None:
@@ -97,22 +109,32 @@ def main() -> None:
     # among cases with weeks left (slack from 1.2 to 3 times the whole burst, so they can wait).
     burst = arrivals[-1]
     urgent = rng.random(args.searches) < args.urgent
-    slack = np.where(urgent, rng.uniform(5, 60, args.searches) * service_s,
-                     rng.uniform(1.2, 3.0, args.searches) * burst)
-    figures: dict[str, object] = {"size": args.size, "overload": args.overload, "urgent": args.urgent,
-                                  "service_ms": service_s * 1000}
+    slack = np.where(
+        urgent, rng.uniform(5, 60, args.searches) * service_s, rng.uniform(1.2, 3.0, args.searches) * burst
+    )
+    figures: dict[str, object] = {
+        "size": args.size,
+        "overload": args.overload,
+        "urgent": args.urgent,
+        "service_ms": service_s * 1000,
+    }
     for policy in ("fifo", "edf"):
-        figures[policy] = run_policy(policy, index, probes, arrivals, slack, args.workers,
-                                     service_s * args.workers)
+        figures[policy] = run_policy(policy, index, probes, arrivals, slack, args.workers, service_s * args.workers)
     ratio = figures["fifo"]["miss_rate"] / max(figures["edf"]["miss_rate"], 1e-9)  # type: ignore[index]
     figures["fifo_over_edf_misses"] = ratio
-    print_table("deadline misses under overload", [
-        ("gallery", f"{args.size:,} templates, exact; {service_s * 1000:.1f} ms of worker time per search"),
-        ("workload", f"a burst of {args.searches} searches at {args.overload}x capacity, "
-                     f"{args.urgent:.0%} close to their deadline"),
-        ("FIFO miss rate", f"{figures['fifo']['miss_rate']:.1%}"),  # type: ignore[index]
-        ("EDF miss rate", f"{figures['edf']['miss_rate']:.1%}"),  # type: ignore[index]
-    ])
+    print_table(
+        "deadline misses under overload",
+        [
+            ("gallery", f"{args.size:,} templates, exact; {service_s * 1000:.1f} ms of worker time per search"),
+            (
+                "workload",
+                f"a burst of {args.searches} searches at {args.overload}x capacity, "
+                f"{args.urgent:.0%} close to their deadline",
+            ),
+            ("FIFO miss rate", f"{figures['fifo']['miss_rate']:.1%}"),  # type: ignore[index]
+            ("EDF miss rate", f"{figures['edf']['miss_rate']:.1%}"),  # type: ignore[index]
+        ],
+    )
     print_json(figures)
 
 

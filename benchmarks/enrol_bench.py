@@ -23,18 +23,18 @@ from sqlalchemy.engine import make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table  # noqa: E402
+from common import print_json, print_table
 
-from app.core.config import Settings  # noqa: E402
-from app.db.session import transaction  # noqa: E402
-from app.galleries.bulk import enrol_stream  # noqa: E402
-from app.galleries.service import create_gallery  # noqa: E402
-from app.galleries.sources import read_paired  # noqa: E402
-from app.principals.models import Role  # noqa: E402
-from app.principals.service import create_principal  # noqa: E402
-from app.runtime import Runtime  # noqa: E402
-from matcher import Metric  # noqa: E402
-from matcher.synthetic import make_synthetic_set  # noqa: E402
+from app.core.config import Settings
+from app.db.session import transaction
+from app.galleries.bulk import enrol_stream
+from app.galleries.service import create_gallery
+from app.galleries.sources import read_paired
+from app.principals.models import Role
+from app.principals.service import create_principal
+from app.runtime import Runtime
+from matcher import Metric
+from matcher.synthetic import make_synthetic_set
 
 
 def write_source(folder: Path, size: int) -> tuple[Path, Path]:
@@ -64,8 +64,13 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
     runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)
     index_s = time.perf_counter() - started
     runtime.engine.dispose()
-    return {"records": summary.inserted, "database_s": database_s, "records_per_s": summary.inserted / database_s,
-            "index_build_s": index_s, "overall_records_per_s": summary.inserted / (database_s + index_s)}
+    return {
+        "records": summary.inserted,
+        "database_s": database_s,
+        "records_per_s": summary.inserted / database_s,
+        "index_build_s": index_s,
+        "overall_records_per_s": summary.inserted / (database_s + index_s),
+    }
 
 
 def main() -> None:
@@ -87,15 +92,22 @@ def main() -> None:
                 connection.execute(text(f'CREATE DATABASE "{name}"'))
             try:
                 url = server.set(database=name).render_as_string(hide_password=False)
-                figures["postgresql"] = load(Settings(data_dir=base / "pg", database_url=url), templates, records,
-                                             args.batch)
+                figures["postgresql"] = load(
+                    Settings(data_dir=base / "pg", database_url=url), templates, records, args.batch
+                )
             finally:
                 with admin.connect() as connection:
                     connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 admin.dispose()
-    rows = [(backend, f"{f['records_per_s']:,.0f} records/s into the database, index built in "  # type: ignore[index]
-                      f"{f['index_build_s']:.0f} s, {f['overall_records_per_s']:,.0f} records/s overall")  # type: ignore[index]
-            for backend, f in figures.items() if isinstance(f, dict)]
+    rows = [
+        (
+            backend,
+            f"{f['records_per_s']:,.0f} records/s into the database, index built in "  # type: ignore[index]
+            f"{f['index_build_s']:.0f} s, {f['overall_records_per_s']:,.0f} records/s overall",
+        )  # type: ignore[index]
+        for backend, f in figures.items()
+        if isinstance(f, dict)
+    ]
     print_table(f"bulk enrolment of {args.size:,} records of one 512-d template", rows)
     print_json(figures)
 

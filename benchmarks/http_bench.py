@@ -7,6 +7,7 @@ database, an agreement), then starts the real service (``python -m app serve``) 
 from ``--clients`` concurrent clients for ``--seconds`` seconds on loopback.
 
     python benchmarks/http_bench.py --size 1000000            # several minutes, ~8 GB RAM
+    python benchmarks/http_bench.py --size 1000000 --exact    # exact search: the matcher is the bottleneck
     python benchmarks/http_bench.py --size 100000 --seconds 15
 """
 
@@ -28,18 +29,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles_ms, print_json, print_table  # noqa: E402
+from common import percentiles_ms, print_json, print_table
 
-from app.agreements.service import create_agreement  # noqa: E402
-from app.core.config import Settings  # noqa: E402
-from app.db.migrate import upgrade_to_head  # noqa: E402
-from app.db.session import make_engine, make_session_factory, transaction  # noqa: E402
-from app.galleries.bulk import insert_new_records  # noqa: E402
-from app.galleries.service import create_gallery  # noqa: E402
-from app.principals.models import Role  # noqa: E402
-from app.principals.service import create_principal  # noqa: E402
-from matcher import Metric  # noqa: E402
-from matcher.synthetic import make_synthetic_set  # noqa: E402
+from app.agreements.service import create_agreement
+from app.core.config import Settings
+from app.db.migrate import upgrade_to_head
+from app.db.session import make_engine, make_session_factory, transaction
+from app.galleries.bulk import insert_new_records
+from app.galleries.service import create_gallery
+from app.principals.models import Role
+from app.principals.service import create_principal
+from matcher import Metric
+from matcher.synthetic import make_synthetic_set
 
 PORT = 18800
 
@@ -62,17 +63,32 @@ def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
     for start in range(0, size, 10_000):
         stop = min(size, start + 10_000)
         with transaction(sessions) as session:
-            insert_new_records(session, registry, gallery, [f"SEN-{i:08d}" for i in range(start, stop)],
-                               [data.gallery[i : i + 1] for i in range(start, stop)], [{} for _ in range(start, stop)])
+            insert_new_records(
+                session,
+                registry,
+                gallery,
+                [f"SEN-{i:08d}" for i in range(start, stop)],
+                [data.gallery[i : i + 1] for i in range(start, stop)],
+                [{} for _ in range(start, stop)],
+            )
     print(f"bulk-loaded {size:,} records in {time.perf_counter() - started:.0f} s")
     engine.dispose()
     return police_key, data.mated_probes
 
 
-def start_service(data_dir: Path, max_batch: int) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "READMIT_DATA_DIR": str(data_dir), "READMIT_MAX_BATCH_SEARCHES": str(max_batch)}
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(PORT)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def start_service(data_dir: Path, max_batch: int, exact_max: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "READMIT_DATA_DIR": str(data_dir),
+        "READMIT_MAX_BATCH_SEARCHES": str(max_batch),
+        "READMIT_EXACT_MAX_TEMPLATES": str(exact_max),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(PORT)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     for _ in range(3000):
         try:
             if httpx.get(f"http://127.0.0.1:{PORT}/readyz", timeout=1).status_code == 200:
@@ -86,18 +102,28 @@ def start_service(data_dir: Path, max_batch: int) -> subprocess.Popen[bytes]:
 
 async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> dict[str, object]:
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=120,
-                                 limits=httpx.Limits(max_connections=clients)) as client:
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=120, limits=httpx.Limits(max_connections=clients)
+    ) as client:
         cases = []
         for number in range(clients):
-            response = await client.post("/v1/cases", json={
-                "external_ref": f"BENCH-{time.time_ns()}-{number}", "detained_at": datetime.now(UTC).isoformat(),
-                "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "readmission_agreement"})
+            response = await client.post(
+                "/v1/cases",
+                json={
+                    "external_ref": f"BENCH-{time.time_ns()}-{number}",
+                    "detained_at": datetime.now(UTC).isoformat(),
+                    "detention_limit_days": 45,
+                    "presumed_countries": ["SEN"],
+                    "legal_basis": "readmission_agreement",
+                },
+            )
             cases.append(response.json()["id"])
-        body = {"modality": "face", "template_format": {"model": "synthetic-arcface", "dimension": 512},
-                "wait_ms": 30_000}
-        warm = await client.post(f"/v1/cases/{cases[0]}/identifications",
-                                 json={**body, "probes": [probes[0].tolist()]})
+        body = {
+            "modality": "face",
+            "template_format": {"model": "synthetic-arcface", "dimension": 512},
+            "wait_ms": 30_000,
+        }
+        warm = await client.post(f"/v1/cases/{cases[0]}/identifications", json={**body, "probes": [probes[0].tolist()]})
         assert warm.status_code == 200, warm.text
         latencies: list[float] = []
         errors = 0
@@ -110,8 +136,9 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
                 probe = probes[turn % len(probes)]
                 turn += clients
                 started = time.perf_counter()
-                response = await client.post(f"/v1/cases/{cases[number]}/identifications",
-                                             json={**body, "probes": [probe.tolist()]})
+                response = await client.post(
+                    f"/v1/cases/{cases[number]}/identifications", json={**body, "probes": [probe.tolist()]}
+                )
                 latencies.append(time.perf_counter() - started)
                 errors += response.status_code != 200
 
@@ -126,13 +153,19 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--exact", action="store_true", help="keep the gallery on exact search whatever its size")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder) / "data"
         key, probes = prepare(data_dir, args.size, 500)
-        figures: dict[str, object] = {"size": args.size, "clients": args.clients, "seconds": args.seconds}
+        figures: dict[str, object] = {
+            "size": args.size,
+            "clients": args.clients,
+            "seconds": args.seconds,
+            "index": "exact" if args.exact else "by size",
+        }
         for name, max_batch in (("batched", 64), ("unbatched", 1)):
-            process = start_service(data_dir, max_batch)
+            process = start_service(data_dir, max_batch, args.size + 1 if args.exact else 200_000)
             try:
                 figures[name] = asyncio.run(load(key, probes, args.clients, args.seconds))
             finally:
@@ -140,10 +173,14 @@ def main() -> None:
                 process.wait(timeout=60)
         batched, unbatched = figures["batched"], figures["unbatched"]
         figures["throughput_ratio"] = batched["per_s"] / unbatched["per_s"]  # type: ignore[index]
-        print_table(f"HTTP identification, {args.size:,} templates, {args.clients} clients", [
-            (name, f"{f['per_s']:.1f}/s  p50 {f['p50_ms']:.0f} ms  p99 {f['p99_ms']:.0f} ms  errors {f['errors']}")
-            for name, f in (("micro-batching", batched), ("no batching", unbatched))
-        ] + [("throughput ratio", f"{figures['throughput_ratio']:.2f}x")])
+        print_table(
+            f"HTTP identification, {args.size:,} templates ({figures['index']} index), {args.clients} clients",
+            [
+                (name, f"{f['per_s']:.1f}/s  p50 {f['p50_ms']:.0f} ms  p99 {f['p99_ms']:.0f} ms  errors {f['errors']}")
+                for name, f in (("micro-batching", batched), ("no batching", unbatched))
+            ]
+            + [("throughput ratio", f"{figures['throughput_ratio']:.2f}x")],
+        )
         print_json(figures)
 
 

@@ -26,7 +26,7 @@ import numpy.typing as npt
 from matcher.errors import CalibrationError
 
 
-class Band(str, enum.Enum):
+class Band(enum.StrEnum):
     """``match``: above the strict threshold; ``possible``: above the loose one. Scores below the
     loose threshold are not candidates at all."""
 
@@ -45,9 +45,7 @@ def normalise_rate(value: float) -> float:
         return float(value)
     if value >= 1.0 and float(value).is_integer():
         return fpir_from_mosip(int(value))
-    raise CalibrationError(
-        f"a false-positive rate is a fraction in (0, 1) or a MOSIP integer >= 1, got {value}"
-    )
+    raise CalibrationError(f"a false-positive rate is a fraction in (0, 1) or a MOSIP integer >= 1, got {value}")
 
 
 def fmr_for_fpir(fpir: float, gallery_size: int) -> float:

@@ -10,7 +10,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Metric(str, enum.Enum):
+class Metric(enum.StrEnum):
     """How two templates are scored; every score is a similarity, higher meaning more alike.
 
     ``cosine`` normalises templates and probes to unit length on the way in, then uses the inner
@@ -46,5 +46,5 @@ class TemplateFormat:
         return cls(
             model=str(data["model"]),
             dimension=int(data["dimension"]),  # type: ignore[call-overload]
-            metric=Metric(data["metric"]),
+            metric=Metric(str(data["metric"])),
         )

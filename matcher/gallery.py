@@ -26,7 +26,7 @@ from matcher.tuning import use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
 
 
-class IndexKind(str, enum.Enum):
+class IndexKind(enum.StrEnum):
     """``exact``: flat scan of float32 templates. ``pq_fastscan``: PQ fast-scan shortlist of
     compressed codes, re-ranked exactly from the float32 store."""
 
@@ -80,14 +80,12 @@ class GalleryIndex:
         with self._lock.gen_rlock():
             return np.unique(self._store.labels)
 
-    def search(
-        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None
-    ) -> SearchResult:
+    def search(self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None) -> SearchResult:
         """Top-``k`` records per query with exact scores, best first.
 
         ``probes`` is (n, d); each row is its own query unless ``probe_groups`` gives, per probe,
         the query it belongs to (several samples of one person): the queries are then numbered
-        0..max(group), and a record's score is its best over probe × record samples.
+        0..max(group), and a record's score is its best over probe x record samples.
         """
         if k < 1:
             raise InvalidTemplateError(f"k must be at least 1, got {k}")

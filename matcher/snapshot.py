@@ -16,8 +16,9 @@ import json
 import os
 import struct
 from collections.abc import Iterable
+from io import BufferedReader
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -43,7 +44,7 @@ def write_snapshot(path: Path, manifest: dict[str, Any], sections: Iterable[tupl
             out.write(MAGIC)
             for name, array in sections:
                 contiguous = np.ascontiguousarray(array)
-                data = memoryview(contiguous.reshape(-1).view(np.uint8))
+                data = contiguous.reshape(-1).view(np.uint8).data
                 layout[name] = {
                     "offset": out.tell(),
                     "nbytes": data.nbytes,
@@ -96,7 +97,7 @@ class SnapshotReader:
         """Read section ``name`` into a new array."""
         section, dtype, shape = self._next(name)
         out = np.empty(shape, dtype=dtype)
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data
         self._handle.seek(section["offset"])
         for start in range(0, view.nbytes, _CHUNK):
             chunk = view[start : start + _CHUNK]
@@ -112,7 +113,7 @@ class SnapshotReader:
         if section["nbytes"] == 0:
             return np.empty(shape, dtype=dtype)
         mapped = np.memmap(self._handle, dtype=dtype, mode="c", offset=section["offset"], shape=shape)
-        view = memoryview(mapped.reshape(-1).view(np.uint8))
+        view = mapped.reshape(-1).view(np.uint8).data
         for start in range(0, view.nbytes, _CHUNK):
             self._hash.update(view[start : start + _CHUNK])
         return mapped
@@ -129,9 +130,7 @@ class SnapshotReader:
 
     def verify(self) -> None:
         """Raise unless every section was read and the payload checksum matches."""
-        expected_end = max(
-            (s["offset"] + s["nbytes"] for s in self.manifest["sections"].values()), default=len(MAGIC)
-        )
+        expected_end = max((s["offset"] + s["nbytes"] for s in self.manifest["sections"].values()), default=len(MAGIC))
         if self._next_offset != expected_end:
             raise SnapshotError(f"{self.path}: not every section was read")
         if self._hash.hexdigest() != self.manifest["payload_xxh3_128"]:
@@ -145,14 +144,14 @@ class SnapshotReader:
         return section
 
 
-def _open(path: Path) -> BinaryIO:
+def _open(path: Path) -> BufferedReader:
     try:
         return open(path, "rb")
     except OSError as error:
         raise SnapshotError(f"{path}: cannot open snapshot: {error.strerror}") from error
 
 
-def _manifest(handle: BinaryIO, size: int) -> dict[str, Any]:
+def _manifest(handle: BufferedReader, size: int) -> dict[str, Any]:
     name = getattr(handle, "name", "snapshot")
     tail = len(TRAILER) + _LENGTH.size
     if size < len(MAGIC) + tail or handle.read(len(MAGIC)) != MAGIC:

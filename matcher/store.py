@@ -16,6 +16,7 @@ in-memory buffer when a write needs more room.
 from __future__ import annotations
 
 import ctypes
+import itertools
 
 import faiss
 import numpy as np
@@ -72,11 +73,12 @@ class TemplateStore:
         row_bytes = self.format.dimension * 4
         base = self._buffer.ctypes.data
         boundaries = np.append(rows, self._size)
-        for shift, (gone, next_gone) in enumerate(zip(boundaries[:-1], boundaries[1:], strict=True), 1):
+        for shift, (gone, next_gone) in enumerate(itertools.pairwise(boundaries), 1):
             run = int(next_gone - gone - 1)
             if run > 0:
-                ctypes.memmove(base + (int(gone) + 1 - shift) * row_bytes, base + (int(gone) + 1) * row_bytes,
-                               run * row_bytes)
+                ctypes.memmove(
+                    base + (int(gone) + 1 - shift) * row_bytes, base + (int(gone) + 1) * row_bytes, run * row_bytes
+                )
         self._size -= rows.size
         keep = np.ones(self.labels.size, dtype=bool)
         keep[rows] = False
@@ -95,10 +97,15 @@ class TemplateStore:
         missing = rows < 0
         rows = np.ascontiguousarray(np.where(missing, 0, rows), dtype=np.int64)
         distances = np.empty(rows.shape, dtype=np.float32)
-        by_idx = faiss.fvec_L2sqr_by_idx if self.format.metric is Metric.L2 else faiss.fvec_inner_products_by_idx
+        by_idx = faiss.fvec_L2sqr_by_idx if self.format.metric is Metric.L2 else faiss.fvec_inner_products_by_idx  # type: ignore[attr-defined]
         by_idx(
-            faiss.swig_ptr(distances), faiss.swig_ptr(probes), faiss.swig_ptr(self._buffer),
-            faiss.swig_ptr(rows), self.format.dimension, rows.shape[0], rows.shape[1],
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(probes),
+            faiss.swig_ptr(self._buffer),
+            faiss.swig_ptr(rows),
+            self.format.dimension,
+            rows.shape[0],
+            rows.shape[1],
         )
         scores = self._as_similarity(distances)
         scores[missing] = -np.inf

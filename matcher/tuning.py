@@ -1,10 +1,16 @@
-"""FAISS tuning measured on our machines: threads per search and the GEMM block size.
+"""FAISS tuning measured on our machines: which exact-search path a batch takes, how many
+threads it gets, and the GEMM block size.
+
+faiss-cpu 1.15.1 takes its BLAS (GEMM) path when probes x dimension reaches
+``distance_compute_blas_threshold`` (default 128,000: 250 probes of 512-d), and otherwise scans
+the gallery once per probe. Measured at 200k x 512 (2 vCPUs): the scan costs 24 ms a probe
+(linear: 8 probes 190 ms, 64 probes 1.5 s); the BLAS path costs 67 ms for 1 probe, 75 ms for
+8 and 196 ms for 64 on one thread, and about half that on two. So single probes scan, on one
+thread (memory-bound: a second thread made them 2x slower), and from ``BLAS_PROBES`` probes a
+batch takes GEMM on every core. This is what makes micro-batching concurrent searches pay.
 
 OpenMP's thread count is a per-thread setting: ``omp_set_num_threads`` in one Python thread does
 not reach searches made from another, so it is set before every search, in the searching thread.
-Measured on the 2-vCPU machines (DESIGN.md, benchmarks/matcher_bench.py): a single probe is
-memory-bound and runs twice as fast on one thread; a batch of at least ``BLAS_BATCH`` probes
-takes FAISS's GEMM path, which gains from every core (70 to 94 GFLOP/s from one to two threads).
 """
 
 from __future__ import annotations
@@ -13,17 +19,21 @@ import os
 
 import faiss
 
-BLAS_BATCH = 20
-"""FAISS's ``distance_compute_blas_threshold``: from this many probes a flat search uses GEMM."""
+BLAS_PROBES = 3
+"""From this many probes of one call, exact search uses GEMM."""
+
+TYPICAL_DIMENSION = 512
+"""FAISS's switch counts probes x dimension; it is set for 512-d templates (face, finger)."""
 
 
 def use_threads_for(probe_count: int) -> None:
     """Set this thread's FAISS thread count for a search of ``probe_count`` probes."""
-    faiss.omp_set_num_threads(1 if probe_count < BLAS_BATCH else (os.cpu_count() or 1))
+    faiss.omp_set_num_threads(1 if probe_count < BLAS_PROBES else (os.cpu_count() or 1))
 
+
+faiss.cvar.distance_compute_blas_threshold = BLAS_PROBES * TYPICAL_DIMENSION
 
 # FAISS computes batched inner products in blocks of this many database rows (default 1024). On
 # the development machine, 256 probes against 200k templates ran at 76 GFLOP/s with 1024-row
 # blocks and 140 GFLOP/s with 4096 (numpy's GEMM: 185): larger blocks keep BLAS efficient.
 faiss.cvar.distance_compute_blas_database_bs = 4096
-

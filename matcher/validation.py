@@ -25,9 +25,7 @@ def prepare_templates(
     non-numeric dtype, wrong dimension, NaN or Inf, or a zero vector.
     """
     array = np.asarray(templates)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise InvalidTemplateError(f"{what}s must be numeric, got dtype {array.dtype}")
     if array.ndim == 1:
         array = array.reshape(1, -1)

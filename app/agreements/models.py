@@ -26,7 +26,5 @@ class Agreement(Base):
 
     def in_force(self, modality: str, day: date) -> bool:
         return (
-            modality in self.modalities
-            and self.valid_from <= day
-            and (self.valid_to is None or day <= self.valid_to)
+            modality in self.modalities and self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
         )

@@ -41,8 +41,13 @@ def create_agreement(
     )
     session.add(agreement)
     session.flush()
-    audit.append(session, actor, "agreement.create", f"agreement/{agreement.id}",
-                 details={"receiving_country": receiving_country, "origin_country": origin_country})
+    audit.append(
+        session,
+        actor,
+        "agreement.create",
+        f"agreement/{agreement.id}",
+        details={"receiving_country": receiving_country, "origin_country": origin_country},
+    )
     return agreement
 
 
@@ -50,9 +55,7 @@ def list_agreements(session: Session) -> list[Agreement]:
     return list(session.scalars(select(Agreement).order_by(Agreement.id)))
 
 
-def agreement_in_force(
-    session: Session, receiving_country: str, origin_country: str, modality: str, day: date
-) -> bool:
+def agreement_in_force(session: Session, receiving_country: str, origin_country: str, modality: str, day: date) -> bool:
     candidates = session.scalars(
         select(Agreement).where(
             Agreement.receiving_country == receiving_country, Agreement.origin_country == origin_country

@@ -41,7 +41,7 @@ def current_principal(
 ) -> Principal:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-    with runtime.sessions() as session:
+    with runtime.read_sessions() as session:
         principal = authenticate(session, credentials.credentials)
     request.state.principal_id = principal.id
     return principal
@@ -58,8 +58,3 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
     dependency.allowed_roles = allowed  # type: ignore[attr-defined]
     return dependency
-
-
-def principal_of(*roles: Role) -> type[Principal]:
-    """``Annotated`` principal type for a route: ``actor: principal_of(Role.ADMIN)``."""
-    return Annotated[Principal, Depends(require(*roles))]  # type: ignore[return-value]

@@ -89,9 +89,7 @@ def append(
 
 
 def list_events(session: Session, after: int, limit: int) -> list[AuditEvent]:
-    return list(
-        session.scalars(select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit))
-    )
+    return list(session.scalars(select(AuditEvent).where(AuditEvent.seq > after).order_by(AuditEvent.seq).limit(limit)))
 
 
 @dataclass(frozen=True)
@@ -109,8 +107,15 @@ def verify_chain(session: Session, batch: int = 5000) -> Verification:
         events = list_events(session, after, batch)
         for event in events:
             recomputed = event_hash(
-                event.seq, event.at, event.principal_id, event.role, event.action,
-                event.resource, event.outcome, event.details, event.prev_hash,
+                event.seq,
+                event.at,
+                event.principal_id,
+                event.role,
+                event.action,
+                event.resource,
+                event.outcome,
+                event.details,
+                event.prev_hash,
             )
             if event.seq != expected_seq or event.prev_hash != expected_prev or event.hash != recomputed:
                 return Verification(False, checked, event.seq)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.db.base import Base, UTCDateTime, utcnow
 
 
-class CaseStatus(str, enum.Enum):
+class CaseStatus(enum.StrEnum):
     OPEN = "open"
     IDENTIFIED = "identified"
     UNIDENTIFIED = "unidentified"
@@ -17,7 +17,7 @@ class CaseStatus(str, enum.Enum):
     CLOSED = "closed"
 
 
-class LegalBasis(str, enum.Enum):
+class LegalBasis(enum.StrEnum):
     """Why the case's data may be shared with the presumed countries of origin."""
 
     READMISSION_AGREEMENT = "readmission_agreement"

@@ -47,18 +47,31 @@ def open_case(
     for country in presumed_countries:
         check_country(country)
     case = Case(
-        agency=actor.agency, agency_country=actor.country, external_ref=external_ref, detained_at=detained_at,
-        detention_limit_days=detention_limit_days, deadline=deadline,
-        presumed_countries=sorted(set(presumed_countries)), legal_basis=legal_basis.value,
-        status=CaseStatus.OPEN.value, created_by=actor.id, created_at=now, status_changed_at=now,
+        agency=actor.agency,
+        agency_country=actor.country,
+        external_ref=external_ref,
+        detained_at=detained_at,
+        detention_limit_days=detention_limit_days,
+        deadline=deadline,
+        presumed_countries=sorted(set(presumed_countries)),
+        legal_basis=legal_basis.value,
+        status=CaseStatus.OPEN.value,
+        created_by=actor.id,
+        created_at=now,
+        status_changed_at=now,
     )
     session.add(case)
     try:
         session.flush()
     except IntegrityError as error:
         raise Conflict(f"case {external_ref} already exists for {actor.agency}", code="duplicate_case") from error
-    audit.append(session, actor, "case.open", f"case/{case.id}",
-                 details={"legal_basis": legal_basis.value, "presumed_countries": case.presumed_countries})
+    audit.append(
+        session,
+        actor,
+        "case.open",
+        f"case/{case.id}",
+        details={"legal_basis": legal_basis.value, "presumed_countries": case.presumed_countries},
+    )
     return case
 
 
@@ -86,15 +99,18 @@ def move(session: Session, actor: Principal | None, case: Case, to: CaseStatus, 
         raise Conflict(f"a case cannot go from {current.value} to {to.value}", code="invalid_transition")
     case.status = to.value
     case.status_changed_at = utcnow()
-    audit.append(session, actor, f"case.{to.value}", f"case/{case.id}", details={"from": current.value,
-                                                                                 "reason": reason})
+    audit.append(
+        session, actor, f"case.{to.value}", f"case/{case.id}", details={"from": current.value, "reason": reason}
+    )
 
 
 def expire_due_cases(session: Session) -> list[int]:
     """Mark every open case whose deadline has passed as expired; returns their ids."""
-    due = list(session.scalars(
-        select(Case).where(Case.status == CaseStatus.OPEN.value, Case.deadline <= utcnow()).with_for_update()
-    ))
+    due = list(
+        session.scalars(
+            select(Case).where(Case.status == CaseStatus.OPEN.value, Case.deadline <= utcnow()).with_for_update()
+        )
+    )
     for case in due:
         move(session, None, case, CaseStatus.EXPIRED, "detention deadline passed")
     return [case.id for case in due]

@@ -15,9 +15,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="READMIT_", env_file=".env", extra="ignore")
 
     data_dir: Path = Field(Path("data"), description="folder of the SQLite file and index snapshots")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite file readmit.db in data_dir"
-    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file readmit.db in data_dir")
     migrations_dir: Path = Field(REPO_ROOT / "migrations", description="Alembic scripts")
 
     max_body_bytes: int = Field(64 * 1024 * 1024, description="larger request bodies get 413")

@@ -10,6 +10,16 @@ from app.principals.models import Principal
 from app.web.models import WebSession
 
 __all__ = [
-    "Agreement", "AuditEvent", "AuditHead", "Base", "Candidate", "Case", "Gallery", "Principal", "Record",
-    "Search", "Template", "WebSession",
+    "Agreement",
+    "AuditEvent",
+    "AuditHead",
+    "Base",
+    "Candidate",
+    "Case",
+    "Gallery",
+    "Principal",
+    "Record",
+    "Search",
+    "Template",
+    "WebSession",
 ]

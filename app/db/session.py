@@ -1,8 +1,16 @@
-"""Engine and sessions. SQLite gets WAL, foreign keys and ``BEGIN IMMEDIATE`` transactions, so
-that concurrent writers queue on the database lock instead of failing mid-transaction."""
+"""Engines and sessions.
+
+SQLite allows one writer at a time. Its own busy handler makes a blocked writer sleep in growing
+steps (1, 2, 5, 10 ... 100 ms), which under concurrent requests wastes most of the time in
+sleeps. Since one process serves a data folder (see app/core/datalock.py), writers are queued
+on an in-process lock instead, handed over at once, and each write transaction begins
+``IMMEDIATE`` so that it never fails half-way on a lock upgrade. Read-only sessions (API key
+checks) take neither: WAL lets them read beside the writer. PostgreSQL needs none of this.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,15 +19,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 
-def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-        _configure_sqlite(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+def make_engine(url: str, *, read_only: bool = False) -> Engine:
+    if not url.startswith("sqlite"):
+        return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    _configure_sqlite(engine, None if read_only else threading.Lock())
+    return engine
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None:
     @event.listens_for(engine, "connect")
     def on_connect(connection: Any, _record: Any) -> None:
         connection.isolation_level = None  # let SQLAlchemy's BEGIN below be the only BEGIN
@@ -29,9 +37,30 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
+    if write_lock is None:
+
+        @event.listens_for(engine, "begin")
+        def on_read_begin(connection: Any) -> None:
+            connection.exec_driver_sql("BEGIN")
+
+        return
+
     @event.listens_for(engine, "begin")
     def on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        write_lock.acquire()
+        connection.info["holds_write_lock"] = True
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
+
+    def _release(connection: Any) -> None:
+        if connection.info.pop("holds_write_lock", False):
+            write_lock.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -34,19 +34,36 @@ def insert_new_records(
     and one change-sequence step for the whole batch."""
     now = utcnow()
     rows = [
-        {"gallery_id": gallery.id, "reference_id": ref, "attributes": attrs, "template_count": len(samples),
-         "enrolled_at": now, "enrolled_by": actor.id, "updated_at": now}
+        {
+            "gallery_id": gallery.id,
+            "reference_id": ref,
+            "attributes": attrs,
+            "template_count": len(samples),
+            "enrolled_at": now,
+            "enrolled_by": actor.id,
+            "updated_at": now,
+        }
         for ref, samples, attrs in zip(reference_ids, templates, attributes, strict=True)
     ]
-    ids = np.array(session.scalars(insert(Record).returning(Record.id, sort_by_parameter_order=True), rows).all(),
-                   dtype=np.int64)
-    session.execute(insert(Template), [
-        {"record_id": int(record_id), "gallery_id": gallery.id, "sample": i, "vector": to_bytes(sample)}
-        for record_id, samples in zip(ids, templates, strict=True) for i, sample in enumerate(samples)
-    ])
+    ids = np.array(
+        session.scalars(insert(Record).returning(Record.id, sort_by_parameter_order=True), rows).all(), dtype=np.int64
+    )
+    session.execute(
+        insert(Template),
+        [
+            {"record_id": int(record_id), "gallery_id": gallery.id, "sample": i, "vector": to_bytes(sample)}
+            for record_id, samples in zip(ids, templates, strict=True)
+            for i, sample in enumerate(samples)
+        ],
+    )
     session.execute(update(Gallery).where(Gallery.id == gallery.id).values(change_seq=Gallery.change_seq + 1))
-    audit.append(session, actor, "records.bulk_insert", f"gallery/{gallery.id}",
-                 details={"inserted": len(rows), "first_reference_id": reference_ids[0] if reference_ids else None})
+    audit.append(
+        session,
+        actor,
+        "records.bulk_insert",
+        f"gallery/{gallery.id}",
+        details={"inserted": len(rows), "first_reference_id": reference_ids[0] if reference_ids else None},
+    )
     return ids
 
 
@@ -106,10 +123,12 @@ def _enrol_batch(
                 valid[item.reference_id] = (prepare_templates(item.templates, fmt), item.attributes)
             except (InvalidTemplateError, ValueError, TypeError) as error:
                 code = "duplicate_reference" if "twice" in str(error) else "invalid_template"
-                summary.rejected.append({"position": item.position, "reference_id": item.reference_id,
-                                         "code": code, "message": str(error)})
+                summary.rejected.append(
+                    {"position": item.position, "reference_id": item.reference_id, "code": code, "message": str(error)}
+                )
         existing = {
-            record.reference_id: record for record in session.scalars(
+            record.reference_id: record
+            for record in session.scalars(
                 select(Record).where(Record.gallery_id == gallery_id, Record.reference_id.in_(list(valid)))
             )
         }
@@ -130,5 +149,10 @@ def _enrol_batch(
         if updated:
             summary.updated += len(updated)
             session.execute(update(Gallery).where(Gallery.id == gallery_id).values(change_seq=Gallery.change_seq + 1))
-            audit.append(session, actor, "records.bulk_update", f"gallery/{gallery_id}",
-                         details={"updated": len(updated), "reference_ids": updated})
+            audit.append(
+                session,
+                actor,
+                "records.bulk_update",
+                f"gallery/{gallery_id}",
+                details={"updated": len(updated), "reference_ids": updated},
+            )

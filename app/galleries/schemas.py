@@ -43,10 +43,15 @@ class GalleryOut(BaseModel):
 
 
 class RecordIn(BaseModel):
-    model_config = ConfigDict(json_schema_extra={
-        "example": {"reference_id": "NIC-000123", "templates": [[0.01, -0.02, 0.03]],
-                    "attributes": {"family_name": "Doe", "given_names": "Jane", "date_of_birth": "1990-01-31"}}
-    })
+    model_config = ConfigDict(
+        json_schema_extra={
+            "example": {
+                "reference_id": "NIC-000123",
+                "templates": [[0.01, -0.02, 0.03]],
+                "attributes": {"family_name": "Doe", "given_names": "Jane", "date_of_birth": "1990-01-31"},
+            }
+        }
+    )
 
     reference_id: ReferenceId
     templates: list[list[float]] | None = Field(None, description="samples as JSON floats")

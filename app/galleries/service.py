@@ -48,8 +48,13 @@ def create_gallery(
         raise Conflict(
             f"{country} already has a {modality} gallery for model {model}", code="duplicate_gallery"
         ) from error
-    audit.append(session, actor, "gallery.create", f"gallery/{gallery.id}",
-                 details={"country": country, "modality": modality, "model": model})
+    audit.append(
+        session,
+        actor,
+        "gallery.create",
+        f"gallery/{gallery.id}",
+        details={"country": country, "modality": modality, "model": model},
+    )
     return gallery
 
 
@@ -150,9 +155,13 @@ def enrol_batch(
                 vectors = [to_bytes(t) for t in entry.templates]
                 if record is None:
                     record = Record(
-                        gallery_id=gallery_id, reference_id=entry.item.reference_id,
-                        attributes=entry.item.attributes, template_count=len(vectors),
-                        enrolled_by=actor.id, enrolled_at=now, updated_at=now,
+                        gallery_id=gallery_id,
+                        reference_id=entry.item.reference_id,
+                        attributes=entry.item.attributes,
+                        template_count=len(vectors),
+                        enrolled_by=actor.id,
+                        enrolled_at=now,
+                        updated_at=now,
                         templates=[Template(gallery_id=gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)],
                     )
                     session.add(record)
@@ -173,11 +182,18 @@ def enrol_batch(
             change.resolve()
             seq = _bump(session, gallery, changed=outcome.inserted + outcome.updated)
             audit.append(
-                session, actor, "records.enrol", f"gallery/{gallery_id}",
+                session,
+                actor,
+                "records.enrol",
+                f"gallery/{gallery_id}",
                 outcome="ok" if not outcome.errors else "partial",
-                details={"inserted": outcome.inserted, "updated": outcome.updated,
-                         "unchanged": outcome.unchanged, "rejected": len(outcome.errors),
-                         "reference_ids": [a.item.reference_id for a in accepted]},
+                details={
+                    "inserted": outcome.inserted,
+                    "updated": outcome.updated,
+                    "unchanged": outcome.unchanged,
+                    "rejected": len(outcome.errors),
+                    "reference_ids": [a.item.reference_id for a in accepted],
+                },
             )
         registry.apply(gallery_id, seq, change)
     return outcome
@@ -192,9 +208,7 @@ def _validate(
             if item.reference_id in seen:
                 raise DomainError("reference_id appears twice in this batch", code="duplicate_reference")
             seen.add(item.reference_id)
-            templates = decode_templates(
-                fmt, item.templates, item.templates_b64, settings.max_templates_per_record
-            )
+            templates = decode_templates(fmt, item.templates, item.templates_b64, settings.max_templates_per_record)
             accepted.append(_Accepted(item, templates))
         except DomainError as error:
             outcome.errors.append(
@@ -218,9 +232,7 @@ def read_record(session: Session, actor: Principal, gallery_id: int, reference_i
     gallery = session.get(Gallery, gallery_id)
     if gallery is None or gallery.country != actor.country:
         raise missing
-    record = session.scalar(
-        select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id)
-    )
+    record = session.scalar(select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id))
     if record is None or (actor.role == Role.CONSULAR.value and not consular_may_read(session, actor, record.id)):
         raise missing
     audit.append(session, actor, "record.read", f"gallery/{gallery_id}/record/{reference_id}")

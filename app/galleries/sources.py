@@ -51,8 +51,12 @@ def read_paired(templates_path: Path, records_path: Path) -> Iterator[SourceReco
         if position >= len(templates):
             raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
         sample = np.asarray(templates[position])
-        yield SourceRecord(position, str(row.get("reference_id") or ""), sample.reshape(-1, sample.shape[-1]),
-                           dict(row.get("attributes") or {}))
+        yield SourceRecord(
+            position,
+            str(row.get("reference_id") or ""),
+            sample.reshape(-1, sample.shape[-1]),
+            dict(row.get("attributes") or {}),
+        )
         count += 1
     if count != len(templates):
         raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {count}")
@@ -66,6 +70,7 @@ def read_inline(path: Path) -> Iterator[SourceRecord]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            yield SourceRecord(position, str(row.get("reference_id") or ""), row.get("templates"),
-                               dict(row.get("attributes") or {}))
+            yield SourceRecord(
+                position, str(row.get("reference_id") or ""), row.get("templates"), dict(row.get("attributes") or {})
+            )
             position += 1

@@ -24,8 +24,7 @@ def decode_templates(
     """Turn a request's templates into a validated (n, d) float32 array; raises Invalid with
     code ``invalid_template`` (or ``too_many_templates``) naming the problem."""
     if (floats is None) == (b64 is None):
-        raise Invalid(f"give {what}s either as JSON floats or as base64, exactly one of them",
-                      code="invalid_template")
+        raise Invalid(f"give {what}s either as JSON floats or as base64, exactly one of them", code="invalid_template")
     count = len(floats if floats is not None else b64 or [])
     if count > limit:
         raise Invalid(f"{count} {what}s given, at most {limit} allowed", code="too_many_templates")
@@ -35,8 +34,11 @@ def decode_templates(
                 raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
             array = np.asarray(floats, dtype=np.float32)
         else:
-            array = np.vstack([_decode_one(text, fmt.dimension, what) for text in b64 or []]) if b64 else \
-                np.empty((0, fmt.dimension), np.float32)
+            array = (
+                np.vstack([_decode_one(text, fmt.dimension, what) for text in b64 or []])
+                if b64
+                else np.empty((0, fmt.dimension), np.float32)
+            )
         return prepare_templates(array, fmt, what=what)
     except InvalidTemplateError as error:
         raise Invalid(str(error), code="invalid_template") from error

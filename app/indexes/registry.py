@@ -38,9 +38,7 @@ class IndexChange:
         """Read the ids of the pending records (known once the session has flushed)."""
         if not self.pending:
             return
-        self.record_ids = np.concatenate(
-            [np.full(len(t), record.id, dtype=np.int64) for record, t in self.pending]
-        )
+        self.record_ids = np.concatenate([np.full(len(t), record.id, dtype=np.int64) for record, t in self.pending])
         self.templates = np.vstack([t for _, t in self.pending])
         self.pending = []
 
@@ -106,8 +104,12 @@ class IndexRegistry:
             index.save(path, source.change_seq)
         with self._guard:
             self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
-        event = {"gallery_id": source.gallery_id, "source": how, "templates": index.template_count,
-                 "kind": index.kind.value}
+        event = {
+            "gallery_id": source.gallery_id,
+            "source": how,
+            "templates": index.template_count,
+            "kind": index.kind.value,
+        }
         self.load_events.append(event)
         log.log(logging.INFO if how == "snapshot" else logging.WARNING, "index loaded", extra={"event": event})
         return how

@@ -79,20 +79,35 @@ class SearchExecutor:
         jobs = []
         with transaction(self.sessions) as session:
             searches = session.scalars(
-                select(Search).where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
-                .order_by(Search.deadline).with_for_update()
+                select(Search)
+                .where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
+                .order_by(Search.deadline)
+                .with_for_update()
             )
             for search in searches:
                 if search.deadline <= now:
                     search.status, search.finished_at = SearchStatus.EXPIRED.value, now
                     self.metrics.searches.labels("expired").inc()
-                    audit.append(session, None, "search.expire", f"case/{search.case_id}/search/{search.id}",
-                                 outcome="expired", details={"reason": "deadline passed while queued"})
+                    audit.append(
+                        session,
+                        None,
+                        "search.expire",
+                        f"case/{search.case_id}/search/{search.id}",
+                        outcome="expired",
+                        details={"reason": "deadline passed while queued"},
+                    )
                     continue
                 search.status, search.started_at = SearchStatus.RUNNING.value, now
                 self.metrics.queue_wait.observe((now - search.submitted_at).total_seconds())
-                jobs.append(Job(search.id, list(search.targets), from_bytes([search.probes or b""], search.dimension),
-                                search.max_candidates, search.target_fpir))
+                jobs.append(
+                    Job(
+                        search.id,
+                        list(search.targets),
+                        from_bytes([search.probes or b""], search.dimension),
+                        search.max_candidates,
+                        search.target_fpir,
+                    )
+                )
         return jobs
 
     def match(self, jobs: list[Job]) -> dict[int, list[Hit]]:
@@ -116,8 +131,9 @@ class SearchExecutor:
                 for record_id, score in result.candidates(position):
                     band = calibrated.band(score)
                     if band is not None:
-                        hits[job.search_id].append(Hit(gallery_id, record_id, score, band,
-                                                       calibrated.match, calibrated.possible))
+                        hits[job.search_id].append(
+                            Hit(gallery_id, record_id, score, band, calibrated.match, calibrated.possible)
+                        )
         for job in jobs:
             ranked = sorted(hits[job.search_id], key=lambda h: (-h.score, h.gallery_id, h.record_id))
             hits[job.search_id] = ranked[: job.max_candidates]
@@ -126,12 +142,18 @@ class SearchExecutor:
     def _finish(self, jobs: list[Job], hits: dict[int, list[Hit]]) -> None:
         record_ids = {hit.record_id for job in jobs for hit in hits[job.search_id]}
         with transaction(self.sessions) as session:
-            records = {
-                row.id: row for row in session.execute(
-                    select(Record.id, Record.reference_id, Gallery.country)
-                    .join(Gallery, Gallery.id == Record.gallery_id).where(Record.id.in_(record_ids))
-                )
-            } if record_ids else {}
+            records = (
+                {
+                    row.id: row
+                    for row in session.execute(
+                        select(Record.id, Record.reference_id, Gallery.country)
+                        .join(Gallery, Gallery.id == Record.gallery_id)
+                        .where(Record.id.in_(record_ids))
+                    )
+                }
+                if record_ids
+                else {}
+            )
             now = utcnow()
             for job in jobs:
                 search = session.get(Search, job.search_id)
@@ -143,18 +165,30 @@ class SearchExecutor:
                     if row is None:  # deleted after it was matched: it must not be shown
                         continue
                     rank += 1
-                    session.add(Candidate(
-                        search_id=job.search_id, gallery_id=hit.gallery_id, record_id=hit.record_id,
-                        reference_id=row.reference_id, country=row.country, rank=rank, score=hit.score,
-                        band=hit.band.value, threshold_match=hit.match_threshold,
-                        threshold_possible=hit.possible_threshold,
-                    ))
+                    session.add(
+                        Candidate(
+                            search_id=job.search_id,
+                            gallery_id=hit.gallery_id,
+                            record_id=hit.record_id,
+                            reference_id=row.reference_id,
+                            country=row.country,
+                            rank=rank,
+                            score=hit.score,
+                            band=hit.band.value,
+                            threshold_match=hit.match_threshold,
+                            threshold_possible=hit.possible_threshold,
+                        )
+                    )
                 search.status, search.finished_at = SearchStatus.DONE.value, now
                 self.metrics.searches.labels("done").inc()
                 self.metrics.deadline_slack.observe(max(0.0, (search.deadline - now).total_seconds()))
-                audit.append(session, None, "search.complete", f"case/{search.case_id}/search/{search.id}",
-                             details={"candidates": rank,
-                                      "matches": sum(h.band is Band.MATCH for h in hits[job.search_id])})
+                audit.append(
+                    session,
+                    None,
+                    "search.complete",
+                    f"case/{search.case_id}/search/{search.id}",
+                    details={"candidates": rank, "matches": sum(h.band is Band.MATCH for h in hits[job.search_id])},
+                )
 
     def _fail(self, jobs: list[Job], reason: str) -> None:
         with transaction(self.sessions) as session:
@@ -163,5 +197,11 @@ class SearchExecutor:
                 if search is not None and search.status == SearchStatus.RUNNING.value:
                     search.status, search.finished_at, search.error = SearchStatus.FAILED.value, utcnow(), reason
                     self.metrics.searches.labels("failed").inc()
-                    audit.append(session, None, "search.fail", f"case/{search.case_id}/search/{search.id}",
-                                 outcome="failed", details={"reason": reason})
+                    audit.append(
+                        session,
+                        None,
+                        "search.fail",
+                        f"case/{search.case_id}/search/{search.id}",
+                        outcome="failed",
+                        details={"reason": reason},
+                    )

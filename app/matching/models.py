@@ -11,7 +11,7 @@ from app.db.base import Base, UTCDateTime, utcnow
 from app.galleries.models import BigId
 
 
-class SearchStatus(str, enum.Enum):
+class SearchStatus(enum.StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     DONE = "done"
@@ -19,7 +19,7 @@ class SearchStatus(str, enum.Enum):
     FAILED = "failed"
 
 
-class ReviewState(str, enum.Enum):
+class ReviewState(enum.StrEnum):
     PENDING = "pending"
     CONFIRMED = "confirmed"
     REJECTED = "rejected"

@@ -17,10 +17,13 @@ def requeue_pending(sessions: sessionmaker[Session]) -> list[tuple[int, datetime
     """Searches queued or running when the last process stopped, set back to queued, as
     (id, deadline, galleries) for the scheduler."""
     with transaction(sessions) as session:
-        pending = list(session.scalars(
-            select(Search).where(Search.status.in_([SearchStatus.QUEUED.value, SearchStatus.RUNNING.value]))
-            .with_for_update()
-        ))
+        pending = list(
+            session.scalars(
+                select(Search)
+                .where(Search.status.in_([SearchStatus.QUEUED.value, SearchStatus.RUNNING.value]))
+                .with_for_update()
+            )
+        )
         for search in pending:
             search.status, search.started_at = SearchStatus.QUEUED.value, None
         return [(s.id, s.deadline, tuple(sorted(s.targets))) for s in pending]
@@ -28,11 +31,19 @@ def requeue_pending(sessions: sessionmaker[Session]) -> list[tuple[int, datetime
 
 def expire_queued(session: Session) -> list[int]:
     now = utcnow()
-    due = list(session.scalars(
-        select(Search).where(Search.status == SearchStatus.QUEUED.value, Search.deadline <= now).with_for_update()
-    ))
+    due = list(
+        session.scalars(
+            select(Search).where(Search.status == SearchStatus.QUEUED.value, Search.deadline <= now).with_for_update()
+        )
+    )
     for search in due:
         search.status, search.finished_at = SearchStatus.EXPIRED.value, now
-        audit.append(session, None, "search.expire", f"case/{search.case_id}/search/{search.id}",
-                     outcome="expired", details={"reason": "deadline passed while queued"})
+        audit.append(
+            session,
+            None,
+            "search.expire",
+            f"case/{search.case_id}/search/{search.id}",
+            outcome="expired",
+            details={"reason": "deadline passed while queued"},
+        )
     return [search.id for search in due]

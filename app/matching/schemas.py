@@ -19,8 +19,9 @@ class IdentificationIn(BaseModel):
     countries: list[Country] | None = Field(None, description="default: the case's presumed countries")
     max_candidates: int = Field(30, ge=1, le=200)
     target_fpir: float | None = Field(
-        None, description="FPIR of the match band as a fraction (0.001) or a MOSIP integer (30); "
-        "default: the service's configured FPIR"
+        None,
+        description="FPIR of the match band as a fraction (0.001) or a MOSIP integer (30); "
+        "default: the service's configured FPIR",
     )
     wait_ms: int = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
 

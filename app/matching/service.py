@@ -67,8 +67,9 @@ def submit_identification(
     search (every country skipped) is done at once, with no candidate."""
     case = visible_case(session, actor, case_id, for_update=True)
     ensure_searchable(case)
-    fmt = TemplateFormat(request.template_format.model, request.template_format.dimension,
-                         Metric(request.template_format.metric))
+    fmt = TemplateFormat(
+        request.template_format.model, request.template_format.dimension, Metric(request.template_format.metric)
+    )
     probes = decode_templates(fmt, request.probes, request.probes_b64, settings.max_probes, what="probe")
     fpir = rate_or_invalid(request.target_fpir or settings.default_fpir, "fpir")
     countries = sorted(set(request.countries or case.presumed_countries))
@@ -78,16 +79,32 @@ def submit_identification(
     targets, skipped = resolve_targets(session, case, request.modality, fmt, countries)
     now = utcnow()
     search = Search(
-        case_id=case.id, modality=request.modality, model=fmt.model, dimension=fmt.dimension,
-        metric=fmt.metric.value, probes=b"".join(to_bytes(p) for p in probes), probe_count=len(probes),
-        targets=targets, skipped=skipped, max_candidates=request.max_candidates, target_fpir=fpir,
+        case_id=case.id,
+        modality=request.modality,
+        model=fmt.model,
+        dimension=fmt.dimension,
+        metric=fmt.metric.value,
+        probes=b"".join(to_bytes(p) for p in probes),
+        probe_count=len(probes),
+        targets=targets,
+        skipped=skipped,
+        max_candidates=request.max_candidates,
+        target_fpir=fpir,
         status=SearchStatus.QUEUED.value if targets else SearchStatus.DONE.value,
-        deadline=case.deadline, submitted_at=now, finished_at=None if targets else now, submitted_by=actor.id,
+        deadline=case.deadline,
+        submitted_at=now,
+        finished_at=None if targets else now,
+        submitted_by=actor.id,
     )
     session.add(search)
     session.flush()
-    audit.append(session, actor, "search.submit", f"case/{case.id}/search/{search.id}",
-                 details={"galleries": targets, "skipped": skipped, "probe_count": len(probes), "fpir": fpir})
+    audit.append(
+        session,
+        actor,
+        "search.submit",
+        f"case/{case.id}/search/{search.id}",
+        details={"galleries": targets, "skipped": skipped, "probe_count": len(probes), "fpir": fpir},
+    )
     return search
 
 
@@ -102,27 +119,45 @@ def visible_search(session: Session, actor: Principal, search_id: int) -> Search
 def candidates_of(session: Session, search_ids: list[int]) -> list[Candidate]:
     if not search_ids:
         return []
-    return list(session.scalars(
-        select(Candidate).where(Candidate.search_id.in_(search_ids)).order_by(Candidate.search_id, Candidate.rank)
-    ))
+    return list(
+        session.scalars(
+            select(Candidate).where(Candidate.search_id.in_(search_ids)).order_by(Candidate.search_id, Candidate.rank)
+        )
+    )
 
 
 def search_view(session: Session, search: Search) -> dict[str, Any]:
     """A search with its candidates; identity attributes only for confirmed candidates."""
     candidates = candidates_of(session, [search.id])
     confirmed = [c.record_id for c in candidates if c.review_state == ReviewState.CONFIRMED.value and c.record_id]
-    attributes = {
-        record.id: record.attributes
-        for record in session.scalars(select(Record).where(Record.id.in_(confirmed)))
-    } if confirmed else {}
+    attributes = (
+        {record.id: record.attributes for record in session.scalars(select(Record).where(Record.id.in_(confirmed)))}
+        if confirmed
+        else {}
+    )
     return {
-        "id": search.id, "case_id": search.case_id, "status": search.status, "submitted_at": search.submitted_at,
-        "started_at": search.started_at, "finished_at": search.finished_at, "deadline": search.deadline,
-        "target_fpir": search.target_fpir, "searched_galleries": search.targets, "skipped": search.skipped,
+        "id": search.id,
+        "case_id": search.case_id,
+        "status": search.status,
+        "submitted_at": search.submitted_at,
+        "started_at": search.started_at,
+        "finished_at": search.finished_at,
+        "deadline": search.deadline,
+        "target_fpir": search.target_fpir,
+        "searched_galleries": search.targets,
+        "skipped": search.skipped,
         "candidates": [
-            {"id": c.id, "gallery_id": c.gallery_id, "country": c.country, "reference_id": c.reference_id,
-             "rank": c.rank, "score": c.score, "band": c.band, "review_state": c.review_state,
-             "attributes": attributes.get(c.record_id) if c.record_id else None}
+            {
+                "id": c.id,
+                "gallery_id": c.gallery_id,
+                "country": c.country,
+                "reference_id": c.reference_id,
+                "rank": c.rank,
+                "score": c.score,
+                "band": c.band,
+                "review_state": c.review_state,
+                "attributes": attributes.get(c.record_id) if c.record_id else None,
+            }
             for c in candidates
         ],
     }
@@ -131,6 +166,11 @@ def search_view(session: Session, search: Search) -> dict[str, Any]:
 def read_search(session: Session, actor: Principal, search_id: int) -> dict[str, Any]:
     search = visible_search(session, actor, search_id)
     view = search_view(session, search)
-    audit.append(session, actor, "search.read", f"case/{search.case_id}/search/{search.id}",
-                 details={"candidates": len(view["candidates"])})
+    audit.append(
+        session,
+        actor,
+        "search.read",
+        f"case/{search.case_id}/search/{search.id}",
+        details={"candidates": len(view["candidates"])},
+    )
     return view

@@ -51,8 +51,9 @@ class ThresholdBook:
         size = index.template_count
         if cached is None or abs(size - cached.template_count) > 0.1 * max(cached.template_count, 1):
             with self._lock:
-                cached = GalleryCalibration(size, index.nonmated_top_scores(self.searches),
-                                            index.nonmated_pair_scores(self.pairs))
+                cached = GalleryCalibration(
+                    size, index.nonmated_top_scores(self.searches), index.nonmated_pair_scores(self.pairs)
+                )
                 self._cache[gallery_id] = cached
         return cached
 
@@ -70,8 +71,9 @@ def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:
         return CalibratedThresholds(Thresholds(np.inf, np.inf), False, 0)
     loose = min(rate * POSSIBLE_FACTOR, 0.5)
     return CalibratedThresholds(
-        Thresholds(match=threshold_at_rate(sample, rate, clamp=True),
-                   possible=threshold_at_rate(sample, loose, clamp=True)),
+        Thresholds(
+            match=threshold_at_rate(sample, rate, clamp=True), possible=threshold_at_rate(sample, loose, clamp=True)
+        ),
         resolved=rate * sample.size >= 1,
         sample_size=int(sample.size),
     )

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from app.runtime import Runtime
 
 
-def verify(session: Session, runtime: Runtime, actor: Principal, case_id: int, request: VerificationIn) -> dict[str, Any]:
+def verify(
+    session: Session, runtime: Runtime, actor: Principal, case_id: int, request: VerificationIn
+) -> dict[str, Any]:
     case = visible_case(session, actor, case_id)
     ensure_searchable(case)
     gallery = session.get(Gallery, request.gallery_id)
@@ -31,8 +33,9 @@ def verify(session: Session, runtime: Runtime, actor: Principal, case_id: int, r
     fmt = template_format(gallery)
     targets, skipped = resolve_targets(session, case, gallery.modality, fmt, [gallery.country])
     if gallery.id not in targets:
-        raise NotFound(f"no agreement covers {gallery.country}'s {gallery.modality} gallery",
-                       code="no_agreement", details=skipped)
+        raise NotFound(
+            f"no agreement covers {gallery.country}'s {gallery.modality} gallery", code="no_agreement", details=skipped
+        )
     record = session.scalar(
         select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == request.reference_id)
     )
@@ -45,7 +48,17 @@ def verify(session: Session, runtime: Runtime, actor: Principal, case_id: int, r
         raise missing
     calibrated = runtime.thresholds.for_verification(gallery.id, fmr)
     decision = "match" if score >= calibrated.thresholds.match else "no_match"
-    audit.append(session, actor, "verification", f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
-                 details={"decision": decision, "fmr": fmr})
-    return {"score": score, "decision": decision, "threshold": calibrated.thresholds.match, "target_fmr": fmr,
-            "calibration_resolved": calibrated.resolved}
+    audit.append(
+        session,
+        actor,
+        "verification",
+        f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
+        details={"decision": decision, "fmr": fmr},
+    )
+    return {
+        "score": score,
+        "decision": decision,
+        "threshold": calibrated.thresholds.match,
+        "target_fmr": fmr,
+        "calibration_resolved": calibrated.resolved,
+    }

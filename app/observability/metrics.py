@@ -17,22 +17,38 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.http_requests = Counter("readmit_http_requests", "HTTP requests", ["method", "route", "status"],
-                                     registry=r)
-        self.http_latency = Histogram("readmit_http_request_duration_seconds", "HTTP request latency",
-                                      ["method", "route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.queue_wait = Histogram("readmit_search_queue_wait_seconds", "time from submission to start",
-                                    buckets=LATENCY_BUCKETS, registry=r)
+        self.http_requests = Counter(
+            "readmit_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
+        )
+        self.http_latency = Histogram(
+            "readmit_http_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "readmit_search_queue_wait_seconds", "time from submission to start", buckets=LATENCY_BUCKETS, registry=r
+        )
         self.searches = Counter("readmit_searches", "searches ended, by outcome", ["outcome"], registry=r)
-        self.deadline_slack = Histogram("readmit_search_deadline_slack_seconds",
-                                        "time left before the case deadline when a search ends",
-                                        buckets=SLACK_BUCKETS, registry=r)
-        self.matcher_latency = Histogram("readmit_matcher_search_seconds", "one matcher call", ["gallery"],
-                                         buckets=LATENCY_BUCKETS, registry=r)
-        self.matcher_batch = Histogram("readmit_matcher_batch_searches", "searches coalesced in one matcher call",
-                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=r)
-        self.enrolled = Counter("readmit_enrolled_records", "records inserted or updated", ["gallery", "change"],
-                                registry=r)
+        self.deadline_slack = Histogram(
+            "readmit_search_deadline_slack_seconds",
+            "time left before the case deadline when a search ends",
+            buckets=SLACK_BUCKETS,
+            registry=r,
+        )
+        self.matcher_latency = Histogram(
+            "readmit_matcher_search_seconds", "one matcher call", ["gallery"], buckets=LATENCY_BUCKETS, registry=r
+        )
+        self.matcher_batch = Histogram(
+            "readmit_matcher_batch_searches",
+            "searches coalesced in one matcher call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=r,
+        )
+        self.enrolled = Counter(
+            "readmit_enrolled_records", "records inserted or updated", ["gallery", "change"], registry=r
+        )
         self.index_loads = Counter("readmit_index_loads", "index loads at start, by source", ["source"], registry=r)
         self.queue_depth = Gauge("readmit_search_queue_depth", "searches waiting for a worker", registry=r)
 
@@ -49,8 +65,9 @@ class _IndexSizes(Collector):
         self.sizes = sizes
 
     def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily("readmit_index_templates", "templates in a gallery's matcher index",
-                                   labels=["gallery", "kind"])
+        family = GaugeMetricFamily(
+            "readmit_index_templates", "templates in a gallery's matcher index", labels=["gallery", "kind"]
+        )
         for gallery_id, kind, count in self.sizes():
             family.add_metric([str(gallery_id), kind], count)
         yield family

@@ -51,9 +51,17 @@ class RequestContext:
             self.metrics.http_requests.labels(method, template, str(status)).inc()
             self.metrics.http_latency.labels(method, template).observe(duration)
             state = scope.get("state") or {}
-            log.info("request", extra={"event": {
-                "method": method, "route": template, "status": status, "duration_ms": round(duration * 1000, 2),
-                "principal_id": state.get("principal_id"),
-            }})
+            log.info(
+                "request",
+                extra={
+                    "event": {
+                        "method": method,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 2),
+                        "principal_id": state.get("principal_id"),
+                    }
+                },
+            )
             request_id.reset(token)
             principal_id.reset(principal_token)

@@ -44,8 +44,13 @@ def create_principal(
     )
     session.add(principal)
     session.flush()
-    audit.append(session, actor, "principal.create", f"principal/{principal.id}",
-                 details={"role": role.value, "country": country, "agency": principal.agency})
+    audit.append(
+        session,
+        actor,
+        "principal.create",
+        f"principal/{principal.id}",
+        details={"role": role.value, "country": country, "agency": principal.agency},
+    )
     return principal, key.token
 
 

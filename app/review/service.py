@@ -35,17 +35,31 @@ def review_queue(
     now = utcnow()
     items = [
         {
-            "id": candidate.id, "search_id": search.id, "case_id": case.id, "case_status": case.status,
-            "deadline": case.deadline, "remaining_seconds": max(0, int((case.deadline - now).total_seconds())),
-            "gallery_id": candidate.gallery_id, "reference_id": candidate.reference_id, "rank": candidate.rank,
-            "score": candidate.score, "band": candidate.band, "review_state": candidate.review_state,
+            "id": candidate.id,
+            "search_id": search.id,
+            "case_id": case.id,
+            "case_status": case.status,
+            "deadline": case.deadline,
+            "remaining_seconds": max(0, int((case.deadline - now).total_seconds())),
+            "gallery_id": candidate.gallery_id,
+            "reference_id": candidate.reference_id,
+            "rank": candidate.rank,
+            "score": candidate.score,
+            "band": candidate.band,
+            "review_state": candidate.review_state,
             "attributes": record.attributes if record is not None else None,
-            "note": candidate.note, "reviewed_at": candidate.reviewed_at,
+            "note": candidate.note,
+            "reviewed_at": candidate.reviewed_at,
         }
         for candidate, search, case, record in session.execute(query)
     ]
-    audit.append(session, actor, "review.list", f"review/{actor.country}",
-                 details={"state": state.value, "candidates": [item["id"] for item in items]})
+    audit.append(
+        session,
+        actor,
+        "review.list",
+        f"review/{actor.country}",
+        details={"state": state.value, "candidates": [item["id"] for item in items]},
+    )
     return items
 
 
@@ -68,8 +82,13 @@ def decide(session: Session, actor: Principal, candidate_id: int, confirmed: boo
         raise Conflict("the case's detention deadline has passed", code="deadline_passed")
     candidate.review_state = (ReviewState.CONFIRMED if confirmed else ReviewState.REJECTED).value
     candidate.reviewed_by, candidate.reviewed_at, candidate.note = actor.id, utcnow(), note
-    audit.append(session, actor, f"candidate.{candidate.review_state}", f"candidate/{candidate.id}",
-                 details={"case_id": case.id, "search_id": candidate.search_id})
+    audit.append(
+        session,
+        actor,
+        f"candidate.{candidate.review_state}",
+        f"candidate/{candidate.id}",
+        details={"case_id": case.id, "search_id": candidate.search_id},
+    )
     if confirmed:
         move(session, actor, case, CaseStatus.IDENTIFIED, f"candidate {candidate.id} confirmed")
     return candidate
@@ -77,9 +96,12 @@ def decide(session: Session, actor: Principal, candidate_id: int, confirmed: boo
 
 def consular_may_read(session: Session, actor: Principal, record_id: int) -> bool:
     """A consul may read a record of its country only when a candidate points to it."""
-    return session.scalar(
-        select(Candidate.id).where(Candidate.record_id == record_id, Candidate.country == actor.country).limit(1)
-    ) is not None
+    return (
+        session.scalar(
+            select(Candidate.id).where(Candidate.record_id == record_id, Candidate.country == actor.country).limit(1)
+        )
+        is not None
+    )
 
 
 def case_of(session: Session, candidate: Candidate) -> Case:
@@ -95,20 +117,34 @@ def candidate_page(session: Session, actor: Principal, candidate_id: int) -> dic
     search = session.get(Search, candidate.search_id)
     case = session.get(Case, search.case_id) if search else None
     record = session.get(Record, candidate.record_id) if candidate.record_id else None
-    siblings = list(session.scalars(
-        select(Candidate).where(Candidate.search_id == candidate.search_id, Candidate.country == actor.country,
-                                Candidate.id != candidate.id).order_by(Candidate.rank)
-    ))
-    audit.append(session, actor, "candidate.read", f"candidate/{candidate.id}",
-                 details={"case_id": case.id if case else None})
+    siblings = list(
+        session.scalars(
+            select(Candidate)
+            .where(
+                Candidate.search_id == candidate.search_id,
+                Candidate.country == actor.country,
+                Candidate.id != candidate.id,
+            )
+            .order_by(Candidate.rank)
+        )
+    )
+    audit.append(
+        session, actor, "candidate.read", f"candidate/{candidate.id}", details={"case_id": case.id if case else None}
+    )
     return {"candidate": candidate, "search": search, "case": case, "record": record, "siblings": siblings}
 
 
 def next_pending(session: Session, actor: Principal) -> int | None:
     """The pending candidate of the officer's country whose case deadline is nearest."""
     return session.scalar(
-        select(Candidate.id).join(Search, Search.id == Candidate.search_id).join(Case, Case.id == Search.case_id)
-        .where(Candidate.country == actor.country, Candidate.review_state == ReviewState.PENDING.value,
-               Case.status == "open")
-        .order_by(Case.deadline, Candidate.search_id, Candidate.rank).limit(1)
+        select(Candidate.id)
+        .join(Search, Search.id == Candidate.search_id)
+        .join(Case, Case.id == Search.case_id)
+        .where(
+            Candidate.country == actor.country,
+            Candidate.review_state == ReviewState.PENDING.value,
+            Case.status == "open",
+        )
+        .order_by(Case.deadline, Candidate.search_id, Candidate.rank)
+        .limit(1)
     )

@@ -64,8 +64,15 @@ def _signed_in(request: Request, db: Session) -> tuple[Principal, WebSession] | 
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
-    response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path="/review")
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/review",
+    )
 
 
 @router.get("/sign-in", response_class=HTMLResponse)
@@ -82,16 +89,20 @@ def sign_in(request: Request, api_key: Annotated[str, Form()], csrf: Annotated[s
     if not expected or not secrets.compare_digest(expected, csrf):
         return _error(request, 403, "This form has expired. Open the sign-in page again.")
     with _sessions(request) as db, db.begin():
+        failure: DomainError | None = None
         try:
-            token, web = sessions.sign_in(db, api_key)
+            token, _ = sessions.sign_in(db, api_key)
         except DomainError as error:
             failure = error
-        else:
-            failure = None
     if failure is not None:
         fresh = secrets.token_urlsafe(32)
-        response = _page(request, "sign_in.html", 401 if failure.status == 401 else 403, csrf=fresh,
-                         error="This key cannot sign in here. Only consular officers' keys can.")
+        response = _page(
+            request,
+            "sign_in.html",
+            401 if failure.status == 401 else 403,
+            csrf=fresh,
+            error="This key cannot sign in here. Only consular officers' keys can.",
+        )
         _set_cookie(request, response, LOGIN_CSRF_COOKIE, fresh, 1800)
         return response
     redirect = RedirectResponse("/review", status_code=303)
@@ -127,8 +138,17 @@ def queue(request: Request, state: str = "pending", gallery_id: str = "") -> Res
         gallery = int(gallery_id) if gallery_id.isdigit() else None
         items = review.review_queue(db, officer, wanted, gallery)
         galleries = list_galleries(db, officer)
-        return _page(request, "queue.html", officer=officer, csrf=web.csrf_token, items=items, state=wanted.value,
-                     gallery_id=gallery, galleries=galleries, states=[s.value for s in ReviewState])
+        return _page(
+            request,
+            "queue.html",
+            officer=officer,
+            csrf=web.csrf_token,
+            items=items,
+            state=wanted.value,
+            gallery_id=gallery,
+            galleries=galleries,
+            states=[s.value for s in ReviewState],
+        )
 
 
 @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)

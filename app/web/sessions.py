@@ -36,8 +36,13 @@ def sign_in(session: Session, api_key: str) -> tuple[str, WebSession]:
         raise Forbidden("only consular officers sign in to the review pages")
     token = secrets.token_urlsafe(32)
     now = utcnow()
-    web = WebSession(token_hash=_digest(token), principal_id=principal.id, csrf_token=secrets.token_urlsafe(32),
-                     created_at=now, expires_at=now + SESSION_LIFETIME)
+    web = WebSession(
+        token_hash=_digest(token),
+        principal_id=principal.id,
+        csrf_token=secrets.token_urlsafe(32),
+        created_at=now,
+        expires_at=now + SESSION_LIFETIME,
+    )
     session.add(web)
     session.execute(delete(WebSession).where(WebSession.expires_at < now))
     audit.append(session, principal, "web.sign_in", "review")

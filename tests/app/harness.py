@@ -49,10 +49,19 @@ class Service:
         assert response.status_code == 201, response.text
         return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
-    def gallery(self, country: str = "SEN", modality: str = "face", dimension: int = 64, model: str = "arcface-r100",
-                metric: str = "cosine") -> int:
-        body = {"country": country, "modality": modality,
-                "template_format": {"model": model, "dimension": dimension, "metric": metric}}
+    def gallery(
+        self,
+        country: str = "SEN",
+        modality: str = "face",
+        dimension: int = 64,
+        model: str = "arcface-r100",
+        metric: str = "cosine",
+    ) -> int:
+        body = {
+            "country": country,
+            "modality": modality,
+            "template_format": {"model": model, "dimension": dimension, "metric": metric},
+        }
         response = self.client.post("/v1/galleries", json=body, headers=self.admin)
         assert response.status_code == 201, response.text
         return int(response.json()["id"])

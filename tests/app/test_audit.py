@@ -1,3 +1,5 @@
+import itertools
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
@@ -21,11 +23,18 @@ def test_every_change_and_read_is_in_the_chain_without_biometric_data(audited):
     page = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()
     actions = [event["action"] for event in page["events"]]
     # the bootstrap admin, then the fixture's calls in order (this read is appended after it)
-    assert actions == ["principal.create", "gallery.create", "principal.create", "principal.create",
-                       "records.enrol", "record.read", "record.delete"]
+    assert actions == [
+        "principal.create",
+        "gallery.create",
+        "principal.create",
+        "principal.create",
+        "records.enrol",
+        "record.read",
+        "record.delete",
+    ]
     events = page["events"]
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
-    assert all(e["prev_hash"] == prev["hash"] for prev, e in zip(events, events[1:]))
+    assert all(e["prev_hash"] == prev["hash"] for prev, e in itertools.pairwise(events))
     text_dump = str(events)
     assert "Name1" not in text_dump and "templates" not in text_dump
     verify = service.client.get("/v1/audit/verify", headers=auditor).json()
@@ -51,9 +60,11 @@ def _drop_triggers(connection):
 
 @pytest.mark.parametrize(
     "tamper",
-    ["UPDATE audit_events SET outcome = 'forged' WHERE seq = 3",
-     "UPDATE audit_events SET details = '{}' WHERE seq = 3",
-     "DELETE FROM audit_events WHERE seq = 3"],
+    [
+        "UPDATE audit_events SET outcome = 'forged' WHERE seq = 3",
+        "UPDATE audit_events SET details = '{}' WHERE seq = 3",
+        "DELETE FROM audit_events WHERE seq = 3",
+    ],
 )
 def test_tampering_by_someone_with_database_access_is_detected(audited, tamper):
     service, auditor = audited

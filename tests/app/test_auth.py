@@ -18,8 +18,9 @@ def world(service):
     gallery_id = service.gallery("SEN")
     keys = {name: service.principal(*spec) for name, spec in ROLES.items()}
     keys["admin"] = service.admin
-    service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(1)},
-                        headers=keys["registry"])
+    service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(1)}, headers=keys["registry"]
+    )
     return service, gallery_id, keys
 
 
@@ -28,11 +29,18 @@ def calls(gallery_id):
     return {
         ("POST", "/v1/principals", "admin"): {"name": "n", "role": "auditor"},
         ("GET", "/v1/principals", "admin"): None,
-        ("POST", "/v1/agreements", "admin"): {"receiving_country": "FRA", "origin_country": "SEN",
-                                              "modalities": ["face"], "valid_from": "2026-01-01"},
+        ("POST", "/v1/agreements", "admin"): {
+            "receiving_country": "FRA",
+            "origin_country": "SEN",
+            "modalities": ["face"],
+            "valid_from": "2026-01-01",
+        },
         ("GET", "/v1/agreements", "admin"): None,
-        ("POST", "/v1/galleries", "admin"): {"country": "MLI", "modality": "face",
-                                             "template_format": {"model": "m", "dimension": 8}},
+        ("POST", "/v1/galleries", "admin"): {
+            "country": "MLI",
+            "modality": "face",
+            "template_format": {"model": "m", "dimension": 8},
+        },
         ("GET", f"/v1/galleries/{gallery_id}", "admin registry"): None,
         ("POST", f"/v1/galleries/{gallery_id}/records:batch", "registry"): batch,
         ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000", "registry consular"): None,
@@ -63,13 +71,16 @@ def test_allowed_roles_succeed(world):
 def test_another_countrys_registry_sees_404_not_403(world):
     service, gallery_id, keys = world
     other = keys["other_registry"]
-    for method, path in [("GET", f"/v1/galleries/{gallery_id}"),
-                         ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000"),
-                         ("DELETE", f"/v1/galleries/{gallery_id}/records/REF-00000")]:
+    for method, path in [
+        ("GET", f"/v1/galleries/{gallery_id}"),
+        ("GET", f"/v1/galleries/{gallery_id}/records/REF-00000"),
+        ("DELETE", f"/v1/galleries/{gallery_id}/records/REF-00000"),
+    ]:
         response = service.client.request(method, path, headers=other)
         assert response.status_code == 404, (path, response.text)
-    response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch",
-                                   json={"records": records(1, prefix="EVIL")}, headers=other)
+    response = service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(1, prefix="EVIL")}, headers=other
+    )
     assert response.status_code == 404
     assert service.client.get(f"/v1/galleries/{gallery_id}", headers=keys["registry"]).json()["record_count"] == 1
     assert service.client.get("/v1/galleries", headers=other).json() == []
@@ -84,8 +95,9 @@ def test_missing_or_unknown_keys_get_401(service, header):
 
 
 def test_revocation_takes_effect_on_the_next_request(service):
-    created = service.client.post("/v1/principals", headers=service.admin,
-                                  json={"name": "temp", "role": "auditor"}).json()
+    created = service.client.post(
+        "/v1/principals", headers=service.admin, json={"name": "temp", "role": "auditor"}
+    ).json()
     key = {"Authorization": f"Bearer {created['api_key']}"}
     assert service.client.get("/v1/audit/verify", headers=key).status_code == 200
     assert service.client.delete(f"/v1/principals/{created['id']}", headers=service.admin).status_code == 204
@@ -95,9 +107,11 @@ def test_revocation_takes_effect_on_the_next_request(service):
 
 
 def test_principal_scopes_are_required(service):
-    for body, code in [({"name": "r", "role": "registry"}, "missing_country"),
-                       ({"name": "b", "role": "border_police", "country": "FRA"}, "missing_agency"),
-                       ({"name": "x", "role": "wizard"}, "validation_error")]:
+    for body, code in [
+        ({"name": "r", "role": "registry"}, "missing_country"),
+        ({"name": "b", "role": "border_police", "country": "FRA"}, "missing_agency"),
+        ({"name": "x", "role": "wizard"}, "validation_error"),
+    ]:
         response = service.client.post("/v1/principals", headers=service.admin, json=body)
         assert response.status_code == 422 and response.json()["error"]["code"] == code
 
@@ -112,6 +126,10 @@ def test_unknown_routes_and_methods_use_the_error_shape(service):
 def test_health_and_docs(service):
     assert service.client.get("/healthz").json() == {"status": "ok"}
     ready = service.client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["checks"] == {"database": True, "migrations": True, "indexes": True}
+    assert ready.status_code == 200 and ready.json()["checks"] == {
+        "database": True,
+        "migrations": True,
+        "indexes": True,
+    }
     schema = service.client.get("/openapi.json").json()
     assert "/v1/galleries/{gallery_id}/records:batch" in schema["paths"]

@@ -35,8 +35,9 @@ def test_create_key_bootstraps_an_admin_whose_key_works(tmp_path, monkeypatch, d
 
 
 def test_python_dash_m_app_has_help():
-    result = subprocess.run([sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True,
-                            env={**os.environ})
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "--help"], capture_output=True, text=True, check=True, env={**os.environ}
+    )
     for command in ("serve", "db", "admin"):
         assert command in result.stdout
 
@@ -45,8 +46,12 @@ def test_serve_starts_on_a_fresh_data_folder(tmp_path):
     """The README's start command, as a process: data folder created, migrations applied, ready."""
     env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
     env.pop("READMIT_DATABASE_URL", None)
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "18731"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", "18731"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         ready = False
         for _ in range(100):

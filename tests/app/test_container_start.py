@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root to drop to an unprivileged user, as the image does")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None,
+    reason="needs root to drop to an unprivileged user, as the image does",
+)
 def test_start_command_as_an_unprivileged_user():
     drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
     if subprocess.run([*drop, sys.executable, "-c", "import app.main"], capture_output=True).returncode != 0:
@@ -27,8 +29,9 @@ def test_start_command_as_an_unprivileged_user():
     env = {**os.environ, "READMIT_DATA_DIR": str(data), "HOME": str(data)}
     env.pop("READMIT_DATABASE_URL", None)
     readmit = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "18732"]
-    process = subprocess.Popen([*drop, *readmit],
-                               env=env, cwd=str(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [*drop, *readmit], env=env, cwd=str(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         ready = None
         for _ in range(150):
@@ -41,8 +44,9 @@ def test_start_command_as_an_unprivileged_user():
             if process.poll() is not None:
                 break
             time.sleep(0.2)
-        assert ready is not None and ready.status_code == 200, process.stdout.read().decode()[-2000:] if \
-            process.poll() is not None else "not ready"
+        assert ready is not None and ready.status_code == 200, (
+            process.stdout.read().decode()[-2000:] if process.poll() is not None else "not ready"
+        )
         assert (data / "readmit.db").stat().st_uid == 65534
     finally:
         process.terminate()

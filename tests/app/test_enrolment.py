@@ -12,8 +12,9 @@ def enrolled(service):
     gallery_id = service.gallery("SEN")
     registry = service.principal("registry", "SEN")
     batch = records(5)
-    response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch},
-                                   headers=registry)
+    response = service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch}, headers=registry
+    )
     assert response.status_code == 200, response.text
     assert response.json() == {"inserted": 5, "updated": 0, "unchanged": 0, "errors": []}
     return service, gallery_id, registry, batch
@@ -93,13 +94,17 @@ def test_a_bad_record_is_reported_and_the_good_ones_kept(enrolled, fields, code)
     good = records(1, seed=5, prefix="NEW")[0]
     bad = {"reference_id": "REF-00001", **fields}  # an existing record: must stay untouched
     # NaN and Infinity are not JSON, but Python clients send them as literals: send them raw.
-    response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch",
-                                   content=json.dumps({"records": [good, bad]}),
-                                   headers={**registry, "Content-Type": "application/json"})
+    response = service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch",
+        content=json.dumps({"records": [good, bad]}),
+        headers={**registry, "Content-Type": "application/json"},
+    )
     assert response.status_code == 200
     body = response.json()
     assert body["inserted"] == 1
-    assert body["errors"] == [{"index": 1, "reference_id": "REF-00001", "code": code, "message": body["errors"][0]["message"]}]
+    assert body["errors"] == [
+        {"index": 1, "reference_id": "REF-00001", "code": code, "message": body["errors"][0]["message"]}
+    ]
     after = service.client.get(f"/v1/galleries/{gallery_id}", headers=registry).json()
     assert after["template_count"] == before["template_count"] + 2
     assert search_top(service, gallery_id, batch[1]["templates"][0])[1] == pytest.approx(1.0, abs=1e-5)
@@ -110,8 +115,9 @@ def test_duplicate_reference_inside_one_batch(service):
     registry = service.principal("registry", "SEN")
     batch = records(2)
     batch[1]["reference_id"] = batch[0]["reference_id"]
-    body = service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch},
-                               headers=registry).json()
+    body = service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch}, headers=registry
+    ).json()
     assert body["inserted"] == 1 and body["errors"][0]["code"] == "duplicate_reference"
 
 
@@ -121,8 +127,9 @@ def test_too_many_records_and_malformed_bodies_are_refused_whole(service):
     url = f"/v1/galleries/{gallery_id}/records:batch"
     too_many = service.client.post(url, json={"records": records(1001, dimension=2, samples=1)}, headers=registry)
     assert too_many.status_code == 400 and too_many.json()["error"]["code"] == "batch_too_large"
-    strings = service.client.post(url, json={"records": [{"reference_id": "X", "templates": [["a"] * 64]}]},
-                                  headers=registry)
+    strings = service.client.post(
+        url, json={"records": [{"reference_id": "X", "templates": [["a"] * 64]}]}, headers=registry
+    )
     assert strings.status_code == 422 and strings.json()["error"]["code"] == "validation_error"
     assert service.client.get(f"/v1/galleries/{gallery_id}", headers=registry).json()["record_count"] == 0
 
@@ -134,8 +141,9 @@ def test_oversized_body_is_refused_before_parsing(tmp_path, database_url):
     try:
         gallery_id = small.gallery("SEN")
         registry = small.principal("registry", "SEN")
-        response = small.client.post(f"/v1/galleries/{gallery_id}/records:batch",
-                                     json={"records": records(50)}, headers=registry)
+        response = small.client.post(
+            f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(50)}, headers=registry
+        )
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
     finally:
@@ -144,9 +152,15 @@ def test_oversized_body_is_refused_before_parsing(tmp_path, database_url):
 
 def test_gallery_format_fixes_dimension_and_duplicates_are_refused(service):
     service.gallery("SEN", dimension=64)
-    again = service.client.post("/v1/galleries", headers=service.admin, json={
-        "country": "SEN", "modality": "face", "template_format": {"model": "arcface-r100", "dimension": 64}})
+    again = service.client.post(
+        "/v1/galleries",
+        headers=service.admin,
+        json={"country": "SEN", "modality": "face", "template_format": {"model": "arcface-r100", "dimension": 64}},
+    )
     assert again.status_code == 409 and again.json()["error"]["code"] == "duplicate_gallery"
-    bad_country = service.client.post("/v1/galleries", headers=service.admin, json={
-        "country": "XXX", "modality": "face", "template_format": {"model": "m", "dimension": 64}})
+    bad_country = service.client.post(
+        "/v1/galleries",
+        headers=service.admin,
+        json={"country": "XXX", "modality": "face", "template_format": {"model": "m", "dimension": 64}},
+    )
     assert bad_country.status_code == 422 and bad_country.json()["error"]["code"] == "invalid_country"

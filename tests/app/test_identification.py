@@ -17,13 +17,16 @@ def people():
 
 def enrol(service, gallery_id, registry, people, prefix="SEN"):
     records = [
-        {"reference_id": f"{prefix}-{i:04d}",
-         "templates": people.gallery[people.gallery_ids == i].tolist(),
-         "attributes": {"family_name": f"Family{i}", "given_names": f"Given{i}"}}
+        {
+            "reference_id": f"{prefix}-{i:04d}",
+            "templates": people.gallery[people.gallery_ids == i].tolist(),
+            "attributes": {"family_name": f"Family{i}", "given_names": f"Given{i}"},
+        }
         for i in range(len(np.unique(people.gallery_ids)))
     ]
-    response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": records},
-                                   headers=registry)
+    response = service.client.post(
+        f"/v1/galleries/{gallery_id}/records:batch", json={"records": records}, headers=registry
+    )
     assert response.json()["inserted"] == len(records)
 
 
@@ -33,29 +36,44 @@ def story(service, people):
     mli = service.gallery("MLI", dimension=DIM)
     enrol(service, sen, service.principal("registry", "SEN"), people, "SEN")
     enrol(service, mli, service.principal("registry", "MLI"), people, "MLI")
-    service.client.post("/v1/agreements", headers=service.admin, json={
-        "receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"})
+    service.client.post(
+        "/v1/agreements",
+        headers=service.admin,
+        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
+    )
     police = service.principal("border_police", "FRA", "FRA-DCPAF")
     return service, sen, mli, police
 
 
 def open_case(service, police, ref="DCPAF-2026-0001", days_ago=3, limit=45, countries=("SEN", "MLI")):
     detained = (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
-    response = service.client.post("/v1/cases", headers=police, json={
-        "external_ref": ref, "detained_at": detained, "detention_limit_days": limit,
-        "presumed_countries": list(countries), "legal_basis": "readmission_agreement"})
+    response = service.client.post(
+        "/v1/cases",
+        headers=police,
+        json={
+            "external_ref": ref,
+            "detained_at": detained,
+            "detention_limit_days": limit,
+            "presumed_countries": list(countries),
+            "legal_basis": "readmission_agreement",
+        },
+    )
     assert response.status_code == 201, response.text
     return response.json()
 
 
 def identify(service, police, case_id, probes, **extra):
-    body = {"modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM},
-            "probes": np.atleast_2d(probes).tolist(), **extra}
+    body = {
+        "modality": "face",
+        "template_format": {"model": "arcface-r100", "dimension": DIM},
+        "probes": np.atleast_2d(probes).tolist(),
+        **extra,
+    }
     return service.client.post(f"/v1/cases/{case_id}/identifications", headers=police, json=body)
 
 
 def test_enrolled_person_is_found_confirmed_and_the_case_identified(story, people):
-    service, sen, mli, police = story
+    service, sen, _, police = story
     case = open_case(service, police)
     assert case["status"] == "open"
     assert datetime.fromisoformat(case["deadline"]) == datetime.fromisoformat(case["detained_at"]) + timedelta(days=45)
@@ -72,11 +90,21 @@ def test_enrolled_person_is_found_confirmed_and_the_case_identified(story, peopl
     assert top["attributes"] is None, "identity attributes only after confirmation"
     assert len({c["reference_id"] for c in result["candidates"]}) == len(result["candidates"])
 
-    verification = service.client.post(f"/v1/cases/{case['id']}/verifications", headers=police, json={
-        "gallery_id": sen, "reference_id": f"SEN-{person:04d}", "probes": [people.mated_probes[0].tolist()]})
+    verification = service.client.post(
+        f"/v1/cases/{case['id']}/verifications",
+        headers=police,
+        json={"gallery_id": sen, "reference_id": f"SEN-{person:04d}", "probes": [people.mated_probes[0].tolist()]},
+    )
     assert verification.status_code == 200 and verification.json()["decision"] == "match"
-    impostor = service.client.post(f"/v1/cases/{case['id']}/verifications", headers=police, json={
-        "gallery_id": sen, "reference_id": f"SEN-{(person + 1) % 300:04d}", "probes": [people.mated_probes[0].tolist()]})
+    impostor = service.client.post(
+        f"/v1/cases/{case['id']}/verifications",
+        headers=police,
+        json={
+            "gallery_id": sen,
+            "reference_id": f"SEN-{(person + 1) % 300:04d}",
+            "probes": [people.mated_probes[0].tolist()],
+        },
+    )
     assert impostor.json()["decision"] == "no_match"
 
     consul = service.principal("consular", "SEN")
@@ -90,12 +118,20 @@ def test_enrolled_person_is_found_confirmed_and_the_case_identified(story, peopl
     unrelated = service.client.get(f"/v1/galleries/{sen}/records/SEN-{(person + 7) % 300:04d}", headers=consul)
     assert unrelated.status_code == 404, "a consul reads only records a candidate points to"
 
-    decision = service.client.post(f"/v1/candidates/{top['id']}/decision", headers=consul,
-                                   json={"decision": "confirmed", "note": "fingerprints and civil record agree"})
-    assert decision.json() == {"id": top["id"], "review_state": "confirmed", "case_id": case["id"],
-                               "case_status": "identified"}
-    again = service.client.post(f"/v1/candidates/{top['id']}/decision", headers=consul,
-                                json={"decision": "rejected", "note": "x"})
+    decision = service.client.post(
+        f"/v1/candidates/{top['id']}/decision",
+        headers=consul,
+        json={"decision": "confirmed", "note": "fingerprints and civil record agree"},
+    )
+    assert decision.json() == {
+        "id": top["id"],
+        "review_state": "confirmed",
+        "case_id": case["id"],
+        "case_status": "identified",
+    }
+    again = service.client.post(
+        f"/v1/candidates/{top['id']}/decision", headers=consul, json={"decision": "rejected", "note": "x"}
+    )
     assert again.status_code == 409 and again.json()["error"]["code"] == "already_decided"
 
     polled = service.client.get(f"/v1/searches/{result['id']}", headers=police).json()
@@ -105,8 +141,15 @@ def test_enrolled_person_is_found_confirmed_and_the_case_identified(story, peopl
     auditor = service.principal("auditor")
     assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
     actions = [e["action"] for e in service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]]
-    for action in ("case.open", "search.submit", "search.complete", "verification", "review.list",
-                   "candidate.confirmed", "case.identified"):
+    for action in (
+        "case.open",
+        "search.submit",
+        "search.complete",
+        "verification",
+        "review.list",
+        "candidate.confirmed",
+        "case.identified",
+    ):
         assert action in actions
 
 
@@ -141,9 +184,17 @@ def test_scoping_of_cases_and_searches(story, people):
     assert service.client.get(f"/v1/cases/{case['id']}", headers=other_agency).status_code == 404
     assert service.client.get(f"/v1/searches/{result['id']}", headers=other_agency).status_code == 404
     assert identify(service, other_agency, case["id"], people.mated_probes[1]).status_code == 404
-    duplicate = service.client.post("/v1/cases", headers=police, json={
-        "external_ref": "DCPAF-2026-0001", "detained_at": datetime.now(UTC).isoformat(),
-        "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "consent"})
+    duplicate = service.client.post(
+        "/v1/cases",
+        headers=police,
+        json={
+            "external_ref": "DCPAF-2026-0001",
+            "detained_at": datetime.now(UTC).isoformat(),
+            "detention_limit_days": 45,
+            "presumed_countries": ["SEN"],
+            "legal_basis": "consent",
+        },
+    )
     assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "duplicate_case"
 
 
@@ -156,17 +207,41 @@ def test_bad_probes_and_deadlines(story, people):
     assert zero.json()["error"]["code"] == "invalid_template"
     not_presumed = identify(service, police, case["id"], people.mated_probes[0], countries=["MAR"])
     assert not_presumed.json()["error"]["code"] == "country_not_presumed"
-    past = service.client.post("/v1/cases", headers=police, json={
-        "external_ref": "OLD", "detained_at": (datetime.now(UTC) - timedelta(days=50)).isoformat(),
-        "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "consent"})
+    past = service.client.post(
+        "/v1/cases",
+        headers=police,
+        json={
+            "external_ref": "OLD",
+            "detained_at": (datetime.now(UTC) - timedelta(days=50)).isoformat(),
+            "detention_limit_days": 45,
+            "presumed_countries": ["SEN"],
+            "legal_basis": "consent",
+        },
+    )
     assert past.status_code == 409 and past.json()["error"]["code"] == "deadline_passed"
-    too_long = service.client.post("/v1/cases", headers=police, json={
-        "external_ref": "LONG", "detained_at": datetime.now(UTC).isoformat(),
-        "detention_limit_days": 541, "presumed_countries": ["SEN"], "legal_basis": "consent"})
+    too_long = service.client.post(
+        "/v1/cases",
+        headers=police,
+        json={
+            "external_ref": "LONG",
+            "detained_at": datetime.now(UTC).isoformat(),
+            "detention_limit_days": 541,
+            "presumed_countries": ["SEN"],
+            "legal_basis": "consent",
+        },
+    )
     assert too_long.status_code == 422
-    unknown_basis = service.client.post("/v1/cases", headers=police, json={
-        "external_ref": "X", "detained_at": datetime.now(UTC).isoformat(),
-        "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "because"})
+    unknown_basis = service.client.post(
+        "/v1/cases",
+        headers=police,
+        json={
+            "external_ref": "X",
+            "detained_at": datetime.now(UTC).isoformat(),
+            "detention_limit_days": 45,
+            "presumed_countries": ["SEN"],
+            "legal_basis": "because",
+        },
+    )
     assert unknown_basis.json()["error"]["code"] == "validation_error"
 
 
@@ -176,8 +251,10 @@ def test_a_case_past_its_deadline_expires_and_refuses_searches(story, people):
     with service.runtime.engine.begin() as connection:  # time passes: move the deadline into the past
         from sqlalchemy import text
 
-        connection.execute(text("UPDATE cases SET deadline = :past WHERE id = :id"),
-                           {"past": datetime.now(UTC) - timedelta(minutes=1), "id": case["id"]})
+        connection.execute(
+            text("UPDATE cases SET deadline = :past WHERE id = :id"),
+            {"past": datetime.now(UTC) - timedelta(minutes=1), "id": case["id"]},
+        )
     refused = identify(service, police, case["id"], people.mated_probes[0])
     assert refused.status_code == 409 and refused.json()["error"]["code"] == "deadline_passed"
     service.runtime.expire_due()

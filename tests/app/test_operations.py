@@ -31,12 +31,21 @@ def offline(tmp_path, monkeypatch, database_url):
     get_settings.cache_clear()
     service = Service(data_dir, database_url)
     gallery_id = service.gallery("SEN", dimension=DIM)
-    registry = service.client.post("/v1/principals", headers=service.admin,
-                                   json={"name": "registry", "role": "registry", "country": "SEN"}).json()
+    registry = service.client.post(
+        "/v1/principals", headers=service.admin, json={"name": "registry", "role": "registry", "country": "SEN"}
+    ).json()
     service.close()
-    yield {"data_dir": data_dir, "gallery": gallery_id, "registry": registry["id"], "url": database_url,
-           "env": {**os.environ, "READMIT_DATA_DIR": str(data_dir),
-                   **({"READMIT_DATABASE_URL": database_url} if database_url else {})}}
+    yield {
+        "data_dir": data_dir,
+        "gallery": gallery_id,
+        "registry": registry["id"],
+        "url": database_url,
+        "env": {
+            **os.environ,
+            "READMIT_DATA_DIR": str(data_dir),
+            **({"READMIT_DATABASE_URL": database_url} if database_url else {}),
+        },
+    }
     get_settings.cache_clear()
 
 
@@ -53,9 +62,21 @@ def write_source(folder, count, seed=0):
 
 
 def enrol_args(offline, tmp_path, batch=500):
-    return ["enrol", "--gallery", str(offline["gallery"]), "--as", str(offline["registry"]),
-            "--templates", str(tmp_path / "templates.npy"), "--records", str(tmp_path / "records.csv"),
-            "--batch", str(batch), "--report", str(tmp_path / "report.jsonl")]
+    return [
+        "enrol",
+        "--gallery",
+        str(offline["gallery"]),
+        "--as",
+        str(offline["registry"]),
+        "--templates",
+        str(tmp_path / "templates.npy"),
+        "--records",
+        str(tmp_path / "records.csv"),
+        "--batch",
+        str(batch),
+        "--report",
+        str(tmp_path / "report.jsonl"),
+    ]
 
 
 def count_records(offline):
@@ -122,8 +143,7 @@ def test_index_commands_and_audit_export_verified_independently(offline, tmp_pat
     events = [json.loads(line) for line in export.read_text().splitlines()]
     previous = "0" * 64
     for event in events:  # the documented recipe, without readmit's code
-        body = {k: event[k] for k in ("seq", "at", "principal_id", "role", "action", "resource", "outcome",
-                                      "details")}
+        body = {k: event[k] for k in ("seq", "at", "principal_id", "role", "action", "resource", "outcome", "details")}
         body["prev_hash"] = previous
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         assert hashlib.sha256(canonical.encode()).hexdigest() == event["hash"], event["seq"]
@@ -138,7 +158,10 @@ def test_metrics_after_traffic_need_an_admin_key(service):
     assert service.client.get("/metrics").status_code == 401
     assert service.client.get("/metrics", headers=registry).status_code == 403
     text = service.client.get("/metrics", headers=service.admin).text
-    assert 'readmit_http_requests_total{method="POST",route="/v1/galleries/{gallery_id}/records:batch",status="200"} 1.0' in text
+    assert (
+        'readmit_http_requests_total{method="POST",route="/v1/galleries/{gallery_id}/records:batch",status="200"} 1.0'
+        in text
+    )
     assert f'readmit_index_templates{{gallery="{gallery_id}",kind="exact"}} 8.0' in text
     assert f'readmit_enrolled_records_total{{change="inserted",gallery="{gallery_id}"}} 4.0' in text
     assert "readmit_search_queue_depth 0.0" in text
@@ -149,8 +172,11 @@ def test_request_ids_and_logs_without_biometric_data(service, caplog):
     registry = service.principal("registry", "SEN")
     batch = records(2)
     with caplog.at_level(logging.INFO):
-        response = service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch},
-                                       headers={**registry, "X-Request-ID": "client-req-000123"})
+        response = service.client.post(
+            f"/v1/galleries/{gallery_id}/records:batch",
+            json={"records": batch},
+            headers={**registry, "X-Request-ID": "client-req-000123"},
+        )
         service.client.get(f"/v1/galleries/{gallery_id}/records/REF-00001", headers=registry)
     assert response.headers["x-request-id"] == "client-req-000123"
     lines = [JsonFormatter().format(record) for record in caplog.records]

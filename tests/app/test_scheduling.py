@@ -25,8 +25,11 @@ def service(tmp_path, database_url):
 def paused(service, people):
     gallery = service.gallery("SEN", dimension=DIM)
     enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
-    service.client.post("/v1/agreements", headers=service.admin, json={
-        "receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"})
+    service.client.post(
+        "/v1/agreements",
+        headers=service.admin,
+        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
+    )
     police = service.principal("border_police", "FRA", "FRA-DCPAF")
     service.runtime.scheduler.pause()
     return service, police

@@ -54,7 +54,6 @@ def test_delete_in_approximate_mode_removes_from_results(face_format, realistic_
     assert (remaining.record_ids[:, 0] == data.mated_ids[50:]).mean() > 0.99
 
 
-
 def test_codes_stay_aligned_through_removals_appends_and_snapshots(tmp_path, face_format, realistic_set):
     """Removing rows and appending new ones must keep every code aligned with its float32 row
     (else exact re-ranking would score the wrong templates and mates would vanish)."""
@@ -73,5 +72,6 @@ def test_codes_stay_aligned_through_removals_appends_and_snapshots(tmp_path, fac
     path = tmp_path / "aligned.snapshot"
     index.save(path, change_seq=3)
     loaded = GalleryIndex.load(path, policy)
-    np.testing.assert_array_equal(loaded.search(data.mated_probes, k=3).record_ids,
-                                  index.search(data.mated_probes, k=3).record_ids)
+    np.testing.assert_array_equal(
+        loaded.search(data.mated_probes, k=3).record_ids, index.search(data.mated_probes, k=3).record_ids
+    )

@@ -39,10 +39,23 @@ def server(tmp_path_factory):
     port = free_port()
     env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
     env.pop("READMIT_DATABASE_URL", None)
-    key = subprocess.run([sys.executable, "-m", "app", "admin", "create-key", "--name", "web admin"], env=env,
-                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    process = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port)], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    key = (
+        subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-key", "--name", "web admin"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     for _ in range(100):
         try:
@@ -66,29 +79,56 @@ def principal(api, role, country=None, agency=None):
 def build_world(api):
     rng = np.random.default_rng(5)
     people = rng.standard_normal((40, DIM)).astype(np.float32)
-    gallery = api.post("/v1/galleries", json={"country": "SEN", "modality": "face",
-                                              "template_format": {"model": "arcface-r100", "dimension": DIM}}).json()
+    gallery = api.post(
+        "/v1/galleries",
+        json={"country": "SEN", "modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM}},
+    ).json()
     registry = principal(api, "registry", "SEN")
-    records = [{"reference_id": f"SEN-{i:04d}", "templates": [people[i].tolist()],
-                "attributes": {"family_name": f"Diop{i}", "given_names": f"Awa{i}", "date_of_birth": "1994-03-02"}}
-               for i in range(40)]
+    records = [
+        {
+            "reference_id": f"SEN-{i:04d}",
+            "templates": [people[i].tolist()],
+            "attributes": {"family_name": f"Diop{i}", "given_names": f"Awa{i}", "date_of_birth": "1994-03-02"},
+        }
+        for i in range(40)
+    ]
     api.post(f"/v1/galleries/{gallery['id']}/records:batch", json={"records": records}, headers=registry)
-    api.post("/v1/agreements", json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"],
-                                     "valid_from": "2020-01-01"})
+    api.post(
+        "/v1/agreements",
+        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
+    )
     police = principal(api, "border_police", "FRA", "FRA-DCPAF")
     cases = {}
     for ref, days_ago, person in (("DCPAF-FAR", 1, 3), ("DCPAF-NEAR", 43, 5), ("DCPAF-MID", 20, 8)):
-        case = api.post("/v1/cases", headers=police, json={
-            "external_ref": ref, "detained_at": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
-            "detention_limit_days": 45, "presumed_countries": ["SEN"], "legal_basis": "readmission_agreement"}).json()
+        case = api.post(
+            "/v1/cases",
+            headers=police,
+            json={
+                "external_ref": ref,
+                "detained_at": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
+                "detention_limit_days": 45,
+                "presumed_countries": ["SEN"],
+                "legal_basis": "readmission_agreement",
+            },
+        ).json()
         probe = people[person] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
-        result = api.post(f"/v1/cases/{case['id']}/identifications", headers=police, json={
-            "modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM},
-            "probes": [probe.tolist()]}).json()
+        result = api.post(
+            f"/v1/cases/{case['id']}/identifications",
+            headers=police,
+            json={
+                "modality": "face",
+                "template_format": {"model": "arcface-r100", "dimension": DIM},
+                "probes": [probe.tolist()],
+            },
+        ).json()
         assert result["candidates"][0]["reference_id"] == f"SEN-{person:04d}", result
         cases[ref] = case["id"]
-    return {"consul": principal(api, "consular", "SEN"), "other_consul": principal(api, "consular", "MLI"),
-            "police": police, "cases": cases}
+    return {
+        "consul": principal(api, "consular", "SEN"),
+        "other_consul": principal(api, "consular", "MLI"),
+        "police": police,
+        "cases": cases,
+    }
 
 
 def key_of(headers):
@@ -98,9 +138,18 @@ def key_of(headers):
 @pytest.fixture
 def page():
     with playwright.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         context = browser.new_context(viewport={"width": 1366, "height": 900})
         yield context.new_page()
         browser.close()
@@ -146,8 +195,14 @@ def test_consul_reviews_in_deadline_order_confirms_and_the_case_is_identified(se
     auditor = principal(api, "auditor")
     events = api.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
     actions = [e["action"] for e in events]
-    for action in ("web.sign_in", "review.list", "candidate.read", "candidate.confirmed", "case.identified",
-                   "web.sign_out"):
+    for action in (
+        "web.sign_in",
+        "review.list",
+        "candidate.read",
+        "candidate.confirmed",
+        "case.identified",
+        "web.sign_out",
+    ):
         assert action in actions
     assert api.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
 
@@ -170,8 +225,11 @@ def test_a_form_post_without_csrf_token_is_refused(server, page):
     sign_in(page, base, key_of(world["consul"]))
     cookies = {c["name"]: c["value"] for c in page.context.cookies()}
     pending = api.get("/v1/review/candidates", headers=world["consul"]).json()
-    response = httpx.post(f"{base}/review/candidates/{pending[0]['id']}/decision",
-                          data={"decision": "rejected", "note": "forged"}, cookies=cookies)
+    response = httpx.post(
+        f"{base}/review/candidates/{pending[0]['id']}/decision",
+        data={"decision": "rejected", "note": "forged"},
+        cookies=cookies,
+    )
     assert response.status_code == 403
     still = api.get("/v1/review/candidates", headers=world["consul"]).json()
     assert still[0]["id"] == pending[0]["id"] and still[0]["review_state"] == "pending"

@@ -1,15 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 
 from app.agreements import service
 from app.agreements.models import Agreement
 from app.agreements.schemas import AgreementIn, AgreementOut
-from app.api.deps import SessionDep, principal_of
-from app.principals.models import Role
+from app.api.deps import SessionDep, require
+from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
-Admin = principal_of(Role.ADMIN)
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")
@@ -17,8 +19,13 @@ def create(body: AgreementIn, actor: Admin, session: SessionDep) -> Agreement:
     """Without an agreement in force, a receiving state cannot search the origin country's galleries."""
     with session.begin():
         return service.create_agreement(
-            session, actor, body.receiving_country, body.origin_country, body.modalities,
-            body.valid_from, body.valid_to,
+            session,
+            actor,
+            body.receiving_country,
+            body.origin_country,
+            body.modalities,
+            body.valid_from,
+            body.valid_to,
         )
 
 

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import SessionDep, principal_of
+from app.api.deps import SessionDep, require
 from app.audit import service
 from app.audit.schemas import AuditPage, VerificationOut
-from app.principals.models import Role
+from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-Auditor = principal_of(Role.AUDITOR)
+Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 
 
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")
@@ -31,7 +31,12 @@ def verify(actor: Auditor, session: SessionDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
     with session.begin():
         result = service.verify_chain(session)
-        service.append(session, actor, "audit.verify", "audit/verify",
-                       outcome="ok" if result.ok else "chain_broken",
-                       details={"events_checked": result.events_checked, "first_bad_seq": result.first_bad_seq})
+        service.append(
+            session,
+            actor,
+            "audit.verify",
+            "audit/verify",
+            outcome="ok" if result.ok else "chain_broken",
+            details={"events_checked": result.events_checked, "first_bad_seq": result.first_bad_seq},
+        )
     return result

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.api.deps import RuntimeDep, SessionDep, principal_of
+from app.api.deps import RuntimeDep, SessionDep, require
 from app.audit import service as audit
 from app.cases import service
 from app.cases.models import Case, CaseStatus
@@ -14,22 +16,50 @@ from app.matching import service as matching
 from app.matching.models import Search
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
 from app.matching.verification import verify
-from app.principals.models import Role
+from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
-BorderPolice = principal_of(Role.BORDER_POLICE)
+BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
 
 
 def case_view(session: Session, case: Case) -> dict[str, object]:
     searches = list(session.scalars(select(Search).where(Search.case_id == case.id).order_by(Search.id)))
     candidates = matching.candidates_of(session, [s.id for s in searches])
     return {
-        **{c: getattr(case, c) for c in ("id", "external_ref", "agency", "detained_at", "detention_limit_days",
-                                         "deadline", "presumed_countries", "legal_basis", "status", "created_at")},
+        **{
+            c: getattr(case, c)
+            for c in (
+                "id",
+                "external_ref",
+                "agency",
+                "detained_at",
+                "detention_limit_days",
+                "deadline",
+                "presumed_countries",
+                "legal_basis",
+                "status",
+                "created_at",
+            )
+        },
         "searches": [
-            {"id": s.id, "status": s.status, "submitted_at": s.submitted_at, "finished_at": s.finished_at,
-             "candidates": [{"id": c.id, "country": c.country, "rank": c.rank, "score": c.score, "band": c.band,
-                             "review_state": c.review_state} for c in candidates if c.search_id == s.id]}
+            {
+                "id": s.id,
+                "status": s.status,
+                "submitted_at": s.submitted_at,
+                "finished_at": s.finished_at,
+                "candidates": [
+                    {
+                        "id": c.id,
+                        "country": c.country,
+                        "rank": c.rank,
+                        "score": c.score,
+                        "band": c.band,
+                        "review_state": c.review_state,
+                    }
+                    for c in candidates
+                    if c.search_id == s.id
+                ],
+            }
             for s in searches
         ],
     }
@@ -40,8 +70,15 @@ def open_case(body: CaseIn, actor: BorderPolice, session: SessionDep) -> dict[st
     """The deadline is ``detained_at`` + ``detention_limit_days``; the case is visible to the
     calling agency only. A deadline already passed is refused with ``deadline_passed``."""
     with session.begin():
-        case = service.open_case(session, actor, body.external_ref, body.detained_at, body.detention_limit_days,
-                                 body.presumed_countries, body.legal_basis)
+        case = service.open_case(
+            session,
+            actor,
+            body.external_ref,
+            body.detained_at,
+            body.detention_limit_days,
+            body.presumed_countries,
+            body.legal_basis,
+        )
         return case_view(session, case)
 
 
@@ -63,7 +100,9 @@ def update_case(case_id: int, body: CaseUpdate, actor: BorderPolice, session: Se
 
 
 @router.post(
-    "/{case_id}/identifications", response_model=SearchOut, summary="Identify (1:N) against the allowed galleries",
+    "/{case_id}/identifications",
+    response_model=SearchOut,
+    summary="Identify (1:N) against the allowed galleries",
     responses={202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"}},
 )
 def identify(case_id: int, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep) -> JSONResponse:

@@ -1,19 +1,21 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from app.api.deps import RuntimeDep, SessionDep, principal_of
+from fastapi import APIRouter, Depends, Response
+
+from app.api.deps import RuntimeDep, SessionDep, require
 from app.galleries import service
 from app.galleries.models import Gallery, Record
 from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordOut
-from app.principals.models import Role
+from app.principals.models import Principal, Role
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
-Admin = principal_of(Role.ADMIN)
-AdminOrRegistry = principal_of(Role.ADMIN, Role.REGISTRY)
-Registry = principal_of(Role.REGISTRY)
-RegistryOrConsular = principal_of(Role.REGISTRY, Role.CONSULAR)
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+AdminOrRegistry = Annotated[Principal, Depends(require(Role.ADMIN, Role.REGISTRY))]
+Registry = Annotated[Principal, Depends(require(Role.REGISTRY))]
+RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CONSULAR))]
 
 
 def _out(runtime: Runtime, gallery: Gallery, records: int, templates: int) -> dict[str, object]:
@@ -59,9 +61,7 @@ def read(gallery_id: int, actor: AdminOrRegistry, session: SessionDep, runtime: 
     return _out(runtime, gallery, *service.gallery_counts(session, gallery_id))
 
 
-@router.post(
-    "/{gallery_id}/records:batch", response_model=RecordBatchOut, summary="Enrol or update records in bulk"
-)
+@router.post("/{gallery_id}/records:batch", response_model=RecordBatchOut, summary="Enrol or update records in bulk")
 def enrol(gallery_id: int, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their

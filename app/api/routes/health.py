@@ -26,7 +26,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     except Exception:  # any failure to reach the database means not ready
         pass
     ready = all(checks.values())
-    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
     if not ready:
         body["error"] = {"code": "not_ready", "message": "the service is not ready", "details": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

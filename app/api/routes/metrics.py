@@ -27,7 +27,6 @@ def scrape_allowed(
     admin_only(current_principal(request, runtime, credentials))
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(scrape_allowed)],
-            response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(scrape_allowed)], response_class=Response)
 def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

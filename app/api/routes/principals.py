@@ -1,14 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
 
-from app.api.deps import SessionDep, principal_of
+from fastapi import APIRouter, Depends, Response
+
+from app.api.deps import SessionDep, require
 from app.principals import service
 from app.principals.models import Principal, Role
 from app.principals.schemas import PrincipalCreated, PrincipalIn, PrincipalOut
 
 router = APIRouter(prefix="/v1/principals", tags=["principals"])
-Admin = principal_of(Role.ADMIN)
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 def _out(principal: Principal) -> dict[str, object]:
@@ -19,9 +21,7 @@ def _out(principal: Principal) -> dict[str, object]:
 def create(body: PrincipalIn, actor: Admin, session: SessionDep) -> dict[str, object]:
     """The key is in the response only: it is stored as a hash and cannot be shown again."""
     with session.begin():
-        principal, key = service.create_principal(
-            session, actor, body.name, body.role, body.country, body.agency
-        )
+        principal, key = service.create_principal(session, actor, body.name, body.role, body.country, body.agency)
     return {**_out(principal), "api_key": key}
 
 

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import SessionDep, principal_of
+from app.api.deps import SessionDep, require
 from app.matching.models import ReviewState
-from app.principals.models import Role
+from app.principals.models import Principal, Role
 from app.review import service
 from app.review.schemas import DecisionIn, DecisionOut, ReviewItem
 
 router = APIRouter(tags=["review"])
-Consular = principal_of(Role.CONSULAR)
+Consular = Annotated[Principal, Depends(require(Role.CONSULAR))]
 
 
 @router.get("/v1/review/candidates", response_model=list[ReviewItem], summary="Candidates to review, most urgent first")
@@ -34,5 +34,9 @@ def decide(candidate_id: int, body: DecisionIn, actor: Consular, session: Sessio
     with session.begin():
         candidate = service.decide(session, actor, candidate_id, body.decision == "confirmed", body.note)
         case = service.case_of(session, candidate)
-        return {"id": candidate.id, "review_state": candidate.review_state, "case_id": case.id,
-                "case_status": case.status}
+        return {
+            "id": candidate.id,
+            "review_state": candidate.review_state,
+            "case_id": case.id,
+            "case_status": case.status,
+        }

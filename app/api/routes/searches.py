@@ -1,14 +1,16 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from app.api.deps import SessionDep, principal_of
+from fastapi import APIRouter, Depends
+
+from app.api.deps import SessionDep, require
 from app.matching import service
 from app.matching.schemas import SearchOut
-from app.principals.models import Role
+from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/searches", tags=["searches"])
-BorderPolice = principal_of(Role.BORDER_POLICE)
+BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
 
 
 @router.get("/{search_id}", response_model=SearchOut, summary="Poll a search and read its candidates")
