@@ -110,7 +110,7 @@ class Runtime:
         """Cases and queued searches past their deadline become expired."""
         with transaction(self.sessions) as session:
             expire_due_cases(session)
-            search_queue.expire_queued(session)
+            self.metrics.searches.labels("expired").inc(len(search_queue.expire_queued(session)))
 
     def _expiry_loop(self) -> None:
         while not self._stop.wait(self.settings.expiry_interval_s):

@@ -78,12 +78,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=5000)
     parser.add_argument("--postgres-url", default=os.environ.get("READMIT_TEST_POSTGRES_URL"))
+    parser.add_argument("--no-sqlite", action="store_true", help="measure PostgreSQL only")
     args = parser.parse_args()
     figures: dict[str, object] = {"size": args.size, "batch": args.batch}
     with tempfile.TemporaryDirectory() as folder:
         base = Path(folder)
         templates, records = write_source(base, args.size)
-        figures["sqlite"] = load(Settings(data_dir=base / "sqlite"), templates, records, args.batch)
+        if not args.no_sqlite:
+            figures["sqlite"] = load(Settings(data_dir=base / "sqlite"), templates, records, args.batch)
         if args.postgres_url:
             server = make_url(args.postgres_url)
             name = f"readmit_bench_{uuid.uuid4().hex[:8]}"

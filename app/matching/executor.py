@@ -25,6 +25,7 @@ from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
 from app.matching.models import Candidate, Search, SearchStatus
+from app.matching.queue import expire
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
 from matcher import Band
@@ -86,16 +87,8 @@ class SearchExecutor:
             )
             for search in searches:
                 if search.deadline <= now:
-                    search.status, search.finished_at = SearchStatus.EXPIRED.value, now
+                    expire(session, search, now)
                     self.metrics.searches.labels("expired").inc()
-                    audit.append(
-                        session,
-                        None,
-                        "search.expire",
-                        f"case/{search.case_id}/search/{search.id}",
-                        outcome="expired",
-                        details={"reason": "deadline passed while queued"},
-                    )
                     continue
                 search.status, search.started_at = SearchStatus.RUNNING.value, now
                 self.metrics.queue_wait.observe((now - search.submitted_at).total_seconds())

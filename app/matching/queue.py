@@ -37,13 +37,18 @@ def expire_queued(session: Session) -> list[int]:
         )
     )
     for search in due:
-        search.status, search.finished_at = SearchStatus.EXPIRED.value, now
-        audit.append(
-            session,
-            None,
-            "search.expire",
-            f"case/{search.case_id}/search/{search.id}",
-            outcome="expired",
-            details={"reason": "deadline passed while queued"},
-        )
+        expire(session, search, now)
     return [search.id for search in due]
+
+
+def expire(session: Session, search: Search, now: datetime) -> None:
+    """A queued search whose deadline has passed ends unrun: a late answer is no answer."""
+    search.status, search.finished_at = SearchStatus.EXPIRED.value, now
+    audit.append(
+        session,
+        None,
+        "search.expire",
+        f"case/{search.case_id}/search/{search.id}",
+        outcome="expired",
+        details={"reason": "deadline passed while queued"},
+    )

@@ -152,7 +152,7 @@ def queue(request: Request, state: str = "pending", gallery_id: str = "") -> Res
 
 
 @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
-def candidate(request: Request, candidate_id: int, fpir: float | None = None) -> Response:
+def candidate(request: Request, candidate_id: int) -> Response:
     with _sessions(request) as db, db.begin():
         current = _signed_in(request, db)
         if current is None:

@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from matcher.synthetic import SyntheticSet, make_synthetic_set
 from tests.app.harness import Service
 from tests.conftest import POSTGRES_URL
 
@@ -37,3 +38,9 @@ def service(tmp_path, database_url) -> Iterator[Service]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture(scope="session")
+def people() -> SyntheticSet:
+    """300 enrolled people (two 512-d samples each), 20 mated and 20 non-mated probes."""
+    return make_synthetic_set(300, samples_per_identity=2, mated_probes=20, nonmated_probes=20, seed=21)

@@ -5,14 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from matcher.synthetic import make_synthetic_set
-
 DIM = 512
-
-
-@pytest.fixture(scope="module")
-def people():
-    return make_synthetic_set(300, samples_per_identity=2, mated_probes=20, nonmated_probes=20, seed=21)
 
 
 def enrol(service, gallery_id, registry, people, prefix="SEN"):

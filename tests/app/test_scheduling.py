@@ -35,13 +35,6 @@ def paused(service, people):
     return service, police
 
 
-@pytest.fixture(scope="module")
-def people():
-    from matcher.synthetic import make_synthetic_set
-
-    return make_synthetic_set(300, samples_per_identity=2, mated_probes=20, nonmated_probes=20, seed=21)
-
-
 def test_queued_searches_run_earliest_deadline_first_and_coalesce(paused, people):
     service, police = paused
     # three cases, opened in the order latest deadline first
