@@ -84,16 +84,26 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port")] = 8000,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="threads running searches (default READMIT_SEARCH_WORKERS, 2)")
+    ] = None,
 ) -> None:
     """Start the service: migrations applied, indexes loaded from snapshots or rebuilt, JSON logs
-    on standard output. One process serves a data folder (its indexes live in the process).
+    on standard output. One process serves a data folder, because its matcher indexes live in the
+    process: parallelism comes from search worker threads (FAISS releases the GIL) and from
+    concurrent requests, not from several processes.
 
-    Example: readmit serve --host 0.0.0.0 --port 8000
+    Example: readmit serve --host 0.0.0.0 --port 8000 --workers 2
     """
+    import os
+
     import uvicorn
 
     from app.observability.logging import configure_logging
 
+    if workers is not None:
+        os.environ["READMIT_SEARCH_WORKERS"] = str(workers)
+        get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     configure_logging(log_level.upper())

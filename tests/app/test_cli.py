@@ -47,7 +47,7 @@ def test_serve_starts_on_a_fresh_data_folder(tmp_path):
     env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
     env.pop("READMIT_DATABASE_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", "18731"],
+        [sys.executable, "-m", "app", "serve", "--port", "18731", "--workers", "1"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
