@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
+from app.core.throttle import Throttle
 from app.db.session import make_engine, make_session_factory, transaction
 from app.galleries import service as galleries
 from app.indexes.registry import GallerySource, IndexRegistry
@@ -41,6 +42,7 @@ class Runtime:
     executor: SearchExecutor
     scheduler: Scheduler
     metrics: Metrics
+    throttle: Throttle
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -60,7 +62,10 @@ class Runtime:
         )
         metrics.watch_queue(lambda: scheduler.depth)
         metrics.watch_indexes(registry.sizes)
-        return cls(settings, engine, sessions, read_sessions, registry, thresholds, executor, scheduler, metrics)
+        throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)
+        return cls(
+            settings, engine, sessions, read_sessions, registry, thresholds, executor, scheduler, metrics, throttle
+        )
 
     def start_indexes(self) -> None:
         """Open every gallery's index (migrations already applied), resume the searches left

@@ -39,11 +39,18 @@ def current_principal(
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-    with runtime.read_sessions() as session:
-        principal = authenticate(session, credentials.credentials)
+    address = request.client.host if request.client else "unknown"
+    runtime.throttle.check_address(address)
+    try:
+        if credentials is None or credentials.scheme.lower() != "bearer":
+            raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
+        with runtime.read_sessions() as session:
+            principal = authenticate(session, credentials.credentials)
+    except Unauthenticated:
+        runtime.throttle.failed(address)
+        raise
     request.state.principal_id = principal.id
+    runtime.throttle.hit_principal(principal.id)
     return principal
 
 

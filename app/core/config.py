@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
     snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
 
+    requests_per_minute: int = Field(1200, description="per principal; beyond it 429 with Retry-After")
+    failed_auth_per_minute: int = Field(30, description="per client address; beyond it 429 with Retry-After")
+
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 
     @property

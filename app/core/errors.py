@@ -12,6 +12,7 @@ from typing import Any
 class DomainError(Exception):
     status = 400
     code = "bad_request"
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
         super().__init__(message)
@@ -51,6 +52,15 @@ class Invalid(DomainError):
 class PayloadTooLarge(DomainError):
     status = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(DomainError):
+    status = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 60) -> None:
+        super().__init__(message, code=code, details={"retry_after_s": retry_after})
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class Unavailable(DomainError):

@@ -88,6 +88,12 @@ def sign_in(request: Request, api_key: Annotated[str, Form()], csrf: Annotated[s
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf):
         return _error(request, 403, "This form has expired. Open the sign-in page again.")
+    throttle = request.app.state.runtime.throttle
+    address = request.client.host if request.client else "unknown"
+    try:
+        throttle.check_address(address)
+    except DomainError as error:
+        return _error(request, error.status, "Too many failed sign-ins from this computer. Wait a minute and retry.")
     with _sessions(request) as db, db.begin():
         failure: DomainError | None = None
         try:
@@ -95,6 +101,7 @@ def sign_in(request: Request, api_key: Annotated[str, Form()], csrf: Annotated[s
         except DomainError as error:
             failure = error
     if failure is not None:
+        throttle.failed(address)
         fresh = secrets.token_urlsafe(32)
         response = _page(
             request,

@@ -133,3 +133,31 @@ def test_health_and_docs(service):
     }
     schema = service.client.get("/openapi.json").json()
     assert "/v1/galleries/{gallery_id}/records:batch" in schema["paths"]
+
+
+def test_per_principal_rate_limit_answers_429_with_retry_after(tmp_path, database_url):
+    from tests.app.harness import Service
+
+    limited = Service(tmp_path / "limited", database_url, requests_per_minute=5)
+    try:
+        statuses = [limited.client.get("/v1/agreements", headers=limited.admin).status_code for _ in range(7)]
+        assert statuses == [200] * 5 + [429] * 2
+        refused = limited.client.get("/v1/agreements", headers=limited.admin)
+        assert refused.json()["error"]["code"] == "rate_limited"
+        assert 1 <= int(refused.headers["retry-after"]) <= 60
+    finally:
+        limited.close()
+
+
+def test_failed_authentications_throttle_the_address(tmp_path, database_url):
+    from tests.app.harness import Service
+
+    throttled = Service(tmp_path / "throttled", database_url, failed_auth_per_minute=3)
+    try:
+        wrong = {"Authorization": "Bearer rdm_000000000000_guess"}
+        assert [throttled.client.get("/v1/agreements", headers=wrong).status_code for _ in range(3)] == [401] * 3
+        blocked = throttled.client.get("/v1/agreements", headers=throttled.admin)
+        assert blocked.status_code == 429 and blocked.json()["error"]["code"] == "too_many_failed_authentications"
+        assert "retry-after" in blocked.headers
+    finally:
+        throttled.close()

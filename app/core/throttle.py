@@ -1,0 +1,43 @@
+"""Rate limits: per principal (every request) and per client address (failed key checks, which
+slows down key guessing). Moving windows from the ``limits`` library, kept in memory: one
+process serves a data folder, so there is no shared store to keep them in."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItemPerMinute, storage, strategies
+
+from app.core.errors import TooManyRequests
+
+
+class Throttle:
+    def __init__(self, requests_per_minute: int, failed_auth_per_minute: int) -> None:
+        self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
+        self._requests = RateLimitItemPerMinute(requests_per_minute)
+        self._failures = RateLimitItemPerMinute(failed_auth_per_minute)
+
+    def check_address(self, address: str) -> None:
+        """Refuse an address that failed authentication too often in the last minute."""
+        if not self._limiter.test(self._failures, "auth", address):
+            raise TooManyRequests(
+                "too many failed authentications from this address; wait and retry",
+                code="too_many_failed_authentications",
+                retry_after=self._retry(self._failures, "auth", address),
+            )
+
+    def failed(self, address: str) -> None:
+        self._limiter.hit(self._failures, "auth", address)
+
+    def hit_principal(self, principal_id: int) -> None:
+        if not self._limiter.hit(self._requests, "principal", str(principal_id)):
+            raise TooManyRequests(
+                "request rate limit reached for this key; wait and retry",
+                code="rate_limited",
+                retry_after=self._retry(self._requests, "principal", str(principal_id)),
+            )
+
+    def _retry(self, item: RateLimitItemPerMinute, *keys: str) -> int:
+        reset = self._limiter.get_window_stats(item, *keys).reset_time
+        return max(1, math.ceil(reset - time.time()))
