@@ -15,6 +15,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.cases.retention import erase_old_probes
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
@@ -112,9 +113,11 @@ class Runtime:
             self.metrics.index_loads.labels(how.split(":")[0]).inc()
 
     def expire_due(self) -> None:
-        """Cases and queued searches past their deadline become expired."""
+        """Cases and queued searches past their deadline become expired; probes of cases over
+        for longer than the retention period are erased."""
         with transaction(self.sessions) as session:
             expire_due_cases(session)
+            erase_old_probes(session, self.settings.probe_retention_days)
             self.metrics.searches.labels("expired").inc(len(search_queue.expire_queued(session)))
 
     def _expiry_loop(self) -> None:

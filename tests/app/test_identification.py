@@ -256,3 +256,37 @@ def test_a_case_past_its_deadline_expires_and_refuses_searches(story, people):
     assert closed.json()["status"] == "closed"
     reopened = service.client.patch(f"/v1/cases/{case['id']}", headers=police, json={"status": "unidentified"})
     assert reopened.status_code == 409 and reopened.json()["error"]["code"] == "invalid_transition"
+
+
+def test_probes_of_ended_cases_are_erased_after_the_retention_period(story, people):
+    from sqlalchemy import text
+
+    service, _, _, police = story
+    kept = open_case(service, police, ref="STILL-OPEN")
+    ended = open_case(service, police, ref="ENDED")
+    for case in (kept, ended):
+        assert identify(service, police, case["id"], people.mated_probes[0]).status_code == 200
+    service.client.patch(f"/v1/cases/{ended['id']}", headers=police, json={"status": "closed"})
+    engine = service.runtime.engine
+
+    def probe_bytes(case_id):
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT probes FROM searches WHERE case_id = :c"), {"c": case_id}).scalar()
+
+    service.runtime.expire_due()
+    assert probe_bytes(ended["id"]) is not None, "kept during the retention period"
+    with engine.begin() as connection:
+        connection.execute(
+            text("UPDATE cases SET status_changed_at = :t WHERE id = :c"),
+            {"t": datetime.now(UTC) - timedelta(days=31), "c": ended["id"]},
+        )
+    service.runtime.expire_due()
+    assert probe_bytes(ended["id"]) is None
+    assert probe_bytes(kept["id"]) is not None
+    auditor = service.principal("auditor")
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    assert any(e["action"] == "case.probes_erased" and e["resource"] == f"case/{ended['id']}" for e in events)
+    assert any(e["action"] == "search.submit" and e["resource"].startswith(f"case/{ended['id']}/") for e in events)
+    assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+    candidates = service.client.get(f"/v1/cases/{ended['id']}", headers=police).json()["searches"][0]["candidates"]
+    assert candidates, "searches and their candidates stay; only the probe bytes go"
