@@ -77,3 +77,12 @@ def records(count: int, dimension: int = 64, samples: int = 2, seed: int = 0, pr
         }
         for i in range(count)
     ]
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now, for a server started by a test."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -3,7 +3,6 @@ Playwright, against the real service on loopback."""
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.app.harness import free_port
+
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
@@ -23,12 +24,6 @@ if CHROMIUM is None:
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 DIM = 64
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
