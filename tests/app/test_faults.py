@@ -134,3 +134,105 @@ def test_sigkill_during_bulk_enrolment_loses_nothing_acknowledged(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_sigkill_during_a_search_burst_resumes_every_accepted_search(tmp_path):
+    from datetime import UTC, datetime
+
+    data_dir = tmp_path / "data"
+    env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
+    env.pop("READMIT_DATABASE_URL", None)
+    admin_key = (
+        subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-key", "--name", "ops"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = start(data_dir, port)
+    admin = {"Authorization": f"Bearer {admin_key}"}
+    with httpx.Client(base_url=base, timeout=10) as client:
+        gallery = client.post(
+            "/v1/galleries",
+            headers=admin,
+            json={"country": "SEN", "modality": "face", "template_format": {"model": "m", "dimension": DIM}},
+        ).json()["id"]
+        registry = {
+            "Authorization": "Bearer "
+            + client.post(
+                "/v1/principals", headers=admin, json={"name": "r", "role": "registry", "country": "SEN"}
+            ).json()["api_key"]
+        }
+        police = {
+            "Authorization": "Bearer "
+            + client.post(
+                "/v1/principals",
+                headers=admin,
+                json={"name": "p", "role": "border_police", "country": "FRA", "agency": "FRA-X"},
+            ).json()["api_key"]
+        }
+        client.post(
+            "/v1/agreements",
+            headers=admin,
+            json={
+                "receiving_country": "FRA",
+                "origin_country": "SEN",
+                "modalities": ["face"],
+                "valid_from": "2020-01-01",
+            },
+        )
+        people = np.random.default_rng(1).standard_normal((200, DIM)).astype(np.float32)
+        client.post(
+            f"/v1/galleries/{gallery}/records:batch",
+            headers=registry,
+            json={"records": [{"reference_id": f"P{i:03d}", "templates": [people[i].tolist()]} for i in range(200)]},
+        )
+        case = client.post(
+            "/v1/cases",
+            headers=police,
+            json={
+                "external_ref": "BURST",
+                "detained_at": datetime.now(UTC).isoformat(),
+                "detention_limit_days": 45,
+                "presumed_countries": ["SEN"],
+                "legal_basis": "consent",
+            },
+        ).json()["id"]
+        accepted = {}
+        for i in range(40):
+            response = client.post(
+                f"/v1/cases/{case}/identifications",
+                headers=police,
+                json={
+                    "modality": "face",
+                    "template_format": {"model": "m", "dimension": DIM},
+                    "probes": [people[i].tolist()],
+                    "wait_ms": 0,
+                },
+            )
+            assert response.status_code in (200, 202)
+            accepted[response.json()["id"]] = i
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+
+    server = start(data_dir, port)
+    try:
+        with httpx.Client(base_url=base, headers=police, timeout=10) as client:
+            results = {}
+            for _ in range(100):
+                results = {s: client.get(f"/v1/searches/{s}").json() for s in accepted}
+                if all(r["status"] == "done" for r in results.values()):
+                    break
+                time.sleep(0.1)
+            assert {r["status"] for r in results.values()} == {"done"}, "every accepted search ends, after restart"
+            for search_id, person in accepted.items():
+                assert results[search_id]["candidates"][0]["reference_id"] == f"P{person:03d}"
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
