@@ -86,3 +86,71 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """The real service as its own process (``python -m app serve``) on a SQLite data folder,
+    for tests that need real HTTP, signals or a browser. ``admin_key`` is created with the CLI."""
+
+    def __init__(self, data_dir: Path, **env_extra: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        self.env = {**os.environ, "READMIT_DATA_DIR": str(data_dir), **env_extra}
+        self.env.pop("READMIT_DATABASE_URL", None)
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        created = subprocess.run(
+            [sys.executable, "-m", "app", "admin", "create-key", "--name", "ops"],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        self.admin = {"Authorization": f"Bearer {created.stdout.strip().splitlines()[-1]}"}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(200):
+            try:
+                if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.process.kill()
+        raise RuntimeError("the service did not become ready")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final snapshot, as in a crash."""
+        import signal
+
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+    def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
+        import httpx
+
+        body = {"name": role, "role": role, "country": country, "agency": agency}
+        key = httpx.post(f"{self.base}/v1/principals", headers=self.admin, json=body).json()["api_key"]
+        return {"Authorization": f"Bearer {key}"}

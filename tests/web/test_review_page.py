@@ -3,9 +3,6 @@ Playwright, against the real service on loopback."""
 
 import os
 import shutil
-import subprocess
-import sys
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.app.harness import free_port
+from tests.app.harness import ServerProcess
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -30,40 +27,13 @@ DIM = 64
 def server(tmp_path_factory):
     """The service with a world in it: two galleries, cases near and far from their deadline,
     candidates for Senegal to review."""
-    data_dir = tmp_path_factory.mktemp("web") / "data"
-    port = free_port()
-    env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
-    env.pop("READMIT_DATABASE_URL", None)
-    key = (
-        subprocess.run(
-            [sys.executable, "-m", "app", "admin", "create-key", "--name", "web admin"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        .stdout.strip()
-        .splitlines()[-1]
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    api = httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+    running = ServerProcess(tmp_path_factory.mktemp("web") / "data")
+    base = running.base
+    api = httpx.Client(base_url=base, headers=running.admin, timeout=30)
     world = build_world(api)
     yield base, api, world
     api.close()
-    process.terminate()
-    process.wait(timeout=10)
+    running.stop()
 
 
 def principal(api, role, country=None, agency=None):
