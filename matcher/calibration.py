@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -109,24 +110,34 @@ class Calibration:
     any FMR or FPIR (at a given gallery size) are read.
 
     ``possible_factor`` sets how much looser the ``possible`` band is than ``match``: its
-    threshold is read at a rate ``possible_factor`` times higher.
+    threshold is read at a rate ``possible_factor`` times higher. With ``clamp``, a rate the
+    sample cannot resolve gives the most conservative threshold it supports instead of an error.
+    The sample may be pairwise comparison scores (read at an FMR) or the best non-mated score of
+    each of a set of searches (read directly at an FPIR).
     """
 
     nonmated_scores: np.ndarray
     possible_factor: float = 10.0
+    clamp: bool = False
+
+    def thresholds_at_rate(self, rate: float) -> Thresholds:
+        """Match at ``rate`` of the sample, possible at ``possible_factor`` times it."""
+        return self._thresholds(normalise_rate(rate), lambda r: r)
 
     def thresholds_at_fmr(self, fmr: float) -> Thresholds:
-        strict = normalise_rate(fmr)
-        loose = min(strict * self.possible_factor, 0.5)
-        return Thresholds(
-            match=threshold_at_rate(self.nonmated_scores, strict),
-            possible=threshold_at_rate(self.nonmated_scores, loose),
-        )
+        return self.thresholds_at_rate(fmr)
 
     def thresholds_at_fpir(self, fpir: float, gallery_size: int) -> Thresholds:
-        strict = normalise_rate(fpir)
+        """From pairwise scores: FPIR converted to the per-comparison FMR at ``gallery_size``."""
+        return self._thresholds(normalise_rate(fpir), lambda r: fmr_for_fpir(r, gallery_size))
+
+    def resolves(self, rate: float) -> bool:
+        """Whether the sample is large enough to read ``rate`` without clamping."""
+        return normalise_rate(rate) * self.nonmated_scores.size >= 1
+
+    def _thresholds(self, strict: float, to_sample_rate: Callable[[float], float]) -> Thresholds:
         loose = min(strict * self.possible_factor, 0.5)
         return Thresholds(
-            match=threshold_at_rate(self.nonmated_scores, fmr_for_fpir(strict, gallery_size)),
-            possible=threshold_at_rate(self.nonmated_scores, fmr_for_fpir(loose, gallery_size)),
+            match=threshold_at_rate(self.nonmated_scores, to_sample_rate(strict), clamp=self.clamp),
+            possible=threshold_at_rate(self.nonmated_scores, to_sample_rate(loose), clamp=self.clamp),
         )

@@ -140,12 +140,10 @@ def _enrol_batch(
         for reference, record in existing.items():
             templates, attributes = valid[reference]
             vectors = [to_bytes(t) for t in templates]
-            if [t.vector for t in record.templates] == vectors and record.attributes == attributes:
+            if record.refresh(vectors, attributes, utcnow()):
+                updated.append(reference)
+            else:
                 summary.unchanged += 1
-                continue
-            record.attributes, record.template_count, record.updated_at = attributes, len(vectors), utcnow()
-            record.templates = [Template(gallery_id=gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)]
-            updated.append(reference)
         if updated:
             summary.updated += len(updated)
             session.execute(update(Gallery).where(Gallery.id == gallery_id).values(change_seq=Gallery.change_seq + 1))

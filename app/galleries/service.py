@@ -166,17 +166,11 @@ def enrol_batch(
                     )
                     session.add(record)
                     outcome.inserted += 1
-                elif [t.vector for t in record.templates] == vectors and record.attributes == entry.item.attributes:
+                elif record.refresh(vectors, entry.item.attributes, now):
+                    outcome.updated += 1
+                else:
                     outcome.unchanged += 1
                     continue
-                else:
-                    record.attributes = entry.item.attributes
-                    record.template_count = len(vectors)
-                    record.updated_at = now
-                    record.templates = [
-                        Template(gallery_id=gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)
-                    ]
-                    outcome.updated += 1
                 change.pending.append((record, entry.templates))
             session.flush()
             change.resolve()

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.indexes.registry import IndexRegistry
-from matcher import Thresholds, normalise_rate, threshold_at_rate
+from matcher import Calibration, Thresholds, normalise_rate
 
 POSSIBLE_FACTOR = 10.0
 
@@ -69,11 +69,5 @@ class ThresholdBook:
 def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:
     if sample.size == 0:  # an empty gallery: nothing can match
         return CalibratedThresholds(Thresholds(np.inf, np.inf), False, 0)
-    loose = min(rate * POSSIBLE_FACTOR, 0.5)
-    return CalibratedThresholds(
-        Thresholds(
-            match=threshold_at_rate(sample, rate, clamp=True), possible=threshold_at_rate(sample, loose, clamp=True)
-        ),
-        resolved=rate * sample.size >= 1,
-        sample_size=int(sample.size),
-    )
+    calibration = Calibration(sample, POSSIBLE_FACTOR, clamp=True)
+    return CalibratedThresholds(calibration.thresholds_at_rate(rate), calibration.resolves(rate), int(sample.size))

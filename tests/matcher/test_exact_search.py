@@ -66,7 +66,7 @@ def test_k_larger_than_gallery_pads(face_format, rng):
     index.add([1, 2], rng.standard_normal((2, 512)))
     result = index.search(rng.standard_normal((3, 512)), k=4)
     assert (result.record_ids[:, 2:] == -1).all()
-    assert sorted(result.candidates(0)) != []
+    assert len(result.candidates(0)) == 2
 
 
 def test_empty_gallery_returns_no_candidates(face_format, rng):
