@@ -27,3 +27,14 @@ class CalibrationError(MatcherError, ValueError):
     """A threshold was asked for that the score sample cannot support."""
 
     code = "calibration_error"
+
+
+class ShardUnavailableError(MatcherError):
+    """A shard of a sharded gallery did not answer (its actor died or is being restored), and
+    the caller did not accept partial results: no answer is better than a silently partial one."""
+
+    code = "shard_unavailable"
+
+    def __init__(self, shards: list[int], detail: str = "") -> None:
+        self.shards = sorted(shards)
+        super().__init__(f"shard(s) {self.shards} unavailable{': ' + detail if detail else ''}")

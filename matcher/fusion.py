@@ -18,10 +18,13 @@ NO_RECORD = -1
 @dataclass(frozen=True)
 class SearchResult:
     """Top-k records per query: ``record_ids`` (q, k) int64 padded with -1, ``scores`` (q, k)
-    float32 padded with -inf, best first."""
+    float32 padded with -inf, best first. ``missing_shards`` names the shards of a sharded
+    gallery that did not answer, when the caller accepted partial results; it is empty
+    otherwise."""
 
     record_ids: np.ndarray
     scores: np.ndarray
+    missing_shards: tuple[int, ...] = ()
 
     def candidates(self, query: int) -> list[tuple[int, float]]:
         """The (record id, score) pairs of one query, without padding."""
@@ -46,7 +49,7 @@ def fuse_per_record(
     then nothing to fuse, and all rows are ranked at once.
     """
     if unique_labels and n_queries == row_labels.shape[0] and np.array_equal(groups, np.arange(n_queries)):
-        return _rank_rows(row_labels, row_scores, k)
+        return rank_rows(row_labels, row_scores, k)
     out_ids = np.full((n_queries, k), NO_RECORD, dtype=np.int64)
     out_scores = np.full((n_queries, k), -np.inf, dtype=np.float32)
     order = np.argsort(groups, kind="stable")
@@ -71,7 +74,7 @@ def fuse_per_record(
     return SearchResult(record_ids=out_ids, scores=out_scores)
 
 
-def _rank_rows(row_labels: np.ndarray, row_scores: np.ndarray, k: int) -> SearchResult:
+def rank_rows(row_labels: np.ndarray, row_scores: np.ndarray, k: int) -> SearchResult:
     """Best ``k`` hits of every row, score descending then record id ascending, in one sort."""
     order = np.lexsort((row_labels, -row_scores), axis=-1)[:, :k]
     ids = np.take_along_axis(row_labels, order, axis=1)

@@ -9,6 +9,7 @@ search latency with and without a concurrent writer.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,6 +25,9 @@ from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
 from matcher.tuning import use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
+
+Searcher = Callable[[np.ndarray, int], SearchResult]
+"""(probes, k) -> top-k records per probe: a gallery's search, local or sharded."""
 
 
 class IndexKind(enum.StrEnum):
@@ -59,6 +63,8 @@ class GalleryIndex:
         self._shortlist: ShortlistIndex | None = None
         self._max_samples = 1
         self._lock = rwlock.RWLockWrite()
+        self.change_seq = 0
+        """The caller's number of the last change applied (see :meth:`apply`, :meth:`save`)."""
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -127,25 +133,17 @@ class GalleryIndex:
             _, scores = self._store.rescore(prepared, np.ascontiguousarray(grid))
         return float(scores.max())
 
-    def nonmated_top_scores(self, searches: int, seed: int = 0) -> np.ndarray:
-        """Best non-mated score of ``searches`` leave-one-out searches: enrolled samples, drawn
-        at random, searched against the gallery with their own record excluded.
-
-        This is the gallery's own open-set non-mated distribution (ISO/IEC 19795-1): a threshold
-        at FPIR f is the score that a fraction f of these reach, measured in the model's own
-        score space and at the gallery's real size, with no assumed cosine threshold.
-        """
+    def sample_templates(self, count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Up to ``count`` enrolled templates drawn at random, with their record ids."""
         with self._lock.gen_rlock():
             size = self._store.size
-            if size == 0:
-                return np.empty(0, dtype=np.float32)
-            rows = np.random.default_rng(seed).choice(size, size=min(searches, size), replace=False)
-            probes = np.ascontiguousarray(self._store.vectors()[rows])
-            own = self._store.labels[rows]
-        result = self.search(probes, k=2)
-        other = np.where(result.record_ids[:, 0] == own, 1, 0)
-        scores = result.scores[np.arange(len(rows)), other]
-        return scores[np.isfinite(scores)]
+            rows = np.random.default_rng(seed).choice(size, size=min(count, size), replace=False)
+            return self._store.labels[rows], np.ascontiguousarray(self._store.vectors()[rows])
+
+    def nonmated_top_scores(self, searches: int, seed: int = 0) -> np.ndarray:
+        """Best non-mated score of ``searches`` leave-one-out searches (see
+        :func:`leave_one_out_top_scores`)."""
+        return leave_one_out_top_scores(self.search, *self.sample_templates(searches, seed))
 
     def nonmated_pair_scores(self, pairs: int, seed: int = 0) -> np.ndarray:
         """Scores of random pairs of templates of different records: the non-mated comparison
@@ -184,6 +182,19 @@ class GalleryIndex:
             self._remove_rows(self._store.rows_of(np.unique(labels)))
             self._append(labels, prepared)
             self._adjust_kind()
+
+    def apply(
+        self, change_seq: int, removed: npt.ArrayLike, record_ids: npt.ArrayLike, templates: npt.ArrayLike | None
+    ) -> None:
+        """Apply the caller's change number ``change_seq``: remove records, then make
+        ``templates`` the samples of ``record_ids``. Both steps are idempotent, so replaying a
+        change is harmless."""
+        removed_ids = np.asarray(removed, dtype=np.int64)
+        if removed_ids.size:
+            self.remove(removed_ids)
+        if templates is not None:
+            self.replace(record_ids, templates)
+        self.change_seq = change_seq
 
     def remove(self, record_ids: npt.ArrayLike) -> int:
         """Remove every sample of the given records; returns how many templates went."""
@@ -256,6 +267,7 @@ class GalleryIndex:
             if self._shortlist is not None:
                 sections.append(("shortlist", self._shortlist.serialize()))
             write_snapshot(path, manifest, sections)
+            self.change_seq = int(change_seq)
 
     @classmethod
     def load(cls, path: Path, policy: IndexPolicy | None = None) -> GalleryIndex:
@@ -279,7 +291,24 @@ class GalleryIndex:
         gallery._store.attach(labels, templates)
         gallery._shortlist = None if shortlist is None else ShortlistIndex.deserialize(shortlist)
         gallery._max_samples = int(manifest["max_samples"])
+        gallery.change_seq = int(manifest["change_seq"])
         return gallery
+
+
+def leave_one_out_top_scores(search: Searcher, own_labels: np.ndarray, probes: np.ndarray) -> np.ndarray:
+    """Best non-mated score of leave-one-out searches: enrolled samples searched against their
+    gallery with their own record excluded.
+
+    This is the gallery's own open-set non-mated distribution (ISO/IEC 19795-1): a threshold at
+    FPIR f is the score that a fraction f of these reach, measured in the model's own score space
+    and at the gallery's real size, with no assumed cosine threshold.
+    """
+    if own_labels.size == 0:
+        return np.empty(0, dtype=np.float32)
+    result = search(probes, 2)
+    other = np.where(result.record_ids[:, 0] == own_labels, 1, 0)
+    scores = result.scores[np.arange(own_labels.size), other]
+    return scores[np.isfinite(scores)]
 
 
 def _max_samples_per_record(labels: np.ndarray, among: np.ndarray | None = None) -> int:

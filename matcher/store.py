@@ -85,10 +85,17 @@ class TemplateStore:
         self.labels = self.labels[keep]
 
     def search(self, probes: np.ndarray, hits: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-``hits`` rows per probe as (labels, scores), scores higher-is-better."""
+        """Exact top-``hits`` rows per probe as (labels, scores), scores higher-is-better.
+
+        The scan's scores depend in their last bit on the kernel that computed them (FAISS's
+        scan does four rows at a time, GEMM blocks differently), hence on a row's position in
+        the store. The hits are scored again pair by pair, so that a probe and a template get
+        the same score whatever the path, the index kind or the shard: verification,
+        identification and every backend agree to the bit.
+        """
         hits = min(hits, self._size)
-        distances, rows = faiss.knn(probes, self.vectors(), hits, metric=self.faiss_metric)
-        return self._labels_at(rows), self._as_similarity(distances)
+        _, rows = faiss.knn(probes, self.vectors(), hits, metric=self.faiss_metric)
+        return self.rescore(probes, rows)
 
     def rescore(self, probes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Exact scores of probe ``i`` against rows ``rows[i]`` (-1 = no row), as (labels, scores).
@@ -112,12 +119,6 @@ class TemplateStore:
         labels = self.labels[rows]
         labels[missing] = -1
         return labels, scores
-
-    def _labels_at(self, rows: np.ndarray) -> np.ndarray:
-        missing = rows < 0
-        labels = self.labels[np.where(missing, 0, rows)] if self.labels.size else np.full(rows.shape, -1)
-        labels[missing] = -1
-        return labels
 
     def _as_similarity(self, distances: np.ndarray) -> np.ndarray:
         if self.format.metric is Metric.L2:

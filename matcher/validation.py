@@ -17,9 +17,11 @@ _NORM_FLOOR = 1e-12
 
 
 def prepare_templates(
-    templates: npt.ArrayLike, template_format: TemplateFormat, *, what: str = "template"
+    templates: npt.ArrayLike, template_format: TemplateFormat, *, what: str = "template", normalise: bool = True
 ) -> np.ndarray:
-    """Return templates as a C-contiguous float32 (n, d) array, unit-normalised for cosine.
+    """Return templates as a C-contiguous float32 (n, d) array, unit-normalised for cosine
+    unless ``normalise`` is False (a check before the arrays go to where they are stored: one
+    normalisation only, so that every copy of a template is the same to the bit).
 
     Raises :class:`InvalidTemplateError` naming the first problem found: empty batch, wrong rank,
     non-numeric dtype, wrong dimension, NaN or Inf, or a zero vector.
@@ -44,7 +46,7 @@ def prepare_templates(
     norms = np.linalg.norm(out, axis=1)
     if (norms <= _NORM_FLOOR).any():
         raise InvalidTemplateError(f"{what} {int(np.argmax(norms <= _NORM_FLOOR))} has zero norm")
-    if template_format.metric is Metric.COSINE:
+    if normalise and template_format.metric is Metric.COSINE:
         out = out / norms[:, None].astype(np.float32)
     return out
 
