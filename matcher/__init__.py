@@ -4,7 +4,7 @@ Usable on its own (benchmarks, notebooks); it knows nothing of HTTP or SQL.
 """
 
 from matcher.calibration import Band, Calibration, Thresholds, fmr_for_fpir, normalise_rate, threshold_at_rate
-from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError, SnapshotError
+from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError, ShardUnavailableError, SnapshotError
 from matcher.formats import Metric, TemplateFormat
 from matcher.fusion import SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy
@@ -22,6 +22,7 @@ __all__ = [
     "MatcherError",
     "Metric",
     "SearchResult",
+    "ShardUnavailableError",
     "SnapshotError",
     "TemplateFormat",
     "Thresholds",

@@ -51,6 +51,16 @@ TemplateChunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """() -> chunks of (record ids, templates) of the whole gallery, read from the source of truth."""
 
 
+class ShardNotLoadedError(MatcherError):
+    """Raised inside a restarted shard that has no data yet: the coordinator restores it."""
+
+    code = "shard_unavailable"
+
+
+SHARD_DOWN = (RayActorError, GetTimeoutError, ShardNotLoadedError)
+"""What a call to a shard raises when the shard, not the request, is the problem."""
+
+
 @dataclass(frozen=True)
 class ShardingPolicy:
     """How a gallery is split and how long the coordinator waits for its shards."""
@@ -106,7 +116,7 @@ class GalleryShard:
 
     def _ready(self) -> GalleryIndex:
         if self.index is None:
-            raise MatcherError(f"shard {self.name} has no data yet")
+            raise ShardNotLoadedError(f"shard {self.name} has no data yet")
         return self.index
 
     def state(self) -> ShardState:
@@ -412,7 +422,7 @@ class ShardedGallery:
         for i, ref in refs.items():
             try:
                 self._shards[i].templates = ray.get(ref, timeout=self.sharding.recovery_timeout_s)
-            except (RayActorError, GetTimeoutError):
+            except SHARD_DOWN:
                 self._lost(i)
 
     def _gather(
@@ -431,7 +441,7 @@ class ShardedGallery:
                 if ref not in answered:
                     raise GetTimeoutError(f"shard {i} did not answer in {self.sharding.search_timeout_s} s")
                 answer = ray.get(ref)
-            except (RayActorError, GetTimeoutError):
+            except SHARD_DOWN:
                 self._lost(i)
                 missing.append(i)
                 continue

@@ -166,10 +166,7 @@ class IndexRegistry:
     def apply(self, gallery_id: int, change_seq: int, change: IndexChange) -> None:
         """Apply a committed change; call inside :meth:`writing`."""
         entry = self._entries[gallery_id]
-        if change.removed:
-            entry.index.remove(np.asarray(change.removed, dtype=np.int64))
-        if change.templates is not None:
-            entry.index.replace(change.record_ids, change.templates)
+        entry.index.apply(change_seq, change.removed, change.record_ids, change.templates)
         entry.applied_seq = change_seq
 
     def snapshot(self, gallery_id: int, force: bool = False) -> bool:
