@@ -2,6 +2,9 @@
 # PostgreSQL through READMIT_DATABASE_URL.
 FROM python:3.11-slim
 
+# docker build --build-arg EXTRAS=ray . : an image that can run the Ray backend (and join a cluster)
+ARG EXTRAS=""
+
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
     READMIT_DATA_DIR=/data PIP_NO_CACHE_DIR=1
 
@@ -11,7 +14,7 @@ COPY pyproject.toml README.md ./
 COPY app ./app
 COPY matcher ./matcher
 COPY migrations ./migrations
-RUN pip install -e . && chown -R readmit /opt/readmit
+RUN pip install -e ".${EXTRAS:+[$EXTRAS]}" && chown -R readmit /opt/readmit
 
 USER readmit
 VOLUME ["/data"]

@@ -273,6 +273,31 @@ def index_snapshot(gallery: Annotated[int | None, typer.Option(help="one gallery
             typer.echo(f"gallery {gallery_id}: {how}")
 
 
+@index_cli.command("shards")
+def index_shards() -> None:
+    """Health and size of every shard actor of the Ray backend, read from the cluster at
+    READMIT_RAY_ADDRESS (the service may be running). Example: READMIT_RAY_ADDRESS=auto readmit index shards"""
+    settings = get_settings()
+    try:
+        from matcher import sharded
+    except ImportError:
+        fail("the Ray backend is not installed: pip install 'readmit[ray]'")
+    if settings.ray_address == "local":
+        fail("READMIT_RAY_ADDRESS must name a running cluster (auto or ray://host:port), not local")
+    sharded.connect(settings.ray_address)
+    states = sharded.cluster_shards()
+    if not states:
+        typer.echo("no readmit shards in this cluster")
+    for state in states:
+        health = "up" if state.available else "DOWN"
+        typer.echo(
+            f"{state.name}: {health}, {state.templates} templates, {state.records} records, {state.kind}, "
+            f"change {state.change_seq}, {state.rss_mb:.0f} MB resident, pid {state.pid} on node {state.node[:12]}"
+        )
+    if not all(state.available for state in states):
+        raise typer.Exit(code=1)
+
+
 def _gallery_ids(runtime, gallery: int | None) -> list[int]:  # type: ignore[no-untyped-def]
     from app.galleries.service import all_galleries
 

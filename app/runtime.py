@@ -21,6 +21,7 @@ from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.session import make_engine, make_session_factory, transaction
 from app.galleries import service as galleries
+from app.indexes.backends import make_backend
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
@@ -52,7 +53,8 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.sqlalchemy_url)
-        registry = IndexRegistry(settings.index_dir, IndexPolicy(exact_max_templates=settings.exact_max_templates))
+        policy = IndexPolicy(exact_max_templates=settings.exact_max_templates)
+        registry = IndexRegistry(settings.index_dir, policy, make_backend(settings, policy))
         sessions = make_session_factory(engine)
         read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))
         metrics = Metrics()
@@ -88,6 +90,7 @@ class Runtime:
             thread.join(timeout=5)
         if self.ready:
             self.registry.snapshot_all()
+        self.registry.close_all()
         self.ready = False
         self.engine.dispose()
         if self.read_sessions.kw["bind"] is not self.engine:

@@ -245,6 +245,10 @@ class GalleryIndex:
         else:
             self._shortlist = ShortlistIndex.build(self.format, self._store.vectors(), self.policy.training_sample)
 
+    def close(self) -> None:
+        """Nothing to release (the index is plain memory in this process); a sharded gallery's
+        ``close`` stops its actors, and the service closes either alike."""
+
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: Path, change_seq: int) -> None:

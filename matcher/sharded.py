@@ -37,6 +37,7 @@ from matcher.formats import TemplateFormat
 from matcher.fusion import NO_RECORD, SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy, leave_one_out_top_scores
 from matcher.placement import merge_shard_results, shard_of
+from matcher.snapshot import read_manifest
 from matcher.validation import prepare_ids, prepare_templates
 
 log = logging.getLogger(__name__)
@@ -266,7 +267,7 @@ class ShardedGallery:
         self._state_lock = threading.Lock()
 
     def shard_path(self, shard: int) -> Path:
-        return self.snapshot_path.with_name(f"{self.snapshot_path.name}.shard-{shard}-of-{self.sharding.shard_count}")
+        return shard_path(self.snapshot_path, shard, self.sharding.shard_count)
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -504,6 +505,27 @@ class ShardedGallery:
         for chunk in _shard_chunks(self.refill(), shard, len(self._shards), self.gallery_key):
             self._shards[shard].templates = ray.get(handle.add.remote(*chunk))
         return "refilled from the database"
+
+
+def shard_path(snapshot_path: Path, shard: int, shard_count: int) -> Path:
+    """Where shard ``shard`` of a gallery snapshotted at ``snapshot_path`` keeps its snapshot."""
+    return snapshot_path.with_name(f"{snapshot_path.name}.shard-{shard}-of-{shard_count}")
+
+
+def read_manifests(snapshot_path: Path, shard_count: int) -> dict[str, Any]:
+    """The gallery's manifest from its shards' manifests: the change they share and their total
+    count. Raises FileNotFoundError when no shard has a snapshot, SnapshotError when some lack
+    one or they are at different changes."""
+    paths = [shard_path(snapshot_path, i, shard_count) for i in range(shard_count)]
+    present = [path for path in paths if path.exists()]
+    if not present:
+        raise FileNotFoundError(snapshot_path)
+    if len(present) < shard_count:
+        raise SnapshotError(f"{len(present)} of {shard_count} shard snapshots present")
+    manifests = [read_manifest(path) for path in paths]
+    if len({m["change_seq"] for m in manifests}) != 1:
+        raise SnapshotError("shard snapshots at different changes")
+    return {**manifests[0], "template_count": sum(m["template_count"] for m in manifests)}
 
 
 def _shard_chunks(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,11 @@ class Settings(BaseSettings):
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")
     expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
+    matcher_backend: Literal["local", "ray"] = Field("local", description="where indexes live: this process or Ray")
+    ray_address: str = Field("auto", description="Ray cluster: auto, ray://host:10001, or local (start one here)")
+    ray_shards: int = Field(4, ge=1, description="shards (Ray actors) per gallery with the ray backend")
+    ray_cpus_per_shard: float = Field(1.0, gt=0, description="CPUs Ray reserves for each shard actor")
+    ray_timeout_s: float = Field(60.0, gt=0, description="how long a search waits for a shard before shard_unavailable")
     snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
 
     requests_per_minute: int = Field(1200, description="per principal; beyond it 429 with Retry-After")

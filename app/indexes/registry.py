@@ -1,6 +1,7 @@
 """The matcher index of every gallery, kept in step with the database.
 
-The database is the source of truth; an index is a cache of it. At start each gallery's index is
+The database is the source of truth; an index is a cache of it, held by the configured backend
+(in this process, or over Ray shard actors: :mod:`app.indexes.backends`). At start each gallery's index is
 loaded from its snapshot when the snapshot's change sequence and template count match the
 database, else rebuilt from the database and snapshotted again. Changes are applied after their
 transaction commits, under the gallery's write lock, so the index sees them in commit order.
@@ -19,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from app.core.errors import Unavailable
-from matcher import GalleryIndex, IndexKind, IndexPolicy, SnapshotError, TemplateFormat, read_manifest
+from app.indexes.backends import Gallery, IndexBackend, LocalBackend, Refill
+from matcher import IndexKind, IndexPolicy, SnapshotError, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +61,17 @@ TemplateStream = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 @dataclass
 class _Entry:
-    index: GalleryIndex
+    index: Gallery
     applied_seq: int
     snapshot_seq: int
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class IndexRegistry:
-    def __init__(self, index_dir: Path, policy: IndexPolicy) -> None:
+    def __init__(self, index_dir: Path, policy: IndexPolicy, backend: IndexBackend | None = None) -> None:
         self.index_dir = index_dir
         self.policy = policy
+        self.backend = backend or LocalBackend(policy)
         self._entries: dict[int, _Entry] = {}
         self._guard = threading.Lock()
         self.load_events: list[dict[str, Any]] = []
@@ -82,25 +85,25 @@ class IndexRegistry:
         """Load a gallery's index from a current snapshot or rebuild it; returns how
         ("snapshot", "rebuilt: <why>")."""
         path = self.snapshot_path(source.gallery_id)
-        index, how = None, "rebuilt: no snapshot"
-        if path.exists():
-            try:
-                manifest = read_manifest(path)
-                if manifest["change_seq"] != source.change_seq or manifest["template_count"] != source.template_count:
-                    how = (
-                        f"rebuilt: stale snapshot (seq {manifest['change_seq']} vs {source.change_seq}, "
-                        f"{manifest['template_count']} vs {source.template_count} templates)"
-                    )
-                else:
-                    index = GalleryIndex.load(path, self.policy)
-                    if index.format != source.template_format:
-                        index, how = None, "rebuilt: snapshot of another template format"
-                    else:
-                        how = "snapshot"
-            except SnapshotError as error:
-                how = f"rebuilt: corrupt snapshot ({error})"
+        refill = self._refill(source, stream)
+        index: Gallery | None = None
+        try:
+            manifest = self.backend.read_manifest(path)
+            if manifest["change_seq"] != source.change_seq or manifest["template_count"] != source.template_count:
+                how = (
+                    f"rebuilt: stale snapshot (seq {manifest['change_seq']} vs {source.change_seq}, "
+                    f"{manifest['template_count']} vs {source.template_count} templates)"
+                )
+            elif TemplateFormat.from_dict(manifest["template_format"]) != source.template_format:
+                how = "rebuilt: snapshot of another template format"
+            else:
+                index, how = self.backend.load(source.gallery_id, path, refill), "snapshot"
+        except FileNotFoundError:
+            how = "rebuilt: no snapshot"
+        except (SnapshotError, KeyError, ValueError, TypeError) as error:
+            how = f"rebuilt: corrupt snapshot ({error})"
         if index is None:
-            index = self._rebuild(source, stream)
+            index = self._rebuild(source, refill)
             index.save(path, source.change_seq)
         with self._guard:
             self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
@@ -115,12 +118,21 @@ class IndexRegistry:
         return how
 
     def create_empty(self, gallery_id: int, template_format: TemplateFormat) -> None:
+        """A gallery just created: empty at change 0, for every backend."""
+        index = self.backend.create(
+            gallery_id, template_format, self.snapshot_path(gallery_id), lambda: iter(()), empty_seq=0
+        )
         with self._guard:
-            self._entries[gallery_id] = _Entry(GalleryIndex(template_format, self.policy), 0, -1)
+            self._entries[gallery_id] = _Entry(index, 0, -1)
 
-    def _rebuild(self, source: GallerySource, stream: TemplateStream) -> GalleryIndex:
-        index = GalleryIndex(source.template_format, self.policy)
-        for record_ids, templates in stream(source.gallery_id, source.template_format.dimension):
+    @staticmethod
+    def _refill(source: GallerySource, stream: TemplateStream) -> Refill:
+        return lambda: stream(source.gallery_id, source.template_format.dimension)
+
+    def _rebuild(self, source: GallerySource, refill: Refill) -> Gallery:
+        path = self.snapshot_path(source.gallery_id)
+        index = self.backend.create(source.gallery_id, source.template_format, path, refill, empty_seq=None)
+        for record_ids, templates in refill():
             index.add(record_ids, templates)
         return index
 
@@ -128,16 +140,25 @@ class IndexRegistry:
         """Rebuild from the database, under the gallery's write lock when it is loaded."""
         entry = self._entries.get(source.gallery_id)
         with entry.lock if entry is not None else nullcontext():
-            index = self._rebuild(source, stream)
+            index = self._rebuild(source, self._refill(source, stream))
             if kind is not None:
                 index.rebuild(kind)
             index.save(self.snapshot_path(source.gallery_id), source.change_seq)
             with self._guard:
                 self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
+            if entry is not None:
+                entry.index.close()
+
+    def close_all(self) -> None:
+        """Release every index (a sharded gallery's actors stop)."""
+        with self._guard:
+            entries, self._entries = list(self._entries.values()), {}
+        for entry in entries:
+            entry.index.close()
 
     # -- use --------------------------------------------------------------------------------------
 
-    def get(self, gallery_id: int) -> GalleryIndex:
+    def get(self, gallery_id: int) -> Gallery:
         entry = self._entries.get(gallery_id)
         if entry is None:
             raise Unavailable(f"the index of gallery {gallery_id} is not loaded", code="index_unavailable")

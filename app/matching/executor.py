@@ -28,7 +28,7 @@ from app.matching.models import Candidate, Search, SearchStatus
 from app.matching.queue import expire
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
-from matcher import Band
+from matcher import Band, MatcherError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,10 @@ class SearchExecutor:
             return
         try:
             hits = self.match(jobs)
+        except MatcherError as error:  # e.g. shard_unavailable: the code says what to do
+            log.warning("search batch failed", extra={"event": {"reason": error.code, "detail": str(error)}})
+            self._fail(jobs, error.code)
+            return
         except Exception as error:
             log.exception("search batch failed")
             self._fail(jobs, type(error).__name__)

@@ -47,6 +47,9 @@ class SearchOut(BaseModel):
     id: int
     case_id: int
     status: str = Field(description="queued, running, done, expired or failed")
+    error: str | None = Field(
+        None, description="why a failed search failed, as a stable code (shard_unavailable: submit it again later)"
+    )
     submitted_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

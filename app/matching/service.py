@@ -139,6 +139,7 @@ def search_view(session: Session, search: Search) -> dict[str, Any]:
         "id": search.id,
         "case_id": search.case_id,
         "status": search.status,
+        "error": search.error,
         "submitted_at": search.submitted_at,
         "started_at": search.started_at,
         "finished_at": search.finished_at,

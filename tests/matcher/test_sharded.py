@@ -126,7 +126,9 @@ def test_killed_shard_without_snapshot_is_refilled_from_the_source(local_ray: No
     ids, templates = enrolment(4, 300)
     local = GalleryIndex(FORMAT, IndexPolicy())
     local.add(ids, templates)
-    sharded = ShardedGallery(GALLERY, FORMAT, IndexPolicy(), SHARDS, tmp_path / "g.snapshot", lambda: [(ids, templates)])
+    sharded = ShardedGallery(
+        GALLERY, FORMAT, IndexPolicy(), SHARDS, tmp_path / "g.snapshot", lambda: [(ids, templates)]
+    )
     try:
         sharded.add(ids, templates)  # never snapshotted
         kill_shard(sharded, 0)

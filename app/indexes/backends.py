@@ -1,0 +1,135 @@
+"""Where a gallery's matcher index lives: in this process (default) or over Ray shard actors.
+
+Both backends hand the registry an object with the same interface (:class:`Gallery`); the rest
+of the service never knows which one it has. The Ray backend is imported only when configured,
+so the default service does not need Ray installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from app.core.config import Settings
+from matcher import GalleryIndex, IndexKind, IndexPolicy, SearchResult, TemplateFormat, read_manifest
+
+Refill = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
+"""() -> the gallery's (record ids, templates) chunks, read from the database."""
+
+
+class Gallery(Protocol):
+    """What the service uses of a gallery's index, whichever backend holds it."""
+
+    format: TemplateFormat
+    change_seq: int
+
+    @property
+    def kind(self) -> IndexKind: ...
+
+    @property
+    def template_count(self) -> int: ...
+
+    def record_ids(self) -> np.ndarray: ...
+
+    def search(self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None) -> SearchResult: ...
+
+    def score_record(self, record_id: int, probes: npt.ArrayLike) -> float | None: ...
+
+    def nonmated_top_scores(self, searches: int, seed: int = 0) -> np.ndarray: ...
+
+    def nonmated_pair_scores(self, pairs: int, seed: int = 0) -> np.ndarray: ...
+
+    def add(self, record_ids: npt.ArrayLike, templates: npt.ArrayLike) -> None: ...
+
+    def apply(
+        self, change_seq: int, removed: npt.ArrayLike, record_ids: npt.ArrayLike, templates: npt.ArrayLike | None
+    ) -> None: ...
+
+    def rebuild(self, kind: IndexKind | None = None) -> None: ...
+
+    def save(self, path: Path, change_seq: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class IndexBackend(Protocol):
+    name: str
+
+    def create(
+        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+    ) -> Gallery:
+        """A new gallery without data: empty at change ``empty_seq``, or (None) to be loaded."""
+
+    def read_manifest(self, path: Path) -> dict[str, Any]:
+        """The snapshot's manifest (change_seq, template_count, template_format); raises
+        FileNotFoundError when there is none and SnapshotError when it is unusable."""
+
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
+        """The gallery as its snapshot holds it; raises SnapshotError unless intact."""
+
+
+class LocalBackend:
+    """FAISS in this process: the default."""
+
+    name = "local"
+
+    def __init__(self, policy: IndexPolicy) -> None:
+        self.policy = policy
+
+    def create(
+        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+    ) -> Gallery:
+        index = GalleryIndex(template_format, self.policy)
+        index.change_seq = empty_seq or 0
+        return index
+
+    def read_manifest(self, path: Path) -> dict[str, Any]:
+        if not path.exists():
+            raise FileNotFoundError(path)
+        return read_manifest(path)
+
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
+        return GalleryIndex.load(path, self.policy)
+
+
+class RayBackend:
+    """Each gallery over ``shards`` Ray actors (see :mod:`matcher.sharded`)."""
+
+    name = "ray"
+
+    def __init__(self, policy: IndexPolicy, settings: Settings) -> None:
+        from matcher import sharded
+
+        self.policy = policy
+        self.sharded = sharded
+        self.sharding = sharded.ShardingPolicy(
+            shard_count=settings.ray_shards,
+            cpus_per_shard=settings.ray_cpus_per_shard,
+            search_timeout_s=settings.ray_timeout_s,
+        )
+        sharded.connect(settings.ray_address)
+
+    def create(
+        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+    ) -> Gallery:
+        return self.sharded.ShardedGallery(
+            gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq
+        )
+
+    def read_manifest(self, path: Path) -> dict[str, Any]:
+        return self.sharded.read_manifests(path, self.sharding.shard_count)
+
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
+        manifest = self.read_manifest(path)
+        template_format = TemplateFormat.from_dict(manifest["template_format"])
+        return self.sharded.ShardedGallery(
+            gallery_id, template_format, self.policy, self.sharding, path, refill, fresh=False
+        )
+
+
+def make_backend(settings: Settings, policy: IndexPolicy) -> IndexBackend:
+    return RayBackend(policy, settings) if settings.matcher_backend == "ray" else LocalBackend(policy)
