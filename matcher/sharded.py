@@ -38,12 +38,16 @@ from matcher.fusion import NO_RECORD, SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy, leave_one_out_top_scores
 from matcher.placement import merge_shard_results, shard_of
 from matcher.snapshot import read_manifest
+from matcher.tuning import set_thread_budget
 from matcher.validation import prepare_ids, prepare_templates
 
 log = logging.getLogger(__name__)
 
 NAMESPACE = "readmit"
 """Ray namespace of every shard actor, so that ``readmit shards`` finds them by name."""
+
+INLINE_BYTES = 100 * 1024
+"""Probe arrays up to this size go inside each shard call rather than through the object store."""
 
 UNKNOWN_SEQ = -1
 """A shard's change number when it holds no data it could vouch for (no snapshot yet)."""
@@ -101,7 +105,9 @@ class GalleryShard:
         policy: IndexPolicy,
         snapshot_path: str,
         empty_seq: int | None,
+        threads: int = 1,
     ) -> None:
+        set_thread_budget(threads)  # the CPUs Ray reserved for this actor, not the whole node
         self.name = name
         self.format, self.policy, self.path = template_format, policy, Path(snapshot_path)
         self.incarnation = uuid.uuid4().hex
@@ -242,6 +248,7 @@ class ShardedGallery:
             for i in range(sharding.shard_count)
         ]
         actor = ray.remote(GalleryShard)  # type: ignore[call-overload]
+        threads = max(1, int(sharding.cpus_per_shard))
         handles: list[Any] = [
             actor.options(
                 name=name,
@@ -250,7 +257,7 @@ class ShardedGallery:
                 max_task_retries=0,
                 max_concurrency=sharding.max_concurrency,
                 num_cpus=sharding.cpus_per_shard,
-            ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq)
+            ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads)
             for i, name in enumerate(names)
         ]
         if fresh and empty_seq is None:  # to be bulk loaded: empty in memory, nothing to restart from
@@ -301,8 +308,13 @@ class ShardedGallery:
             if probe_groups is None
             else prepare_ids(probe_groups, prepared.shape[0], what="probe group")
         )
-        probes_ref, groups_ref = ray.put(prepared), ray.put(groups)
-        answers, missing = self._gather(lambda h, _: h.search.remote(probes_ref, k, groups_ref), allow_partial)
+        probes_arg: Any
+        groups_arg: Any
+        if prepared.nbytes > INLINE_BYTES:  # one copy in the object store for every shard to read
+            probes_arg, groups_arg = ray.put(prepared), ray.put(groups)
+        else:  # small: sent inside each call, saving a store round trip (about 1 ms each)
+            probes_arg, groups_arg = prepared, groups
+        answers, missing = self._gather(lambda h, _: h.search.remote(probes_arg, k, groups_arg), allow_partial)
         if not answers:
             queries = int(groups.max()) + 1
             empty = SearchResult(np.full((queries, k), NO_RECORD, np.int64), np.full((queries, k), -np.inf, np.float32))

@@ -26,9 +26,20 @@ TYPICAL_DIMENSION = 512
 """FAISS's switch counts probes x dimension; it is set for 512-d templates (face, finger)."""
 
 
+_thread_budget = os.cpu_count() or 1
+
+
+def set_thread_budget(threads: int) -> None:
+    """Cap the threads a batch may use: a process that shares the machine with others (a shard
+    actor given part of a node) must not spread OpenMP threads over every core, or they
+    oversubscribe the cores and spin."""
+    global _thread_budget
+    _thread_budget = max(1, threads)
+
+
 def use_threads_for(probe_count: int) -> None:
     """Set this thread's FAISS thread count for a search of ``probe_count`` probes."""
-    faiss.omp_set_num_threads(1 if probe_count < BLAS_PROBES else (os.cpu_count() or 1))
+    faiss.omp_set_num_threads(1 if probe_count < BLAS_PROBES else _thread_budget)
 
 
 faiss.cvar.distance_compute_blas_threshold = BLAS_PROBES * TYPICAL_DIMENSION

@@ -8,11 +8,10 @@ Also makes the audit trail append-only in the database itself: triggers refuse U
 on audit_events, whoever connects.
 """
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 import app.db.base
-
 
 revision = "0001"
 down_revision = None
