@@ -3,6 +3,7 @@ from concurrent clients, for a fixed time. Reports throughput, p50/p99 per kind,
 server's resident memory at the start and the end of the run (memory should stay flat).
 
     python benchmarks/load_test.py --size 100000 --seconds 60
+    python benchmarks/load_test.py --seconds 600 --no-enrol   # soak: memory must stay flat
 """
 
 from __future__ import annotations
@@ -47,7 +48,9 @@ def keys(data_dir: Path) -> tuple[str, str]:
     return registry, consul
 
 
-async def run(police: str, registry: str, consul: str, probes: np.ndarray, clients: int, seconds: float):
+async def run(
+    police: str, registry: str, consul: str, probes: np.ndarray, clients: int, seconds: float, enrol: bool = True
+):
     latencies: dict[str, list[float]] = {"identify": [], "enrol": [], "review": []}
     errors: dict[str, int] = {kind: 0 for kind in latencies}
     rng = np.random.default_rng(9)
@@ -81,7 +84,7 @@ async def run(police: str, registry: str, consul: str, probes: np.ndarray, clien
             turn = 0
             while time.perf_counter() < stop:
                 turn += 1
-                if number % 4 == 0:  # a registry client enrols
+                if number % 4 == 0 and enrol:  # a registry client enrols
                     records = [
                         {"reference_id": f"L{number}-{turn}-{i}", "templates": rng.standard_normal((1, 512)).tolist()}
                         for i in range(20)
@@ -133,6 +136,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=100_000)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument(
+        "--no-enrol", dest="enrol", action="store_false", help="identifications and reviews only (a memory soak)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder) / "data"
@@ -143,7 +149,7 @@ def main() -> None:
         try:
             asyncio.run(run(police, registry, consul, probes, 4, 3))  # warm-up: calibration, first batches
             start_rss = rss_mb(process.pid)
-            results = asyncio.run(run(police, registry, consul, probes, args.clients, args.seconds))
+            results = asyncio.run(run(police, registry, consul, probes, args.clients, args.seconds, args.enrol))
             end_rss = rss_mb(process.pid)
         finally:
             process.terminate()

@@ -53,7 +53,7 @@ def throughput(index, probes: np.ndarray) -> float:  # type: ignore[no-untyped-d
 
 
 def build_sharded(shards: int, ids: np.ndarray, templates: np.ndarray, folder: Path) -> tuple[ShardedGallery, float]:
-    sharding = ShardingPolicy(shard_count=shards, cpus_per_shard=2 / max(shards, 2), max_concurrency=2)
+    sharding = ShardingPolicy(shard_count=shards, cpus_per_shard=2 / shards, max_concurrency=2)  # the 2 CPUs shared
     started = time.perf_counter()
     gallery = ShardedGallery(1, FORMAT, EXACT, sharding, folder / f"bench-{shards}.snapshot", refill=None)
     for i in range(0, len(ids), CHUNK):

@@ -77,6 +77,15 @@ class GalleryIndex:
         return self._store.size
 
     @property
+    def shard_count(self) -> int:
+        """One: the whole gallery is in this process (see :mod:`matcher.sharded`)."""
+        return 1
+
+    def unavailable_shards(self) -> list[int]:
+        """None: an in-process index is always there."""
+        return []
+
+    @property
     def record_count(self) -> int:
         with self._lock.gen_rlock():
             return int(np.unique(self._store.labels).size)

@@ -287,6 +287,14 @@ class ShardedGallery:
         return sum(s.templates for s in self._shards)
 
     @property
+    def shard_count(self) -> int:
+        return len(self._shards)
+
+    def unavailable_shards(self) -> list[int]:
+        """Shards kept out of searches while they are restored (known without asking them)."""
+        return [i for i, shard in enumerate(self._shards) if shard.incarnation is None]
+
+    @property
     def record_count(self) -> int:
         return int(self.record_ids().size)
 
@@ -393,9 +401,9 @@ class ShardedGallery:
     def save(self, path: Path, change_seq: int) -> None:
         """Every shard writes its snapshot beside ``path``; once all have, the journal restarts."""
         with self._write_lock:
-            unavailable = [i for i, shard in enumerate(self._shards) if shard.incarnation is None]
+            unavailable = self.unavailable_shards()
             self._write({i: (change_seq,) for i in range(len(self._shards))}, lambda h, part: h.save.remote(*part))
-            unavailable += [i for i, shard in enumerate(self._shards) if shard.incarnation is None]
+            unavailable = sorted(set(unavailable) | set(self.unavailable_shards()))
             if unavailable:  # the journal must still cover those shards
                 raise ShardUnavailableError(unavailable, f"gallery {self.gallery_key}: snapshot incomplete")
             self._journal.trim(change_seq)

@@ -21,6 +21,7 @@ import numpy as np
 
 from app.core.errors import Unavailable
 from app.indexes.backends import Gallery, IndexBackend, LocalBackend, Refill
+from app.observability.metrics import IndexSize
 from matcher import IndexKind, IndexPolicy, SnapshotError, TemplateFormat
 
 log = logging.getLogger(__name__)
@@ -167,9 +168,14 @@ class IndexRegistry:
     def is_loaded(self, gallery_id: int) -> bool:
         return gallery_id in self._entries
 
-    def sizes(self) -> list[tuple[int, str, int]]:
-        """(gallery id, index kind, templates) of every loaded index, for metrics."""
-        return [(gid, entry.index.kind.value, entry.index.template_count) for gid, entry in list(self._entries.items())]
+    def sizes(self) -> list[IndexSize]:
+        """Every loaded index, for metrics."""
+        return [
+            IndexSize(
+                gid, e.index.kind.value, e.index.template_count, e.index.shard_count, len(e.index.unavailable_shards())
+            )
+            for gid, e in list(self._entries.items())
+        ]
 
     def loaded_ids(self) -> list[int]:
         return sorted(self._entries)

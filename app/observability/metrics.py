@@ -4,6 +4,7 @@ process, as in tests, never collide)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -11,6 +12,15 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SLACK_BUCKETS = (0, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 540 * 86400)
+
+
+@dataclass(frozen=True)
+class IndexSize:
+    gallery_id: int
+    kind: str
+    templates: int
+    shards: int
+    unavailable_shards: int
 
 
 class Metrics:
@@ -55,19 +65,31 @@ class Metrics:
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)
 
-    def watch_indexes(self, sizes: Callable[[], list[tuple[int, str, int]]]) -> None:
-        """``sizes()`` gives (gallery id, index kind, templates) for every loaded index."""
+    def watch_indexes(self, sizes: Callable[[], list[IndexSize]]) -> None:
+        """``sizes()`` describes every loaded index."""
         self.registry.register(_IndexSizes(sizes))
 
 
 class _IndexSizes(Collector):
-    def __init__(self, sizes: Callable[[], list[tuple[int, str, int]]]) -> None:
+    def __init__(self, sizes: Callable[[], list[IndexSize]]) -> None:
         self.sizes = sizes
 
     def collect(self):  # type: ignore[no-untyped-def]
-        family = GaugeMetricFamily(
+        templates = GaugeMetricFamily(
             "readmit_index_templates", "templates in a gallery's matcher index", labels=["gallery", "kind"]
         )
-        for gallery_id, kind, count in self.sizes():
-            family.add_metric([str(gallery_id), kind], count)
-        yield family
+        shards = GaugeMetricFamily(
+            "readmit_index_shards", "shards of a gallery's index (1: in process)", labels=["gallery"]
+        )
+        down = GaugeMetricFamily(
+            "readmit_index_shards_unavailable",
+            "shards not answering or being restored: searches of the gallery fail with shard_unavailable",
+            labels=["gallery"],
+        )
+        for size in self.sizes():
+            templates.add_metric([str(size.gallery_id), size.kind], size.templates)
+            shards.add_metric([str(size.gallery_id)], size.shards)
+            down.add_metric([str(size.gallery_id)], size.unavailable_shards)
+        yield templates
+        yield shards
+        yield down
