@@ -158,31 +158,47 @@ class GalleryShard:
     def record_ids(self) -> tuple[str, np.ndarray]:
         return self.incarnation, self._ready().record_ids()
 
-    # Writes answer the shard's template count.
+    # Writes name the incarnation they are meant for and answer the shard's template count. A
+    # restarted shard refuses writes meant for its predecessor: applied to its older data, they
+    # would advance its change number past changes it lacks, which the restore then would skip.
 
-    def apply(self, change_seq: int, removed: np.ndarray, record_ids: np.ndarray, templates: np.ndarray | None) -> int:
-        index = self._ready()
+    def _writable(self, incarnation: str) -> GalleryIndex:
+        if incarnation != self.incarnation:
+            raise ShardNotLoadedError(f"shard {self.name} restarted: a write for its predecessor")
+        return self._ready()
+
+    def apply(
+        self,
+        incarnation: str,
+        change_seq: int,
+        removed: np.ndarray,
+        record_ids: np.ndarray,
+        templates: np.ndarray | None,
+    ) -> int:
+        index = self._writable(incarnation)
         index.apply(change_seq, removed, record_ids, templates)
         return index.template_count
 
-    def add(self, record_ids: np.ndarray, templates: np.ndarray) -> int:
-        index = self._ready()
+    def add(self, incarnation: str, record_ids: np.ndarray, templates: np.ndarray) -> int:
+        index = self._writable(incarnation)
         index.add(record_ids, templates)
         return index.template_count
 
-    def reset(self, change_seq: int) -> int:
+    def reset(self, incarnation: str, change_seq: int) -> int:
         """Start again empty, before a bulk load or a refill from the database."""
+        if incarnation != self.incarnation:
+            raise ShardNotLoadedError(f"shard {self.name} restarted: a reset for its predecessor")
         self.index = GalleryIndex(self.format, self.policy)
         self.index.change_seq = change_seq
         return 0
 
-    def save(self, change_seq: int) -> int:
-        index = self._ready()
+    def save(self, incarnation: str, change_seq: int) -> int:
+        index = self._writable(incarnation)
         index.save(self.path, change_seq)
         return index.template_count
 
-    def rebuild(self, kind: IndexKind | None) -> int:
-        index = self._ready()
+    def rebuild(self, incarnation: str, kind: IndexKind | None) -> int:
+        index = self._writable(incarnation)
         index.rebuild(kind)
         return index.template_count
 
@@ -194,6 +210,7 @@ class _Shard:
     """The incarnation whose data is current; None while the shard is being restored."""
     templates: int = 0
     kind: str = IndexKind.EXACT.value
+    restoring: bool = False
 
 
 @dataclass
@@ -260,9 +277,10 @@ class ShardedGallery:
             ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads)
             for i, name in enumerate(names)
         ]
-        if fresh and empty_seq is None:  # to be bulk loaded: empty in memory, nothing to restart from
-            ray.get([h.reset.remote(UNKNOWN_SEQ) for h in handles])
         states: list[ShardState] = ray.get([h.state.remote() for h in handles])
+        if fresh and empty_seq is None:  # to be bulk loaded: empty in memory, nothing to restart from
+            ray.get([h.reset.remote(s.incarnation, UNKNOWN_SEQ) for h, s in zip(handles, states, strict=True)])
+            states = ray.get([h.state.remote() for h in handles])
         self._shards = [_Shard(h, s.incarnation, s.templates, s.kind) for h, s in zip(handles, states, strict=True)]
         seqs = {s.change_seq for s in states}
         if not fresh and (len(seqs) != 1 or UNKNOWN_SEQ in seqs):
@@ -360,8 +378,11 @@ class ShardedGallery:
         for i, shard in enumerate(self._shards):
             try:
                 state: ShardState = ray.get(shard.handle.state.remote(), timeout=self.sharding.search_timeout_s)
+                if shard.incarnation is not None and state.incarnation != shard.incarnation:
+                    self._lost(i)  # restarted unnoticed: restore it now rather than at the next search
                 states.append(replace(state, available=state.incarnation == shard.incarnation))
-            except (RayActorError, GetTimeoutError):
+            except SHARD_DOWN:
+                self._lost(i)
                 states.append(ShardState(f"shard {i}", "", -1, shard.templates, 0, shard.kind, 0.0, 0, "", False))
         return states
 
@@ -375,7 +396,7 @@ class ShardedGallery:
         placement = shard_of(labels, len(self._shards), self.gallery_key)
         parts = {i: (labels[placement == i], prepared[placement == i]) for i in np.unique(placement).tolist()}
         with self._write_lock:
-            self._write(parts, lambda h, part: h.add.remote(*part))
+            self._write(parts, "add")
 
     def apply(
         self, change_seq: int, removed: npt.ArrayLike, record_ids: npt.ArrayLike, templates: npt.ArrayLike | None
@@ -391,18 +412,18 @@ class ShardedGallery:
         with self._write_lock:
             self._journal.changes.append(change)
             self.change_seq = change_seq
-            self._write(self._route(change), lambda h, part: h.apply.remote(*part))
+            self._write(self._route(change), "apply")
 
     def rebuild(self, kind: IndexKind | None = None) -> None:
         with self._write_lock:
-            self._write({i: (kind,) for i in range(len(self._shards))}, lambda h, part: h.rebuild.remote(*part))
+            self._write({i: (kind,) for i in range(len(self._shards))}, "rebuild")
             self._refresh_counts()
 
     def save(self, path: Path, change_seq: int) -> None:
         """Every shard writes its snapshot beside ``path``; once all have, the journal restarts."""
         with self._write_lock:
             unavailable = self.unavailable_shards()
-            self._write({i: (change_seq,) for i in range(len(self._shards))}, lambda h, part: h.save.remote(*part))
+            self._write({i: (change_seq,) for i in range(len(self._shards))}, "save")
             unavailable = sorted(set(unavailable) | set(self.unavailable_shards()))
             if unavailable:  # the journal must still cover those shards
                 raise ShardUnavailableError(unavailable, f"gallery {self.gallery_key}: snapshot incomplete")
@@ -436,10 +457,15 @@ class ShardedGallery:
             parts[i] = (change.change_seq, change.removed[removed_at == i], change.record_ids[mine], templates)
         return parts
 
-    def _write(self, parts: dict[int, tuple[Any, ...]], call: Callable[[Any, tuple[Any, ...]], Any]) -> None:
-        """Send each available shard its part and record its new size. A shard being restored
-        is skipped (it catches up from the journal); one that dies now is put to restoring."""
-        refs = {i: call(self._shards[i].handle, part) for i, part in parts.items() if self._shards[i].incarnation}
+    def _write(self, parts: dict[int, tuple[Any, ...]], method: str) -> None:
+        """Call ``method`` on each available shard with its part and record its new size. A
+        shard being restored is skipped (it catches up from the journal); one that dies or has
+        restarted is put to restoring."""
+        refs = {
+            i: getattr(shard.handle, method).remote(shard.incarnation, *parts[i])
+            for i, shard in enumerate(self._shards)
+            if i in parts and shard.incarnation is not None
+        }
         for i, ref in refs.items():
             try:
                 self._shards[i].templates = ray.get(ref, timeout=self.sharding.recovery_timeout_s)
@@ -453,6 +479,8 @@ class ShardedGallery:
         answers, accepted only from each shard's current incarnation."""
         targets = list(range(len(self._shards))) if only is None else only
         missing = [i for i in targets if self._shards[i].incarnation is None]
+        for i in missing:  # a restore that gave up is tried again
+            self._start_restore(i)
         refs = {i: call(self._shards[i].handle, i) for i in targets if i not in missing}
         ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=self.sharding.search_timeout_s)
         answered = set(ready)
@@ -487,28 +515,36 @@ class ShardedGallery:
                 return
             self._shards[shard].incarnation = None
         log.warning("shard lost, restoring", extra={"event": {"gallery": self.gallery_key, "shard": shard}})
+        self._start_restore(shard)
+
+    def _start_restore(self, shard: int) -> None:
+        with self._state_lock:
+            if self._shards[shard].restoring:
+                return
+            self._shards[shard].restoring = True
         threading.Thread(target=self._restore, args=(shard,), name=f"restore-shard-{shard}", daemon=True).start()
 
     def _restore(self, shard: int) -> None:
+        """Wait for Ray to bring the actor back, then catch it up; again if it dies meanwhile."""
+        event = {"gallery": self.gallery_key, "shard": shard}
         handle = self._shards[shard].handle
         deadline = time.monotonic() + self.sharding.recovery_timeout_s
-        while True:
-            try:
-                state: ShardState = ray.get(handle.state.remote(), timeout=5)
-                break
-            except (RayActorError, GetTimeoutError):
-                if time.monotonic() > deadline:
-                    log.error("shard not back in time", extra={"event": {"gallery": self.gallery_key, "shard": shard}})
+        try:
+            while time.monotonic() < deadline:
+                try:
+                    state: ShardState = ray.get(handle.state.remote(), timeout=5)
+                    with self._write_lock:
+                        how = self._catch_up(shard, handle, state)
+                        self._shards[shard].incarnation = state.incarnation
+                    log.warning("shard restored", extra={"event": {**event, "from": how}})
                     return
-                time.sleep(0.2)
-        with self._write_lock:
-            try:
-                how = self._catch_up(shard, handle, state)
-            except (RayActorError, GetTimeoutError, MatcherError):
-                log.exception("shard restore failed", extra={"event": {"gallery": self.gallery_key, "shard": shard}})
-                return
-            self._shards[shard].incarnation = state.incarnation
-        log.warning("shard restored", extra={"event": {"gallery": self.gallery_key, "shard": shard, "from": how}})
+                except SHARD_DOWN:
+                    time.sleep(0.2)
+            log.error("shard not back in time; next search tries again", extra={"event": event})
+        except MatcherError:
+            log.exception("shard cannot be restored", extra={"event": event})
+        finally:
+            self._shards[shard].restoring = False
 
     def _catch_up(self, shard: int, handle: Any, state: ShardState) -> str:
         """Bring a restarted shard to the coordinator's last change (write lock held)."""
@@ -516,14 +552,14 @@ class ShardedGallery:
             changes = self._journal.after(state.change_seq)
             for change in changes:
                 for part in self._route(change, only=shard).values():
-                    ray.get(handle.apply.remote(*part))
+                    ray.get(handle.apply.remote(state.incarnation, *part))
             self._shards[shard].templates = ray.get(handle.state.remote()).templates
             return f"snapshot at change {state.change_seq} + {len(changes)} journalled changes"
         if self.refill is None:
             raise ShardUnavailableError([shard], "no snapshot and no source to refill from")
-        ray.get(handle.reset.remote(self.change_seq))
+        ray.get(handle.reset.remote(state.incarnation, self.change_seq))
         for chunk in _shard_chunks(self.refill(), shard, len(self._shards), self.gallery_key):
-            self._shards[shard].templates = ray.get(handle.add.remote(*chunk))
+            self._shards[shard].templates = ray.get(handle.add.remote(state.incarnation, *chunk))
         return "refilled from the database"
 
 

@@ -162,3 +162,31 @@ def test_calibration_samples_come_from_every_shard(pair: tuple[GalleryIndex, Sha
     pairs = sharded.nonmated_pair_scores(3000)
     assert top.size == 200 and np.isfinite(top).all()
     assert 2900 < pairs.size <= 3000 and abs(float(pairs.mean())) < 0.05
+
+
+def test_a_write_reaching_a_restarted_shard_first_loses_nothing(pair: tuple[GalleryIndex, ShardedGallery]) -> None:
+    """The restarted shard holds its snapshot (change 5); change 6 is only in the journal. A
+    write of change 7 reaching it before any search must not pass for change 7 on data that
+    lacks change 6: the shard refuses it and is restored with both."""
+    local, sharded = pair
+    six_ids, six = enrolment(5, 20, first_id=3000)
+    seven_ids, seven = enrolment(6, 20, first_id=4000)
+    assert (shard_of(seven_ids, SHARDS.shard_count, GALLERY) == 0).any()  # change 7 writes to shard 0
+    for index in (local, sharded):
+        index.apply(6, np.array([10, 11]), six_ids, six)
+    name = sharded.health()[0].name
+    kill_shard(sharded, 0)
+    handle = ray.get_actor(name, namespace="readmit")
+    deadline = time.monotonic() + 60
+    while True:  # until Ray has brought the actor back, without the coordinator asking
+        try:
+            ray.get(handle.state.remote(), timeout=5)
+            break
+        except ray.exceptions.RayError:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    for index in (local, sharded):
+        index.apply(7, np.array([12]), seven_ids, seven)
+    wait_until_available(sharded)
+    assert np.array_equal(sharded.record_ids(), local.record_ids())
+    assert_same_answers(local, sharded)
