@@ -12,6 +12,7 @@ from tests.app.test_authorization_matrix import World
 
 ROLES = ("admin", "registry", "police")
 KEYS: dict[str, dict[str, str]] = {}  # filled by the fixture: the world's keys
+CALLS: dict[int, int] = {}  # status code -> calls, for the report
 
 
 def already_started(app):
@@ -41,6 +42,7 @@ def api(tmp_path_factory):
     KEYS.update(world.keys)
     yield loaded
     service.close()
+    print(f"fuzzing: {sum(CALLS.values())} calls, by status {dict(sorted(CALLS.items()))}")  # pytest -rP
 
 
 schema = schemathesis.pytest.from_fixture("api")
@@ -51,6 +53,7 @@ schema = schemathesis.pytest.from_fixture("api")
 def test_no_server_error_and_documented_error_shape(case):
     for role in ROLES:
         response = case.call(headers={**(case.headers or {}), **KEYS[role]})
+        CALLS[response.status_code] = CALLS.get(response.status_code, 0) + 1
         assert response.status_code < 500, (role, case.method, case.formatted_path, response.text)
         if response.status_code >= 400:
             body = response.json()
