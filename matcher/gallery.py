@@ -95,12 +95,16 @@ class GalleryIndex:
         with self._lock.gen_rlock():
             return np.unique(self._store.labels)
 
-    def search(self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None) -> SearchResult:
+    def search(
+        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None, allow_partial: bool = False
+    ) -> SearchResult:
         """Top-``k`` records per query with exact scores, best first.
 
         ``probes`` is (n, d); each row is its own query unless ``probe_groups`` gives, per probe,
         the query it belongs to (several samples of one person): the queries are then numbered
         0..max(group), and a record's score is its best over probe x record samples.
+        ``allow_partial`` changes nothing here (an in-process index is always whole); it is part
+        of the interface that a sharded gallery shares.
         """
         if k < 1:
             raise InvalidTemplateError(f"k must be at least 1, got {k}")

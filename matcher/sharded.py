@@ -256,6 +256,9 @@ class ShardedGallery:
         there and at the same change."""
         self.gallery_key, self.format, self.policy, self.sharding = gallery_key, template_format, policy, sharding
         self.snapshot_path, self.refill = snapshot_path, refill
+        self._write_lock = threading.RLock()
+        self._state_lock = threading.Lock()
+        self._closed = threading.Event()
         if fresh:
             for i in range(sharding.shard_count):
                 self.shard_path(i).unlink(missing_ok=True)
@@ -288,8 +291,6 @@ class ShardedGallery:
             raise SnapshotError(f"{snapshot_path}: shard snapshots missing or at different changes ({sorted(seqs)})")
         self._journal = _Journal(base_seq=states[0].change_seq)
         self.change_seq = self._journal.base_seq
-        self._write_lock = threading.RLock()
-        self._state_lock = threading.Lock()
 
     def shard_path(self, shard: int) -> Path:
         return shard_path(self.snapshot_path, shard, self.sharding.shard_count)
@@ -432,6 +433,7 @@ class ShardedGallery:
 
     def close(self) -> None:
         """Stop the shard actors (for good: Ray does not restart them)."""
+        self._closed.set()
         for shard in self._shards:
             ray.kill(shard.handle, no_restart=True)
 
@@ -530,7 +532,7 @@ class ShardedGallery:
         handle = self._shards[shard].handle
         deadline = time.monotonic() + self.sharding.recovery_timeout_s
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._closed.is_set():
                 try:
                     state: ShardState = ray.get(handle.state.remote(), timeout=5)
                     with self._write_lock:
@@ -540,8 +542,9 @@ class ShardedGallery:
                     return
                 except SHARD_DOWN:
                     time.sleep(0.2)
-            log.error("shard not back in time; next search tries again", extra={"event": event})
-        except MatcherError:
+            if not self._closed.is_set():
+                log.error("shard not back in time; next search tries again", extra={"event": event})
+        except Exception:  # a thread of its own: say why, the next search tries again
             log.exception("shard cannot be restored", extra={"event": event})
         finally:
             self._shards[shard].restoring = False

@@ -22,7 +22,7 @@ import numpy as np
 from app.core.errors import Unavailable
 from app.indexes.backends import Gallery, IndexBackend, LocalBackend, Refill
 from app.observability.metrics import IndexSize
-from matcher import IndexKind, IndexPolicy, SnapshotError, TemplateFormat
+from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -207,4 +207,13 @@ class IndexRegistry:
             return True
 
     def snapshot_all(self) -> list[int]:
-        return [gid for gid in self.loaded_ids() if self.snapshot(gid)]
+        """Snapshot every changed index; one that cannot be (a shard down) is logged and left to
+        the next pass, and its changes stay covered by the database and the shards' journal."""
+        written = []
+        for gid in self.loaded_ids():
+            try:
+                if self.snapshot(gid):
+                    written.append(gid)
+            except MatcherError as error:
+                log.error("snapshot failed", extra={"event": {"gallery_id": gid, "reason": error.code}})
+        return written

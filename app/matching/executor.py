@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from sqlalchemy import select
@@ -28,7 +28,7 @@ from app.matching.models import Candidate, Search, SearchStatus
 from app.matching.queue import expire
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
-from matcher import Band, MatcherError
+from matcher import Band, MatcherError, SearchResult, ShardUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,17 @@ class Job:
     probes: np.ndarray
     max_candidates: int
     fpir: float
+    allow_partial: bool = False
+
+
+@dataclass
+class Outcome:
+    """What one batch found: hits per search, the shards missing from a search that accepted
+    partial results (per search, per gallery), and the searches that needed a missing shard."""
+
+    hits: dict[int, list[Hit]] = field(default_factory=lambda: defaultdict(list))
+    missing: dict[int, dict[int, list[int]]] = field(default_factory=lambda: defaultdict(dict))
+    unavailable: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ class SearchExecutor:
         if not jobs:
             return
         try:
-            hits = self.match(jobs)
+            outcome = self.match(jobs)
         except MatcherError as error:  # e.g. shard_unavailable: the code says what to do
             log.warning("search batch failed", extra={"event": {"reason": error.code, "detail": str(error)}})
             self._fail(jobs, error.code)
@@ -77,7 +88,8 @@ class SearchExecutor:
             log.exception("search batch failed")
             self._fail(jobs, type(error).__name__)
             return
-        self._finish(jobs, hits)
+        self._fail([job for job in jobs if job.search_id in outcome.unavailable], ShardUnavailableError.code)
+        self._finish([job for job in jobs if job.search_id not in outcome.unavailable], outcome)
 
     def _start(self, search_ids: list[int]) -> list[Job]:
         now = utcnow()
@@ -103,40 +115,58 @@ class SearchExecutor:
                         from_bytes([search.probes or b""], search.dimension),
                         search.max_candidates,
                         search.target_fpir,
+                        search.allow_partial,
                     )
                 )
         return jobs
 
-    def match(self, jobs: list[Job]) -> dict[int, list[Hit]]:
-        """Per search, its hits over every targeted gallery, best first, cut to max_candidates."""
-        by_gallery: dict[int, list[Job]] = defaultdict(list)
+    def match(self, jobs: list[Job]) -> Outcome:
+        """Per search, its hits over every targeted gallery, best first, cut to max_candidates.
+
+        One matcher call per gallery, or two when the batch mixes searches that accept partial
+        results with searches that do not (only the former may be answered without a shard)."""
+        groups: dict[tuple[int, bool], list[Job]] = defaultdict(list)
         for job in jobs:
             for gallery_id in job.targets:
-                by_gallery[gallery_id].append(job)
-        hits: dict[int, list[Hit]] = defaultdict(list)
-        for gallery_id, members in by_gallery.items():
-            index = self.registry.get(gallery_id)
-            probes = np.vstack([job.probes for job in members])
-            groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
-            started = time.perf_counter()
-            result = index.search(probes, k=max(job.max_candidates for job in members), probe_groups=groups)
-            self.metrics.matcher_latency.labels(str(gallery_id)).observe(time.perf_counter() - started)
-            self.metrics.matcher_batch.observe(len(members))
-            self.batch_sizes.append(len(members))
+                groups[(gallery_id, job.allow_partial)].append(job)
+        outcome = Outcome()
+        for (gallery_id, allow_partial), members in groups.items():
+            try:
+                result = self._search(gallery_id, members, allow_partial)
+            except ShardUnavailableError:
+                outcome.unavailable.update(job.search_id for job in members)
+                continue
             for position, job in enumerate(members):
+                if result.missing_shards:
+                    outcome.missing[job.search_id][gallery_id] = list(result.missing_shards)
                 calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
                 for record_id, score in result.candidates(position):
                     band = calibrated.band(score)
                     if band is not None:
-                        hits[job.search_id].append(
+                        outcome.hits[job.search_id].append(
                             Hit(gallery_id, record_id, score, band, calibrated.match, calibrated.possible)
                         )
         for job in jobs:
-            ranked = sorted(hits[job.search_id], key=lambda h: (-h.score, h.gallery_id, h.record_id))
-            hits[job.search_id] = ranked[: job.max_candidates]
-        return hits
+            ranked = sorted(outcome.hits[job.search_id], key=lambda h: (-h.score, h.gallery_id, h.record_id))
+            outcome.hits[job.search_id] = ranked[: job.max_candidates]
+        return outcome
 
-    def _finish(self, jobs: list[Job], hits: dict[int, list[Hit]]) -> None:
+    def _search(self, gallery_id: int, members: list[Job], allow_partial: bool) -> SearchResult:
+        index = self.registry.get(gallery_id)
+        probes = np.vstack([job.probes for job in members])
+        groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
+        started = time.perf_counter()
+        k = max(job.max_candidates for job in members)
+        result = index.search(probes, k=k, probe_groups=groups, allow_partial=allow_partial)
+        self.metrics.matcher_latency.labels(str(gallery_id)).observe(time.perf_counter() - started)
+        self.metrics.matcher_batch.observe(len(members))
+        self.batch_sizes.append(len(members))
+        return result
+
+    def _finish(self, jobs: list[Job], outcome: Outcome) -> None:
+        if not jobs:
+            return
+        hits = outcome.hits
         record_ids = {hit.record_id for job in jobs for hit in hits[job.search_id]}
         with transaction(self.sessions) as session:
             records = (
@@ -177,6 +207,9 @@ class SearchExecutor:
                         )
                     )
                 search.status, search.finished_at = SearchStatus.DONE.value, now
+                missing = outcome.missing.get(job.search_id)
+                if missing:
+                    search.missing_shards = [{"gallery_id": g, "shards": shards} for g, shards in missing.items()]
                 self.metrics.searches.labels("done").inc()
                 self.metrics.deadline_slack.observe(max(0.0, (search.deadline - now).total_seconds()))
                 audit.append(
@@ -184,10 +217,16 @@ class SearchExecutor:
                     None,
                     "search.complete",
                     f"case/{search.case_id}/search/{search.id}",
-                    details={"candidates": rank, "matches": sum(h.band is Band.MATCH for h in hits[job.search_id])},
+                    details={
+                        "candidates": rank,
+                        "matches": sum(h.band is Band.MATCH for h in hits[job.search_id]),
+                        **({"missing_shards": search.missing_shards} if missing else {}),
+                    },
                 )
 
     def _fail(self, jobs: list[Job], reason: str) -> None:
+        if not jobs:
+            return
         with transaction(self.sessions) as session:
             for job in jobs:
                 search = session.get(Search, job.search_id)

@@ -4,7 +4,7 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -53,6 +53,9 @@ class Search(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     submitted_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     error: Mapped[str | None] = mapped_column(String(200))
+    allow_partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    missing_shards: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Per gallery, the shards that did not answer a search that accepted partial results."""
 
 
 class Candidate(Base):

@@ -24,6 +24,11 @@ class IdentificationIn(BaseModel):
         "default: the service's configured FPIR",
     )
     wait_ms: int = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
+    allow_partial_results: bool = Field(
+        False,
+        description="on a sharded gallery (Ray backend) with a shard down: answer from the shards that are up and "
+        "name the others in missing_shards, instead of failing with shard_unavailable",
+    )
 
 
 class SkippedCountry(BaseModel):
@@ -43,6 +48,11 @@ class CandidateOut(BaseModel):
     attributes: dict[str, str] | None = Field(None, description="identity attributes, once confirmed")
 
 
+class MissingShards(BaseModel):
+    gallery_id: int
+    shards: list[int] = Field(description="shards that did not answer: their records were not searched")
+
+
 class SearchOut(BaseModel):
     id: int
     case_id: int
@@ -58,6 +68,10 @@ class SearchOut(BaseModel):
     searched_galleries: list[int]
     skipped: list[SkippedCountry]
     candidates: list[CandidateOut]
+    missing_shards: list[MissingShards] = Field(
+        default_factory=list,
+        description="only for a search with allow_partial_results: galleries searched without some of their shards",
+    )
 
 
 class VerificationIn(BaseModel):

@@ -95,6 +95,7 @@ def submit_identification(
         submitted_at=now,
         finished_at=None if targets else now,
         submitted_by=actor.id,
+        allow_partial=request.allow_partial_results,
     )
     session.add(search)
     session.flush()
@@ -161,6 +162,7 @@ def search_view(session: Session, search: Search) -> dict[str, Any]:
             }
             for c in candidates
         ],
+        "missing_shards": search.missing_shards or [],
     }
 
 

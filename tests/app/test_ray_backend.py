@@ -72,8 +72,8 @@ def test_ray_backend_gives_the_in_process_candidates_and_survives_a_restart(ray_
     service.client = service._start()  # for the fixture's close
 
 
-def test_search_while_a_shard_is_restored_fails_with_shard_unavailable(ray_service: Service, people) -> None:
-    service = ray_service
+def searchable(service: Service, people) -> tuple[int, dict, dict]:
+    """An enrolled SEN gallery, an agreement, a border police key and an open case."""
     gallery = service.gallery("SEN", dimension=DIM)
     enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
     service.client.post(
@@ -82,7 +82,12 @@ def test_search_while_a_shard_is_restored_fails_with_shard_unavailable(ray_servi
         json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
     )
     police = service.principal("border_police", "FRA", "FRA-DCPAF")
-    case = open_case(service, police, countries=("SEN",))
+    return gallery, police, open_case(service, police, countries=("SEN",))
+
+
+def test_search_while_a_shard_is_restored_fails_with_shard_unavailable(ray_service: Service, people) -> None:
+    service = ray_service
+    gallery, police, case = searchable(service, people)
     before = candidates(service, police, case["id"], people.mated_probes[1])
 
     index = service.runtime.registry.get(gallery)
@@ -100,3 +105,23 @@ def test_search_while_a_shard_is_restored_fails_with_shard_unavailable(ray_servi
     assert "failed" in outcomes, "the search never saw the shard down"
     assert outcomes[-1] == "done", "the shard never came back"
     assert candidates(service, police, case["id"], people.mated_probes[1]) == before
+
+
+def test_partial_results_only_on_request_and_naming_the_missing_shard(ray_service: Service, people) -> None:
+    service = ray_service
+    gallery, police, case = searchable(service, people)
+    before = set(candidates(service, police, case["id"], people.mated_probes[2]))
+    index = service.runtime.registry.get(gallery)
+    ray.kill(ray.get_actor(index.health()[1].name, namespace="readmit"), no_restart=True)  # gone for good
+
+    strict = identify(service, police, case["id"], people.mated_probes[2], max_candidates=20).json()
+    assert (strict["status"], strict["error"], strict["missing_shards"]) == ("failed", "shard_unavailable", [])
+
+    partial = identify(
+        service, police, case["id"], people.mated_probes[2], max_candidates=20, allow_partial_results=True
+    ).json()
+    assert partial["status"] == "done"
+    assert partial["missing_shards"] == [{"gallery_id": gallery, "shards": [1]}]
+    assert {(c["reference_id"], c["score"], c["band"]) for c in partial["candidates"]} <= before
+    polled = service.client.get(f"/v1/searches/{partial['id']}", headers=police).json()
+    assert polled["missing_shards"] == partial["missing_shards"]
