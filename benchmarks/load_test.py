@@ -49,7 +49,14 @@ def keys(data_dir: Path) -> tuple[str, str]:
 
 
 async def run(
-    police: str, registry: str, consul: str, probes: np.ndarray, clients: int, seconds: float, enrol: bool = True
+    police: str,
+    registry: str,
+    consul: str,
+    probes: np.ndarray,
+    clients: int,
+    seconds: float,
+    enrol: bool = True,
+    server_pid: int | None = None,
 ):
     latencies: dict[str, list[float]] = {"identify": [], "enrol": [], "review": []}
     errors: dict[str, int] = {kind: 0 for kind in latencies}
@@ -117,17 +124,27 @@ async def run(
                         ),
                     )
 
+        memory: list[float] = []
+
+        async def sample_memory() -> None:  # the server's RSS every tenth of the run
+            while server_pid is not None and time.perf_counter() < stop:
+                memory.append(rss_mb(server_pid))
+                await asyncio.sleep(seconds / 10)
+
         began = time.perf_counter()
-        await asyncio.gather(*(worker(n) for n in range(clients)))
+        await asyncio.gather(sample_memory(), *(worker(n) for n in range(clients)))
         wall = time.perf_counter() - began
     return {
-        kind: {
-            "requests": len(values),
-            "errors": errors[kind],
-            "per_s": len(values) / wall,
-            **(percentiles_ms(values) if values else {}),
-        }
-        for kind, values in latencies.items()
+        "rss_series_mb": memory,
+        **{
+            kind: {
+                "requests": len(values),
+                "errors": errors[kind],
+                "per_s": len(values) / wall,
+                **(percentiles_ms(values) if values else {}),
+            }
+            for kind, values in latencies.items()
+        },
     }
 
 
@@ -149,7 +166,9 @@ def main() -> None:
         try:
             asyncio.run(run(police, registry, consul, probes, 4, 3))  # warm-up: calibration, first batches
             start_rss = rss_mb(process.pid)
-            results = asyncio.run(run(police, registry, consul, probes, args.clients, args.seconds, args.enrol))
+            results = asyncio.run(
+                run(police, registry, consul, probes, args.clients, args.seconds, args.enrol, process.pid)
+            )
             end_rss = rss_mb(process.pid)
         finally:
             process.terminate()
@@ -169,6 +188,7 @@ def main() -> None:
             f"errors {r['errors']}",
         )
         for kind, r in results.items()
+        if kind != "rss_series_mb"
     ]
     enrolled = results["enrol"]["requests"] * 20
     rows.append(
@@ -177,6 +197,7 @@ def main() -> None:
             f"{start_rss:.0f} MB at the start, {end_rss:.0f} MB at the end ({enrolled:,} records enrolled meanwhile)",
         )
     )
+    rows.append(("memory over the run", ", ".join(f"{m:.0f}" for m in results["rss_series_mb"]) + " MB"))
     print_table(f"mixed load, {args.size:,} templates, {args.clients} clients, {args.seconds:.0f} s", rows)
     print_json(figures)
 
