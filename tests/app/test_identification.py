@@ -23,18 +23,23 @@ def enrol(service, gallery_id, registry, people, prefix="SEN"):
     assert response.json()["inserted"] == len(records)
 
 
-@pytest.fixture
-def story(service, people):
-    sen = service.gallery("SEN", dimension=DIM)
-    mli = service.gallery("MLI", dimension=DIM)
-    enrol(service, sen, service.principal("registry", "SEN"), people, "SEN")
-    enrol(service, mli, service.principal("registry", "MLI"), people, "MLI")
+def searchable_sen_gallery(service, people):
+    """An enrolled SEN face gallery, a FRA-SEN agreement for it, and a FRA border police key."""
+    gallery = service.gallery("SEN", dimension=DIM)
+    enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
     service.client.post(
         "/v1/agreements",
         headers=service.admin,
         json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
     )
-    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    return gallery, service.principal("border_police", "FRA", "FRA-DCPAF")
+
+
+@pytest.fixture
+def story(service, people):
+    sen, police = searchable_sen_gallery(service, people)
+    mli = service.gallery("MLI", dimension=DIM)  # enrolled, but no agreement with MLI
+    enrol(service, mli, service.principal("registry", "MLI"), people, "MLI")
     return service, sen, mli, police
 
 

@@ -15,7 +15,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from tests.app.harness import Service  # noqa: E402
-from tests.app.test_identification import DIM, enrol, identify, open_case  # noqa: E402
+from tests.app.test_identification import identify, open_case, searchable_sen_gallery  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -39,16 +39,8 @@ def candidates(service: Service, police: dict, case_id: int, probes) -> list[tup
 
 def test_ray_backend_gives_the_in_process_candidates_and_survives_a_restart(ray_service: Service, people) -> None:
     service = ray_service
-    gallery = service.gallery("SEN", dimension=DIM)
+    gallery, police, case = searchable(service, people)
     registry = service.principal("registry", "SEN")
-    enrol(service, gallery, registry, people, "SEN")
-    service.client.post(
-        "/v1/agreements",
-        headers=service.admin,
-        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
-    )
-    police = service.principal("border_police", "FRA", "FRA-DCPAF")
-    case = open_case(service, police, countries=("SEN",))
     deleted = service.client.delete(f"/v1/galleries/{gallery}/records/SEN-0007", headers=registry)
     assert deleted.status_code == 204, deleted.text
     probes = [people.mated_probes[i] for i in range(5)] + [people.nonmated_probes[0]]
@@ -73,15 +65,8 @@ def test_ray_backend_gives_the_in_process_candidates_and_survives_a_restart(ray_
 
 
 def searchable(service: Service, people) -> tuple[int, dict, dict]:
-    """An enrolled SEN gallery, an agreement, a border police key and an open case."""
-    gallery = service.gallery("SEN", dimension=DIM)
-    enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
-    service.client.post(
-        "/v1/agreements",
-        headers=service.admin,
-        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
-    )
-    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    """An enrolled SEN gallery that FRA's border police may search, and an open case."""
+    gallery, police = searchable_sen_gallery(service, people)
     return gallery, police, open_case(service, police, countries=("SEN",))
 
 

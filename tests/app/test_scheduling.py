@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from tests.app.test_identification import DIM, enrol, identify, open_case
+from tests.app.test_identification import identify, open_case, searchable_sen_gallery
 
 
 @pytest.fixture
@@ -23,14 +23,7 @@ def service(tmp_path, database_url):
 
 @pytest.fixture
 def paused(service, people):
-    gallery = service.gallery("SEN", dimension=DIM)
-    enrol(service, gallery, service.principal("registry", "SEN"), people, "SEN")
-    service.client.post(
-        "/v1/agreements",
-        headers=service.admin,
-        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
-    )
-    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    _, police = searchable_sen_gallery(service, people)
     service.runtime.scheduler.pause()
     return service, police
 
