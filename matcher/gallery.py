@@ -231,7 +231,7 @@ class GalleryIndex:
     def _append(self, labels: np.ndarray, templates: np.ndarray) -> None:
         self._store.add(labels, templates)
         if self._shortlist is not None:
-            self._shortlist.add(templates)
+            self._shortlist.add(templates, self._store.vectors())
         self._max_samples = max(self._max_samples, _max_samples_per_record(self._store.labels, labels))
 
     def _remove_rows(self, rows: np.ndarray) -> None:
@@ -239,7 +239,7 @@ class GalleryIndex:
             return
         self._store.remove_rows(rows)
         if self._shortlist is not None:
-            self._shortlist.remove_rows(rows)
+            self._shortlist.remove_rows(rows, self._store.vectors())
 
     def _wanted_kind(self) -> IndexKind:
         if self.policy.forced_kind is not None:
@@ -282,7 +282,9 @@ class GalleryIndex:
                 ("templates", self._store.vectors()),
             ]
             if self._shortlist is not None:
-                sections.append(("shortlist", self._shortlist.serialize()))
+                parts = self._shortlist.serialize()
+                manifest["shortlist_parts"] = len(parts)
+                sections += [(f"shortlist.{i}", part) for i, part in enumerate(parts)]
             write_snapshot(path, manifest, sections)
             self.change_seq = int(change_seq)
 
@@ -299,7 +301,11 @@ class GalleryIndex:
                 gallery = cls(template_format, replace(base, forced_kind=pinned))
                 labels = reader.read("labels")
                 templates = reader.map("templates")
-                shortlist = reader.read("shortlist") if manifest["kind"] != IndexKind.EXACT.value else None
+                shortlist = (
+                    None
+                    if manifest["kind"] == IndexKind.EXACT.value
+                    else [reader.read(f"shortlist.{i}") for i in range(manifest["shortlist_parts"])]
+                )
                 reader.verify()
             except (KeyError, ValueError, TypeError) as error:
                 raise SnapshotError(f"{path}: inconsistent manifest: {error}") from error

@@ -37,6 +37,11 @@ def set_thread_budget(threads: int) -> None:
     _thread_budget = max(1, threads)
 
 
+def thread_budget() -> int:
+    """The threads a search of this process may use (see :func:`set_thread_budget`)."""
+    return _thread_budget
+
+
 def use_threads_for(probe_count: int) -> None:
     """Set this thread's FAISS thread count for a search of ``probe_count`` probes."""
     faiss.omp_set_num_threads(1 if probe_count < BLAS_PROBES else _thread_budget)

@@ -1,7 +1,8 @@
 import numpy as np
 
-from matcher import GalleryIndex, IndexKind, IndexPolicy
+from matcher import GalleryIndex, IndexKind, IndexPolicy, prepare_templates
 from matcher.evaluation import mate_ranks, rank_k_identification_rate
+from matcher.shortlist import ShortlistIndex
 
 
 def test_gallery_switches_to_pq_fastscan_past_the_threshold_and_keeps_every_mate(face_format, realistic_set):
@@ -75,3 +76,21 @@ def test_codes_stay_aligned_through_removals_appends_and_snapshots(tmp_path, fac
     np.testing.assert_array_equal(
         loaded.search(data.mated_probes, k=3).record_ids, index.search(data.mated_probes, k=3).record_ids
     )
+    one_by_one = np.array([index.search(probe[None, :], k=1).record_ids[0, 0] for probe in data.mated_probes])
+    assert (one_by_one[kept] == data.mated_ids[kept]).mean() > 0.99  # single probes: the parallel scan
+
+
+def test_partitions_scanned_in_parallel_propose_the_one_index_shortlist(face_format, realistic_set):
+    """A single probe scans the code partitions on parallel threads; the merged shortlist is the
+    one a single partition proposes (the codes and their estimates are the same)."""
+    vectors = prepare_templates(realistic_set.gallery, face_format)
+    one = ShortlistIndex.build(face_format, vectors, 65_536, partitions=1)
+    three = ShortlistIndex.build(face_format, vectors, 65_536, partitions=3)
+    sizes = [part.ntotal for part in three.parts]
+    assert sum(sizes) == len(vectors) and max(sizes) - min(sizes) <= 1
+    for probes in (realistic_set.mated_probes[:1], realistic_set.mated_probes[:40]):
+        probes = prepare_templates(probes, face_format)
+        alone, merged = one.search(probes, 200), three.search(probes, 200)
+        assert merged.shape == alone.shape
+        overlap = [len(set(a) & set(m)) / 200 for a, m in zip(alone, merged, strict=True)]
+        assert min(overlap) >= 0.98  # the same, but for ties at the cut
