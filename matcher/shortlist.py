@@ -122,8 +122,9 @@ class ShortlistIndex:
             return distances, np.where(rows >= 0, rows + offsets[index], -1)
 
         filled = [i for i, part in enumerate(self.parts) if part.ntotal > 0]
-        if len(filled) > 1 and probes.shape[0] < BLAS_PROBES:
-            answers = list(_scan_pool(len(self.parts)).map(scan, filled))
+        if len(filled) > 1 and probes.shape[0] < BLAS_PROBES:  # the first here, the others on the pool
+            others = [_scan_pool(len(self.parts)).submit(scan, i) for i in filled[1:]]
+            answers = [scan(filled[0])] + [future.result() for future in others]
         else:
             answers = [scan(i) for i in filled]
         if len(answers) == 1:
