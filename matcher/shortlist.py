@@ -16,15 +16,14 @@ score the gallery returns is exact.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
+from functools import partial
 from itertools import pairwise
 
 import faiss
 import numpy as np
 
 from matcher.formats import Metric, TemplateFormat
-from matcher.tuning import BLAS_PROBES, thread_budget
+from matcher.tuning import BLAS_PROBES, run_in_parallel, thread_budget
 
 TRAINING_SEED = 1234
 BLOCK_SIZE = 32
@@ -42,14 +41,6 @@ def pq_subquantizers(dimension: int) -> int:
         if dimension % m == 0:
             return m
     return 1
-
-
-@cache
-def _scan_pool(workers: int) -> ThreadPoolExecutor:
-    """Threads that scan the partitions of one probe; each runs FAISS on one OpenMP thread."""
-    return ThreadPoolExecutor(
-        workers, thread_name_prefix="pq-scan", initializer=faiss.omp_set_num_threads, initargs=(1,)
-    )
 
 
 class ShortlistIndex:
@@ -122,10 +113,9 @@ class ShortlistIndex:
             return distances, np.where(rows >= 0, rows + offsets[index], -1)
 
         filled = [i for i, part in enumerate(self.parts) if part.ntotal > 0]
-        if len(filled) > 1 and probes.shape[0] < BLAS_PROBES:  # the first here, the others on the pool
-            others = [_scan_pool(len(self.parts)).submit(scan, i) for i in filled[1:]]
-            answers = [scan(filled[0])] + [future.result() for future in others]
-        else:
+        if probes.shape[0] < BLAS_PROBES:
+            answers = run_in_parallel([partial(scan, i) for i in filled])
+        else:  # a batch: OpenMP inside each partition
             answers = [scan(i) for i in filled]
         if len(answers) == 1:
             return answers[0][1]

@@ -16,8 +16,14 @@ not reach searches made from another, so it is set before every search, in the s
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
+from typing import TypeVar
 
 import faiss
+
+T = TypeVar("T")
 
 BLAS_PROBES = 3
 """From this many probes of one call, exact search uses GEMM."""
@@ -53,3 +59,21 @@ faiss.cvar.distance_compute_blas_threshold = BLAS_PROBES * TYPICAL_DIMENSION
 # the development machine, 256 probes against 200k templates ran at 76 GFLOP/s with 1024-row
 # blocks and 140 GFLOP/s with 4096 (numpy's GEMM: 185): larger blocks keep BLAS efficient.
 faiss.cvar.distance_compute_blas_database_bs = 4096
+
+
+@cache
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """Threads for the pieces of one probe's search; each runs FAISS on one OpenMP thread."""
+    return ThreadPoolExecutor(
+        workers, thread_name_prefix="matcher", initializer=faiss.omp_set_num_threads, initargs=(1,)
+    )
+
+
+def run_in_parallel(tasks: list[Callable[[], T]]) -> list[T]:
+    """Run ``tasks`` at once (FAISS releases the GIL), the first on the calling thread, and
+    return their results in order. A single probe is one core's work in FAISS; this is how it
+    gets the others."""
+    if len(tasks) == 1:
+        return [tasks[0]()]
+    others = [_pool(_thread_budget).submit(task) for task in tasks[1:]]
+    return [tasks[0](), *(future.result() for future in others)]
