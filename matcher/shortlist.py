@@ -55,7 +55,8 @@ class ShortlistIndex:
         cls, template_format: TemplateFormat, vectors: np.ndarray, training_sample: int, partitions: int | None = None
     ) -> ShortlistIndex:
         """Train on a reproducible sample of ``vectors``, then encode all of them into
-        ``partitions`` parts (default: one per core this process may use)."""
+        ``partitions`` parts (default: one per core this process may use; two per core measured
+        slower at 1M, 3.0 against 2.6 ms, the merge of longer lists outweighing the balance)."""
         metric = faiss.METRIC_L2 if template_format.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
         trained = faiss.IndexPQFastScan(
             template_format.dimension, pq_subquantizers(template_format.dimension), 4, metric, BLOCK_SIZE

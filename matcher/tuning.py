@@ -70,10 +70,16 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def run_in_parallel(tasks: list[Callable[[], T]]) -> list[T]:
-    """Run ``tasks`` at once (FAISS releases the GIL), the first on the calling thread, and
-    return their results in order. A single probe is one core's work in FAISS; this is how it
-    gets the others."""
+    """Run ``tasks`` at once (FAISS releases the GIL) and return their results in order.
+
+    A single probe is one core's work in FAISS; this is how it gets the others. The calling
+    thread runs the first task, then takes back any task no pool thread has started yet, so a
+    pool thread that the host schedules late delays nothing but its own task.
+    """
     if len(tasks) == 1:
         return [tasks[0]()]
     others = [_pool(_thread_budget).submit(task) for task in tasks[1:]]
-    return [tasks[0](), *(future.result() for future in others)]
+    results = [tasks[0]()]
+    for task, future in zip(tasks[1:], others, strict=True):
+        results.append(task() if future.cancel() else future.result())
+    return results
