@@ -117,6 +117,16 @@ class _Accepted:
     templates: np.ndarray
 
 
+def ensure_writable(factory: sessionmaker[Session], actor: Principal, gallery_id: int) -> None:
+    """A gallery the actor may write to (a registry officer's own country's), else 404. Checked
+    before the index's write lock is taken: an unknown gallery has no index to lock, and must be
+    a 404 like any other unknown resource, not an unavailable index."""
+    with factory() as session:
+        visible_gallery(session, actor, gallery_id)
+    if actor.role != Role.REGISTRY.value:
+        raise NotFound(f"gallery {gallery_id} not found", code="unknown_gallery")
+
+
 def enrol_batch(
     factory: sessionmaker[Session],
     registry: IndexRegistry,
@@ -133,11 +143,10 @@ def enrol_batch(
             code="batch_too_large",
         )
     outcome = EnrolmentOutcome()
+    ensure_writable(factory, actor, gallery_id)
     with registry.writing(gallery_id):
         with transaction(factory) as session:
             gallery = visible_gallery(session, actor, gallery_id)
-            if actor.role != Role.REGISTRY.value:
-                raise NotFound(f"gallery {gallery_id} not found", code="unknown_gallery")
             accepted = _validate(template_format(gallery), items, settings, outcome)
             existing = {
                 record.reference_id: record
@@ -237,11 +246,10 @@ def delete_record(
     factory: sessionmaker[Session], registry: IndexRegistry, actor: Principal, gallery_id: int, reference_id: str
 ) -> None:
     """Delete a record and its templates; it is gone from matching when this returns."""
+    ensure_writable(factory, actor, gallery_id)
     with registry.writing(gallery_id):
         with transaction(factory) as session:
             gallery = visible_gallery(session, actor, gallery_id)
-            if actor.role != Role.REGISTRY.value:
-                raise NotFound(f"gallery {gallery_id} not found", code="unknown_gallery")
             record = session.scalar(
                 select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id)
             )

@@ -5,6 +5,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
+from app.core.ids import RowId
 from app.galleries.schemas import TemplateFormatIn
 
 Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
@@ -75,7 +76,7 @@ class SearchOut(BaseModel):
 
 
 class VerificationIn(BaseModel):
-    gallery_id: int
+    gallery_id: RowId
     reference_id: str
     probes: list[list[float]] | None = None
     probes_b64: list[str] | None = None

@@ -18,6 +18,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 
 from app.core.errors import DomainError
+from app.core.ids import RowId
 from app.db.base import utcnow
 from app.galleries.service import list_galleries
 from app.matching.models import ReviewState
@@ -159,7 +160,7 @@ def queue(request: Request, state: str = "pending", gallery_id: str = "") -> Res
 
 
 @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
-def candidate(request: Request, candidate_id: int) -> Response:
+def candidate(request: Request, candidate_id: RowId) -> Response:
     with _sessions(request) as db, db.begin():
         current = _signed_in(request, db)
         if current is None:
@@ -175,7 +176,7 @@ def candidate(request: Request, candidate_id: int) -> Response:
 @router.post("/candidates/{candidate_id}/decision")
 def decide(
     request: Request,
-    candidate_id: int,
+    candidate_id: RowId,
     decision: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",

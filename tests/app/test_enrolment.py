@@ -164,3 +164,17 @@ def test_gallery_format_fixes_dimension_and_duplicates_are_refused(service):
         json={"country": "XXX", "modality": "face", "template_format": {"model": "m", "dimension": 64}},
     )
     assert bad_country.status_code == 422 and bad_country.json()["error"]["code"] == "invalid_country"
+
+
+def test_unknown_galleries_and_out_of_range_ids_are_client_errors(service):
+    """Found by the fuzzer: a write to a gallery that does not exist answered 503 (no index to
+    lock) instead of 404, and an id past 64 bits overflowed inside the database driver (500)."""
+    registry = service.principal("registry", "SEN")
+    batch = {"records": records(1)}
+    unknown = service.client.post("/v1/galleries/999/records:batch", json=batch, headers=registry)
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_gallery")
+    assert service.client.delete("/v1/galleries/999/records/X", headers=registry).status_code == 404
+    for path in ("/v1/galleries/9223372036854775808", "/v1/cases/9223372036854775808", "/v1/searches/0"):
+        response = service.client.get(path, headers=service.admin)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["code"] == "validation_error"

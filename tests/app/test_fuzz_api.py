@@ -35,7 +35,9 @@ def already_started(app):
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory):
-    service = Service(tmp_path_factory.mktemp("fuzz") / "data", None, requests_per_minute=100_000)
+    service = Service(  # limits high: the fuzzer is to reach the handlers, not the throttles (tested apart)
+        tmp_path_factory.mktemp("fuzz") / "data", None, requests_per_minute=100_000, failed_auth_per_minute=100_000
+    )
     world = World(service)
     loaded = schemathesis.openapi.from_asgi("/openapi.json", already_started(service.client.app))
     loaded.config.generation.update(modes=list(schemathesis.GenerationMode))  # valid and invalid inputs
@@ -52,6 +54,8 @@ schema = schemathesis.pytest.from_fixture("api")
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_documented_error_shape(case):
     for role in ROLES:
+        if role == "admin" and case.method == "DELETE" and case.path == "/v1/principals/{principal_id}":
+            continue  # an admin revoking the world's keys would leave the rest of the run unauthenticated
         response = case.call(headers={**(case.headers or {}), **KEYS[role]})
         CALLS[response.status_code] = CALLS.get(response.status_code, 0) + 1
         assert response.status_code < 500, (role, case.method, case.formatted_path, response.text)

@@ -17,7 +17,7 @@ Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 def events(
     actor: Auditor,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, description="return events with seq greater than this")] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return events with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, object]:
     with session.begin():

@@ -12,6 +12,7 @@ from app.audit import service as audit
 from app.cases import service
 from app.cases.models import Case, CaseStatus
 from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
+from app.core.ids import RowId
 from app.matching import service as matching
 from app.matching.models import Search
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
@@ -83,7 +84,7 @@ def open_case(body: CaseIn, actor: BorderPolice, session: SessionDep) -> dict[st
 
 
 @router.get("/{case_id}", response_model=CaseOut, summary="Read a case with its searches and candidate states")
-def read_case(case_id: int, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
+def read_case(case_id: RowId, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
     with session.begin():
         case = service.visible_case(session, actor, case_id)
         view = case_view(session, case)
@@ -92,7 +93,7 @@ def read_case(case_id: int, actor: BorderPolice, session: SessionDep) -> dict[st
 
 
 @router.patch("/{case_id}", response_model=CaseOut, summary="Close a case, or mark it unidentified")
-def update_case(case_id: int, body: CaseUpdate, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
+def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
     with session.begin():
         case = service.visible_case(session, actor, case_id, for_update=True)
         service.move(session, actor, case, CaseStatus(body.status), "requested by the agency")
@@ -105,7 +106,7 @@ def update_case(case_id: int, body: CaseUpdate, actor: BorderPolice, session: Se
     summary="Identify (1:N) against the allowed galleries",
     responses={202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"}},
 )
-def identify(case_id: int, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep) -> JSONResponse:
+def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep) -> JSONResponse:
     """Searches every gallery of the modality and template format whose country is presumed (or
     named in ``countries``) and covered by an agreement in force today; other countries are listed
     in ``skipped``. One candidate per record (best over probe and record samples), above the
@@ -125,7 +126,7 @@ def identify(case_id: int, body: IdentificationIn, actor: BorderPolice, runtime:
 
 
 @router.post("/{case_id}/verifications", response_model=VerificationOut, summary="Verify (1:1) against one record")
-def verification(case_id: int, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> dict[str, object]:
+def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> dict[str, object]:
     """Scores the probes against one enrolled record of a presumed country's gallery covered by an
     agreement; the decision is taken at the gallery's calibrated threshold for ``target_fmr``."""
     with runtime.sessions() as session, session.begin():

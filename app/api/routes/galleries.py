@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import RuntimeDep, SessionDep, require
+from app.core.ids import RowId
 from app.galleries import service
 from app.galleries.models import Gallery, Record
 from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordOut
@@ -56,13 +57,13 @@ def list_all(actor: AdminOrRegistry, session: SessionDep, runtime: RuntimeDep) -
 
 
 @router.get("/{gallery_id}", response_model=GalleryOut, summary="Read a gallery with its counts")
-def read(gallery_id: int, actor: AdminOrRegistry, session: SessionDep, runtime: RuntimeDep) -> dict[str, object]:
+def read(gallery_id: RowId, actor: AdminOrRegistry, session: SessionDep, runtime: RuntimeDep) -> dict[str, object]:
     gallery = service.visible_gallery(session, actor, gallery_id)
     return _out(runtime, gallery, *service.gallery_counts(session, gallery_id))
 
 
 @router.post("/{gallery_id}/records:batch", response_model=RecordBatchOut, summary="Enrol or update records in bulk")
-def enrol(gallery_id: int, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
+def enrol(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their
     position and a code); the others are stored. Templates are checked against the gallery's
@@ -77,7 +78,7 @@ def enrol(gallery_id: int, body: RecordBatchIn, actor: Registry, runtime: Runtim
     "/{gallery_id}/records/{reference_id}", response_model=RecordOut, summary="Read a record (never its templates)"
 )
 def read_record(
-    gallery_id: int, reference_id: str, actor: RegistryOrConsular, session: SessionDep
+    gallery_id: RowId, reference_id: str, actor: RegistryOrConsular, session: SessionDep
 ) -> dict[str, object]:
     """Registry: its own country's records. Consular: its own country's records that a candidate
     points to. The read is audited."""
@@ -94,7 +95,7 @@ def read_record(
 
 
 @router.delete("/{gallery_id}/records/{reference_id}", status_code=204, summary="Delete a record")
-def delete_record(gallery_id: int, reference_id: str, actor: Registry, runtime: RuntimeDep) -> Response:
+def delete_record(gallery_id: RowId, reference_id: str, actor: Registry, runtime: RuntimeDep) -> Response:
     """The record is gone from matching when this call returns."""
     service.delete_record(runtime.sessions, runtime.registry, actor, gallery_id, reference_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import SessionDep, require
+from app.core.ids import RowId
 from app.principals import service
 from app.principals.models import Principal, Role
 from app.principals.schemas import PrincipalCreated, PrincipalIn, PrincipalOut
@@ -26,7 +27,7 @@ def create(body: PrincipalIn, actor: Admin, session: SessionDep) -> dict[str, ob
 
 
 @router.delete("/{principal_id}", status_code=204, summary="Revoke a principal's key")
-def revoke(principal_id: int, actor: Admin, session: SessionDep) -> Response:
+def revoke(principal_id: RowId, actor: Admin, session: SessionDep) -> Response:
     with session.begin():
         service.revoke_principal(session, actor, principal_id)
     return Response(status_code=204)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import SessionDep, require
+from app.core.ids import RowId
 from app.matching.models import ReviewState
 from app.principals.models import Principal, Role
 from app.review import service
@@ -19,7 +20,7 @@ def queue(
     actor: Consular,
     session: SessionDep,
     state: ReviewState = ReviewState.PENDING,
-    gallery_id: int | None = None,
+    gallery_id: RowId | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[dict[str, object]]:
     """Only candidates pointing into the caller's own country's galleries, earliest case
@@ -29,7 +30,7 @@ def queue(
 
 
 @router.post("/v1/candidates/{candidate_id}/decision", response_model=DecisionOut, summary="Confirm or reject")
-def decide(candidate_id: int, body: DecisionIn, actor: Consular, session: SessionDep) -> dict[str, object]:
+def decide(candidate_id: RowId, body: DecisionIn, actor: Consular, session: SessionDep) -> dict[str, object]:
     """A confirmation marks the case ``identified``. Every decision is audited with the officer."""
     with session.begin():
         candidate = service.decide(session, actor, candidate_id, body.decision == "confirmed", body.note)
