@@ -174,7 +174,12 @@ def test_unknown_galleries_and_out_of_range_ids_are_client_errors(service):
     unknown = service.client.post("/v1/galleries/999/records:batch", json=batch, headers=registry)
     assert (unknown.status_code, unknown.json()["error"]["code"]) == (404, "unknown_gallery")
     assert service.client.delete("/v1/galleries/999/records/X", headers=registry).status_code == 404
-    for path in ("/v1/galleries/9223372036854775808", "/v1/cases/9223372036854775808", "/v1/searches/0"):
-        response = service.client.get(path, headers=service.admin)
+    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    for path, caller in (
+        ("/v1/galleries/9223372036854775808", service.admin),
+        ("/v1/cases/9223372036854775808", police),
+        ("/v1/searches/0", police),
+    ):
+        response = service.client.get(path, headers=caller)
         assert response.status_code == 422, (path, response.text)
         assert response.json()["error"]["code"] == "validation_error"
