@@ -1,8 +1,8 @@
 """A gallery split over shards that run as Ray actors, behind the same interface as one
 :class:`GalleryIndex`.
 
-Each shard is a Ray actor holding a :class:`GalleryIndex` (the in-process code, not a copy) and
-its own snapshot file. A record lives on one shard (:func:`matcher.placement.shard_of`), so
+Each shard is a Ray actor (:class:`matcher.shard.GalleryShard`) holding a :class:`GalleryIndex`
+and its own snapshot file. A record lives on one shard (:func:`matcher.placement.shard_of`), so
 writes and verifications touch one shard and a search is scattered to every shard and merged
 (:func:`matcher.placement.merge_shard_results`), giving the one index's exact answer.
 
@@ -12,13 +12,12 @@ brings it up to date: it replays the changes applied since the last snapshot of 
 journal, each entry a committed database change), or, when the shard has no usable snapshot,
 refills it from the database through the caller's ``refill`` stream. Meanwhile a search raises
 :class:`ShardUnavailableError`, unless the caller accepted partial results, which then name the
-missing shards. Ray is an optional dependency: only this module imports it.
+missing shards. Ray is an optional dependency: only this module and :mod:`matcher.shard` import it.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import uuid
@@ -32,14 +31,15 @@ import numpy.typing as npt
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from matcher.errors import InvalidTemplateError, MatcherError, ShardUnavailableError, SnapshotError
+from matcher.errors import InvalidTemplateError, ShardUnavailableError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import NO_RECORD, SearchResult
-from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy, leave_one_out_top_scores
+from matcher.gallery import IndexKind, IndexPolicy, leave_one_out_top_scores
 from matcher.placement import merge_shard_results, shard_of
-from matcher.snapshot import read_manifest
-from matcher.tuning import set_thread_budget
+from matcher.shard import UNKNOWN_SEQ, GalleryShard, ShardNotLoadedError, ShardState, read_manifests, shard_path
 from matcher.validation import prepare_ids, prepare_templates
+
+__all__ = ["ShardState", "ShardedGallery", "ShardingPolicy", "cluster_shards", "connect", "read_manifests"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +49,8 @@ NAMESPACE = "readmit"
 INLINE_BYTES = 100 * 1024
 """Probe arrays up to this size go inside each shard call rather than through the object store."""
 
-UNKNOWN_SEQ = -1
-"""A shard's change number when it holds no data it could vouch for (no snapshot yet)."""
-
 TemplateChunks = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """() -> chunks of (record ids, templates) of the whole gallery, read from the source of truth."""
-
-
-class ShardNotLoadedError(MatcherError):
-    """Raised inside a restarted shard that has no data yet: the coordinator restores it."""
-
-    code = "shard_unavailable"
 
 
 SHARD_DOWN = (RayActorError, GetTimeoutError, ShardNotLoadedError)
@@ -75,132 +66,6 @@ class ShardingPolicy:
     search_timeout_s: float = 60.0
     recovery_timeout_s: float = 600.0
     max_concurrency: int = 4
-
-
-@dataclass(frozen=True)
-class ShardState:
-    """What a shard says of itself: for health reports and for the coordinator's checks."""
-
-    name: str
-    incarnation: str
-    change_seq: int
-    templates: int
-    records: int
-    kind: str
-    rss_mb: float
-    pid: int
-    node: str
-    available: bool = True
-
-
-class GalleryShard:
-    """One shard: a GalleryIndex and its snapshot. Runs inside a Ray actor; a restart reruns
-    ``__init__``, which reloads the snapshot, or starts empty at ``empty_seq`` when there is none
-    and the gallery was created empty, or else waits for a refill (``change_seq`` -1)."""
-
-    def __init__(
-        self,
-        name: str,
-        template_format: TemplateFormat,
-        policy: IndexPolicy,
-        snapshot_path: str,
-        empty_seq: int | None,
-        threads: int = 1,
-    ) -> None:
-        set_thread_budget(threads)  # the CPUs Ray reserved for this actor, not the whole node
-        self.name = name
-        self.format, self.policy, self.path = template_format, policy, Path(snapshot_path)
-        self.incarnation = uuid.uuid4().hex
-        self.index: GalleryIndex | None = None
-        if self.path.exists():
-            try:
-                self.index = GalleryIndex.load(self.path, policy)
-            except SnapshotError:
-                log.warning("shard snapshot unusable, waiting for a refill", extra={"event": {"shard": name}})
-        elif empty_seq is not None:
-            self.index = GalleryIndex(template_format, policy)
-            self.index.change_seq = empty_seq
-
-    def _ready(self) -> GalleryIndex:
-        if self.index is None:
-            raise ShardNotLoadedError(f"shard {self.name} has no data yet")
-        return self.index
-
-    def state(self) -> ShardState:
-        index = self.index
-        return ShardState(
-            name=self.name,
-            incarnation=self.incarnation,
-            change_seq=UNKNOWN_SEQ if index is None else index.change_seq,
-            templates=0 if index is None else index.template_count,
-            records=0 if index is None else index.record_count,
-            kind="none" if index is None else index.kind.value,
-            rss_mb=_rss_mb(),
-            pid=os.getpid(),
-            node=ray.get_runtime_context().get_node_id(),
-        )
-
-    # Reads answer (incarnation, result): the coordinator takes results only from the
-    # incarnation it brought up to date.
-
-    def search(self, probes: np.ndarray, k: int, probe_groups: np.ndarray) -> tuple[str, SearchResult]:
-        return self.incarnation, self._ready().search(probes, k, probe_groups)
-
-    def score_record(self, record_id: int, probes: np.ndarray) -> tuple[str, float | None]:
-        return self.incarnation, self._ready().score_record(record_id, probes)
-
-    def sample_templates(self, count: int, seed: int) -> tuple[str, tuple[np.ndarray, np.ndarray]]:
-        return self.incarnation, self._ready().sample_templates(count, seed)
-
-    def nonmated_pair_scores(self, pairs: int, seed: int) -> tuple[str, np.ndarray]:
-        return self.incarnation, self._ready().nonmated_pair_scores(pairs, seed)
-
-    def record_ids(self) -> tuple[str, np.ndarray]:
-        return self.incarnation, self._ready().record_ids()
-
-    # Writes name the incarnation they are meant for and answer the shard's template count. A
-    # restarted shard refuses writes meant for its predecessor: applied to its older data, they
-    # would advance its change number past changes it lacks, which the restore then would skip.
-
-    def _writable(self, incarnation: str) -> GalleryIndex:
-        if incarnation != self.incarnation:
-            raise ShardNotLoadedError(f"shard {self.name} restarted: a write for its predecessor")
-        return self._ready()
-
-    def apply(
-        self,
-        incarnation: str,
-        change_seq: int,
-        removed: np.ndarray,
-        record_ids: np.ndarray,
-        templates: np.ndarray | None,
-    ) -> int:
-        index = self._writable(incarnation)
-        index.apply(change_seq, removed, record_ids, templates)
-        return index.template_count
-
-    def add(self, incarnation: str, record_ids: np.ndarray, templates: np.ndarray) -> int:
-        index = self._writable(incarnation)
-        index.add(record_ids, templates)
-        return index.template_count
-
-    def reset(self, incarnation: str, change_seq: int) -> int:
-        """Start again empty, before a bulk load or a refill from the database."""
-        if incarnation != self.incarnation:
-            raise ShardNotLoadedError(f"shard {self.name} restarted: a reset for its predecessor")
-        self.index = GalleryIndex(self.format, self.policy)
-        self.index.change_seq = change_seq
-        return 0
-
-    def save(self, incarnation: str, change_seq: int) -> int:
-        index = self._writable(incarnation)
-        index.save(self.path, change_seq)
-        return index.template_count
-
-    def rebuild(self, incarnation: str, kind: IndexKind | None) -> int:
-        index = self._writable(incarnation)
-        index.rebuild(kind)
-        return index.template_count
 
 
 @dataclass
@@ -566,27 +431,6 @@ class ShardedGallery:
         return "refilled from the database"
 
 
-def shard_path(snapshot_path: Path, shard: int, shard_count: int) -> Path:
-    """Where shard ``shard`` of a gallery snapshotted at ``snapshot_path`` keeps its snapshot."""
-    return snapshot_path.with_name(f"{snapshot_path.name}.shard-{shard}-of-{shard_count}")
-
-
-def read_manifests(snapshot_path: Path, shard_count: int) -> dict[str, Any]:
-    """The gallery's manifest from its shards' manifests: the change they share and their total
-    count. Raises FileNotFoundError when no shard has a snapshot, SnapshotError when some lack
-    one or they are at different changes."""
-    paths = [shard_path(snapshot_path, i, shard_count) for i in range(shard_count)]
-    present = [path for path in paths if path.exists()]
-    if not present:
-        raise FileNotFoundError(snapshot_path)
-    if len(present) < shard_count:
-        raise SnapshotError(f"{len(present)} of {shard_count} shard snapshots present")
-    manifests = [read_manifest(path) for path in paths]
-    if len({m["change_seq"] for m in manifests}) != 1:
-        raise SnapshotError("shard snapshots at different changes")
-    return {**manifests[0], "template_count": sum(m["template_count"] for m in manifests)}
-
-
 def _shard_chunks(
     chunks: Iterable[tuple[np.ndarray, np.ndarray]], shard: int, shard_count: int, gallery_key: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -594,13 +438,6 @@ def _shard_chunks(
         mine = shard_of(record_ids, shard_count, gallery_key) == shard
         if mine.any():
             yield record_ids[mine], templates[mine]
-
-
-def _rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def connect(address: str, num_cpus: int | None = None) -> None:
