@@ -3,6 +3,7 @@ on a real database, with helpers to create principals and galleries."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,23 @@ class Service:
         response = self.client.post("/v1/galleries", json=body, headers=self.admin)
         assert response.status_code == 201, response.text
         return int(response.json()["id"])
+
+
+def case_body(
+    ref: str,
+    days_ago: float = 0,
+    limit: int = 45,
+    countries: tuple[str, ...] = ("SEN",),
+    legal_basis: str = "consent",
+) -> dict[str, Any]:
+    """The body that opens a case for a person detained ``days_ago`` days ago."""
+    return {
+        "external_ref": ref,
+        "detained_at": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
+        "detention_limit_days": limit,
+        "presumed_countries": list(countries),
+        "legal_basis": legal_basis,
+    }
 
 
 def records(count: int, dimension: int = 64, samples: int = 2, seed: int = 0, prefix: str = "REF") -> list[dict]:

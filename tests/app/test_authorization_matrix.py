@@ -6,13 +6,11 @@ route gets 403; a principal of another country or agency gets 404 for resources 
 leak) and empty lists where it lists.
 """
 
-from datetime import UTC, datetime
-
 import numpy as np
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.app.harness import Service
+from tests.app.harness import Service, case_body
 
 PRINCIPALS = {
     "admin": None,
@@ -50,9 +48,7 @@ class World:
             f"/v1/galleries/{self.gallery}/records:batch", json={"records": records}, headers=self.keys["registry"]
         )
         service.client.post("/v1/agreements", headers=service.admin, json=self.agreement())
-        self.case = service.client.post("/v1/cases", headers=self.keys["police"], json=self.case_body("C-1")).json()[
-            "id"
-        ]
+        self.case = service.client.post("/v1/cases", headers=self.keys["police"], json=case_body("C-1")).json()["id"]
         search = service.client.post(
             f"/v1/cases/{self.case}/identifications", headers=self.keys["police"], json=self.identification()
         ).json()
@@ -61,15 +57,6 @@ class World:
 
     def agreement(self) -> dict:
         return {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
-
-    def case_body(self, ref: str) -> dict:
-        return {
-            "external_ref": ref,
-            "detained_at": datetime.now(UTC).isoformat(),
-            "detention_limit_days": 45,
-            "presumed_countries": ["SEN"],
-            "legal_basis": "consent",
-        }
 
     def identification(self) -> dict:
         return {
@@ -124,7 +111,7 @@ def table(w: World) -> list[tuple[str, str, str, object, dict[str, int]]]:
             None,
             {"registry": 204, "registry_other": 404},
         ),
-        ("POST", "/v1/cases", "/v1/cases", w.case_body("C-2"), {"police": 201, "police_other": 201}),
+        ("POST", "/v1/cases", "/v1/cases", case_body("C-2"), {"police": 201, "police_other": 201}),
         ("GET", "/v1/cases/{case_id}", f"/v1/cases/{case}", None, own_police),
         ("PATCH", "/v1/cases/{case_id}", f"/v1/cases/{case}", {"status": "closed"}, own_police),
         (
@@ -178,7 +165,6 @@ def table_skeleton() -> list[tuple[str, str]]:
         gallery = case = search = candidate = spare_principal = 0
         templates = np.zeros((6, DIM))
         agreement = World.agreement
-        case_body = World.case_body
         identification = World.identification
 
     return [(m, t) for m, t, *_ in table(Blank())]  # type: ignore[arg-type]

@@ -5,12 +5,11 @@ search ends, and the audit chain verifies."""
 
 import threading
 import time
-from datetime import UTC, datetime
 
 import httpx
 import numpy as np
 
-from tests.app.harness import ServerProcess
+from tests.app.harness import ServerProcess, case_body
 
 DIM = 32
 BATCH = 100
@@ -122,13 +121,7 @@ def test_sigkill_during_a_search_burst_resumes_every_accepted_search(tmp_path):
         case = client.post(
             "/v1/cases",
             headers=police,
-            json={
-                "external_ref": "BURST",
-                "detained_at": datetime.now(UTC).isoformat(),
-                "detention_limit_days": 45,
-                "presumed_countries": ["SEN"],
-                "legal_basis": "consent",
-            },
+            json=case_body("BURST"),
         ).json()["id"]
         accepted = {}
         for i in range(40):

@@ -5,6 +5,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from tests.app.harness import case_body
+
 DIM = 512
 
 
@@ -44,17 +46,8 @@ def story(service, people):
 
 
 def open_case(service, police, ref="DCPAF-2026-0001", days_ago=3, limit=45, countries=("SEN", "MLI")):
-    detained = (datetime.now(UTC) - timedelta(days=days_ago)).isoformat()
     response = service.client.post(
-        "/v1/cases",
-        headers=police,
-        json={
-            "external_ref": ref,
-            "detained_at": detained,
-            "detention_limit_days": limit,
-            "presumed_countries": list(countries),
-            "legal_basis": "readmission_agreement",
-        },
+        "/v1/cases", headers=police, json=case_body(ref, days_ago, limit, countries, "readmission_agreement")
     )
     assert response.status_code == 201, response.text
     return response.json()
@@ -185,13 +178,7 @@ def test_scoping_of_cases_and_searches(story, people):
     duplicate = service.client.post(
         "/v1/cases",
         headers=police,
-        json={
-            "external_ref": "DCPAF-2026-0001",
-            "detained_at": datetime.now(UTC).isoformat(),
-            "detention_limit_days": 45,
-            "presumed_countries": ["SEN"],
-            "legal_basis": "consent",
-        },
+        json=case_body("DCPAF-2026-0001"),
     )
     assert duplicate.status_code == 409 and duplicate.json()["error"]["code"] == "duplicate_case"
 
@@ -208,37 +195,19 @@ def test_bad_probes_and_deadlines(story, people):
     past = service.client.post(
         "/v1/cases",
         headers=police,
-        json={
-            "external_ref": "OLD",
-            "detained_at": (datetime.now(UTC) - timedelta(days=50)).isoformat(),
-            "detention_limit_days": 45,
-            "presumed_countries": ["SEN"],
-            "legal_basis": "consent",
-        },
+        json=case_body("OLD", days_ago=50),
     )
     assert past.status_code == 409 and past.json()["error"]["code"] == "deadline_passed"
     too_long = service.client.post(
         "/v1/cases",
         headers=police,
-        json={
-            "external_ref": "LONG",
-            "detained_at": datetime.now(UTC).isoformat(),
-            "detention_limit_days": 541,
-            "presumed_countries": ["SEN"],
-            "legal_basis": "consent",
-        },
+        json=case_body("LONG", limit=541),
     )
     assert too_long.status_code == 422
     unknown_basis = service.client.post(
         "/v1/cases",
         headers=police,
-        json={
-            "external_ref": "X",
-            "detained_at": datetime.now(UTC).isoformat(),
-            "detention_limit_days": 45,
-            "presumed_countries": ["SEN"],
-            "legal_basis": "because",
-        },
+        json=case_body("X", legal_basis="because"),
     )
     assert unknown_basis.json()["error"]["code"] == "validation_error"
 

@@ -3,14 +3,13 @@ Playwright, against the real service on loopback."""
 
 import os
 import shutil
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.app.harness import ServerProcess
+from tests.app.harness import ServerProcess, case_body
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -68,13 +67,7 @@ def build_world(api):
         case = api.post(
             "/v1/cases",
             headers=police,
-            json={
-                "external_ref": ref,
-                "detained_at": (datetime.now(UTC) - timedelta(days=days_ago)).isoformat(),
-                "detention_limit_days": 45,
-                "presumed_countries": ["SEN"],
-                "legal_basis": "readmission_agreement",
-            },
+            json=case_body(ref, days_ago, legal_basis="readmission_agreement"),
         ).json()
         probe = people[person] + 0.3 * rng.standard_normal(DIM).astype(np.float32)
         result = api.post(
