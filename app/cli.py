@@ -100,7 +100,9 @@ def serve(
     import uvicorn
 
     from app.observability.logging import configure_logging
+    from matcher.tuning import restart_with_huge_pages
 
+    restart_with_huge_pages()
     if workers is not None:
         os.environ["READMIT_SEARCH_WORKERS"] = str(workers)
         get_settings.cache_clear()

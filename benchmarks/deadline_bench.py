@@ -31,6 +31,7 @@ from common import print_json, print_table
 from app.matching.scheduler import Scheduler
 from matcher import GalleryIndex, IndexKind, IndexPolicy, TemplateFormat
 from matcher.synthetic import make_synthetic_set
+from matcher.tuning import restart_with_huge_pages
 
 
 def run_policy(
@@ -89,6 +90,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--urgent", type=float, default=0.2, help="fraction of searches close to their deadline")
     args = parser.parse_args()
+    restart_with_huge_pages()  # as the service runs (readmit serve)
 
     data = make_synthetic_set(args.size, 1, 10, args.searches, seed=3)
     index = GalleryIndex(TemplateFormat("synthetic-arcface", 512), IndexPolicy(forced_kind=IndexKind.EXACT))

@@ -45,6 +45,7 @@ from matcher.evaluation import (
     recall_against_exact,
 )
 from matcher.synthetic import FaceModel, make_synthetic_set, pair_scores, summarise_scores
+from matcher.tuning import restart_with_huge_pages
 
 BATCH = 256
 K = 30
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--decay", type=float, default=0.0, help="anisotropic spectrum decay (0: isotropic)")
     parser.add_argument("--fpir", type=float, default=0.001)
     args = parser.parse_args()
+    restart_with_huge_pages()  # as the service runs (readmit serve)
     size = 100_000 if args.quick else args.size
     mated_n, nonmated_n, latency_n = (500, 1000, 50) if args.quick else (1000, 2000, 100)
     figures: dict[str, object] = {"size": size, "dimension": 512, "decay": args.decay}

@@ -28,6 +28,7 @@ from common import percentiles_ms, print_json, print_table
 from matcher import GalleryIndex, IndexKind, IndexPolicy, TemplateFormat
 from matcher.sharded import ShardedGallery, ShardingPolicy, connect
 from matcher.synthetic import make_synthetic_set
+from matcher.tuning import restart_with_huge_pages
 
 K = 30
 BATCH = 64
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--batch-probes", type=int, default=256, help="probes of the throughput run")
     parser.add_argument("--small", type=int, default=10_000, help="gallery size of the overhead check")
     args = parser.parse_args()
+    restart_with_huge_pages()  # as the service runs (readmit serve)
 
     data = make_synthetic_set(args.size, samples_per_identity=1, mated_probes=args.probes, nonmated_probes=0, seed=5)
     ids, templates = data.gallery_ids.astype(np.int64) + 1, data.gallery

@@ -130,8 +130,7 @@ class GalleryIndex:
                 labels, scores = self._store.search(prepared, hits)
             else:
                 length = max(hits, self.policy.shortlist_length)
-                rows = self._shortlist.search(prepared, length)
-                labels, scores = self._store.rescore(prepared, rows)
+                labels, scores = self._shortlist.search(prepared, length, self._store.rescore)
         return fuse_per_record(labels, scores, groups, n_queries, k, unique_labels=unique)
 
     def score_record(self, record_id: int, probes: npt.ArrayLike) -> float | None:

@@ -37,6 +37,7 @@ from matcher.fusion import NO_RECORD, SearchResult
 from matcher.gallery import IndexKind, IndexPolicy, leave_one_out_top_scores
 from matcher.placement import merge_shard_results, shard_of
 from matcher.shard import UNKNOWN_SEQ, GalleryShard, ShardNotLoadedError, ShardState, read_manifests, shard_path
+from matcher.tuning import HUGE_PAGES_TUNABLE
 from matcher.validation import prepare_ids, prepare_templates
 
 __all__ = ["ShardState", "ShardedGallery", "ShardingPolicy", "cluster_shards", "connect", "read_manifests"]
@@ -142,6 +143,7 @@ class ShardedGallery:
                 max_task_retries=0,
                 max_concurrency=sharding.max_concurrency,
                 num_cpus=sharding.cpus_per_shard,
+                runtime_env={"env_vars": {"GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}},
             ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads)
             for i, name in enumerate(names)
         ]

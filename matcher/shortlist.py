@@ -16,6 +16,7 @@ score the gallery returns is exact.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from itertools import pairwise
 
@@ -32,6 +33,9 @@ REBALANCE_RATIO = 1.5
 the last one, and the slowest partition sets a probe's latency."""
 REBALANCE_MIN = 4096
 """Below this many codes, balance does not matter (and re-encoding at every write would)."""
+
+Rescorer = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""(probes, rows) -> (labels, scores): exact scores of the proposed rows (-1: none)."""
 
 
 def pq_subquantizers(dimension: int) -> int:
@@ -102,30 +106,31 @@ class ShortlistIndex:
         if len(self.parts) > 1 and sizes.sum() >= REBALANCE_MIN and sizes.max() > REBALANCE_RATIO * sizes.mean():
             self.parts = self._encode(self.parts[0], all_vectors, len(self.parts)).parts
 
-    def search(self, probes: np.ndarray, length: int) -> np.ndarray:
-        """Rows of the ``length`` most promising templates per probe (-1 padded). Fewer probes
-        than a batch scan the partitions in parallel threads; a batch uses OpenMP inside each."""
-        offsets = self._offsets()
-        length = min(length, int(offsets[-1]))
+    def search(self, probes: np.ndarray, length: int, rescore: Rescorer) -> tuple[np.ndarray, np.ndarray]:
+        """About ``length`` of the most promising templates per probe, as ``rescore`` scores
+        them: (labels, scores) of shape (probes, proposed).
 
-        def scan(index: int) -> tuple[np.ndarray, np.ndarray]:
-            part = self.parts[index]
-            distances, rows = part.search(probes, min(length, int(part.ntotal)))
-            return distances, np.where(rows >= 0, rows + offsets[index], -1)
+        Each partition proposes its share of ``length``, in proportion to its size, and has it
+        re-scored on the same thread: partitions hold consecutive rows in insertion order, so a
+        probe's best templates fall into them as into random halves, and a mate inside the one
+        index's shortlist is in its partition's share but for a few at the very end of it.
+        Fewer probes than a batch scan the partitions in parallel threads, which is what splits
+        one probe's work over the cores; a batch uses OpenMP inside each partition.
+        """
+        sizes = np.array([part.ntotal for part in self.parts], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(sizes)])
+        total = int(offsets[-1])
 
-        filled = [i for i, part in enumerate(self.parts) if part.ntotal > 0]
-        if probes.shape[0] < BLAS_PROBES:
-            answers = run_in_parallel([partial(scan, i) for i in filled])
-        else:  # a batch: OpenMP inside each partition
-            answers = [scan(i) for i in filled]
+        def propose(index: int) -> tuple[np.ndarray, np.ndarray]:
+            share = min(int(sizes[index]), -(-length * int(sizes[index]) // total))
+            _, rows = self.parts[index].search(probes, share)
+            return rescore(probes, np.where(rows >= 0, rows + offsets[index], -1))
+
+        tasks = [partial(propose, int(i)) for i in np.flatnonzero(sizes)]
+        answers = run_in_parallel(tasks) if probes.shape[0] < BLAS_PROBES else [task() for task in tasks]
         if len(answers) == 1:
-            return answers[0][1]
-        distances = np.concatenate([d for d, _ in answers], axis=1)
-        rows = np.concatenate([r for _, r in answers], axis=1)
-        better = -distances if self.parts[0].metric_type == faiss.METRIC_INNER_PRODUCT else distances
-        better = np.where(rows >= 0, better, np.inf)
-        best = np.argpartition(better, length - 1, axis=1)[:, :length]
-        return np.take_along_axis(rows, best, axis=1)
+            return answers[0]
+        return np.concatenate([a[0] for a in answers], axis=1), np.concatenate([a[1] for a in answers], axis=1)
 
     def serialize(self) -> list[np.ndarray]:
         return [faiss.serialize_index(part) for part in self.parts]
