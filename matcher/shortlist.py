@@ -5,13 +5,18 @@ indexes (IVF, HNSW) lose mates, because a probe's mate is far from every cluster
 graph walk; an exhaustive scan of 4-bit product-quantised codes (FAISS ``IndexPQFastScan``)
 keeps the mates in its shortlist, since a mate's score stands far above the impostors'. On the
 synthetic ArcFace-like set (mated cosines down to 0.2), at 1M templates and a 1000-long
-shortlist: 32 sub-quantisers (16 B a template) lost 4% of mates, 64 (32 B) 0.2%; binary sign
-codes were slower (7.9 ms for 512 bits). A single probe scans one core's worth of codes at a
-time, so the codes are kept in consecutive partitions, one per core, scanned by parallel threads:
-at 1M, one probe's scan went from 4.5 ms to 2.4 ms on two vCPUs. FAISS's 64-code blocks scan 8% faster
-than the default 32, but ``remove_ids`` scrambles the order of the remaining codes with them
-(faiss-cpu 1.15.1), so 32 it stays. The shortlist is re-scored exactly from the float32 store, so every
-score the gallery returns is exact.
+shortlist: 32 sub-quantisers (16 B a template) lost 3.3% of mates, 64 (32 B) 0.2%; binary sign
+codes were slower (7.9 ms for 512 bits).
+
+The scan is memory-bound: one thread reads 500k codes (16 MB) in 1.8 ms, two threads 1M codes in
+2.5 ms, about the machine's read bandwidth. So the codes are kept in consecutive partitions, one
+per core, and a single probe scans them on parallel threads, each re-scoring its own share of
+the shortlist from the float32 store before the threads join (at 1M: 2.5 ms in all, against 3.1
+when the shares were merged first and re-scored on one thread). More, smaller partitions taken
+from a common queue did not shorten the tail (p99 3.6 ms for 2, 4 and 8 partitions). FAISS's
+64-code blocks scan no faster than the default 32 once memory-bound, and ``remove_ids`` scrambles
+the order of the remaining codes with them (faiss-cpu 1.15.1), so 32 it stays. Every score the
+gallery returns is exact.
 """
 
 from __future__ import annotations
@@ -59,8 +64,7 @@ class ShortlistIndex:
         cls, template_format: TemplateFormat, vectors: np.ndarray, training_sample: int, partitions: int | None = None
     ) -> ShortlistIndex:
         """Train on a reproducible sample of ``vectors``, then encode all of them into
-        ``partitions`` parts (default: one per core this process may use; two per core measured
-        slower at 1M, 3.0 against 2.6 ms, the merge of longer lists outweighing the balance)."""
+        ``partitions`` parts (default: one per core this process may use)."""
         metric = faiss.METRIC_L2 if template_format.metric is Metric.L2 else faiss.METRIC_INNER_PRODUCT
         trained = faiss.IndexPQFastScan(
             template_format.dimension, pq_subquantizers(template_format.dimension), 4, metric, BLOCK_SIZE

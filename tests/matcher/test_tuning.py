@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from matcher.tuning import HUGE_PAGES_TUNABLE, run_in_parallel, set_thread_budget, thread_budget
+
+REPORT = (
+    "from matcher.tuning import restart_with_huge_pages\n"
+    "restart_with_huge_pages()\n"
+    "import os\n"
+    "print(os.getpid(), os.environ['GLIBC_TUNABLES'])\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+@pytest.mark.parametrize("existing", [None, "glibc.malloc.arena_max=2"])
+def test_restart_with_huge_pages_keeps_the_process_and_other_tunables(existing):
+    environment = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    if existing:
+        environment["GLIBC_TUNABLES"] = existing
+    process = subprocess.Popen([sys.executable, "-c", REPORT], env=environment, stdout=subprocess.PIPE, text=True)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    pid, tunables = output.split()
+    assert int(pid) == process.pid  # the same process, re-executed: a supervisor's pid stays right
+    assert tunables.split(":") == [*([existing] if existing else []), HUGE_PAGES_TUNABLE]
+
+
+def test_run_in_parallel_returns_results_in_order_and_uses_another_thread():
+    seen: list[str] = []
+
+    def task(value: int):
+        def run() -> int:
+            seen.append(threading.current_thread().name)
+            time.sleep(0.02)
+            return value
+
+        return run
+
+    budget = thread_budget()
+    set_thread_budget(2)
+    try:
+        assert run_in_parallel([task(i) for i in range(5)]) == list(range(5))
+    finally:
+        set_thread_budget(budget)
+    assert threading.current_thread().name in seen
+    assert any(name.startswith("matcher") for name in seen)
