@@ -15,6 +15,7 @@ not reach searches made from another, so it is set before every search, in the s
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -73,14 +74,21 @@ through their runtime environment."""
 def restart_with_huge_pages() -> None:
     """Re-execute this process, same pid and arguments, with :data:`HUGE_PAGES_TUNABLE` set,
     unless it already is: glibc reads its tunables only at start. Called first thing by the
-    service's ``serve`` command and the benchmarks; a no-op off Linux (musl ignores it too)."""
+    service's ``serve`` command and the benchmarks; a no-op off Linux (musl ignores it too).
+
+    A speed-up must never stop a start: where the interpreter cannot be executed again (a
+    launcher that could reach it and dropped the privilege to), this process goes on as it is.
+    """
     tunables = os.environ.get("GLIBC_TUNABLES", "")
     if not sys.platform.startswith("linux") or HUGE_PAGES_TUNABLE in tunables.split(":"):
         return
     sys.stdout.flush()
     sys.stderr.flush()
     environment = {**os.environ, "GLIBC_TUNABLES": ":".join(filter(None, [tunables, HUGE_PAGES_TUNABLE]))}
-    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
+    try:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], environment)
+    except OSError as error:
+        logging.getLogger(__name__).warning("going on without huge pages: cannot restart (%s)", error)
 
 
 @cache

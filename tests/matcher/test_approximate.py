@@ -104,4 +104,6 @@ def test_partitions_proposing_their_share_keep_the_one_index_shortlist(face_form
         for query in range(len(probes)):
             assert set(alone_ids[query, :100]) <= set(ids[query])  # proposals come best estimate first
             proposed = dict(zip(ids[query], scores[query], strict=True))
-            assert all(proposed[i] == s for i, s in zip(alone_ids[query], alone_scores[query]) if i in proposed)
+            assert all(
+                proposed[i] == s for i, s in zip(alone_ids[query], alone_scores[query], strict=True) if i in proposed
+            )

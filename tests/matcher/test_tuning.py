@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from matcher.tuning import HUGE_PAGES_TUNABLE, run_in_parallel, set_thread_budget, thread_budget
+from matcher.tuning import (
+    HUGE_PAGES_TUNABLE,
+    restart_with_huge_pages,
+    run_in_parallel,
+    set_thread_budget,
+    thread_budget,
+)
 
 REPORT = (
     "from matcher.tuning import restart_with_huge_pages\n"
@@ -49,3 +55,14 @@ def test_run_in_parallel_returns_results_in_order_and_uses_another_thread():
         set_thread_budget(budget)
     assert threading.current_thread().name in seen
     assert any(name.startswith("matcher") for name in seen)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
+def test_a_start_goes_on_without_huge_pages_where_it_cannot_restart(monkeypatch, caplog):
+    def refused(*_):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(os, "execve", refused)
+    restart_with_huge_pages()  # returns: the start goes on
+    assert "without huge pages" in caplog.text
