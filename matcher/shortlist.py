@@ -9,7 +9,7 @@ shortlist: 32 sub-quantisers (16 B a template) lost 3.3% of mates, 64 (32 B) 0.2
 codes were slower (7.9 ms for 512 bits).
 
 The scan is memory-bound: one thread reads 500k codes (16 MB) in 1.8 ms, two threads 1M codes in
-2.5 ms, about the machine's read bandwidth. So the codes are kept in consecutive partitions, one
+about 2.2 ms, close to the machine's read bandwidth. So the codes are kept in consecutive partitions, one
 per core, and a single probe scans them on parallel threads, each re-scoring its own share of
 the shortlist from the float32 store before the threads join (at 1M: 2.5 ms in all, against 3.1
 when the shares were merged first and re-scored on one thread). More, smaller partitions taken
