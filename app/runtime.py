@@ -53,7 +53,9 @@ class Runtime:
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.sqlalchemy_url)
-        policy = IndexPolicy(exact_max_templates=settings.exact_max_templates)
+        policy = IndexPolicy(
+            exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length
+        )
         registry = IndexRegistry(settings.index_dir, policy, make_backend(settings, policy))
         sessions = make_session_factory(engine)
         read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))

@@ -5,8 +5,9 @@ indexes (IVF, HNSW) lose mates, because a probe's mate is far from every cluster
 graph walk; an exhaustive scan of 4-bit product-quantised codes (FAISS ``IndexPQFastScan``)
 keeps the mates in its shortlist, since a mate's score stands far above the impostors'. On the
 synthetic ArcFace-like set (mated cosines down to 0.2), at 1M templates and a 1000-long
-shortlist: 32 sub-quantisers (16 B a template) lost 3.3% of mates, 64 (32 B) 0.2%; binary sign
-codes were slower (7.9 ms for 512 bits).
+shortlist: 32 sub-quantisers (16 B a template) lost 3.3% of mates, 64 (32 B) 0.2%; additive
+quantisers of 16 B did little better (residual 2.3%, product-residual 2.6%) and took minutes to
+encode; binary sign codes were slower (7.9 ms for 512 bits).
 
 The scan is memory-bound: one thread reads 500k codes (16 MB) in 1.8 ms, two threads 1M codes in
 about 2.2 ms, close to the machine's read bandwidth. So the codes are kept in consecutive partitions, one

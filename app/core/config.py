@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")
     expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
+    shortlist_length: int = Field(1000, ge=1, description="templates the PQ scan proposes for exact re-ranking")
     matcher_backend: Literal["local", "ray"] = Field("local", description="where indexes live: this process or Ray")
     ray_address: str = Field("auto", description="Ray cluster: auto, ray://host:10001, or local (start one here)")
     ray_shards: int = Field(4, ge=1, description="shards (Ray actors) per gallery with the ray backend")

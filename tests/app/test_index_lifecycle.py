@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.app.harness import records
+from tests.app.harness import Service, records
 
 
 @pytest.fixture
@@ -60,3 +60,20 @@ def test_a_missing_snapshot_is_rebuilt(populated):
     service.restart(graceful=False)
     assert service.runtime.registry.load_events[0]["source"] == "rebuilt: no snapshot"
     assert service.runtime.registry.get(gallery_id).template_count == 40
+
+
+def test_index_settings_reach_every_gallery(tmp_path):
+    service = Service(tmp_path / "data", None, exact_max_templates=10, shortlist_length=7)
+    try:
+        gallery_id = service.gallery("SEN")
+        registry = service.principal("registry", "SEN")
+        batch = records(20)
+        stored = service.client.post(
+            f"/v1/galleries/{gallery_id}/records:batch", json={"records": batch}, headers=registry
+        )
+        assert stored.status_code in (200, 201), stored.text
+        index = service.runtime.registry.get(gallery_id)
+        assert index.kind.value == "pq_fastscan"  # past READMIT_EXACT_MAX_TEMPLATES
+        assert index.policy.shortlist_length == 7  # READMIT_SHORTLIST_LENGTH
+    finally:
+        service.close()
