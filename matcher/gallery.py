@@ -335,8 +335,8 @@ def leave_one_out_top_scores(search: Searcher, own_labels: np.ndarray, probes: n
 
 def _max_samples_per_record(labels: np.ndarray, among: np.ndarray | None = None) -> int:
     """The largest number of samples any record has (optionally: any record of ``among``)."""
-    if labels.size == 0:
-        return 1
     if among is not None:
         labels = labels[np.isin(labels, among)]
+    if labels.size == 0:
+        return 1
     return int(np.unique(labels, return_counts=True)[1].max())
