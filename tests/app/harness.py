@@ -85,6 +85,17 @@ def case_body(
     }
 
 
+def identification_body(probes: Any, model: str = "arcface-r100", **extra: Any) -> dict[str, Any]:
+    """The body of a face identification request: ``probes`` one template or a (n, d) array."""
+    probes = np.atleast_2d(np.asarray(probes, dtype=np.float32))
+    return {
+        "modality": "face",
+        "template_format": {"model": model, "dimension": probes.shape[1]},
+        "probes": probes.tolist(),
+        **extra,
+    }
+
+
 def records(count: int, dimension: int = 64, samples: int = 2, seed: int = 0, prefix: str = "REF") -> list[dict]:
     rng = np.random.default_rng(seed)
     return [

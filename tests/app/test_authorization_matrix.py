@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.app.harness import Service, case_body
+from tests.app.harness import Service, case_body, identification_body
 
 PRINCIPALS = {
     "admin": None,
@@ -59,11 +59,7 @@ class World:
         return {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
 
     def identification(self) -> dict:
-        return {
-            "modality": "face",
-            "template_format": {"model": "arcface-r100", "dimension": DIM},
-            "probes": [self.templates[0].tolist()],
-        }
+        return identification_body(self.templates[0])
 
 
 def table(w: World) -> list[tuple[str, str, str, object, dict[str, int]]]:

@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 
-from tests.app.harness import ServerProcess, case_body
+from tests.app.harness import ServerProcess, case_body, identification_body
 
 DIM = 32
 BATCH = 100
@@ -128,12 +128,7 @@ def test_sigkill_during_a_search_burst_resumes_every_accepted_search(tmp_path):
             response = client.post(
                 f"/v1/cases/{case}/identifications",
                 headers=police,
-                json={
-                    "modality": "face",
-                    "template_format": {"model": "m", "dimension": DIM},
-                    "probes": [people[i].tolist()],
-                    "wait_ms": 0,
-                },
+                json=identification_body(people[i], model="m", wait_ms=0),
             )
             assert response.status_code in (200, 202)
             accepted[response.json()["id"]] = i

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tests.app.harness import case_body
+from tests.app.harness import case_body, identification_body
 
 DIM = 512
 
@@ -54,12 +54,7 @@ def open_case(service, police, ref="DCPAF-2026-0001", days_ago=3, limit=45, coun
 
 
 def identify(service, police, case_id, probes, **extra):
-    body = {
-        "modality": "face",
-        "template_format": {"model": "arcface-r100", "dimension": DIM},
-        "probes": np.atleast_2d(probes).tolist(),
-        **extra,
-    }
+    body = identification_body(probes, **extra)
     return service.client.post(f"/v1/cases/{case_id}/identifications", headers=police, json=body)
 
 

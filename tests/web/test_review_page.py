@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.app.harness import ServerProcess, case_body
+from tests.app.harness import ServerProcess, case_body, identification_body
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -73,11 +73,7 @@ def build_world(api):
         result = api.post(
             f"/v1/cases/{case['id']}/identifications",
             headers=police,
-            json={
-                "modality": "face",
-                "template_format": {"model": "arcface-r100", "dimension": DIM},
-                "probes": [probe.tolist()],
-            },
+            json=identification_body(probe),
         ).json()
         assert result["candidates"][0]["reference_id"] == f"SEN-{person:04d}", result
         cases[ref] = case["id"]
