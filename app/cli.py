@@ -135,12 +135,12 @@ def create_key(name: Annotated[str, typer.Option(help="who holds the key")]) -> 
 
     Example: readmit admin create-key --name "operator on duty"
     """
-    from app.db.session import make_session_factory, transaction
+    from app.db.session import make_session_factory
     from app.principals.models import Role
     from app.principals.service import create_principal
 
-    with database(get_settings()) as engine, transaction(make_session_factory(engine)) as session:
-        principal, key = create_principal(session, None, name, Role.ADMIN)
+    with database(get_settings()) as engine:
+        principal, key = create_principal(make_session_factory(engine), None, name, Role.ADMIN)
         principal_id = principal.id
     typer.echo(f"admin principal {principal_id} created; its API key (shown once):", err=True)
     typer.echo(key)
@@ -166,29 +166,22 @@ def enrol(
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from app.galleries.bulk import enrol_stream
-    from app.galleries.models import Gallery
+    from app.core.errors import DomainError
+    from app.galleries import enrolment
     from app.galleries.sources import read_inline, read_paired
-    from app.principals.models import Principal, Role
 
     settings = get_settings()
+    try:
+        if jsonl is not None:
+            source, total = read_inline(jsonl), _count_rows(jsonl)
+        elif templates is not None and records is not None:
+            source, total = read_paired(templates, records), _count_rows(records)
+        else:
+            fail("give --templates and --records, or --jsonl")
+    except (OSError, ValueError) as error:
+        fail(str(error))
+    limits = enrolment.EnrolmentLimits(max_records=batch, max_templates_per_record=settings.max_templates_per_record)
     with offline_runtime(settings) as runtime:
-        with runtime.sessions() as session:
-            target = session.get(Gallery, gallery)
-            actor = session.get(Principal, as_principal)
-            if target is None:
-                fail(f"no gallery {gallery}")
-            if actor is None or actor.role != Role.REGISTRY.value or actor.country != target.country:
-                fail(f"principal {as_principal} is not a registry principal of {target.country}")
-        try:
-            if jsonl is not None:
-                source, total = read_inline(jsonl), _count_rows(jsonl)
-            elif templates is not None and records is not None:
-                source, total = read_paired(templates, records), _count_rows(records)
-            else:
-                fail("give --templates and --records, or --jsonl")
-        except (OSError, ValueError) as error:
-            fail(str(error))
         started = time.perf_counter()
         columns = [
             TextColumn("{task.description}"),
@@ -200,20 +193,21 @@ def enrol(
         with Progress(*columns, transient=False) as progress:
             task = progress.add_task("enrolling", total=total, rate=0.0)
 
-            def advance(summary) -> None:  # type: ignore[no-untyped-def]
-                progress.update(
-                    task, completed=summary.processed, rate=summary.processed / max(time.perf_counter() - started, 1e-9)
-                )
+            def advance(outcome: enrolment.EnrolmentOutcome) -> None:
+                elapsed = max(time.perf_counter() - started, 1e-9)
+                progress.update(task, completed=outcome.processed, rate=outcome.processed / elapsed)
 
             try:
-                summary = enrol_stream(runtime.sessions, as_principal, gallery, source, batch, advance)
+                summary = enrolment.load(runtime.sessions, as_principal, gallery, source, limits, advance)
+            except DomainError as error:
+                fail(f"{error.message} (principal {as_principal} must be a registry officer of the gallery's country)")
             except ValueError as error:
                 fail(str(error))
         runtime.registry.open(runtime.gallery_source(gallery), runtime.stream_templates)
     elapsed = time.perf_counter() - started
     with open(report, "w", encoding="utf-8") as out:
-        for row in summary.rejected:
-            out.write(json.dumps(row) + "\n")
+        for rejected in summary.rejected:
+            out.write(json.dumps(rejected.__dict__) + "\n")
         out.write(
             json.dumps(
                 {

@@ -15,7 +15,6 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.cases.retention import erase_old_probes
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
@@ -25,6 +24,7 @@ from app.indexes.backends import make_backend
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
+from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
@@ -76,8 +76,8 @@ class Runtime:
         """Open every gallery's index (migrations already applied), resume the searches left
         queued or running by the last process, then report ready."""
         self.open_indexes()
-        for search_id, deadline, key in search_queue.requeue_pending(self.sessions):
-            self.scheduler.submit(search_id, deadline, key)
+        for search_id, deadline, searched_galleries in search_queue.requeue_pending(self.sessions):
+            self.scheduler.submit(search_id, deadline, searched_galleries)
         self.scheduler.start()
         self.ready = True
         for target, name in ((self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")):

@@ -26,14 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_json, print_table
 
 from app.core.config import Settings
-from app.db.session import transaction
-from app.galleries.bulk import enrol_stream
+from app.galleries import enrolment
 from app.galleries.service import create_gallery
 from app.galleries.sources import read_paired
 from app.principals.models import Role
 from app.principals.service import create_principal
 from app.runtime import Runtime
-from matcher import Metric
+from matcher import Metric, TemplateFormat
 from matcher.synthetic import make_synthetic_set
 
 
@@ -52,13 +51,13 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
     from app.db.migrate import upgrade_to_head
 
     upgrade_to_head(settings, runtime.engine)
-    with transaction(runtime.sessions) as session:
-        admin, _ = create_principal(session, None, "admin", Role.ADMIN)
-        registry, _ = create_principal(session, admin, "registry", Role.REGISTRY, "SEN")
-        gallery = create_gallery(session, admin, "SEN", "face", "synthetic-arcface", 512, Metric.COSINE)
-        registry_id, gallery_id = registry.id, gallery.id
+    admin, _ = create_principal(runtime.sessions, None, "admin", Role.ADMIN)
+    registry, _ = create_principal(runtime.sessions, admin, "registry", Role.REGISTRY, "SEN")
+    fmt = TemplateFormat("synthetic-arcface", 512, Metric.COSINE)
+    gallery_id = create_gallery(runtime.sessions, runtime.registry, admin, "SEN", "face", fmt).id
     started = time.perf_counter()
-    summary = enrol_stream(runtime.sessions, registry_id, gallery_id, read_paired(templates, records), batch)
+    limits = enrolment.EnrolmentLimits(max_records=batch, max_templates_per_record=settings.max_templates_per_record)
+    summary = enrolment.load(runtime.sessions, registry.id, gallery_id, read_paired(templates, records), limits)
     database_s = time.perf_counter() - started
     started = time.perf_counter()
     runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)

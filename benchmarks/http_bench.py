@@ -34,12 +34,13 @@ from common import percentiles_ms, print_json, print_table
 from app.agreements.service import create_agreement
 from app.core.config import Settings
 from app.db.migrate import upgrade_to_head
-from app.db.session import make_engine, make_session_factory, transaction
-from app.galleries.bulk import insert_new_records
+from app.galleries import enrolment
 from app.galleries.service import create_gallery
+from app.galleries.templates import EncodedTemplates
 from app.principals.models import Role
 from app.principals.service import create_principal
-from matcher import Metric
+from app.runtime import Runtime
+from matcher import Metric, TemplateFormat
 from matcher.synthetic import make_synthetic_set
 
 PORT = 18800
@@ -48,31 +49,25 @@ PORT = 18800
 def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
     """Fill the database; returns a border police key and mated probes."""
     settings = Settings(data_dir=data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.sqlalchemy_url)
-    upgrade_to_head(settings, engine)
-    sessions = make_session_factory(engine)
+    runtime = Runtime.create(settings)
+    upgrade_to_head(settings, runtime.engine)
+    sessions = runtime.sessions
     data = make_synthetic_set(size, 1, probes, 10, seed=8)
-    with transaction(sessions) as session:
-        admin, _ = create_principal(session, None, "bench admin", Role.ADMIN)
-        registry, _ = create_principal(session, admin, "registry", Role.REGISTRY, "SEN")
-        _, police_key = create_principal(session, admin, "police", Role.BORDER_POLICE, "FRA", "FRA-BENCH")
-        gallery = create_gallery(session, admin, "SEN", "face", "synthetic-arcface", 512, Metric.COSINE)
-        create_agreement(session, admin, "FRA", "SEN", ["face"], datetime(2020, 1, 1).date(), None)
+    admin, _ = create_principal(sessions, None, "bench admin", Role.ADMIN)
+    registry, _ = create_principal(sessions, admin, "registry", Role.REGISTRY, "SEN")
+    _, police_key = create_principal(sessions, admin, "police", Role.BORDER_POLICE, "FRA", "FRA-BENCH")
+    fmt = TemplateFormat("synthetic-arcface", 512, Metric.COSINE)
+    gallery = create_gallery(sessions, runtime.registry, admin, "SEN", "face", fmt)
+    create_agreement(sessions, admin, "FRA", "SEN", ["face"], datetime(2020, 1, 1).date(), None)
     started = time.perf_counter()
-    for start in range(0, size, 10_000):
-        stop = min(size, start + 10_000)
-        with transaction(sessions) as session:
-            insert_new_records(
-                session,
-                registry,
-                gallery,
-                [f"SEN-{i:08d}" for i in range(start, stop)],
-                [data.gallery[i : i + 1] for i in range(start, stop)],
-                [{} for _ in range(start, stop)],
-            )
+    source = (
+        enrolment.RecordSubmission(i, f"SEN-{i:08d}", EncodedTemplates(floats=data.gallery[i : i + 1]))
+        for i in range(size)
+    )
+    limits = enrolment.EnrolmentLimits(max_records=10_000, max_templates_per_record=1)
+    enrolment.load(sessions, registry.id, gallery.id, source, limits)
     print(f"bulk-loaded {size:,} records in {time.perf_counter() - started:.0f} s")
-    engine.dispose()
+    runtime.engine.dispose()
     return police_key, data.mated_probes
 
 

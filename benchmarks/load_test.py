@@ -26,7 +26,7 @@ from common import percentiles_ms, print_json, print_table
 from http_bench import PORT, prepare, start_service
 
 from app.core.config import Settings
-from app.db.session import make_engine, make_session_factory, transaction
+from app.db.session import make_engine, make_session_factory
 from app.principals.models import Role
 from app.principals.service import create_principal
 
@@ -41,9 +41,9 @@ def rss_mb(pid: int) -> float:
 def keys(data_dir: Path) -> tuple[str, str]:
     """A registry and a consular key for the load's enrolments and reviews."""
     engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
-    with transaction(make_session_factory(engine)) as session:
-        _, registry = create_principal(session, None, "load registry", Role.REGISTRY, "SEN")
-        _, consul = create_principal(session, None, "load consul", Role.CONSULAR, "SEN")
+    sessions = make_session_factory(engine)
+    _, registry = create_principal(sessions, None, "load registry", Role.REGISTRY, "SEN")
+    _, consul = create_principal(sessions, None, "load consul", Role.CONSULAR, "SEN")
     engine.dispose()
     return registry, consul
 

@@ -7,15 +7,17 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.agreements.exceptions import InvalidAgreement
 from app.agreements.models import Agreement
 from app.audit import service as audit
+from app.audit.actions import Action
 from app.core.countries import check_country
-from app.core.errors import Invalid
+from app.db.session import Sessions, transaction
 from app.principals.models import Principal
 
 
 def create_agreement(
-    session: Session,
+    sessions: Sessions,
     actor: Principal,
     receiving_country: str,
     origin_country: str,
@@ -26,11 +28,11 @@ def create_agreement(
     check_country(receiving_country)
     check_country(origin_country)
     if receiving_country == origin_country:
-        raise Invalid("an agreement joins two different countries", code="invalid_agreement")
+        raise InvalidAgreement("an agreement joins two different countries")
     if valid_to is not None and valid_to < valid_from:
-        raise Invalid("valid_to is before valid_from", code="invalid_agreement")
+        raise InvalidAgreement("valid_to is before valid_from")
     if not modalities:
-        raise Invalid("an agreement covers at least one modality", code="invalid_agreement")
+        raise InvalidAgreement("an agreement covers at least one modality")
     agreement = Agreement(
         receiving_country=receiving_country,
         origin_country=origin_country,
@@ -39,20 +41,22 @@ def create_agreement(
         valid_to=valid_to,
         created_by=actor.id,
     )
-    session.add(agreement)
-    session.flush()
-    audit.append(
-        session,
-        actor,
-        "agreement.create",
-        f"agreement/{agreement.id}",
-        details={"receiving_country": receiving_country, "origin_country": origin_country},
-    )
+    with transaction(sessions) as session:
+        session.add(agreement)
+        session.flush()
+        audit.append(
+            session,
+            actor,
+            Action.AGREEMENT_CREATE,
+            f"agreement/{agreement.id}",
+            details={"receiving_country": receiving_country, "origin_country": origin_country},
+        )
     return agreement
 
 
-def list_agreements(session: Session) -> list[Agreement]:
-    return list(session.scalars(select(Agreement).order_by(Agreement.id)))
+def list_agreements(sessions: Sessions) -> list[Agreement]:
+    with sessions() as session:
+        return list(session.scalars(select(Agreement).order_by(Agreement.id)))
 
 
 def agreement_in_force(session: Session, receiving_country: str, origin_country: str, modality: str, day: date) -> bool:

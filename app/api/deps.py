@@ -1,16 +1,17 @@
-"""Dependencies every route uses: the runtime, a database session, and the calling principal
-checked against the roles the route allows (one declaration per route)."""
+"""Dependencies every route uses: the runtime, the session factory use cases open their
+transactions with, and the calling principal checked against the roles the route allows (one
+declaration per route)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.orm import Session
 
 from app.core.errors import Forbidden, Unauthenticated
+from app.db.session import Sessions
 from app.principals.models import Principal, Role
 from app.principals.service import authenticate
 from app.runtime import Runtime
@@ -26,12 +27,11 @@ def get_runtime(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-def get_session(runtime: RuntimeDep) -> Iterator[Session]:
-    with runtime.sessions() as session:
-        yield session
+def get_sessions(runtime: RuntimeDep) -> Sessions:
+    return runtime.sessions
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 
 def current_principal(
@@ -44,8 +44,7 @@ def current_principal(
     try:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-        with runtime.read_sessions() as session:
-            principal = authenticate(session, credentials.credentials)
+        principal = authenticate(runtime.read_sessions, credentials.credentials)
     except Unauthenticated:
         runtime.throttle.failed(address)
         raise

@@ -12,9 +12,42 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.core.errors import DomainError
+from app.core.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    Unauthenticated,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
+
+STATUS_OF_KIND: dict[type[DomainError], int] = {
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Invalid: 422,
+    RateLimited: 429,
+    Unavailable: 503,
+}
+"""The HTTP status of each kind of domain error; any other domain error is a 400."""
+
+
+def status_of(error: DomainError) -> int:
+    return next((status for kind, status in STATUS_OF_KIND.items() if isinstance(error, kind)), 400)
+
+
+def headers_of(error: DomainError) -> dict[str, str] | None:
+    if isinstance(error, Unauthenticated):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(error, RateLimited):
+        return {"Retry-After": str(error.retry_after_s)}
+    return None
+
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
 
@@ -32,8 +65,7 @@ def error_response(
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def domain_error(_: Request, error: DomainError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else error.headers
-        return error_response(error.status, error.code, error.message, error.details, headers)
+        return error_response(status_of(error), error.code, error.message, error.details, headers_of(error))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,14 +12,26 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.actions import Action
 from app.audit.models import AuditEvent, AuditHead
 from app.db.base import utcnow
-from app.principals.models import Principal
+from app.db.session import Sessions, transaction
+
+
+class Actor(Protocol):
+    """Who acted, as the trail records it (a principal; None for the service itself)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def role(self) -> str: ...
+
 
 GENESIS_HASH = "0" * 64
 
@@ -56,8 +68,8 @@ def event_hash(
 
 def append(
     session: Session,
-    principal: Principal | None,
-    action: str,
+    principal: Actor | None,
+    action: Action,
     resource: str,
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
@@ -70,13 +82,13 @@ def append(
     seq = head.seq + 1
     principal_id = principal.id if principal else None
     role = principal.role if principal else None
-    digest = event_hash(seq, at, principal_id, role, action, resource, outcome, details, head.hash)
+    digest = event_hash(seq, at, principal_id, role, action.value, resource, outcome, details, head.hash)
     event = AuditEvent(
         seq=seq,
         at=at,
         principal_id=principal_id,
         role=role,
-        action=action,
+        action=action.value,
         resource=resource,
         outcome=outcome,
         details=details,
@@ -127,3 +139,26 @@ def verify_chain(session: Session, batch: int = 5000) -> Verification:
     if head is None or head.seq != checked or head.hash != expected_prev:
         return Verification(False, checked, checked + 1 if head and head.seq > checked else checked)
     return Verification(True, checked)
+
+
+def read_events(sessions: Sessions, actor: Actor, after: int, limit: int) -> list[AuditEvent]:
+    """A page of the trail in order; the read itself is audited."""
+    with transaction(sessions) as session:
+        page = list_events(session, after, limit)
+        append(session, actor, Action.AUDIT_READ, "audit/events", details={"after": after, "limit": limit})
+    return page
+
+
+def verify(sessions: Sessions, actor: Actor) -> Verification:
+    """Recompute the chain for an auditor; the check and its outcome are audited."""
+    with transaction(sessions) as session:
+        result = verify_chain(session)
+        append(
+            session,
+            actor,
+            Action.AUDIT_VERIFY,
+            "audit/verify",
+            outcome="ok" if result.ok else "chain_broken",
+            details={"events_checked": result.events_checked, "first_bad_seq": result.first_bad_seq},
+        )
+    return result

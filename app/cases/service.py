@@ -1,7 +1,7 @@
 """Cases: a detained person to identify before the legal detention deadline.
 
 Status moves only along ``TRANSITIONS``; every move is audited. A case whose deadline passes is
-marked ``expired`` by the scheduler and accepts no new searches.
+marked ``expired`` by the expiry pass and accepts no new searches.
 """
 
 from __future__ import annotations
@@ -13,10 +13,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
+from app.audit.actions import Action
+from app.cases.exceptions import (
+    CaseNotOpen,
+    DeadlinePassed,
+    DuplicateCase,
+    InvalidDetentionStart,
+    InvalidTransition,
+    UnknownCase,
+)
 from app.cases.models import Case, CaseStatus, LegalBasis
 from app.core.countries import check_country
-from app.core.errors import Conflict, Invalid, NotFound
 from app.db.base import utcnow
+from app.db.session import Sessions, transaction
+from app.matching.views import CaseView, case_view
 from app.principals.models import Principal, Role
 
 TRANSITIONS: dict[CaseStatus, set[CaseStatus]] = {
@@ -30,20 +40,22 @@ CLOCK_SKEW = timedelta(minutes=5)
 
 
 def open_case(
-    session: Session,
+    sessions: Sessions,
     actor: Principal,
     external_ref: str,
     detained_at: datetime,
     detention_limit_days: int,
     presumed_countries: list[str],
     legal_basis: LegalBasis,
-) -> Case:
+) -> CaseView:
+    """The deadline is ``detained_at`` + ``detention_limit_days``; a deadline already passed is
+    refused. The case is visible to the actor's agency only."""
     now = utcnow()
     if detained_at > now + CLOCK_SKEW:
-        raise Invalid("detained_at is in the future", code="invalid_detention_start")
+        raise InvalidDetentionStart("detained_at is in the future")
     deadline = detained_at + timedelta(days=detention_limit_days)
     if deadline <= now:
-        raise Conflict(f"the detention deadline {deadline.isoformat()} has passed", code="deadline_passed")
+        raise DeadlinePassed(f"the detention deadline {deadline.isoformat()} has passed")
     for country in presumed_countries:
         check_country(country)
     case = Case(
@@ -60,19 +72,36 @@ def open_case(
         created_at=now,
         status_changed_at=now,
     )
-    session.add(case)
-    try:
-        session.flush()
-    except IntegrityError as error:
-        raise Conflict(f"case {external_ref} already exists for {actor.agency}", code="duplicate_case") from error
-    audit.append(
-        session,
-        actor,
-        "case.open",
-        f"case/{case.id}",
-        details={"legal_basis": legal_basis.value, "presumed_countries": case.presumed_countries},
-    )
-    return case
+    with transaction(sessions) as session:
+        session.add(case)
+        try:
+            session.flush()
+        except IntegrityError as error:
+            raise DuplicateCase(f"case {external_ref} already exists for {actor.agency}") from error
+        audit.append(
+            session,
+            actor,
+            Action.CASE_OPEN,
+            f"case/{case.id}",
+            details={"legal_basis": legal_basis.value, "presumed_countries": case.presumed_countries},
+        )
+        return case_view(session, case)
+
+
+def read_case(sessions: Sessions, actor: Principal, case_id: int) -> CaseView:
+    """The case with its searches and candidate states; the read is audited."""
+    with transaction(sessions) as session:
+        view = case_view(session, visible_case(session, actor, case_id))
+        audit.append(session, actor, Action.CASE_READ, f"case/{case_id}")
+    return view
+
+
+def change_status(sessions: Sessions, actor: Principal, case_id: int, to: CaseStatus) -> CaseView:
+    """The agency closes its case, or marks it unidentified."""
+    with transaction(sessions) as session:
+        case = visible_case(session, actor, case_id, for_update=True)
+        move(session, actor, case, to, "requested by the agency")
+        return case_view(session, case)
 
 
 def visible_case(session: Session, actor: Principal, case_id: int, *, for_update: bool = False) -> Case:
@@ -82,25 +111,30 @@ def visible_case(session: Session, actor: Principal, case_id: int, *, for_update
         query = query.with_for_update()
     case = session.scalar(query)
     if case is None or actor.role != Role.BORDER_POLICE.value or case.agency != actor.agency:
-        raise NotFound(f"case {case_id} not found")
+        raise UnknownCase(f"case {case_id} not found")
     return case
 
 
-def ensure_searchable(case: Case) -> None:
+def ensure_open(case: Case) -> None:
+    """A case takes searches and decisions only while open and before its deadline."""
     if case.deadline <= utcnow():
-        raise Conflict("the case's detention deadline has passed", code="deadline_passed")
+        raise DeadlinePassed("the case's detention deadline has passed")
     if case.status != CaseStatus.OPEN.value:
-        raise Conflict(f"the case is {case.status}, not open", code="case_not_open")
+        raise CaseNotOpen(f"the case is {case.status}, not open")
 
 
 def move(session: Session, actor: Principal | None, case: Case, to: CaseStatus, reason: str) -> None:
     current = CaseStatus(case.status)
     if to not in TRANSITIONS[current]:
-        raise Conflict(f"a case cannot go from {current.value} to {to.value}", code="invalid_transition")
+        raise InvalidTransition(f"a case cannot go from {current.value} to {to.value}")
     case.status = to.value
     case.status_changed_at = utcnow()
     audit.append(
-        session, actor, f"case.{to.value}", f"case/{case.id}", details={"from": current.value, "reason": reason}
+        session,
+        actor,
+        Action.CASE_TRANSITION,
+        f"case/{case.id}",
+        details={"from": current.value, "to": to.value, "reason": reason},
     )
 
 

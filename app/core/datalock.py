@@ -11,6 +11,10 @@ from typing import IO
 from app.core.errors import Unavailable
 
 
+class DataDirLocked(Unavailable):
+    code = "data_dir_locked"
+
+
 class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "readmit.lock"
@@ -23,9 +27,7 @@ class DataDirLock:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.close()
-            raise Unavailable(
-                f"another readmit process is using the data folder {self.path.parent}", code="data_dir_locked"
-            ) from None
+            raise DataDirLocked(f"another readmit process is using the data folder {self.path.parent}") from None
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))

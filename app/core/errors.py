@@ -1,68 +1,64 @@
-"""Domain errors: each has a stable machine-readable code and the HTTP status it maps to.
+"""The kinds of refusal a use case can answer with, independent of any front door.
 
-Services raise these; the web layer turns them into the API's error body in one place
-(app/api/errors.py). Codes are part of the API contract: never rename one.
+Each domain package declares its own exceptions (``exceptions.py``) as subclasses of these
+kinds, each with its stable machine-readable ``code``; codes are part of the API contract, never
+rename one. A front door turns a kind into its own language once: app/api/errors.py maps kinds
+to HTTP statuses, the review pages render them as pages, the CLI prints the message.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class DomainError(Exception):
-    status = 400
-    code = "bad_request"
-    headers: dict[str, str] | None = None
+    """A request the service refuses for a reason the caller can act on."""
 
-    def __init__(self, message: str, *, code: str | None = None, details: Any = None) -> None:
+    code: ClassVar[str] = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
         super().__init__(message)
         self.message = message
-        if code is not None:
-            self.code = code
         self.details = details
 
 
 class Unauthenticated(DomainError):
-    status = 401
     code = "unauthenticated"
 
 
 class Forbidden(DomainError):
-    status = 403
     code = "forbidden"
 
 
 class NotFound(DomainError):
-    """Also used for resources that exist but are outside the caller's scope (no existence leak)."""
+    """Also for resources that exist outside the caller's scope: no existence leak."""
 
-    status = 404
     code = "not_found"
 
 
 class Conflict(DomainError):
-    status = 409
+    """The request is valid but the state of what it touches does not allow it."""
+
     code = "conflict"
 
 
 class Invalid(DomainError):
-    status = 422
     code = "validation_error"
 
 
-class PayloadTooLarge(DomainError):
-    status = 413
-    code = "payload_too_large"
-
-
-class TooManyRequests(DomainError):
-    status = 429
+class RateLimited(DomainError):
     code = "rate_limited"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after: int = 60) -> None:
-        super().__init__(message, code=code, details={"retry_after_s": retry_after})
-        self.headers = {"Retry-After": str(retry_after)}
+    def __init__(self, message: str, *, retry_after_s: int = 60) -> None:
+        super().__init__(message, details={"retry_after_s": retry_after_s})
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(DomainError):
-    status = 503
+    """A part the request needs is not ready or not reachable; the same request may succeed later."""
+
     code = "unavailable"
+
+
+class InvalidCountry(Invalid):
+    code = "invalid_country"

@@ -9,7 +9,11 @@ import time
 
 from limits import RateLimitItemPerMinute, storage, strategies
 
-from app.core.errors import TooManyRequests
+from app.core.errors import RateLimited
+
+
+class TooManyFailedAuthentications(RateLimited):
+    code = "too_many_failed_authentications"
 
 
 class Throttle:
@@ -21,10 +25,9 @@ class Throttle:
     def check_address(self, address: str) -> None:
         """Refuse an address that failed authentication too often in the last minute."""
         if not self._limiter.test(self._failures, "auth", address):
-            raise TooManyRequests(
+            raise TooManyFailedAuthentications(
                 "too many failed authentications from this address; wait and retry",
-                code="too_many_failed_authentications",
-                retry_after=self._retry(self._failures, "auth", address),
+                retry_after_s=self._retry(self._failures, "auth", address),
             )
 
     def failed(self, address: str) -> None:
@@ -32,10 +35,9 @@ class Throttle:
 
     def hit_principal(self, principal_id: int) -> None:
         if not self._limiter.hit(self._requests, "principal", str(principal_id)):
-            raise TooManyRequests(
+            raise RateLimited(
                 "request rate limit reached for this key; wait and retry",
-                code="rate_limited",
-                retry_after=self._retry(self._requests, "principal", str(principal_id)),
+                retry_after_s=self._retry(self._requests, "principal", str(principal_id)),
             )
 
     def _retry(self, item: RateLimitItemPerMinute, *keys: str) -> int:

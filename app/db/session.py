@@ -63,12 +63,16 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None
     event.listen(engine, "rollback", _release)
 
 
-def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+Sessions = sessionmaker[Session]
+"""Where use cases get their database sessions: each use case opens its own transaction."""
+
+
+def make_session_factory(engine: Engine) -> Sessions:
     return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager
-def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+def transaction(factory: Sessions) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with factory() as session, session.begin():
         yield session

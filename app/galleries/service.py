@@ -1,4 +1,4 @@
-"""Galleries and their records: creation, scoped reads, idempotent enrolment, deletion.
+"""Galleries and their records: creation, scoped reads, deletion (enrolment: enrolment.py).
 
 Every change is committed to the database together with its audit event and the gallery's
 ``change_seq`` bump, and only then applied to the gallery's matcher index, under the gallery's
@@ -8,26 +8,54 @@ write lock so that the index sees changes in commit order.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from app.audit import service as audit
-from app.core.config import Settings
+from app.audit.actions import Action
 from app.core.countries import check_country
-from app.core.errors import Conflict, DomainError, NotFound
-from app.db.base import utcnow
-from app.db.session import transaction
+from app.db.session import Sessions, transaction
+from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
-from app.galleries.schemas import RecordError, RecordIn
-from app.galleries.templates import decode_templates, from_bytes, to_bytes
+from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.models import Principal, Role
-from app.review.service import consular_may_read
 from matcher import Metric, TemplateFormat
+
+
+@dataclass(frozen=True)
+class GalleryView:
+    """A gallery as every front door shows it: its format, what the database holds, and the
+    state of its index."""
+
+    id: int
+    country: str
+    modality: str
+    template_format: TemplateFormat
+    record_count: int
+    template_count: int
+    index_kind: str | None
+    index_ready: bool
+    change_seq: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class RecordView:
+    """A record without its templates, which never leave the service."""
+
+    gallery_id: int
+    reference_id: str
+    attributes: dict[str, Any]
+    template_count: int
+    enrolled_at: datetime
+    updated_at: datetime
 
 
 def template_format(gallery: Gallery) -> TemplateFormat:
@@ -35,36 +63,86 @@ def template_format(gallery: Gallery) -> TemplateFormat:
 
 
 def create_gallery(
-    session: Session, actor: Principal, country: str, modality: str, model: str, dimension: int, metric: Metric
-) -> Gallery:
+    sessions: Sessions,
+    registry: IndexRegistry,
+    actor: Principal,
+    country: str,
+    modality: str,
+    fmt: TemplateFormat,
+) -> GalleryView:
+    """A gallery fixes its template format; it is searchable (empty) when this returns."""
     check_country(country)
     gallery = Gallery(
-        country=country, modality=modality, model=model, dimension=dimension, metric=metric.value, change_seq=0
+        country=country,
+        modality=modality,
+        model=fmt.model,
+        dimension=fmt.dimension,
+        metric=fmt.metric.value,
+        change_seq=0,
     )
-    session.add(gallery)
-    try:
-        session.flush()
-    except IntegrityError as error:
-        raise Conflict(
-            f"{country} already has a {modality} gallery for model {model}", code="duplicate_gallery"
-        ) from error
-    audit.append(
-        session,
-        actor,
-        "gallery.create",
-        f"gallery/{gallery.id}",
-        details={"country": country, "modality": modality, "model": model},
+    with transaction(sessions) as session:
+        session.add(gallery)
+        try:
+            session.flush()
+        except IntegrityError as error:
+            raise DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}") from error
+        audit.append(
+            session,
+            actor,
+            Action.GALLERY_CREATE,
+            f"gallery/{gallery.id}",
+            details={"country": country, "modality": modality, "model": fmt.model},
+        )
+    registry.create_empty(gallery.id, fmt)
+    return _view(registry, gallery, 0, 0)
+
+
+def read_gallery(sessions: Sessions, registry: IndexRegistry, actor: Principal, gallery_id: int) -> GalleryView:
+    with sessions() as session:
+        gallery = visible_gallery(session, actor, gallery_id)
+        return _view(registry, gallery, *gallery_counts(session, gallery_id))
+
+
+def list_galleries(sessions: Sessions, registry: IndexRegistry, actor: Principal) -> list[GalleryView]:
+    """Every gallery for the admin; its own country's for anyone else."""
+    query = select(Gallery).order_by(Gallery.id)
+    if actor.role != Role.ADMIN.value:
+        query = query.where(Gallery.country == actor.country)
+    with sessions() as session:
+        return [_view(registry, gallery, *gallery_counts(session, gallery.id)) for gallery in session.scalars(query)]
+
+
+def _view(registry: IndexRegistry, gallery: Gallery, records: int, templates: int) -> GalleryView:
+    loaded = registry.is_loaded(gallery.id)
+    return GalleryView(
+        id=gallery.id,
+        country=gallery.country,
+        modality=gallery.modality,
+        template_format=template_format(gallery),
+        record_count=records,
+        template_count=templates,
+        index_kind=registry.get(gallery.id).kind.value if loaded else None,
+        index_ready=loaded,
+        change_seq=gallery.change_seq,
+        created_at=gallery.created_at,
     )
-    return gallery
 
 
 def visible_gallery(session: Session, actor: Principal, gallery_id: int) -> Gallery:
-    """The gallery if ``actor`` may see it (admin: any; registry: its own country), else 404."""
+    """The gallery if ``actor`` may see it (admin: any; registry: its own country's), else 404."""
     gallery = session.get(Gallery, gallery_id)
     if gallery is None or not (
         actor.role == Role.ADMIN.value or (actor.role == Role.REGISTRY.value and actor.country == gallery.country)
     ):
-        raise NotFound(f"gallery {gallery_id} not found", code="unknown_gallery")
+        raise UnknownGallery(f"gallery {gallery_id} not found")
+    return gallery
+
+
+def writable_gallery(session: Session, actor: Principal, gallery_id: int) -> Gallery:
+    """The gallery if ``actor`` is a registry officer of its country, else 404."""
+    gallery = session.get(Gallery, gallery_id)
+    if gallery is None or actor.role != Role.REGISTRY.value or actor.country != gallery.country:
+        raise UnknownGallery(f"gallery {gallery_id} not found")
     return gallery
 
 
@@ -75,13 +153,6 @@ def gallery_counts(session: Session, gallery_id: int) -> tuple[int, int]:
         select(func.coalesce(func.sum(Record.template_count), 0)).where(Record.gallery_id == gallery_id)
     )
     return int(records or 0), int(templates or 0)
-
-
-def list_galleries(session: Session, actor: Principal) -> list[Gallery]:
-    query = select(Gallery).order_by(Gallery.id)
-    if actor.role != Role.ADMIN.value:
-        query = query.where(Gallery.country == actor.country)
-    return list(session.scalars(query))
 
 
 def all_galleries(session: Session) -> list[Gallery]:
@@ -103,160 +174,58 @@ def iter_gallery_templates(
         yield ids, from_bytes([row[1] for row in partition], dimension)
 
 
-@dataclass
-class EnrolmentOutcome:
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    errors: list[RecordError] = field(default_factory=list)
-
-
-@dataclass
-class _Accepted:
-    item: RecordIn
-    templates: np.ndarray
-
-
-def ensure_writable(factory: sessionmaker[Session], actor: Principal, gallery_id: int) -> None:
-    """A gallery the actor may write to (a registry officer's own country's), else 404. Checked
-    before the index's write lock is taken: an unknown gallery has no index to lock, and must be
-    a 404 like any other unknown resource, not an unavailable index."""
-    with factory() as session:
-        visible_gallery(session, actor, gallery_id)
-    if actor.role != Role.REGISTRY.value:
-        raise NotFound(f"gallery {gallery_id} not found", code="unknown_gallery")
-
-
-def enrol_batch(
-    factory: sessionmaker[Session],
-    registry: IndexRegistry,
-    settings: Settings,
-    actor: Principal,
-    gallery_id: int,
-    items: list[RecordIn],
-) -> EnrolmentOutcome:
-    """Insert new records, replace changed ones, leave identical ones alone (idempotent by
-    reference id). Bad records are reported one by one; the good ones are kept."""
-    if len(items) > settings.max_batch_records:
-        raise DomainError(
-            f"{len(items)} records in one call, at most {settings.max_batch_records} allowed",
-            code="batch_too_large",
-        )
-    outcome = EnrolmentOutcome()
-    ensure_writable(factory, actor, gallery_id)
-    with registry.writing(gallery_id):
-        with transaction(factory) as session:
-            gallery = visible_gallery(session, actor, gallery_id)
-            accepted = _validate(template_format(gallery), items, settings, outcome)
-            existing = {
-                record.reference_id: record
-                for record in session.scalars(
-                    select(Record).where(
-                        Record.gallery_id == gallery_id,
-                        Record.reference_id.in_([a.item.reference_id for a in accepted]),
-                    )
-                )
-            }
-            change = IndexChange()
-            now = utcnow()
-            for entry in accepted:
-                record = existing.get(entry.item.reference_id)
-                vectors = [to_bytes(t) for t in entry.templates]
-                if record is None:
-                    record = Record(
-                        gallery_id=gallery_id,
-                        reference_id=entry.item.reference_id,
-                        attributes=entry.item.attributes,
-                        template_count=len(vectors),
-                        enrolled_by=actor.id,
-                        enrolled_at=now,
-                        updated_at=now,
-                        templates=[Template(gallery_id=gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)],
-                    )
-                    session.add(record)
-                    outcome.inserted += 1
-                elif record.refresh(vectors, entry.item.attributes, now):
-                    outcome.updated += 1
-                else:
-                    outcome.unchanged += 1
-                    continue
-                change.pending.append((record, entry.templates))
-            session.flush()
-            change.resolve()
-            seq = _bump(session, gallery, changed=outcome.inserted + outcome.updated)
-            audit.append(
-                session,
-                actor,
-                "records.enrol",
-                f"gallery/{gallery_id}",
-                outcome="ok" if not outcome.errors else "partial",
-                details={
-                    "inserted": outcome.inserted,
-                    "updated": outcome.updated,
-                    "unchanged": outcome.unchanged,
-                    "rejected": len(outcome.errors),
-                    "reference_ids": [a.item.reference_id for a in accepted],
-                },
-            )
-        registry.apply(gallery_id, seq, change)
-    return outcome
-
-
-def _validate(
-    fmt: TemplateFormat, items: list[RecordIn], settings: Settings, outcome: EnrolmentOutcome
-) -> list[_Accepted]:
-    accepted, seen = [], set()
-    for index, item in enumerate(items):
-        try:
-            if item.reference_id in seen:
-                raise DomainError("reference_id appears twice in this batch", code="duplicate_reference")
-            seen.add(item.reference_id)
-            templates = decode_templates(fmt, item.templates, item.templates_b64, settings.max_templates_per_record)
-            accepted.append(_Accepted(item, templates))
-        except DomainError as error:
-            outcome.errors.append(
-                RecordError(index=index, reference_id=item.reference_id, code=error.code, message=error.message)
-            )
-    return accepted
-
-
-def _bump(session: Session, gallery: Gallery, changed: int) -> int:
-    if changed == 0:
-        return gallery.change_seq
+def bump_change_seq(session: Session, gallery: Gallery) -> int:
+    """One more committed change to the gallery's records; returns the new number."""
     session.execute(update(Gallery).where(Gallery.id == gallery.id).values(change_seq=Gallery.change_seq + 1))
     session.refresh(gallery, ["change_seq"])
     return gallery.change_seq
 
 
-def read_record(session: Session, actor: Principal, gallery_id: int, reference_id: str) -> Record:
-    """Registry: its own country's records. Consular: its own country's records, only those a
-    candidate points to. Everything else is 404."""
-    missing = NotFound(f"record {reference_id} not found in gallery {gallery_id}")
+def find_record(session: Session, gallery_id: int, reference_id: str, country: str | None) -> Record:
+    """The record of a gallery of ``country``, else 404 (whatever the reason)."""
     gallery = session.get(Gallery, gallery_id)
-    if gallery is None or gallery.country != actor.country:
-        raise missing
-    record = session.scalar(select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id))
-    if record is None or (actor.role == Role.CONSULAR.value and not consular_may_read(session, actor, record.id)):
-        raise missing
-    audit.append(session, actor, "record.read", f"gallery/{gallery_id}/record/{reference_id}")
+    record = (
+        session.scalar(select(Record).where(Record.gallery_id == gallery_id, Record.reference_id == reference_id))
+        if gallery is not None and gallery.country == country
+        else None
+    )
+    if record is None:
+        raise UnknownRecord(f"record {reference_id} not found in gallery {gallery_id}")
     return record
 
 
+def record_view(record: Record) -> RecordView:
+    return RecordView(
+        record.gallery_id,
+        record.reference_id,
+        record.attributes,
+        record.template_count,
+        record.enrolled_at,
+        record.updated_at,
+    )
+
+
+def read_record(sessions: Sessions, actor: Principal, gallery_id: int, reference_id: str) -> RecordView:
+    """A registry officer reads a record of its own country (the read is audited); a consul's
+    read goes through review, which knows the candidates that allow it."""
+    with transaction(sessions) as session:
+        record = find_record(session, gallery_id, reference_id, actor.country)
+        audit.append(session, actor, Action.RECORD_READ, f"gallery/{gallery_id}/record/{reference_id}")
+        return record_view(record)
+
+
 def delete_record(
-    factory: sessionmaker[Session], registry: IndexRegistry, actor: Principal, gallery_id: int, reference_id: str
+    sessions: Sessions, registry: IndexRegistry, actor: Principal, gallery_id: int, reference_id: str
 ) -> None:
     """Delete a record and its templates; it is gone from matching when this returns."""
-    ensure_writable(factory, actor, gallery_id)
+    with sessions() as session:
+        writable_gallery(session, actor, gallery_id)  # a 404 before the index lock, which needs a loaded index
     with registry.writing(gallery_id):
-        with transaction(factory) as session:
-            gallery = visible_gallery(session, actor, gallery_id)
-            record = session.scalar(
-                select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == reference_id)
-            )
-            if record is None:
-                raise NotFound(f"record {reference_id} not found in gallery {gallery_id}")
+        with transaction(sessions) as session:
+            gallery = writable_gallery(session, actor, gallery_id)
+            record = find_record(session, gallery_id, reference_id, gallery.country)
             record_id = record.id
             session.delete(record)
-            seq = _bump(session, gallery, changed=1)
-            audit.append(session, actor, "record.delete", f"gallery/{gallery_id}/record/{reference_id}")
+            seq = bump_change_seq(session, gallery)
+            audit.append(session, actor, Action.RECORD_DELETE, f"gallery/{gallery_id}/record/{reference_id}")
         registry.apply(gallery_id, seq, IndexChange(removed=[record_id]))

@@ -7,19 +7,13 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-@dataclass
-class SourceRecord:
-    position: int
-    reference_id: str
-    templates: Any
-    attributes: dict[str, str] = field(default_factory=dict)
+from app.galleries.enrolment import RecordSubmission
+from app.galleries.templates import EncodedTemplates
 
 
 def _load_templates(path: Path) -> np.ndarray:
@@ -43,7 +37,7 @@ def _metadata_rows(path: Path) -> Iterator[dict[str, Any]]:
                     yield json.loads(line)
 
 
-def read_paired(templates_path: Path, records_path: Path) -> Iterator[SourceRecord]:
+def read_paired(templates_path: Path, records_path: Path) -> Iterator[RecordSubmission]:
     """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes."""
     templates = _load_templates(templates_path)
     count = 0
@@ -51,10 +45,10 @@ def read_paired(templates_path: Path, records_path: Path) -> Iterator[SourceReco
         if position >= len(templates):
             raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
         sample = np.asarray(templates[position])
-        yield SourceRecord(
+        yield RecordSubmission(
             position,
             str(row.get("reference_id") or ""),
-            sample.reshape(-1, sample.shape[-1]),
+            EncodedTemplates(floats=sample.reshape(-1, sample.shape[-1])),
             dict(row.get("attributes") or {}),
         )
         count += 1
@@ -62,7 +56,7 @@ def read_paired(templates_path: Path, records_path: Path) -> Iterator[SourceReco
         raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {count}")
 
 
-def read_inline(path: Path) -> Iterator[SourceRecord]:
+def read_inline(path: Path) -> Iterator[RecordSubmission]:
     """JSON Lines of ``{"reference_id", "templates": [[float...]...], "attributes": {...}}``."""
     with open(path, encoding="utf-8") as handle:
         position = 0
@@ -70,7 +64,10 @@ def read_inline(path: Path) -> Iterator[SourceRecord]:
             if not line.strip():
                 continue
             row = json.loads(line)
-            yield SourceRecord(
-                position, str(row.get("reference_id") or ""), row.get("templates"), dict(row.get("attributes") or {})
+            yield RecordSubmission(
+                position,
+                str(row.get("reference_id") or ""),
+                EncodedTemplates(floats=row.get("templates")),
+                dict(row.get("attributes") or {}),
             )
             position += 1

@@ -1,47 +1,49 @@
-"""Templates as they arrive over the API (JSON floats or base64 float32) and as they are stored
-(little-endian float32 bytes), checked and normalised by the matcher's own validation."""
+"""Templates as front doors receive them (JSON floats, base64 float32, arrays read from a file)
+and as they are stored (little-endian float32 bytes), checked and normalised by the matcher's
+own validation."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from app.core.errors import Invalid
+from app.galleries.exceptions import InvalidTemplate, TooManyTemplates
 from matcher import InvalidTemplateError, TemplateFormat, prepare_templates
 
 LITTLE_FLOAT32 = np.dtype("<f4")
 
 
-def decode_templates(
-    fmt: TemplateFormat,
-    floats: list[list[float]] | None,
-    b64: list[str] | None,
-    limit: int,
-    what: str = "template",
-) -> np.ndarray:
-    """Turn a request's templates into a validated (n, d) float32 array; raises Invalid with
-    code ``invalid_template`` (or ``too_many_templates``) naming the problem."""
-    if (floats is None) == (b64 is None):
-        raise Invalid(f"give {what}s either as JSON floats or as base64, exactly one of them", code="invalid_template")
-    count = len(floats if floats is not None else b64 or [])
-    if count > limit:
-        raise Invalid(f"{count} {what}s given, at most {limit} allowed", code="too_many_templates")
-    try:
-        if floats is not None:
-            if any(len(row) != fmt.dimension for row in floats):
-                raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
-            array = np.asarray(floats, dtype=np.float32)
-        else:
-            array = (
-                np.vstack([_decode_one(text, fmt.dimension, what) for text in b64 or []])
-                if b64
-                else np.empty((0, fmt.dimension), np.float32)
-            )
-        return prepare_templates(array, fmt, what=what)
-    except InvalidTemplateError as error:
-        raise Invalid(str(error), code="invalid_template") from error
+@dataclass(frozen=True)
+class EncodedTemplates:
+    """One person's samples as received, exactly one of: rows of numbers (JSON floats, or an
+    array from a file) or base64 strings of little-endian float32. Decoded by the use case, so
+    that a bad record is refused on its own with a code, not the whole request."""
+
+    floats: Sequence[Sequence[float]] | np.ndarray | None = None
+    base64: Sequence[str] | None = None
+
+    def decode(self, fmt: TemplateFormat, limit: int, what: str = "template") -> np.ndarray:
+        """A validated (n, d) float32 array, normalised for cosine formats."""
+        if (self.floats is None) == (self.base64 is None):
+            raise InvalidTemplate(f"give {what}s either as JSON floats or as base64, exactly one of them")
+        count = len(self.floats if self.floats is not None else self.base64 or [])
+        if count > limit:
+            raise TooManyTemplates(f"{count} {what}s given, at most {limit} allowed")
+        try:
+            if self.floats is not None:
+                if any(len(row) != fmt.dimension for row in self.floats):
+                    raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
+                array = np.asarray(self.floats, dtype=np.float32)
+            else:
+                rows = [_decode_one(text, fmt.dimension, what) for text in self.base64 or []]
+                array = np.vstack(rows) if rows else np.empty((0, fmt.dimension), np.float32)
+            return prepare_templates(array, fmt, what=what)
+        except (InvalidTemplateError, TypeError, ValueError) as error:
+            raise InvalidTemplate(str(error)) from error
 
 
 def _decode_one(text: str, dimension: int, what: str) -> np.ndarray:

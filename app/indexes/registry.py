@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from app.core.errors import Unavailable
 from app.indexes.backends import Gallery, IndexBackend, LocalBackend, Refill
+from app.indexes.exceptions import IndexUnavailable
 from app.observability.metrics import IndexSize
 from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, TemplateFormat
 
@@ -30,20 +30,21 @@ log = logging.getLogger(__name__)
 @dataclass
 class IndexChange:
     """What one committed transaction changed in a gallery: records whose templates are now
-    exactly ``templates`` (new or replaced), and records removed."""
+    exactly ``templates`` (new or replaced; one row per sample), and records removed."""
 
-    pending: list[tuple[Any, np.ndarray]] = field(default_factory=list)
     removed: list[int] = field(default_factory=list)
     record_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     templates: np.ndarray | None = None
 
-    def resolve(self) -> None:
-        """Read the ids of the pending records (known once the session has flushed)."""
-        if not self.pending:
-            return
-        self.record_ids = np.concatenate([np.full(len(t), record.id, dtype=np.int64) for record, t in self.pending])
-        self.templates = np.vstack([t for _, t in self.pending])
-        self.pending = []
+    @classmethod
+    def replacing(cls, records: list[tuple[int, np.ndarray]]) -> IndexChange:
+        """The change that gives each record id exactly its (samples, d) templates."""
+        if not records:
+            return cls()
+        return cls(
+            record_ids=np.concatenate([np.full(len(t), record_id, dtype=np.int64) for record_id, t in records]),
+            templates=np.vstack([t for _, t in records]),
+        )
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class IndexRegistry:
     def get(self, gallery_id: int) -> Gallery:
         entry = self._entries.get(gallery_id)
         if entry is None:
-            raise Unavailable(f"the index of gallery {gallery_id} is not loaded", code="index_unavailable")
+            raise IndexUnavailable(f"the index of gallery {gallery_id} is not loaded")
         return entry.index
 
     def is_loaded(self, gallery_id: int) -> bool:
@@ -186,7 +187,7 @@ class IndexRegistry:
         with self._guard:
             entry = self._entries.get(gallery_id)
         if entry is None:
-            raise Unavailable(f"the index of gallery {gallery_id} is not loaded", code="index_unavailable")
+            raise IndexUnavailable(f"the index of gallery {gallery_id} is not loaded")
         with entry.lock:
             yield
 

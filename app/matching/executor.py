@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
+from app.audit.actions import Action
 from app.db.base import utcnow
 from app.db.session import transaction
 from app.galleries.models import Gallery, Record
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Job:
     search_id: int
-    targets: list[int]
+    searched_galleries: list[int]
     probes: np.ndarray
     max_candidates: int
     fpir: float
@@ -111,7 +112,7 @@ class SearchExecutor:
                 jobs.append(
                     Job(
                         search.id,
-                        list(search.targets),
+                        list(search.searched_galleries),
                         from_bytes([search.probes or b""], search.dimension),
                         search.max_candidates,
                         search.target_fpir,
@@ -127,7 +128,7 @@ class SearchExecutor:
         results with searches that do not (only the former may be answered without a shard)."""
         groups: dict[tuple[int, bool], list[Job]] = defaultdict(list)
         for job in jobs:
-            for gallery_id in job.targets:
+            for gallery_id in job.searched_galleries:
                 groups[(gallery_id, job.allow_partial)].append(job)
         outcome = Outcome()
         for (gallery_id, allow_partial), members in groups.items():
@@ -202,8 +203,8 @@ class SearchExecutor:
                             rank=rank,
                             score=hit.score,
                             band=hit.band.value,
-                            threshold_match=hit.match_threshold,
-                            threshold_possible=hit.possible_threshold,
+                            match_threshold=hit.match_threshold,
+                            possible_threshold=hit.possible_threshold,
                         )
                     )
                 search.status, search.finished_at = SearchStatus.DONE.value, now
@@ -215,7 +216,7 @@ class SearchExecutor:
                 audit.append(
                     session,
                     None,
-                    "search.complete",
+                    Action.SEARCH_COMPLETE,
                     f"case/{search.case_id}/search/{search.id}",
                     details={
                         "candidates": rank,
@@ -236,7 +237,7 @@ class SearchExecutor:
                     audit.append(
                         session,
                         None,
-                        "search.fail",
+                        Action.SEARCH_FAIL,
                         f"case/{search.case_id}/search/{search.id}",
                         outcome="failed",
                         details={"reason": reason},

@@ -28,8 +28,9 @@ class ReviewState(enum.StrEnum):
 class Search(Base):
     """An identification (1:N) of a case's probes against the galleries its agreements allow.
 
-    ``probes`` holds the probe templates until the retention period erases them; ``targets`` the
-    galleries searched and ``skipped`` the presumed countries that could not be searched, and why.
+    ``probes`` holds the probe templates until the retention period erases them;
+    ``searched_galleries`` the galleries searched and ``skipped`` the presumed countries that
+    could not be searched, and why.
     """
 
     __tablename__ = "searches"
@@ -42,7 +43,7 @@ class Search(Base):
     metric: Mapped[str] = mapped_column(String(16))
     probes: Mapped[bytes | None] = mapped_column(LargeBinary)
     probe_count: Mapped[int] = mapped_column(Integer)
-    targets: Mapped[list[int]] = mapped_column(JSON)
+    searched_galleries: Mapped[list[int]] = mapped_column(JSON)
     skipped: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     max_candidates: Mapped[int] = mapped_column(Integer)
     target_fpir: Mapped[float] = mapped_column(Float)
@@ -72,8 +73,8 @@ class Candidate(Base):
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(16))
-    threshold_match: Mapped[float] = mapped_column(Float)
-    threshold_possible: Mapped[float] = mapped_column(Float)
+    match_threshold: Mapped[float] = mapped_column(Float)
+    possible_threshold: Mapped[float] = mapped_column(Float)
     review_state: Mapped[str] = mapped_column(String(16), default=ReviewState.PENDING.value, index=True)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
+from app.audit.actions import Action
 from app.db.base import utcnow
 from app.db.session import transaction
 from app.matching.models import Search, SearchStatus
@@ -26,7 +27,7 @@ def requeue_pending(sessions: sessionmaker[Session]) -> list[tuple[int, datetime
         )
         for search in pending:
             search.status, search.started_at = SearchStatus.QUEUED.value, None
-        return [(s.id, s.deadline, tuple(sorted(s.targets))) for s in pending]
+        return [(s.id, s.deadline, tuple(sorted(s.searched_galleries))) for s in pending]
 
 
 def expire_queued(session: Session) -> list[int]:
@@ -47,7 +48,7 @@ def expire(session: Session, search: Search, now: datetime) -> None:
     audit.append(
         session,
         None,
-        "search.expire",
+        Action.SEARCH_EXPIRE,
         f"case/{search.case_id}/search/{search.id}",
         outcome="expired",
         details={"reason": "deadline passed while queued"},

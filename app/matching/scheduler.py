@@ -26,7 +26,7 @@ class _Entry:
     priority: float
     order: int
     search_id: int = field(compare=False)
-    key: tuple[int, ...] = field(compare=False)
+    searched_galleries: tuple[int, ...] = field(compare=False)
 
 
 class Scheduler:
@@ -55,12 +55,12 @@ class Scheduler:
 
     # -- producers ----------------------------------------------------------------------------
 
-    def submit(self, search_id: int, deadline: datetime, key: tuple[int, ...]) -> None:
+    def submit(self, search_id: int, deadline: datetime, searched_galleries: tuple[int, ...]) -> None:
         with self._cond:
             self._done.setdefault(search_id, threading.Event())
             order = next(self._counter)
             priority = deadline.timestamp() if self.policy == "edf" else float(order)
-            heapq.heappush(self._heap, _Entry(priority, order, search_id, key))
+            heapq.heappush(self._heap, _Entry(priority, order, search_id, searched_galleries))
             self._cond.notify()
 
     def wait(self, search_id: int, timeout_s: float) -> bool:
@@ -109,15 +109,15 @@ class Scheduler:
             batch = [first]
             give_up = time.monotonic() + self.batch_wait_s
             while len(batch) < self.max_batch:
-                batch += self._take_same_key(first.key, self.max_batch - len(batch))
+                batch += self._take_same_galleries(first.searched_galleries, self.max_batch - len(batch))
                 remaining = give_up - time.monotonic()
                 if len(batch) >= self.max_batch or remaining <= 0 or self._stopping:
                     break
                 self._cond.wait(remaining)
             return batch
 
-    def _take_same_key(self, key: tuple[int, ...], room: int) -> list[_Entry]:
-        same = sorted(entry for entry in self._heap if entry.key == key)[:room]
+    def _take_same_galleries(self, galleries: tuple[int, ...], room: int) -> list[_Entry]:
+        same = sorted(entry for entry in self._heap if entry.searched_galleries == galleries)[:room]
         if same:
             taken = {id(entry) for entry in same}
             self._heap = [entry for entry in self._heap if id(entry) not in taken]

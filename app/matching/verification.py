@@ -2,63 +2,77 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from dataclasses import dataclass
 
 from app.audit import service as audit
-from app.cases.service import ensure_searchable, visible_case
-from app.core.errors import NotFound
-from app.galleries.models import Gallery, Record
-from app.galleries.service import template_format
-from app.galleries.templates import decode_templates
-from app.matching.schemas import VerificationIn
-from app.matching.service import rate_or_invalid, resolve_targets
+from app.audit.actions import Action
+from app.cases.service import ensure_open, visible_case
+from app.core.config import Settings
+from app.db.session import Sessions, transaction
+from app.galleries.exceptions import UnknownRecord
+from app.galleries.models import Gallery
+from app.galleries.service import find_record, template_format
+from app.galleries.templates import EncodedTemplates
+from app.indexes.registry import IndexRegistry
+from app.matching.exceptions import InvalidFmr, NoAgreement
+from app.matching.service import rate_from_request, resolve_galleries
+from app.matching.thresholds import ThresholdBook
 from app.principals.models import Principal
 
-if TYPE_CHECKING:
-    from app.runtime import Runtime
+
+@dataclass(frozen=True)
+class VerificationRequest:
+    gallery_id: int
+    reference_id: str
+    probes: EncodedTemplates
+    target_fmr: float | None = None
+    """Default: the service's configured FMR."""
+
+
+@dataclass(frozen=True)
+class VerificationView:
+    score: float
+    decision: str
+    """``match`` or ``no_match`` at the calibrated threshold."""
+    threshold: float
+    target_fmr: float
+    calibration_resolved: bool
 
 
 def verify(
-    session: Session, runtime: Runtime, actor: Principal, case_id: int, request: VerificationIn
-) -> dict[str, Any]:
-    case = visible_case(session, actor, case_id)
-    ensure_searchable(case)
-    gallery = session.get(Gallery, request.gallery_id)
-    missing = NotFound(f"record {request.reference_id} not found in gallery {request.gallery_id}")
-    if gallery is None or gallery.country not in case.presumed_countries:
-        raise missing
-    fmt = template_format(gallery)
-    targets, skipped = resolve_targets(session, case, gallery.modality, fmt, [gallery.country])
-    if gallery.id not in targets:
-        raise NotFound(
-            f"no agreement covers {gallery.country}'s {gallery.modality} gallery", code="no_agreement", details=skipped
+    sessions: Sessions,
+    registry: IndexRegistry,
+    thresholds: ThresholdBook,
+    settings: Settings,
+    actor: Principal,
+    case_id: int,
+    request: VerificationRequest,
+) -> VerificationView:
+    """Score the probes against one enrolled record of a presumed country's gallery covered by
+    an agreement; the decision and the FMR it was taken at are audited."""
+    with transaction(sessions) as session:
+        case = visible_case(session, actor, case_id)
+        ensure_open(case)
+        gallery = session.get(Gallery, request.gallery_id)
+        if gallery is None or gallery.country not in case.presumed_countries:
+            raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
+        fmt = template_format(gallery)
+        searched, skipped = resolve_galleries(session, case, gallery.modality, fmt, [gallery.country])
+        if gallery.id not in searched:
+            raise NoAgreement(f"no agreement covers {gallery.country}'s {gallery.modality} gallery", details=skipped)
+        record = find_record(session, gallery.id, request.reference_id, gallery.country)
+        probes = request.probes.decode(fmt, settings.max_probes, what="probe")
+        fmr = rate_from_request(request.target_fmr or settings.default_fmr, InvalidFmr)
+        score = registry.get(gallery.id).score_record(record.id, probes)
+        if score is None:
+            raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
+        calibrated = thresholds.for_verification(gallery.id, fmr)
+        decision = "match" if score >= calibrated.thresholds.match else "no_match"
+        audit.append(
+            session,
+            actor,
+            Action.RECORD_VERIFY,
+            f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
+            details={"decision": decision, "fmr": fmr},
         )
-    record = session.scalar(
-        select(Record).where(Record.gallery_id == gallery.id, Record.reference_id == request.reference_id)
-    )
-    if record is None:
-        raise missing
-    probes = decode_templates(fmt, request.probes, request.probes_b64, runtime.settings.max_probes, what="probe")
-    fmr = rate_or_invalid(request.target_fmr or runtime.settings.default_fmr, "fmr")
-    score = runtime.registry.get(gallery.id).score_record(record.id, probes)
-    if score is None:
-        raise missing
-    calibrated = runtime.thresholds.for_verification(gallery.id, fmr)
-    decision = "match" if score >= calibrated.thresholds.match else "no_match"
-    audit.append(
-        session,
-        actor,
-        "verification",
-        f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
-        details={"decision": decision, "fmr": fmr},
-    )
-    return {
-        "score": score,
-        "decision": decision,
-        "threshold": calibrated.thresholds.match,
-        "target_fmr": fmr,
-        "calibration_resolved": calibrated.resolved,
-    }
+    return VerificationView(score, decision, calibrated.thresholds.match, fmr, calibrated.resolved)

@@ -32,7 +32,3 @@ class Principal(Base):
     key_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-
-    @property
-    def role_enum(self) -> Role:
-        return Role(self.role)

@@ -6,9 +6,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
+from app.audit.actions import Action
 from app.core.countries import check_country
-from app.core.errors import Invalid, NotFound, Unauthenticated
 from app.db.base import utcnow
+from app.db.session import Sessions, transaction
+from app.principals.exceptions import MissingAgency, MissingCountry, UnknownKey, UnknownPrincipal
 from app.principals.keys import issue_key, key_matches, prefix_of
 from app.principals.models import Principal, Role
 
@@ -17,7 +19,7 @@ NEEDS_COUNTRY = {Role.REGISTRY, Role.CONSULAR, Role.BORDER_POLICE}
 
 
 def create_principal(
-    session: Session,
+    sessions: Sessions,
     actor: Principal | None,
     name: str,
     role: Role,
@@ -26,11 +28,11 @@ def create_principal(
 ) -> tuple[Principal, str]:
     """Create a principal; returns it with its API key, which is not stored and cannot be shown
     again. Registry, consular and border police principals need a country; border police also
-    an agency."""
+    an agency. ``actor`` None is the operator on the command line (the first admin key)."""
     if role in NEEDS_COUNTRY and not country:
-        raise Invalid(f"a {role.value} principal needs a country", code="missing_country")
+        raise MissingCountry(f"a {role.value} principal needs a country")
     if role is Role.BORDER_POLICE and not agency:
-        raise Invalid("a border_police principal needs an agency", code="missing_agency")
+        raise MissingAgency("a border_police principal needs an agency")
     if country:
         check_country(country)
     key = issue_key()
@@ -42,28 +44,37 @@ def create_principal(
         key_prefix=key.prefix,
         key_hash=key.digest,
     )
-    session.add(principal)
-    session.flush()
-    audit.append(
-        session,
-        actor,
-        "principal.create",
-        f"principal/{principal.id}",
-        details={"role": role.value, "country": country, "agency": principal.agency},
-    )
+    with transaction(sessions) as session:
+        session.add(principal)
+        session.flush()
+        audit.append(
+            session,
+            actor,
+            Action.PRINCIPAL_CREATE,
+            f"principal/{principal.id}",
+            details={"role": role.value, "country": country, "agency": principal.agency},
+        )
     return principal, key.token
 
 
-def revoke_principal(session: Session, actor: Principal, principal_id: int) -> None:
-    principal = session.get(Principal, principal_id)
-    if principal is None or principal.revoked_at is not None:
-        raise NotFound(f"principal {principal_id} not found")
-    principal.revoked_at = utcnow()
-    audit.append(session, actor, "principal.revoke", f"principal/{principal_id}")
+def revoke_principal(sessions: Sessions, actor: Principal, principal_id: int) -> None:
+    with transaction(sessions) as session:
+        principal = session.get(Principal, principal_id)
+        if principal is None or principal.revoked_at is not None:
+            raise UnknownPrincipal(f"principal {principal_id} not found")
+        principal.revoked_at = utcnow()
+        audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal_id}")
 
 
-def authenticate(session: Session, token: str) -> Principal:
-    """The live principal holding ``token``; raises Unauthenticated for unknown, malformed or
+def authenticate(sessions: Sessions, token: str) -> Principal:
+    """The live principal holding ``token``, read without a write transaction (every request
+    checks its key, beside the writers); see :func:`principal_for_key`."""
+    with sessions() as session:
+        return principal_for_key(session, token)
+
+
+def principal_for_key(session: Session, token: str) -> Principal:
+    """The live principal holding ``token``; raises UnknownKey for unknown, malformed or
     revoked keys (checked on every request, so revocation takes effect at once)."""
     prefix = prefix_of(token)
     principal = None
@@ -72,9 +83,10 @@ def authenticate(session: Session, token: str) -> Principal:
     # Compare against a dummy digest when no row matched, so timing does not reveal prefixes.
     matches = key_matches(token, principal.key_hash if principal else _DUMMY_DIGEST)
     if principal is None or not matches or principal.revoked_at is not None:
-        raise Unauthenticated("unknown or revoked API key")
+        raise UnknownKey("unknown or revoked API key")
     return principal
 
 
-def list_principals(session: Session) -> list[Principal]:
-    return list(session.scalars(select(Principal).order_by(Principal.id)))
+def list_principals(sessions: Sessions) -> list[Principal]:
+    with sessions() as session:
+        return list(session.scalars(select(Principal).order_by(Principal.id)))

@@ -1,37 +1,38 @@
 """The consular review pages: server-rendered, no script, usable offline and by keyboard.
 
 Officers sign in with their API key once, exchanged for an HttpOnly, SameSite=Strict session
-cookie (Secure over HTTPS); every form carries a CSRF token. Reads and decisions go through the
-same services, and so the same audit trail, as the API.
+cookie (Secure over HTTPS); every form carries a CSRF token. Reads and decisions call the same
+use cases, and so leave the same audit trail, as the API.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Coroutine
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
-from sqlalchemy.orm import Session
 
-from app.core.errors import DomainError
+from app.api.deps import RuntimeDep
+from app.api.errors import status_of
+from app.core.errors import DomainError, Invalid, RateLimited
 from app.core.ids import RowId
 from app.db.base import utcnow
 from app.galleries.service import list_galleries
 from app.matching.models import ReviewState
-from app.principals.models import Principal
 from app.review import service as review
 from app.web import sessions
-from app.web.models import WebSession
+from app.web.sessions import SignedIn
 
-router = APIRouter(prefix="/review", include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 SESSION_COOKIE = "readmit_session"
 LOGIN_CSRF_COOKIE = "readmit_login_csrf"
 URGENT_SECONDS = 72 * 3600
+templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 
 def time_left(deadline: datetime) -> str:
@@ -47,9 +48,16 @@ templates.env.globals["URGENT_SECONDS"] = URGENT_SECONDS
 templates.env.globals["now"] = utcnow
 
 
-def _sessions(request: Request) -> Session:
-    session: Session = request.app.state.runtime.sessions()
-    return session
+class NotSignedIn(Exception):
+    """No live officer session: the page sends the browser to the sign-in form."""
+
+
+class ExpiredForm(DomainError):
+    code = "expired_form"
+
+
+class InvalidDecision(Invalid):
+    code = "invalid_decision"
 
 
 def _page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -60,8 +68,42 @@ def _error(request: Request, status: int, message: str) -> HTMLResponse:
     return _page(request, "error.html", status, message=message)
 
 
-def _signed_in(request: Request, db: Session) -> tuple[Principal, WebSession] | None:
-    return sessions.resolve(db, request.cookies.get(SESSION_COOKIE))
+class PageRoute(APIRoute):
+    """Every review page answers refusals as a page (or a redirect to sign in), never as the
+    API's JSON: the one place where domain errors become HTML."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def page_handler(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except NotSignedIn:
+                return RedirectResponse("/review/sign-in", status_code=303)
+            except ExpiredForm as error:
+                return _error(request, 403, error.message)
+            except DomainError as error:
+                return _error(request, status_of(error), error.message)
+
+        return page_handler
+
+
+router = APIRouter(prefix="/review", include_in_schema=False, route_class=PageRoute)
+
+
+def current_officer(request: Request, runtime: RuntimeDep) -> SignedIn:
+    signed_in = sessions.resolve(runtime.sessions, request.cookies.get(SESSION_COOKIE))
+    if signed_in is None:
+        raise NotSignedIn
+    return signed_in
+
+
+Officer = Annotated[SignedIn, Depends(current_officer)]
+
+
+def _check_csrf(signed_in: SignedIn, csrf: str) -> None:
+    if not signed_in.csrf_ok(csrf):
+        raise ExpiredForm("This form has expired. Reload the page and try again.")
 
 
 def _set_cookie(request: Request, response: Response, name: str, value: str, max_age: int) -> None:
@@ -76,43 +118,39 @@ def _set_cookie(request: Request, response: Response, name: str, value: str, max
     )
 
 
-@router.get("/sign-in", response_class=HTMLResponse)
-def sign_in_form(request: Request) -> HTMLResponse:
+def _sign_in_form(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(32)
-    response = _page(request, "sign_in.html", csrf=token, error=None)
+    response = _page(request, "sign_in.html", status, csrf=token, error=error)
     _set_cookie(request, response, LOGIN_CSRF_COOKIE, token, 1800)
     return response
 
 
+@router.get("/sign-in", response_class=HTMLResponse)
+def sign_in_form(request: Request) -> HTMLResponse:
+    return _sign_in_form(request)
+
+
 @router.post("/sign-in", response_class=HTMLResponse)
-def sign_in(request: Request, api_key: Annotated[str, Form()], csrf: Annotated[str, Form()] = "") -> Response:
+def sign_in(
+    request: Request, runtime: RuntimeDep, api_key: Annotated[str, Form()], csrf: Annotated[str, Form()] = ""
+) -> Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not secrets.compare_digest(expected, csrf):
-        return _error(request, 403, "This form has expired. Open the sign-in page again.")
-    throttle = request.app.state.runtime.throttle
+        raise ExpiredForm("This form has expired. Open the sign-in page again.")
     address = request.client.host if request.client else "unknown"
     try:
-        throttle.check_address(address)
+        runtime.throttle.check_address(address)
+    except RateLimited as error:
+        raise RateLimited(
+            "Too many failed sign-ins from this computer. Wait a minute and retry.", retry_after_s=error.retry_after_s
+        ) from error
+    try:
+        token = sessions.sign_in(runtime.sessions, api_key)
     except DomainError as error:
-        return _error(request, error.status, "Too many failed sign-ins from this computer. Wait a minute and retry.")
-    with _sessions(request) as db, db.begin():
-        failure: DomainError | None = None
-        try:
-            token, _ = sessions.sign_in(db, api_key)
-        except DomainError as error:
-            failure = error
-    if failure is not None:
-        throttle.failed(address)
-        fresh = secrets.token_urlsafe(32)
-        response = _page(
-            request,
-            "sign_in.html",
-            401 if failure.status == 401 else 403,
-            csrf=fresh,
-            error="This key cannot sign in here. Only consular officers' keys can.",
+        runtime.throttle.failed(address)
+        return _sign_in_form(
+            request, status_of(error), "This key cannot sign in here. Only consular officers' keys can."
         )
-        _set_cookie(request, response, LOGIN_CSRF_COOKIE, fresh, 1800)
-        return response
     redirect = RedirectResponse("/review", status_code=303)
     _set_cookie(request, redirect, SESSION_COOKIE, token, int(sessions.SESSION_LIFETIME.total_seconds()))
     redirect.delete_cookie(LOGIN_CSRF_COOKIE, path="/review")
@@ -120,80 +158,57 @@ def sign_in(request: Request, api_key: Annotated[str, Form()], csrf: Annotated[s
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
-    with _sessions(request) as db, db.begin():
-        current = _signed_in(request, db)
-        if current is not None:
-            if not sessions.csrf_ok(current[1], csrf):
-                return _error(request, 403, "This form has expired. Reload the page and try again.")
-            sessions.sign_out(db, *current)
+def sign_out(request: Request, runtime: RuntimeDep, csrf: Annotated[str, Form()] = "") -> Response:
+    signed_in = sessions.resolve(runtime.sessions, request.cookies.get(SESSION_COOKIE))
+    if signed_in is not None:
+        _check_csrf(signed_in, csrf)
+        sessions.sign_out(runtime.sessions, signed_in)
     response = RedirectResponse("/review/sign-in", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/review")
     return response
 
 
 @router.get("", response_class=HTMLResponse)
-def queue(request: Request, state: str = "pending", gallery_id: str = "") -> Response:
-    with _sessions(request) as db, db.begin():
-        current = _signed_in(request, db)
-        if current is None:
-            return RedirectResponse("/review/sign-in", status_code=303)
-        officer, web = current
-        try:
-            wanted = ReviewState(state)
-        except ValueError:
-            return _error(request, 400, f"Unknown state {state!r}.")
-        gallery = int(gallery_id) if gallery_id.isdigit() else None
-        items = review.review_queue(db, officer, wanted, gallery)
-        galleries = list_galleries(db, officer)
-        return _page(
-            request,
-            "queue.html",
-            officer=officer,
-            csrf=web.csrf_token,
-            items=items,
-            state=wanted.value,
-            gallery_id=gallery,
-            galleries=galleries,
-            states=[s.value for s in ReviewState],
-        )
+def queue(
+    request: Request, runtime: RuntimeDep, signed_in: Officer, state: str = "pending", gallery_id: str = ""
+) -> Response:
+    try:
+        wanted = ReviewState(state)
+    except ValueError:
+        return _error(request, 400, f"Unknown state {state!r}.")
+    gallery = int(gallery_id) if gallery_id.isdigit() else None
+    officer = signed_in.officer
+    return _page(
+        request,
+        "queue.html",
+        officer=officer,
+        csrf=signed_in.csrf_token,
+        items=review.review_queue(runtime.sessions, officer, wanted, gallery),
+        state=wanted.value,
+        gallery_id=gallery,
+        galleries=list_galleries(runtime.sessions, runtime.registry, officer),
+        states=[s.value for s in ReviewState],
+    )
 
 
 @router.get("/candidates/{candidate_id}", response_class=HTMLResponse)
-def candidate(request: Request, candidate_id: RowId) -> Response:
-    with _sessions(request) as db, db.begin():
-        current = _signed_in(request, db)
-        if current is None:
-            return RedirectResponse("/review/sign-in", status_code=303)
-        officer, web = current
-        try:
-            page = review.candidate_page(db, officer, candidate_id)
-        except DomainError as error:
-            return _error(request, error.status, error.message)
-        return _page(request, "candidate.html", officer=officer, csrf=web.csrf_token, **page)
+def candidate(request: Request, runtime: RuntimeDep, signed_in: Officer, candidate_id: RowId) -> Response:
+    page = review.candidate_page(runtime.sessions, signed_in.officer, candidate_id)
+    return _page(request, "candidate.html", officer=signed_in.officer, csrf=signed_in.csrf_token, **page.__dict__)
 
 
 @router.post("/candidates/{candidate_id}/decision")
 def decide(
-    request: Request,
+    runtime: RuntimeDep,
+    signed_in: Officer,
     candidate_id: RowId,
     decision: Annotated[str, Form()] = "",
     note: Annotated[str, Form()] = "",
     csrf: Annotated[str, Form()] = "",
 ) -> Response:
-    with _sessions(request) as db, db.begin():
-        current = _signed_in(request, db)
-        if current is None:
-            return RedirectResponse("/review/sign-in", status_code=303)
-        officer, web = current
-        if not sessions.csrf_ok(web, csrf):
-            return _error(request, 403, "This form has expired. Reload the page and decide again.")
-        if decision not in ("confirmed", "rejected") or not note.strip():
-            return _error(request, 422, "Choose Confirm or Reject and write a note explaining the decision.")
-        try:
-            review.decide(db, officer, candidate_id, decision == "confirmed", note.strip()[:2000])
-        except DomainError as error:
-            return _error(request, error.status, error.message)
-        following = review.next_pending(db, officer)
-    target = f"/review/candidates/{following}" if following else "/review"
-    return RedirectResponse(target, status_code=303)
+    _check_csrf(signed_in, csrf)
+    if decision not in set(review.Decision) or not note.strip():
+        raise InvalidDecision("Choose Confirm or Reject and write a note explaining the decision.")
+    review.decide(runtime.sessions, signed_in.officer, candidate_id, review.Decision(decision), note.strip()[:2000])
+    following = review.next_pending(runtime.sessions, signed_in.officer)
+    return RedirectResponse(f"/review/candidates/{following}" if following else "/review", status_code=303)

@@ -11,7 +11,6 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.db.session import transaction
 from app.main import create_app
 from app.principals.models import Role
 from app.principals.service import create_principal
@@ -21,8 +20,7 @@ class Service:
     def __init__(self, data_dir: Path, database_url: str | None, **overrides: Any) -> None:
         self.settings = Settings(data_dir=data_dir, database_url=database_url, snapshot_interval_s=3600, **overrides)
         self.client = self._start()
-        with transaction(self.runtime.sessions) as session:
-            _, key = create_principal(session, None, "bootstrap admin", Role.ADMIN)
+        _, key = create_principal(self.runtime.sessions, None, "bootstrap admin", Role.ADMIN)
         self.admin = {"Authorization": f"Bearer {key}"}
 
     def _start(self) -> TestClient:

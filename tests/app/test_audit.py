@@ -28,7 +28,7 @@ def test_every_change_and_read_is_in_the_chain_without_biometric_data(audited):
         "gallery.create",
         "principal.create",
         "principal.create",
-        "records.enrol",
+        "record.enrol",
         "record.read",
         "record.delete",
     ]

@@ -126,17 +126,18 @@ def test_enrolled_person_is_found_confirmed_and_the_case_identified(story, peopl
 
     auditor = service.principal("auditor")
     assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
-    actions = [e["action"] for e in service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]]
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    actions = [e["action"] for e in events]
     for action in (
         "case.open",
         "search.submit",
         "search.complete",
-        "verification",
-        "review.list",
-        "candidate.confirmed",
-        "case.identified",
+        "record.verify",
+        "candidate.list",
+        "candidate.confirm",
     ):
         assert action in actions
+    assert any(e["action"] == "case.transition" and e["details"]["to"] == "identified" for e in events)
 
 
 def test_a_person_who_is_not_enrolled_gets_no_candidate(story, people):
@@ -254,7 +255,7 @@ def test_probes_of_ended_cases_are_erased_after_the_retention_period(story, peop
     assert probe_bytes(kept["id"]) is not None
     auditor = service.principal("auditor")
     events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
-    assert any(e["action"] == "case.probes_erased" and e["resource"] == f"case/{ended['id']}" for e in events)
+    assert any(e["action"] == "probe.erase" and e["resource"] == f"case/{ended['id']}" for e in events)
     assert any(e["action"] == "search.submit" and e["resource"].startswith(f"case/{ended['id']}/") for e in events)
     assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
     candidates = service.client.get(f"/v1/cases/{ended['id']}", headers=police).json()["searches"][0]["candidates"]

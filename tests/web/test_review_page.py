@@ -150,14 +150,14 @@ def test_consul_reviews_in_deadline_order_confirms_and_the_case_is_identified(se
     events = api.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
     actions = [e["action"] for e in events]
     for action in (
-        "web.sign_in",
-        "review.list",
+        "session.sign_in",
+        "candidate.list",
         "candidate.read",
-        "candidate.confirmed",
-        "case.identified",
-        "web.sign_out",
+        "candidate.confirm",
+        "session.sign_out",
     ):
         assert action in actions
+    assert any(e["action"] == "case.transition" and e["details"]["to"] == "identified" for e in events)
     assert api.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
 
 

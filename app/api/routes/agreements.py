@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends
 from app.agreements import service
 from app.agreements.models import Agreement
 from app.agreements.schemas import AgreementIn, AgreementOut
-from app.api.deps import SessionDep, require
+from app.api.deps import SessionsDep, require
 from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
@@ -15,20 +15,13 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")
-def create(body: AgreementIn, actor: Admin, session: SessionDep) -> Agreement:
+def create(body: AgreementIn, actor: Admin, sessions: SessionsDep) -> Agreement:
     """Without an agreement in force, a receiving state cannot search the origin country's galleries."""
-    with session.begin():
-        return service.create_agreement(
-            session,
-            actor,
-            body.receiving_country,
-            body.origin_country,
-            body.modalities,
-            body.valid_from,
-            body.valid_to,
-        )
+    return service.create_agreement(
+        sessions, actor, body.receiving_country, body.origin_country, body.modalities, body.valid_from, body.valid_to
+    )
 
 
 @router.get("", response_model=list[AgreementOut], summary="List agreements")
-def list_all(actor: Admin, session: SessionDep) -> list[Agreement]:
-    return service.list_agreements(session)
+def list_all(actor: Admin, sessions: SessionsDep) -> list[Agreement]:
+    return service.list_agreements(sessions)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from app.api.deps import SessionDep, require
+from app.api.deps import SessionsDep, require
 from app.audit import service
 from app.audit.schemas import AuditPage, VerificationOut
 from app.principals.models import Principal, Role
@@ -16,27 +16,15 @@ Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")
 def events(
     actor: Auditor,
-    session: SessionDep,
+    sessions: SessionsDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return events with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, object]:
-    with session.begin():
-        page = service.list_events(session, after, limit)
-        service.append(session, actor, "audit.read", "audit/events", details={"after": after, "limit": limit})
+    page = service.read_events(sessions, actor, after, limit)
     return {"events": page, "next_after": page[-1].seq if len(page) == limit else None}
 
 
 @router.get("/verify", response_model=VerificationOut, summary="Recompute the hash chain")
-def verify(actor: Auditor, session: SessionDep) -> service.Verification:
+def verify(actor: Auditor, sessions: SessionsDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
-    with session.begin():
-        result = service.verify_chain(session)
-        service.append(
-            session,
-            actor,
-            "audit.verify",
-            "audit/verify",
-            outcome="ok" if result.ok else "chain_broken",
-            details={"events_checked": result.events_checked, "first_bad_seq": result.first_bad_seq},
-        )
-    return result
+    return service.verify(sessions, actor)

@@ -1,103 +1,52 @@
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from app.api.deps import RuntimeDep, SessionDep, require
-from app.audit import service as audit
+from app.api.deps import RuntimeDep, SessionsDep, require
 from app.cases import service
-from app.cases.models import Case, CaseStatus
+from app.cases.models import CaseStatus
 from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
 from app.core.ids import RowId
+from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
-from app.matching.models import Search
+from app.matching.models import SearchStatus
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
-from app.matching.verification import verify
+from app.matching.verification import VerificationRequest, VerificationView, verify
+from app.matching.views import CaseView
 from app.principals.models import Principal, Role
+from matcher import TemplateFormat
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
 
 
-def case_view(session: Session, case: Case) -> dict[str, object]:
-    searches = list(session.scalars(select(Search).where(Search.case_id == case.id).order_by(Search.id)))
-    candidates = matching.candidates_of(session, [s.id for s in searches])
-    return {
-        **{
-            c: getattr(case, c)
-            for c in (
-                "id",
-                "external_ref",
-                "agency",
-                "detained_at",
-                "detention_limit_days",
-                "deadline",
-                "presumed_countries",
-                "legal_basis",
-                "status",
-                "created_at",
-            )
-        },
-        "searches": [
-            {
-                "id": s.id,
-                "status": s.status,
-                "submitted_at": s.submitted_at,
-                "finished_at": s.finished_at,
-                "candidates": [
-                    {
-                        "id": c.id,
-                        "country": c.country,
-                        "rank": c.rank,
-                        "score": c.score,
-                        "band": c.band,
-                        "review_state": c.review_state,
-                    }
-                    for c in candidates
-                    if c.search_id == s.id
-                ],
-            }
-            for s in searches
-        ],
-    }
-
-
 @router.post("", status_code=201, response_model=CaseOut, summary="Open a case for a detained person")
-def open_case(body: CaseIn, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
+def open_case(body: CaseIn, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
     """The deadline is ``detained_at`` + ``detention_limit_days``; the case is visible to the
     calling agency only. A deadline already passed is refused with ``deadline_passed``."""
-    with session.begin():
-        case = service.open_case(
-            session,
-            actor,
-            body.external_ref,
-            body.detained_at,
-            body.detention_limit_days,
-            body.presumed_countries,
-            body.legal_basis,
-        )
-        return case_view(session, case)
+    return service.open_case(
+        sessions,
+        actor,
+        body.external_ref,
+        body.detained_at,
+        body.detention_limit_days,
+        body.presumed_countries,
+        body.legal_basis,
+    )
 
 
 @router.get("/{case_id}", response_model=CaseOut, summary="Read a case with its searches and candidate states")
-def read_case(case_id: RowId, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
-    with session.begin():
-        case = service.visible_case(session, actor, case_id)
-        view = case_view(session, case)
-        audit.append(session, actor, "case.read", f"case/{case_id}")
-    return view
+def read_case(case_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
+    return service.read_case(sessions, actor, case_id)
 
 
 @router.patch("/{case_id}", response_model=CaseOut, summary="Close a case, or mark it unidentified")
-def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
-    with session.begin():
-        case = service.visible_case(session, actor, case_id, for_update=True)
-        service.move(session, actor, case, CaseStatus(body.status), "requested by the agency")
-        return case_view(session, case)
+def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
+    return service.change_status(sessions, actor, case_id, CaseStatus(body.status))
 
 
 @router.post(
@@ -113,21 +62,29 @@ def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtim
     ``possible`` threshold at 10x ``target_fpir``; ``match`` above the threshold at ``target_fpir``.
     An empty list means no candidate. Answers 200 with the result when it is ready within
     ``wait_ms``, else 202: the search runs in deadline order and can be polled."""
-    with runtime.sessions() as session, session.begin():
-        search = matching.submit_identification(session, actor, case_id, body, runtime.settings)
-        search_id, deadline, targets, queued = search.id, search.deadline, search.targets, search.status == "queued"
-    if queued:
-        runtime.scheduler.submit(search_id, deadline, tuple(sorted(targets)))
-        runtime.scheduler.wait(search_id, body.wait_ms / 1000)
-    with runtime.sessions() as session, session.begin():
-        view = matching.read_search(session, actor, search_id)
-    done = view["status"] not in ("queued", "running")
-    return JSONResponse(SearchOut.model_validate(view).model_dump(mode="json"), status_code=200 if done else 202)
+    fmt = body.template_format
+    request = matching.IdentificationRequest(
+        modality=body.modality,
+        template_format=TemplateFormat(fmt.model, fmt.dimension, fmt.metric),
+        probes=EncodedTemplates(body.probes, body.probes_b64),
+        countries=body.countries,
+        max_candidates=body.max_candidates,
+        target_fpir=body.target_fpir,
+        allow_partial_results=body.allow_partial_results,
+    )
+    view = matching.identify(
+        runtime.sessions, runtime.scheduler, runtime.settings, actor, case_id, request, body.wait_ms / 1000
+    )
+    pending = view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value)
+    body_out = SearchOut.model_validate(dataclasses.asdict(view)).model_dump(mode="json")
+    return JSONResponse(body_out, status_code=202 if pending else 200)
 
 
 @router.post("/{case_id}/verifications", response_model=VerificationOut, summary="Verify (1:1) against one record")
-def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> dict[str, object]:
+def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> VerificationView:
     """Scores the probes against one enrolled record of a presumed country's gallery covered by an
     agreement; the decision is taken at the gallery's calibrated threshold for ``target_fmr``."""
-    with runtime.sessions() as session, session.begin():
-        return verify(session, runtime, actor, case_id, body)
+    request = VerificationRequest(
+        body.gallery_id, body.reference_id, EncodedTemplates(body.probes, body.probes_b64), body.target_fmr
+    )
+    return verify(runtime.sessions, runtime.registry, runtime.thresholds, runtime.settings, actor, case_id, request)

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from app.api.deps import SessionDep, require
+from app.api.deps import SessionsDep, require
 from app.core.ids import RowId
 from app.principals import service
 from app.principals.models import Principal, Role
@@ -14,25 +14,19 @@ router = APIRouter(prefix="/v1/principals", tags=["principals"])
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
-def _out(principal: Principal) -> dict[str, object]:
-    return {c: getattr(principal, c) for c in ("id", "name", "role", "country", "agency", "created_at", "revoked_at")}
-
-
 @router.post("", status_code=201, response_model=PrincipalCreated, summary="Create a principal and its API key")
-def create(body: PrincipalIn, actor: Admin, session: SessionDep) -> dict[str, object]:
+def create(body: PrincipalIn, actor: Admin, sessions: SessionsDep) -> dict[str, object]:
     """The key is in the response only: it is stored as a hash and cannot be shown again."""
-    with session.begin():
-        principal, key = service.create_principal(session, actor, body.name, body.role, body.country, body.agency)
-    return {**_out(principal), "api_key": key}
+    principal, key = service.create_principal(sessions, actor, body.name, body.role, body.country, body.agency)
+    return {**PrincipalOut.model_validate(principal, from_attributes=True).model_dump(), "api_key": key}
 
 
 @router.delete("/{principal_id}", status_code=204, summary="Revoke a principal's key")
-def revoke(principal_id: RowId, actor: Admin, session: SessionDep) -> Response:
-    with session.begin():
-        service.revoke_principal(session, actor, principal_id)
+def revoke(principal_id: RowId, actor: Admin, sessions: SessionsDep) -> Response:
+    service.revoke_principal(sessions, actor, principal_id)
     return Response(status_code=204)
 
 
 @router.get("", response_model=list[PrincipalOut], summary="List principals (never their keys)")
-def list_all(actor: Admin, session: SessionDep) -> list[dict[str, object]]:
-    return [_out(p) for p in service.list_principals(session)]
+def list_all(actor: Admin, sessions: SessionsDep) -> list[Principal]:
+    return service.list_principals(sessions)

@@ -14,6 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
+from app.audit.actions import Action
 from app.cases.models import Case, CaseStatus
 from app.db.base import utcnow
 from app.matching.models import Search
@@ -39,7 +40,7 @@ def erase_old_probes(session: Session, retention_days: int) -> int:
         audit.append(
             session,
             None,
-            "case.probes_erased",
+            Action.PROBE_ERASE,
             f"case/{case_id}",
             details={"searches": search_ids, "retention_days": retention_days},
         )

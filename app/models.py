@@ -1,4 +1,5 @@
-"""Every model, imported in one place so that the metadata is complete (Alembic, tests)."""
+"""Every model of every domain, imported in one place above the domains so that the metadata is
+complete (Alembic, tests)."""
 
 from app.agreements.models import Agreement
 from app.audit.models import AuditEvent, AuditHead

@@ -1,0 +1,27 @@
+"""Refusals of the matching domain, each with its stable code."""
+
+from __future__ import annotations
+
+from app.core.errors import Invalid, NotFound
+
+
+class UnknownSearch(NotFound):
+    code = "not_found"
+
+
+class CountryNotPresumed(Invalid):
+    code = "country_not_presumed"
+
+
+class InvalidFpir(Invalid):
+    code = "invalid_fpir"
+
+
+class InvalidFmr(Invalid):
+    code = "invalid_fmr"
+
+
+class NoAgreement(NotFound):
+    """No agreement in force covers the gallery the caller named: as if it did not exist."""
+
+    code = "no_agreement"

@@ -1,0 +1,167 @@
+"""One view per resource of the search family (case file, search, candidate), built from the
+database in one place for every front door: the API, the review pages, and adapters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.cases.models import Case
+from app.db.base import utcnow
+from app.galleries.models import Record
+from app.matching.models import Candidate, ReviewState, Search
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    id: int
+    search_id: int
+    gallery_id: int
+    country: str
+    reference_id: str
+    rank: int
+    score: float
+    band: str
+    match_threshold: float
+    possible_threshold: float
+    review_state: str
+    attributes: dict[str, Any] | None
+    """The enrolled record's identity attributes, only where the viewer may read them."""
+    note: str | None
+    reviewed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class SearchView:
+    id: int
+    case_id: int
+    status: str
+    error: str | None
+    submitted_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    deadline: datetime
+    target_fpir: float
+    searched_galleries: list[int]
+    skipped: list[dict[str, str]]
+    candidates: list[CandidateView]
+    missing_shards: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CaseView:
+    id: int
+    external_ref: str
+    agency: str
+    detained_at: datetime
+    detention_limit_days: int
+    deadline: datetime
+    presumed_countries: list[str]
+    legal_basis: str
+    status: str
+    created_at: datetime
+    searches: list[SearchView]
+
+
+@dataclass(frozen=True)
+class ReviewItemView(CandidateView):
+    """A candidate as a consular officer reviews it, with its case's urgency."""
+
+    case_id: int
+    case_status: str
+    deadline: datetime
+    remaining_seconds: int
+
+
+def review_item_view(candidate: Candidate, case: Case, attributes: dict[str, Any] | None) -> ReviewItemView:
+    return ReviewItemView(
+        **candidate_view(candidate, attributes).__dict__,
+        case_id=case.id,
+        case_status=case.status,
+        deadline=case.deadline,
+        remaining_seconds=max(0, int((case.deadline - utcnow()).total_seconds())),
+    )
+
+
+def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> CandidateView:
+    return CandidateView(
+        id=candidate.id,
+        search_id=candidate.search_id,
+        gallery_id=candidate.gallery_id,
+        country=candidate.country,
+        reference_id=candidate.reference_id,
+        rank=candidate.rank,
+        score=candidate.score,
+        band=candidate.band,
+        match_threshold=candidate.match_threshold,
+        possible_threshold=candidate.possible_threshold,
+        review_state=candidate.review_state,
+        attributes=attributes,
+        note=candidate.note,
+        reviewed_at=candidate.reviewed_at,
+    )
+
+
+def search_views(session: Session, searches: list[Search]) -> list[SearchView]:
+    """Searches with their candidates, best first; identity attributes only for confirmed
+    candidates (an agency learns who the person is once the country of origin confirms)."""
+    candidates = (
+        list(
+            session.scalars(
+                select(Candidate)
+                .where(Candidate.search_id.in_([s.id for s in searches]))
+                .order_by(Candidate.search_id, Candidate.rank)
+            )
+        )
+        if searches
+        else []
+    )
+    confirmed = [c.record_id for c in candidates if c.review_state == ReviewState.CONFIRMED.value and c.record_id]
+    attributes = (
+        {record.id: record.attributes for record in session.scalars(select(Record).where(Record.id.in_(confirmed)))}
+        if confirmed
+        else {}
+    )
+    return [
+        SearchView(
+            id=search.id,
+            case_id=search.case_id,
+            status=search.status,
+            error=search.error,
+            submitted_at=search.submitted_at,
+            started_at=search.started_at,
+            finished_at=search.finished_at,
+            deadline=search.deadline,
+            target_fpir=search.target_fpir,
+            searched_galleries=list(search.searched_galleries),
+            skipped=list(search.skipped or []),
+            candidates=[
+                candidate_view(c, attributes.get(c.record_id) if c.record_id else None)
+                for c in candidates
+                if c.search_id == search.id
+            ],
+            missing_shards=list(search.missing_shards or []),
+        )
+        for search in searches
+    ]
+
+
+def case_view(session: Session, case: Case) -> CaseView:
+    searches = list(session.scalars(select(Search).where(Search.case_id == case.id).order_by(Search.id)))
+    return CaseView(
+        id=case.id,
+        external_ref=case.external_ref,
+        agency=case.agency,
+        detained_at=case.detained_at,
+        detention_limit_days=case.detention_limit_days,
+        deadline=case.deadline,
+        presumed_countries=list(case.presumed_countries),
+        legal_basis=case.legal_basis,
+        status=case.status,
+        created_at=case.created_at,
+        searches=search_views(session, searches),
+    )
