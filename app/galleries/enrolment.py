@@ -30,6 +30,7 @@ from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import bump_change_seq, template_format, writable_gallery
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
+from app.principals.exceptions import UnknownPrincipal
 from app.principals.models import Principal
 
 
@@ -110,15 +111,18 @@ def load(
     """Bulk load with the service stopped: batches of ``limits.max_records``, one transaction
     each, so that an interrupted load keeps every committed batch and a rerun skips what is
     already there unchanged. The caller rebuilds the index afterwards."""
+    with sessions() as session:  # refuse a wrong principal or gallery before reading the source
+        actor = session.get(Principal, actor_id)
+        if actor is None:
+            raise UnknownPrincipal(f"principal {actor_id} not found")
+        writable_gallery(session, actor, gallery_id)
     total = EnrolmentOutcome()
     batch: list[RecordSubmission] = []
 
     def commit() -> None:
         with transaction(sessions) as session:
-            actor = session.get(Principal, actor_id)
-            if actor is None:
-                raise DomainError(f"no principal {actor_id}")
-            outcome, _, _ = stage(session, actor, writable_gallery(session, actor, gallery_id), batch, limits)
+            gallery = writable_gallery(session, actor, gallery_id)
+            outcome, _, _ = stage(session, actor, gallery, batch, limits)
         total.add(outcome)
         on_batch(total)
 

@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import RuntimeDep, SessionsDep, require
 from app.cases import service
@@ -16,7 +14,7 @@ from app.matching import service as matching
 from app.matching.models import SearchStatus
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
 from app.matching.verification import VerificationRequest, VerificationView, verify
-from app.matching.views import CaseView
+from app.matching.views import CaseView, SearchView
 from app.principals.models import Principal, Role
 from matcher import TemplateFormat
 
@@ -55,7 +53,9 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
     summary="Identify (1:N) against the allowed galleries",
     responses={202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"}},
 )
-def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep) -> JSONResponse:
+def identify(
+    case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep, response: Response
+) -> SearchView:
     """Searches every gallery of the modality and template format whose country is presumed (or
     named in ``countries``) and covered by an agreement in force today; other countries are listed
     in ``skipped``. One candidate per record (best over probe and record samples), above the
@@ -75,9 +75,9 @@ def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtim
     view = matching.identify(
         runtime.sessions, runtime.scheduler, runtime.settings, actor, case_id, request, body.wait_ms / 1000
     )
-    pending = view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value)
-    body_out = SearchOut.model_validate(dataclasses.asdict(view)).model_dump(mode="json")
-    return JSONResponse(body_out, status_code=202 if pending else 200)
+    if view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value):
+        response.status_code = 202
+    return view
 
 
 @router.post("/{case_id}/verifications", response_model=VerificationOut, summary="Verify (1:1) against one record")
