@@ -23,7 +23,7 @@ from matcher.fusion import SearchResult, fuse_per_record
 from matcher.shortlist import ShortlistIndex
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
-from matcher.tuning import use_threads_for
+from matcher.tuning import configure_faiss, use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
 
 Searcher = Callable[[np.ndarray, int], SearchResult]
@@ -57,6 +57,7 @@ class GalleryIndex:
     """All templates of one gallery, searchable per record with exact scores."""
 
     def __init__(self, template_format: TemplateFormat, policy: IndexPolicy | None = None) -> None:
+        configure_faiss()  # every search path goes through an index, made here or by load
         self.format = template_format
         self.policy = policy or IndexPolicy()
         self._store = TemplateStore(template_format)
