@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -78,15 +79,6 @@ class GalleryIndex:
         return self._store.size
 
     @property
-    def shard_count(self) -> int:
-        """One: the whole gallery is in this process (see :mod:`matcher.sharded`)."""
-        return 1
-
-    def unavailable_shards(self) -> list[int]:
-        """None: an in-process index is always there."""
-        return []
-
-    @property
     def record_count(self) -> int:
         with self._lock.gen_rlock():
             return int(np.unique(self._store.labels).size)
@@ -96,16 +88,12 @@ class GalleryIndex:
         with self._lock.gen_rlock():
             return np.unique(self._store.labels)
 
-    def search(
-        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None, allow_partial: bool = False
-    ) -> SearchResult:
+    def search(self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None) -> SearchResult:
         """Top-``k`` records per query with exact scores, best first.
 
         ``probes`` is (n, d); each row is its own query unless ``probe_groups`` gives, per probe,
         the query it belongs to (several samples of one person): the queries are then numbered
         0..max(group), and a record's score is its best over probe x record samples.
-        ``allow_partial`` changes nothing here (an in-process index is always whole); it is part
-        of the interface that a sharded gallery shares.
         """
         if k < 1:
             raise InvalidTemplateError(f"k must be at least 1, got {k}")
@@ -258,10 +246,6 @@ class GalleryIndex:
         else:
             self._shortlist = ShortlistIndex.build(self.format, self._store.vectors(), self.policy.training_sample)
 
-    def close(self) -> None:
-        """Nothing to release (the index is plain memory in this process); a sharded gallery's
-        ``close`` stops its actors, and the service closes either alike."""
-
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: Path, change_seq: int) -> None:
@@ -289,7 +273,7 @@ class GalleryIndex:
             self.change_seq = int(change_seq)
 
     @classmethod
-    def load(cls, path: Path, policy: IndexPolicy | None = None) -> GalleryIndex:
+    def load(cls, path: Path, policy: IndexPolicy | None = None) -> Self:
         """Load a snapshot written by :meth:`save`; raises SnapshotError unless it is intact."""
         with SnapshotReader(path) as reader:
             manifest = reader.manifest
