@@ -23,14 +23,15 @@ from app.galleries.models import Gallery, Record
 from app.galleries.service import template_format
 from app.galleries.templates import decode_templates, to_bytes
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
+from app.matching.rates import rate_from_request
 from app.matching.schemas import IdentificationIn
 from app.principals.models import Principal
-from matcher import CalibrationError, Metric, TemplateFormat, normalise_rate
+from matcher import CalibrationError, Metric, TemplateFormat
 
 
 def rate_or_invalid(value: float, what: str) -> float:
     try:
-        return normalise_rate(value)
+        return rate_from_request(value)
     except CalibrationError as error:
         raise Invalid(str(error), code=f"invalid_{what}") from error
 
