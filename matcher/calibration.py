@@ -117,9 +117,6 @@ class Calibration:
         """Match at ``rate`` of the sample, possible at ``possible_factor`` times it."""
         return self._thresholds(check_rate(rate), lambda r: r)
 
-    def thresholds_at_fmr(self, fmr: float) -> Thresholds:
-        return self.thresholds_at_rate(fmr)
-
     def thresholds_at_fpir(self, fpir: float, gallery_size: int) -> Thresholds:
         """From pairwise scores: FPIR converted to the per-comparison FMR at ``gallery_size``."""
         return self._thresholds(check_rate(fpir), lambda r: fmr_for_fpir(r, gallery_size))
