@@ -3,7 +3,7 @@
 Usable on its own (benchmarks, notebooks); it knows nothing of HTTP or SQL.
 """
 
-from matcher.calibration import Band, Calibration, Thresholds, fmr_for_fpir, normalise_rate, threshold_at_rate
+from matcher.calibration import Band, Calibration, Thresholds, fmr_for_fpir, threshold_at_rate
 from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError, ShardUnavailableError, SnapshotError
 from matcher.formats import Metric, TemplateFormat
 from matcher.fusion import SearchResult
@@ -27,7 +27,6 @@ __all__ = [
     "TemplateFormat",
     "Thresholds",
     "fmr_for_fpir",
-    "normalise_rate",
     "prepare_templates",
     "read_manifest",
     "threshold_at_rate",

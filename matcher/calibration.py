@@ -10,8 +10,7 @@ sample of non-mated scores of the gallery's own format:
   non-mated *searches* reach with their best candidate (ISO/IEC 19795-1; NIST FRTE 1:N). When
   only pairwise scores are known, FPIR ≈ 1 - (1 - FMR)^N for a gallery of N records.
 
-FPIR is accepted as a fraction (0.001) or as the MOSIP ABIS integer ``round(-10 * log10(FPIR))``
-(30 for 0.001).
+Every rate here is a fraction in (0, 1); a client's other notations are read by the service.
 """
 
 from __future__ import annotations
@@ -35,18 +34,12 @@ class Band(enum.StrEnum):
     POSSIBLE = "possible"
 
 
-def fpir_from_mosip(value: int) -> float:
-    """MOSIP ABIS expresses FPIR as ``round(-10 * log10(FPIR))``: 30 means 0.001."""
-    return 10.0 ** (-value / 10.0)
-
-
-def normalise_rate(value: float) -> float:
-    """A false-positive rate given as a fraction in (0, 1) or as a MOSIP integer (>= 1)."""
-    if 0.0 < value < 1.0:
-        return float(value)
-    if value >= 1.0 and float(value).is_integer():
-        return fpir_from_mosip(int(value))
-    raise CalibrationError(f"a false-positive rate is a fraction in (0, 1) or a MOSIP integer >= 1, got {value}")
+def check_rate(rate: float) -> float:
+    """``rate`` (an FMR or FPIR) as a float, if it is a fraction in (0, 1); raises
+    CalibrationError otherwise."""
+    if 0.0 < rate < 1.0:
+        return float(rate)
+    raise CalibrationError(f"a false-positive rate is a fraction in (0, 1), got {rate}")
 
 
 def fmr_for_fpir(fpir: float, gallery_size: int) -> float:
@@ -65,7 +58,7 @@ def threshold_at_rate(nonmated_scores: npt.ArrayLike, rate: float, *, clamp: boo
     scores = np.asarray(nonmated_scores).ravel()
     if not np.issubdtype(scores.dtype, np.floating):
         scores = scores.astype(np.float64)
-    rate = normalise_rate(rate)
+    rate = check_rate(rate)
     if scores.size == 0 or not np.isfinite(scores).all():
         raise CalibrationError("calibration needs a non-empty sample of finite non-mated scores")
     allowed = math.floor(rate * scores.size + 1e-9)
@@ -122,18 +115,15 @@ class Calibration:
 
     def thresholds_at_rate(self, rate: float) -> Thresholds:
         """Match at ``rate`` of the sample, possible at ``possible_factor`` times it."""
-        return self._thresholds(normalise_rate(rate), lambda r: r)
-
-    def thresholds_at_fmr(self, fmr: float) -> Thresholds:
-        return self.thresholds_at_rate(fmr)
+        return self._thresholds(check_rate(rate), lambda r: r)
 
     def thresholds_at_fpir(self, fpir: float, gallery_size: int) -> Thresholds:
         """From pairwise scores: FPIR converted to the per-comparison FMR at ``gallery_size``."""
-        return self._thresholds(normalise_rate(fpir), lambda r: fmr_for_fpir(r, gallery_size))
+        return self._thresholds(check_rate(fpir), lambda r: fmr_for_fpir(r, gallery_size))
 
     def resolves(self, rate: float) -> bool:
         """Whether the sample is large enough to read ``rate`` without clamping."""
-        return normalise_rate(rate) * self.nonmated_scores.size >= 1
+        return check_rate(rate) * self.nonmated_scores.size >= 1
 
     def _thresholds(self, strict: float, to_sample_rate: Callable[[float], float]) -> Thresholds:
         loose = min(strict * self.possible_factor, 0.5)

@@ -24,7 +24,7 @@ class SnapshotError(MatcherError):
 
 
 class CalibrationError(MatcherError, ValueError):
-    """A threshold was asked for that the score sample cannot support."""
+    """A rate that is not a fraction in (0, 1), or a threshold the score sample cannot support."""
 
     code = "calibration_error"
 

@@ -12,6 +12,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 import numpy.typing as npt
@@ -23,7 +24,7 @@ from matcher.fusion import SearchResult, fuse_per_record
 from matcher.shortlist import ShortlistIndex
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
-from matcher.tuning import use_threads_for
+from matcher.tuning import configure_faiss, use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
 
 Searcher = Callable[[np.ndarray, int], SearchResult]
@@ -57,6 +58,7 @@ class GalleryIndex:
     """All templates of one gallery, searchable per record with exact scores."""
 
     def __init__(self, template_format: TemplateFormat, policy: IndexPolicy | None = None) -> None:
+        configure_faiss()  # every search path goes through an index, made here or by load
         self.format = template_format
         self.policy = policy or IndexPolicy()
         self._store = TemplateStore(template_format)
@@ -77,15 +79,6 @@ class GalleryIndex:
         return self._store.size
 
     @property
-    def shard_count(self) -> int:
-        """One: the whole gallery is in this process (see :mod:`matcher.sharded`)."""
-        return 1
-
-    def unavailable_shards(self) -> list[int]:
-        """None: an in-process index is always there."""
-        return []
-
-    @property
     def record_count(self) -> int:
         with self._lock.gen_rlock():
             return int(np.unique(self._store.labels).size)
@@ -95,16 +88,12 @@ class GalleryIndex:
         with self._lock.gen_rlock():
             return np.unique(self._store.labels)
 
-    def search(
-        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None, allow_partial: bool = False
-    ) -> SearchResult:
+    def search(self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None) -> SearchResult:
         """Top-``k`` records per query with exact scores, best first.
 
         ``probes`` is (n, d); each row is its own query unless ``probe_groups`` gives, per probe,
         the query it belongs to (several samples of one person): the queries are then numbered
         0..max(group), and a record's score is its best over probe x record samples.
-        ``allow_partial`` changes nothing here (an in-process index is always whole); it is part
-        of the interface that a sharded gallery shares.
         """
         if k < 1:
             raise InvalidTemplateError(f"k must be at least 1, got {k}")
@@ -257,10 +246,6 @@ class GalleryIndex:
         else:
             self._shortlist = ShortlistIndex.build(self.format, self._store.vectors(), self.policy.training_sample)
 
-    def close(self) -> None:
-        """Nothing to release (the index is plain memory in this process); a sharded gallery's
-        ``close`` stops its actors, and the service closes either alike."""
-
     # -- persistence ---------------------------------------------------------------------------
 
     def save(self, path: Path, change_seq: int) -> None:
@@ -288,7 +273,7 @@ class GalleryIndex:
             self.change_seq = int(change_seq)
 
     @classmethod
-    def load(cls, path: Path, policy: IndexPolicy | None = None) -> GalleryIndex:
+    def load(cls, path: Path, policy: IndexPolicy | None = None) -> Self:
         """Load a snapshot written by :meth:`save`; raises SnapshotError unless it is intact."""
         with SnapshotReader(path) as reader:
             manifest = reader.manifest

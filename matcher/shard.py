@@ -23,7 +23,7 @@ from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy
 from matcher.snapshot import read_manifest
-from matcher.tuning import set_thread_budget
+from matcher.tuning import configure_faiss, set_thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class GalleryShard:
         threads: int = 1,
     ) -> None:
         set_thread_budget(threads)  # the CPUs Ray reserved for this actor, not the whole node
+        configure_faiss()
         self.name = name
         self.format, self.policy, self.path = template_format, policy, Path(snapshot_path)
         self.incarnation = uuid.uuid4().hex

@@ -1,5 +1,6 @@
-"""A gallery split over shards that run as Ray actors, behind the same interface as one
-:class:`GalleryIndex`.
+"""A gallery split over shards that run as Ray actors, behind the interface of one
+:class:`GalleryIndex`, plus what only shards raise: how many there are, which are unavailable,
+searches that may answer without some of them, and actors to stop (:meth:`ShardedGallery.close`).
 
 Each shard is a Ray actor (:class:`matcher.shard.GalleryShard`) holding a :class:`GalleryIndex`
 and its own snapshot file. A record lives on one shard (:func:`matcher.placement.shard_of`), so

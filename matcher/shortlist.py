@@ -1,7 +1,9 @@
 """The compressed index that proposes a shortlist for exact re-ranking in large galleries.
 
-Measured on near-orthogonal 512-d face templates (DESIGN.md, benchmarks/): cluster and graph
-indexes (IVF, HNSW) lose mates, because a probe's mate is far from every cluster centroid and
+Measured on near-orthogonal 512-d face templates while the matcher was designed; these
+comparisons with other indexes are recorded only here (the README's "How it is built" states the
+choice, and benchmarks/matcher_bench.py measures the chosen index against exact search). Cluster
+and graph indexes (IVF, HNSW) lose mates, because a probe's mate is far from every cluster centroid and
 graph walk; an exhaustive scan of 4-bit product-quantised codes (FAISS ``IndexPQFastScan``)
 keeps the mates in its shortlist, since a mate's score stands far above the impostors'. On the
 synthetic ArcFace-like set (mated cosines down to 0.2), at 1M templates and a 1000-long

@@ -11,6 +11,7 @@ batch takes GEMM on every core. This is what makes micro-batching concurrent sea
 
 OpenMP's thread count is a per-thread setting: ``omp_set_num_threads`` in one Python thread does
 not reach searches made from another, so it is set before every search, in the searching thread.
+The exact-search switches are process-wide, and :func:`configure_faiss` sets them, once.
 """
 
 from __future__ import annotations
@@ -55,12 +56,28 @@ def use_threads_for(probe_count: int) -> None:
     faiss.omp_set_num_threads(1 if probe_count < BLAS_PROBES else _thread_budget)
 
 
-faiss.cvar.distance_compute_blas_threshold = BLAS_PROBES * TYPICAL_DIMENSION
+GEMM_DATABASE_ROWS = 4096
+"""FAISS computes batched inner products in blocks of this many database rows (default 1024). On
+the development machine, 256 probes against 200k templates ran at 76 GFLOP/s with 1024-row
+blocks and 140 GFLOP/s with 4096 (numpy's GEMM: 185): larger blocks keep BLAS efficient."""
 
-# FAISS computes batched inner products in blocks of this many database rows (default 1024). On
-# the development machine, 256 probes against 200k templates ran at 76 GFLOP/s with 1024-row
-# blocks and 140 GFLOP/s with 4096 (numpy's GEMM: 185): larger blocks keep BLAS efficient.
-faiss.cvar.distance_compute_blas_database_bs = 4096
+_faiss_configured = False
+
+
+def configure_faiss() -> None:
+    """Set FAISS's process-wide exact-search switches to the values above: GEMM from
+    :data:`BLAS_PROBES` probes, in blocks of :data:`GEMM_DATABASE_ROWS` rows.
+
+    Called when a :class:`~matcher.gallery.GalleryIndex` is made or loaded and when a shard actor
+    starts, not at import: importing the library leaves a process's FAISS as it was. It acts once
+    per process, so a value the process sets afterwards stays.
+    """
+    global _faiss_configured
+    if _faiss_configured:
+        return
+    faiss.cvar.distance_compute_blas_threshold = BLAS_PROBES * TYPICAL_DIMENSION
+    faiss.cvar.distance_compute_blas_database_bs = GEMM_DATABASE_ROWS
+    _faiss_configured = True
 
 
 HUGE_PAGES_TUNABLE = "glibc.malloc.hugetlb=1"

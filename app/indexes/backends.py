@@ -1,7 +1,7 @@
 """Where a gallery's matcher index lives: in this process (default) or over Ray shard actors.
 
-Both backends hand the registry an object with the same interface (:class:`Gallery`); the rest
-of the service never knows which one it has. The Ray backend is imported only when configured,
+Both backends hand the registry an object with the same interface (:class:`MatcherIndex`); the
+rest of the service never knows which one it has. The Ray backend is imported only when configured,
 so the default service does not need Ray installed.
 """
 
@@ -21,8 +21,9 @@ Refill = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """() -> the gallery's (record ids, templates) chunks, read from the database."""
 
 
-class Gallery(Protocol):
-    """What the service uses of a gallery's index, whichever backend holds it."""
+class MatcherIndex(Protocol):
+    """What the service uses of a gallery's matcher index, whichever backend holds it: a
+    :class:`LocalIndex` or a :class:`matcher.sharded.ShardedGallery`."""
 
     format: TemplateFormat
     change_seq: int
@@ -63,19 +64,40 @@ class Gallery(Protocol):
     def close(self) -> None: ...
 
 
+class LocalIndex(GalleryIndex):
+    """The in-process index, with the answers a sharded gallery gives the service: the whole
+    gallery is one shard, never unavailable, and there is nothing to close."""
+
+    @property
+    def shard_count(self) -> int:
+        return 1
+
+    def unavailable_shards(self) -> list[int]:
+        return []
+
+    def search(
+        self, probes: npt.ArrayLike, k: int, probe_groups: npt.ArrayLike | None = None, allow_partial: bool = False
+    ) -> SearchResult:
+        """As :meth:`GalleryIndex.search`; ``allow_partial`` changes nothing, as no part can be missing."""
+        return super().search(probes, k, probe_groups)
+
+    def close(self) -> None:
+        """Nothing to release: the index is plain memory in this process."""
+
+
 class IndexBackend(Protocol):
     name: str
 
     def create(
         self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
-    ) -> Gallery:
+    ) -> MatcherIndex:
         """A new gallery without data: empty at change ``empty_seq``, or (None) to be loaded."""
 
     def read_manifest(self, path: Path) -> dict[str, Any]:
         """The snapshot's manifest (change_seq, template_count, template_format); raises
         FileNotFoundError when there is none and SnapshotError when it is unusable."""
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
         """The gallery as its snapshot holds it; raises SnapshotError unless intact."""
 
 
@@ -89,8 +111,8 @@ class LocalBackend:
 
     def create(
         self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
-    ) -> Gallery:
-        index = GalleryIndex(template_format, self.policy)
+    ) -> MatcherIndex:
+        index = LocalIndex(template_format, self.policy)
         index.change_seq = empty_seq or 0
         return index
 
@@ -99,8 +121,8 @@ class LocalBackend:
             raise FileNotFoundError(path)
         return read_manifest(path)
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
-        return GalleryIndex.load(path, self.policy)
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
+        return LocalIndex.load(path, self.policy)
 
 
 class RayBackend:
@@ -122,7 +144,7 @@ class RayBackend:
 
     def create(
         self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
-    ) -> Gallery:
+    ) -> MatcherIndex:
         return self.sharded.ShardedGallery(
             gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq
         )
@@ -130,7 +152,7 @@ class RayBackend:
     def read_manifest(self, path: Path) -> dict[str, Any]:
         return self.sharded.read_manifests(path, self.sharding.shard_count)
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> Gallery:
+    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
         manifest = self.read_manifest(path)
         template_format = TemplateFormat.from_dict(manifest["template_format"])
         return self.sharded.ShardedGallery(

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from app.indexes.backends import Gallery, IndexBackend, LocalBackend, Refill
+from app.indexes.backends import IndexBackend, LocalBackend, MatcherIndex, Refill
 from app.indexes.exceptions import IndexUnavailable
 from app.observability.metrics import IndexSize
 from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, TemplateFormat
@@ -63,7 +63,7 @@ TemplateStream = Callable[[int, int], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 @dataclass
 class _Entry:
-    index: Gallery
+    index: MatcherIndex
     applied_seq: int
     snapshot_seq: int
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -88,7 +88,7 @@ class IndexRegistry:
         ("snapshot", "rebuilt: <why>")."""
         path = self.snapshot_path(source.gallery_id)
         refill = self._refill(source, stream)
-        index: Gallery | None = None
+        index: MatcherIndex | None = None
         try:
             manifest = self.backend.read_manifest(path)
             if manifest["change_seq"] != source.change_seq or manifest["template_count"] != source.template_count:
@@ -131,7 +131,7 @@ class IndexRegistry:
     def _refill(source: GallerySource, stream: TemplateStream) -> Refill:
         return lambda: stream(source.gallery_id, source.template_format.dimension)
 
-    def _rebuild(self, source: GallerySource, refill: Refill) -> Gallery:
+    def _rebuild(self, source: GallerySource, refill: Refill) -> MatcherIndex:
         path = self.snapshot_path(source.gallery_id)
         index = self.backend.create(source.gallery_id, source.template_format, path, refill, empty_seq=None)
         for record_ids, templates in refill():
@@ -160,7 +160,7 @@ class IndexRegistry:
 
     # -- use --------------------------------------------------------------------------------------
 
-    def get(self, gallery_id: int) -> Gallery:
+    def get(self, gallery_id: int) -> MatcherIndex:
         entry = self._entries.get(gallery_id)
         if entry is None:
             raise IndexUnavailable(f"the index of gallery {gallery_id} is not loaded")

@@ -27,10 +27,11 @@ from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.matching.exceptions import CountryNotPresumed, InvalidFmr, InvalidFpir, UnknownSearch
 from app.matching.models import Search, SearchStatus
+from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
 from app.matching.views import SearchView, search_views
 from app.principals.models import Principal
-from matcher import CalibrationError, TemplateFormat, normalise_rate
+from matcher import CalibrationError, TemplateFormat
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def submit(
     case = visible_case(session, actor, case_id, for_update=True)
     ensure_open(case)
     probes = request.probes.decode(request.template_format, settings.max_probes, what="probe")
-    fpir = rate_from_request(request.target_fpir or settings.default_fpir, InvalidFpir)
+    fpir = requested_rate(request.target_fpir or settings.default_fpir, InvalidFpir)
     countries = sorted(set(request.countries or case.presumed_countries))
     outside = [c for c in countries if c not in case.presumed_countries]
     if outside:
@@ -114,9 +115,10 @@ def submit(
     return search
 
 
-def rate_from_request(value: float, error: type[InvalidFpir] | type[InvalidFmr]) -> float:
+def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) -> float:
+    """The request's FPIR or FMR as a fraction, or ``error`` naming what was wrong with it."""
     try:
-        return normalise_rate(value)
+        return rate_from_request(value)
     except CalibrationError as cause:
         raise error(str(cause)) from cause
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.indexes.registry import IndexRegistry
-from matcher import Calibration, Thresholds, normalise_rate
+from matcher import Calibration, Thresholds
 
 POSSIBLE_FACTOR = 10.0
 
@@ -58,12 +58,14 @@ class ThresholdBook:
         return cached
 
     def for_identification(self, gallery_id: int, fpir: float) -> CalibratedThresholds:
+        """``fpir`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""
         sample = self._calibration(gallery_id).nonmated_top
-        return _read(sample, normalise_rate(fpir))
+        return _read(sample, fpir)
 
     def for_verification(self, gallery_id: int, fmr: float) -> CalibratedThresholds:
+        """``fmr`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""
         sample = self._calibration(gallery_id).nonmated_pairs
-        return _read(sample, normalise_rate(fmr))
+        return _read(sample, fmr)
 
 
 def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:

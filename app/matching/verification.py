@@ -15,7 +15,7 @@ from app.galleries.service import find_record, template_format
 from app.galleries.templates import EncodedTemplates
 from app.indexes.registry import IndexRegistry
 from app.matching.exceptions import InvalidFmr, NoAgreement
-from app.matching.service import rate_from_request, resolve_galleries
+from app.matching.service import requested_rate, resolve_galleries
 from app.matching.thresholds import ThresholdBook
 from app.principals.models import Principal
 
@@ -62,7 +62,7 @@ def verify(
             raise NoAgreement(f"no agreement covers {gallery.country}'s {gallery.modality} gallery", details=skipped)
         record = find_record(session, gallery.id, request.reference_id, gallery.country)
         probes = request.probes.decode(fmt, settings.max_probes, what="probe")
-        fmr = rate_from_request(request.target_fmr or settings.default_fmr, InvalidFmr)
+        fmr = requested_rate(request.target_fmr or settings.default_fmr, InvalidFmr)
         score = registry.get(gallery.id).score_record(record.id, probes)
         if score is None:
             raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")

@@ -163,6 +163,8 @@ def test_metrics_after_traffic_need_an_admin_key(service):
         in text
     )
     assert f'readmit_index_templates{{gallery="{gallery_id}",kind="exact"}} 8.0' in text
+    assert f'readmit_index_shards{{gallery="{gallery_id}"}} 1.0' in text  # in process: one shard, always up
+    assert f'readmit_index_shards_unavailable{{gallery="{gallery_id}"}} 0.0' in text
     assert f'readmit_enrolled_records_total{{change="inserted",gallery="{gallery_id}"}} 4.0' in text
     assert "readmit_search_queue_depth 0.0" in text
 

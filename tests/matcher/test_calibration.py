@@ -3,17 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from matcher import Band, Calibration, CalibrationError, Thresholds, fmr_for_fpir, normalise_rate, threshold_at_rate
-from matcher.calibration import fpir_from_mosip
+from matcher import Band, Calibration, CalibrationError, Thresholds, fmr_for_fpir, threshold_at_rate
+from matcher.calibration import check_rate
 
 
-def test_mosip_integer_and_fraction_are_both_accepted():
-    assert fpir_from_mosip(30) == pytest.approx(0.001)
-    assert normalise_rate(30) == pytest.approx(0.001)
-    assert normalise_rate(0.01) == 0.01
-    for bad in (0, -0.1, 1.5, float("nan")):
+def test_a_rate_is_a_fraction_and_nothing_else():
+    assert check_rate(0.01) == 0.01
+    for bad in (0, -0.1, 1.5, float("nan"), 30):  # 30, MOSIP's 0.001, is read by the service
         with pytest.raises(CalibrationError):
-            normalise_rate(bad)
+            check_rate(bad)
+        with pytest.raises(CalibrationError):
+            threshold_at_rate(np.arange(1000.0), bad)
 
 
 @pytest.mark.parametrize("centre", [0.0, 0.85])  # impostors near 0 (ArcFace-like) or at 0.85 (another model)

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -7,12 +8,40 @@ import time
 import pytest
 
 from matcher.tuning import (
+    BLAS_PROBES,
+    GEMM_DATABASE_ROWS,
     HUGE_PAGES_TUNABLE,
+    TYPICAL_DIMENSION,
     restart_with_huge_pages,
     run_in_parallel,
     set_thread_budget,
     thread_budget,
 )
+
+FAISS_SETTINGS = """
+import importlib, json, pkgutil, sys
+import faiss
+def settings():
+    return [faiss.cvar.distance_compute_blas_threshold, faiss.cvar.distance_compute_blas_database_bs]
+defaults = settings()
+import matcher
+for module in pkgutil.iter_modules(matcher.__path__):  # the Ray modules too, where Ray is installed
+    if module.name not in ("shard", "sharded") or importlib.util.find_spec("ray"):
+        importlib.import_module(f"matcher.{module.name}")
+imported = settings()
+matcher.GalleryIndex(matcher.TemplateFormat("synthetic", 64))
+print(json.dumps({"defaults": defaults, "imported": imported, "with_an_index": settings()}))
+"""
+
+
+def test_importing_the_matcher_leaves_faiss_alone_and_an_index_tunes_it():
+    output = subprocess.run([sys.executable, "-c", FAISS_SETTINGS], capture_output=True, text=True, timeout=120)
+    assert output.returncode == 0, output.stderr
+    seen = json.loads(output.stdout.splitlines()[-1])
+    assert seen["imported"] == seen["defaults"]
+    assert seen["with_an_index"] == [BLAS_PROBES * TYPICAL_DIMENSION, GEMM_DATABASE_ROWS]
+    assert seen["with_an_index"] != seen["defaults"]
+
 
 REPORT = (
     "from matcher.tuning import restart_with_huge_pages\n"
