@@ -132,7 +132,8 @@ def free_port() -> int:
 
 class ServerProcess:
     """The real service as its own process (``python -m app serve``) on a SQLite data folder,
-    for tests that need real HTTP, signals or a browser. ``admin_key`` is created with the CLI."""
+    for tests that need real HTTP, signals or a browser. ``admin``: the headers of an admin key
+    created with the CLI."""
 
     def __init__(self, data_dir: Path, **env_extra: str) -> None:
         import os
