@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
 
 RUN useradd --create-home --uid 10001 readmit && mkdir /data && chown readmit /data
 WORKDIR /opt/readmit
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY app ./app
 COPY matcher ./matcher
 COPY migrations ./migrations

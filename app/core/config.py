@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The repository's migrations/ folder, which setup.py installs as the package app.migrations; found
+# through the import system, so an installed service and a checkout's editable install both see it.
+MIGRATIONS_DIR = Path(str(files("app.migrations")))
 
 
 class Settings(BaseSettings):
@@ -17,7 +20,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(Path("data"), description="folder of the SQLite file and index snapshots")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file readmit.db in data_dir")
-    migrations_dir: Path = Field(REPO_ROOT / "migrations", description="Alembic scripts")
+    migrations_dir: Path = Field(MIGRATIONS_DIR, description="Alembic scripts")
 
     max_body_bytes: int = Field(64 * 1024 * 1024, description="larger request bodies get 413")
     max_batch_records: int = Field(1000, description="records per enrolment call")

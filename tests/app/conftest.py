@@ -6,8 +6,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from matcher.synthetic import SyntheticSet, make_synthetic_set
-from tests.app.harness import Service
 from tests.conftest import POSTGRES_URL
+from tests.harness import Service
 
 BACKENDS = ["sqlite"] + (["postgresql"] if POSTGRES_URL else [])
 

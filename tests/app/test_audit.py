@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from tests.app.harness import records
+from tests.harness import records
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.app.harness import records
+from tests.harness import records
 
 ROLES = {
     "registry": ("registry", "SEN", None),
@@ -136,7 +136,7 @@ def test_health_and_docs(service):
 
 
 def test_per_principal_rate_limit_answers_429_with_retry_after(tmp_path, database_url):
-    from tests.app.harness import Service
+    from tests.harness import Service
 
     limited = Service(tmp_path / "limited", database_url, requests_per_minute=5)
     try:
@@ -150,7 +150,7 @@ def test_per_principal_rate_limit_answers_429_with_retry_after(tmp_path, databas
 
 
 def test_failed_authentications_throttle_the_address(tmp_path, database_url):
-    from tests.app.harness import Service
+    from tests.harness import Service
 
     throttled = Service(tmp_path / "throttled", database_url, failed_auth_per_minute=3)
     try:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from fastapi.routing import APIRoute
 
-from tests.app.harness import Service, case_body, identification_body
+from tests.harness import Service, case_body, identification_body
 
 PRINCIPALS = {
     "admin": None,

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.app.harness import records
+from tests.harness import records
 
 
 @pytest.fixture
@@ -135,7 +135,7 @@ def test_too_many_records_and_malformed_bodies_are_refused_whole(service):
 
 
 def test_oversized_body_is_refused_before_parsing(tmp_path, database_url):
-    from tests.app.harness import Service
+    from tests.harness import Service
 
     small = Service(tmp_path / "small", database_url, max_body_bytes=10_000)
     try:

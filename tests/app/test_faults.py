@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 
-from tests.app.harness import ServerProcess, case_body, identification_body
+from tests.harness import ServerProcess, case_body, identification_body
 
 DIM = 32
 BATCH = 100

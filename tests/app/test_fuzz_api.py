@@ -7,8 +7,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from tests.app.harness import Service
 from tests.app.test_authorization_matrix import World
+from tests.harness import Service
 
 ROLES = ("admin", "registry", "police")
 KEYS: dict[str, dict[str, str]] = {}  # filled by the fixture: the world's keys

@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from tests.app.harness import case_body, identification_body
+from tests.harness import case_body, identification_body
 
 DIM = 512
 

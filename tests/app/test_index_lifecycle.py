@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.app.harness import Service, records
+from tests.harness import Service, records
 
 
 @pytest.fixture

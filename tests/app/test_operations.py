@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from app.cli import cli
 from app.core.config import get_settings
 from app.observability.logging import JsonFormatter
-from tests.app.harness import Service, records
+from tests.harness import Service, records
 
 DIM = 32
 

@@ -14,8 +14,8 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from tests.app.harness import Service  # noqa: E402
 from tests.app.test_identification import identify, open_case, searchable_sen_gallery  # noqa: E402
+from tests.harness import Service  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

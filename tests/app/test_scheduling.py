@@ -14,7 +14,7 @@ from tests.app.test_identification import identify, open_case, searchable_sen_ga
 @pytest.fixture
 def service(tmp_path, database_url):
     """One worker, so that the order in which searches start is the order of the queue."""
-    from tests.app.harness import Service
+    from tests.harness import Service
 
     running = Service(tmp_path / "data", database_url, search_workers=1)
     yield running

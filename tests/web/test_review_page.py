@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.app.harness import ServerProcess, case_body, identification_body
+from tests.harness import ServerProcess, case_body, identification_body, principal
 
 playwright = pytest.importorskip("playwright.sync_api")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -33,11 +33,6 @@ def server(tmp_path_factory):
     yield base, api, world
     api.close()
     running.stop()
-
-
-def principal(api, role, country=None, agency=None):
-    body = {"name": f"{role} officer", "role": role, "country": country, "agency": agency}
-    return {"Authorization": "Bearer " + api.post("/v1/principals", json=body).json()["api_key"]}
 
 
 def build_world(api):

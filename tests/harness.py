@@ -1,5 +1,5 @@
 """A running readmit service for tests: the real app, through httpx (FastAPI's TestClient),
-on a real database, with helpers to create principals and galleries."""
+on a real database, or as its own process; with helpers to create principals and galleries."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
@@ -14,6 +15,21 @@ from app.core.config import Settings
 from app.main import create_app
 from app.principals.models import Role
 from app.principals.service import create_principal
+
+
+def principal(
+    client: httpx.Client,
+    role: str,
+    country: str | None = None,
+    agency: str | None = None,
+    admin: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """A new principal, created by an admin through ``client`` (``admin``: the admin's headers, when
+    the client does not send them already); the headers that authenticate as it."""
+    body = {"name": f"{role} officer", "role": role, "country": country, "agency": agency}
+    response = client.post("/v1/principals", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return {"Authorization": f"Bearer {response.json()['api_key']}"}
 
 
 class Service:
@@ -43,10 +59,7 @@ class Service:
         self.client.__exit__(None, None, None)
 
     def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
-        body = {"name": f"{role} {country or ''}", "role": role, "country": country, "agency": agency}
-        response = self.client.post("/v1/principals", json=body, headers=self.admin)
-        assert response.status_code == 201, response.text
-        return {"Authorization": f"Bearer {response.json()['api_key']}"}
+        return principal(self.client, role, country, agency, self.admin)
 
     def gallery(
         self,
@@ -117,7 +130,8 @@ def free_port() -> int:
 
 class ServerProcess:
     """The real service as its own process (``python -m app serve``) on a SQLite data folder,
-    for tests that need real HTTP, signals or a browser. ``admin_key`` is created with the CLI."""
+    for tests that need real HTTP, signals or a browser. ``admin``: the headers of an admin key
+    created with the CLI."""
 
     def __init__(self, data_dir: Path, **env_extra: str) -> None:
         import os
@@ -143,8 +157,6 @@ class ServerProcess:
         import subprocess
         import sys
         import time
-
-        import httpx
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
@@ -176,8 +188,5 @@ class ServerProcess:
             self.process.wait(timeout=10)
 
     def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
-        import httpx
-
-        body = {"name": role, "role": role, "country": country, "agency": agency}
-        key = httpx.post(f"{self.base}/v1/principals", headers=self.admin, json=body).json()["api_key"]
-        return {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=self.base) as client:
+            return principal(client, role, country, agency, self.admin)
