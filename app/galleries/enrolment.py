@@ -27,7 +27,7 @@ from app.db.base import utcnow
 from app.db.session import Sessions, transaction
 from app.galleries.exceptions import BatchTooLarge, DuplicateReference, MissingReference
 from app.galleries.models import Gallery, Record, Template
-from app.galleries.service import bump_change_seq, template_format, writable_gallery
+from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
@@ -89,9 +89,7 @@ def enrol(
     reported one by one and the good ones kept. Searchable when this returns."""
     if len(submissions) > limits.max_records:
         raise BatchTooLarge(f"{len(submissions)} records in one call, at most {limits.max_records} allowed")
-    with sessions() as session:
-        writable_gallery(session, actor, gallery_id)  # a 404 before the index lock, which needs a loaded index
-    with registry.writing(gallery_id):
+    with writing(sessions, registry, actor, gallery_id):
         with transaction(sessions) as session:
             outcome, change, seq = stage(
                 session, actor, writable_gallery(session, actor, gallery_id), submissions, limits

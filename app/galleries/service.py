@@ -8,6 +8,7 @@ write lock so that the index sees changes in commit order.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,6 +147,17 @@ def writable_gallery(session: Session, actor: Principal, gallery_id: int) -> Gal
     return gallery
 
 
+@contextmanager
+def writing(sessions: Sessions, registry: IndexRegistry, actor: Principal, gallery_id: int) -> Iterator[None]:
+    """Hold the gallery's index write lock for a registry officer of its country, so that the
+    index takes committed changes in commit order. Anyone else gets the 404 before the lock,
+    which only a loaded index has (an unknown gallery is not an unavailable index)."""
+    with sessions() as session:
+        writable_gallery(session, actor, gallery_id)
+    with registry.writing(gallery_id):
+        yield
+
+
 def gallery_counts(session: Session, gallery_id: int) -> tuple[int, int]:
     """(records, templates) as the database holds them."""
     records = session.scalar(select(func.count()).select_from(Record).where(Record.gallery_id == gallery_id))
@@ -218,9 +230,7 @@ def delete_record(
     sessions: Sessions, registry: IndexRegistry, actor: Principal, gallery_id: int, reference_id: str
 ) -> None:
     """Delete a record and its templates; it is gone from matching when this returns."""
-    with sessions() as session:
-        writable_gallery(session, actor, gallery_id)  # a 404 before the index lock, which needs a loaded index
-    with registry.writing(gallery_id):
+    with writing(sessions, registry, actor, gallery_id):
         with transaction(sessions) as session:
             gallery = writable_gallery(session, actor, gallery_id)
             record = find_record(session, gallery_id, reference_id, gallery.country)
