@@ -203,7 +203,7 @@ def enrol(
                 fail(f"{error.message} (principal {as_principal} must be a registry officer of the gallery's country)")
             except ValueError as error:
                 fail(str(error))
-        runtime.registry.open(runtime.gallery_source(gallery), runtime.stream_templates)
+        runtime.open_index(gallery)
     elapsed = time.perf_counter() - started
     with open(report, "w", encoding="utf-8") as out:
         for rejected in summary.rejected:
@@ -245,12 +245,7 @@ def index_rebuild(
     with offline_runtime(get_settings()) as runtime:
         for gallery_id in _gallery_ids(runtime, gallery):
             started = time.perf_counter()
-            runtime.registry.rebuild(
-                runtime.gallery_source(gallery_id),
-                runtime.stream_templates,
-                IndexKind(kind) if kind else None,
-            )
-            index = runtime.registry.get(gallery_id)
+            index = runtime.rebuild_index(gallery_id, IndexKind(kind) if kind else None)
             typer.echo(
                 f"gallery {gallery_id}: {index.template_count} templates, {index.kind.value}, "
                 f"{time.perf_counter() - started:.1f} s"
@@ -265,7 +260,7 @@ def index_snapshot(gallery: Annotated[int | None, typer.Option(help="one gallery
     """
     with offline_runtime(get_settings()) as runtime:
         for gallery_id in _gallery_ids(runtime, gallery):
-            how = runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)
+            how = runtime.open_index(gallery_id)
             typer.echo(f"gallery {gallery_id}: {how}")
 
 
@@ -294,11 +289,8 @@ def index_shards() -> None:
         raise typer.Exit(code=1)
 
 
-def _gallery_ids(runtime, gallery: int | None) -> list[int]:  # type: ignore[no-untyped-def]
-    from app.galleries.service import all_galleries
-
-    with runtime.sessions() as session:
-        ids = [g.id for g in all_galleries(session)]
+def _gallery_ids(runtime: Runtime, gallery: int | None) -> list[int]:
+    ids = runtime.gallery_ids()
     if gallery is not None and gallery not in ids:
         fail(f"no gallery {gallery}")
     return [gallery] if gallery is not None else ids
@@ -310,11 +302,11 @@ def audit_verify() -> None:
 
     Example: readmit audit verify
     """
-    from app.audit.service import verify_chain
+    from app.audit.service import check_chain
     from app.db.session import make_session_factory
 
-    with database(get_settings()) as engine, make_session_factory(engine)() as session:
-        result = verify_chain(session)
+    with database(get_settings()) as engine:
+        result = check_chain(make_session_factory(engine))
     if not result.ok:
         fail(f"audit chain broken at event {result.first_bad_seq} ({result.events_checked} events verified before)")
     typer.echo(f"audit chain intact: {result.events_checked} events")
@@ -331,17 +323,15 @@ def audit_export(
     Example: readmit audit export --out audit.jsonl
     """
     from app.audit.schemas import AuditEventOut
-    from app.audit.service import list_events
+    from app.audit.service import export_events
     from app.db.session import make_session_factory
 
     destination = nullcontext(sys.stdout) if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115 - entered just below
-    with database(get_settings()) as engine, make_session_factory(engine)() as session, destination as handle:
+    with database(get_settings()) as engine, destination as handle:
         count = 0
-        while events := list_events(session, after, 5000):
-            for event in events:
-                handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
-            count += len(events)
-            after = events[-1].seq
+        for event in export_events(make_session_factory(engine), after):
+            handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
+            count += 1
     typer.echo(f"exported {count} events", err=True)
 
 

@@ -20,7 +20,7 @@ from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.session import make_engine, make_session_factory, transaction
 from app.galleries import service as galleries
-from app.indexes.backends import make_backend
+from app.indexes.backends import MatcherIndex, make_backend
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
@@ -28,7 +28,7 @@ from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
-from matcher import IndexPolicy
+from matcher import IndexKind, IndexPolicy
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +110,26 @@ class Runtime:
         with self.sessions() as session:
             yield from galleries.iter_gallery_templates(session, gallery_id, dimension)
 
-    def open_indexes(self) -> None:
+    def gallery_ids(self) -> list[int]:
         with self.sessions() as session:
-            ids = [g.id for g in galleries.all_galleries(session)]
-        for gallery_id in ids:
-            how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
-            self.metrics.index_loads.labels(how.split(":")[0]).inc()
+            return [g.id for g in galleries.all_galleries(session)]
+
+    def open_index(self, gallery_id: int) -> str:
+        """Load the gallery's index from a current snapshot, or rebuild it from the database and
+        snapshot it; returns how ("snapshot", "rebuilt: <why>")."""
+        how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
+        self.metrics.index_loads.labels(how.split(":")[0]).inc()
+        return how
+
+    def rebuild_index(self, gallery_id: int, kind: IndexKind | None = None) -> MatcherIndex:
+        """Rebuild from the database whatever the snapshot holds (``kind`` pins exact or
+        approximate search), snapshot it, and return it."""
+        self.registry.rebuild(self.gallery_source(gallery_id), self.stream_templates, kind)
+        return self.registry.get(gallery_id)
+
+    def open_indexes(self) -> None:
+        for gallery_id in self.gallery_ids():
+            self.open_index(gallery_id)
 
     def expire_due(self) -> None:
         """Cases and queued searches past their deadline become expired; probes of cases over

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -162,3 +163,18 @@ def verify(sessions: Sessions, actor: Actor) -> Verification:
             details={"events_checked": result.events_checked, "first_bad_seq": result.first_bad_seq},
         )
     return result
+
+
+def check_chain(sessions: Sessions) -> Verification:
+    """Recompute the chain for the operator on the host (``readmit audit verify``), who acts
+    as no principal: nothing is appended."""
+    with sessions() as session:
+        return verify_chain(session)
+
+
+def export_events(sessions: Sessions, after: int, batch: int = 5000) -> Iterator[AuditEvent]:
+    """Every event after ``after`` in order, read in batches, for the operator's export."""
+    with sessions() as session:
+        while events := list_events(session, after, batch):
+            yield from events
+            after = events[-1].seq
