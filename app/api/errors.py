@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -17,6 +18,21 @@ from app.core.errors import DomainError
 log = logging.getLogger(__name__)
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable, snake_case: branch on this", examples=["invalid_template"])
+    message: str = Field(description="for people: what was refused and why")
+    details: Any = Field(
+        description="null, or more about the refusal: for validation_error the list of {loc, msg, type}; for "
+        "rate_limited {retry_after_s}"
+    )
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.api.deps import RuntimeDep, SessionDep, require
+from app.api.openapi import refusal
 from app.audit import service as audit
 from app.cases import service
 from app.cases.models import Case, CaseStatus
@@ -21,6 +22,7 @@ from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
+NOT_SEARCHABLE = refusal("deadline_passed: the case's detention deadline is past; case_not_open: the case is closed")
 
 
 def case_view(session: Session, case: Case) -> dict[str, object]:
@@ -66,7 +68,18 @@ def case_view(session: Session, case: Case) -> dict[str, object]:
     }
 
 
-@router.post("", status_code=201, response_model=CaseOut, summary="Open a case for a detained person")
+@router.post(
+    "",
+    status_code=201,
+    response_model=CaseOut,
+    summary="Open a case for a detained person",
+    responses={
+        409: refusal(
+            "deadline_passed: the detention deadline is already past; duplicate_case: the agency already "
+            "has a case with this external_ref"
+        )
+    },
+)
 def open_case(body: CaseIn, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
     """The deadline is ``detained_at`` + ``detention_limit_days``; the case is visible to the
     calling agency only. A deadline already passed is refused with ``deadline_passed``."""
@@ -92,7 +105,12 @@ def read_case(case_id: RowId, actor: BorderPolice, session: SessionDep) -> dict[
     return view
 
 
-@router.patch("/{case_id}", response_model=CaseOut, summary="Close a case, or mark it unidentified")
+@router.patch(
+    "/{case_id}",
+    response_model=CaseOut,
+    summary="Close a case, or mark it unidentified",
+    responses={409: refusal("invalid_transition: the case's status does not allow this change")},
+)
 def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, session: SessionDep) -> dict[str, object]:
     with session.begin():
         case = service.visible_case(session, actor, case_id, for_update=True)
@@ -104,7 +122,10 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, session: 
     "/{case_id}/identifications",
     response_model=SearchOut,
     summary="Identify (1:N) against the allowed galleries",
-    responses={202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"}},
+    responses={
+        202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"},
+        409: NOT_SEARCHABLE,
+    },
 )
 def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep) -> JSONResponse:
     """Searches every gallery of the modality and template format whose country is presumed (or
@@ -125,7 +146,18 @@ def identify(case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtim
     return JSONResponse(SearchOut.model_validate(view).model_dump(mode="json"), status_code=200 if done else 202)
 
 
-@router.post("/{case_id}/verifications", response_model=VerificationOut, summary="Verify (1:1) against one record")
+@router.post(
+    "/{case_id}/verifications",
+    response_model=VerificationOut,
+    summary="Verify (1:1) against one record",
+    responses={
+        404: refusal(
+            "not_found: the case, or the record in a presumed country's gallery; no_agreement: no agreement "
+            "in force covers the gallery's country and modality"
+        ),
+        409: NOT_SEARCHABLE,
+    },
+)
 def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> dict[str, object]:
     """Scores the probes against one enrolled record of a presumed country's gallery covered by an
     agreement; the decision is taken at the gallery's calibrated threshold for ``target_fmr``."""

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import RuntimeDep, SessionDep, require
+from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.galleries import service
 from app.galleries.models import Gallery, Record
@@ -35,7 +36,13 @@ def _out(runtime: Runtime, gallery: Gallery, records: int, templates: int) -> di
     }
 
 
-@router.post("", status_code=201, response_model=GalleryOut, summary="Create a gallery")
+@router.post(
+    "",
+    status_code=201,
+    response_model=GalleryOut,
+    summary="Create a gallery",
+    responses={409: refusal("duplicate_gallery: the country already has a gallery of this modality and model")},
+)
 def create(body: GalleryIn, actor: Admin, session: SessionDep, runtime: RuntimeDep) -> dict[str, object]:
     """A gallery fixes its template format: templates of any other model, dimension or metric
     are refused with ``invalid_template``."""
@@ -62,7 +69,12 @@ def read(gallery_id: RowId, actor: AdminOrRegistry, session: SessionDep, runtime
     return _out(runtime, gallery, *service.gallery_counts(session, gallery_id))
 
 
-@router.post("/{gallery_id}/records:batch", response_model=RecordBatchOut, summary="Enrol or update records in bulk")
+@router.post(
+    "/{gallery_id}/records:batch",
+    response_model=RecordBatchOut,
+    summary="Enrol or update records in bulk",
+    responses={400: refusal("batch_too_large: more records than READMIT_MAX_BATCH_RECORDS in one call")},
+)
 def enrol(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their
