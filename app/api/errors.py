@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.errors import DomainError
 
@@ -60,9 +61,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", "the request does not match the schema", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(error.status_code, "http_error")
-        return error_response(error.status_code, code, str(error.detail), None, getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(error.status_code, code, str(error.detail), None, headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, error: OperationalError) -> JSONResponse:
@@ -78,3 +82,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "the request could not be completed")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path is served with. Starlette's 405 names only those of the
+    first route matching the path, and GET and POST on one path are two routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]

@@ -9,7 +9,8 @@ rather than repeated on every decorator:
 - an API key (the route has a security requirement): 401, 403 (role), 429 (rate limits), and
   503 (the database cannot be reached);
 - a path id: 404 (unknown, or outside the caller's country or agency);
-- a body: 413 (over ``READMIT_MAX_BODY_BYTES``) and 422; query or path parameters: 422.
+- a body: 400 (not JSON), 413 (over ``READMIT_MAX_BODY_BYTES``) and 422; query or path
+  parameters: 422.
 
 Refusals that belong to one route (409 conflicts, 400 ``batch_too_large``) are declared on its
 decorator with ``responses={409: refusal("...")}``; their description names the codes.
@@ -29,7 +30,7 @@ from app.core.config import Settings
 ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/ErrorOut"}
 
 GENERIC = {
-    400: "bad request",
+    400: "http_error: the body is not JSON",
     401: "unauthenticated: no API key, or an unknown or revoked one",
     403: "forbidden: the caller's role may not call this endpoint",
     404: "not_found: unknown, or outside the caller's country or agency (no existence leak)",
@@ -79,7 +80,7 @@ def _declare_refusals(operation: dict[str, Any]) -> None:
     if any(p["in"] == "path" for p in parameters):
         statuses.add(404)
     if "requestBody" in operation:
-        statuses |= {413, 422}
+        statuses |= {400, 413, 422}
     if parameters:
         statuses.add(422)
     responses = operation.setdefault("responses", {})

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
 from app.core.countries import Country
 from app.core.modalities import Modality
@@ -16,6 +16,10 @@ Attributes = Annotated[
     dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]],
     Field(max_length=32),
 ]
+
+Sample = list[Annotated[float, Strict()]]
+"""One template or probe: JSON numbers only. Strict, so that ``true`` or ``"0.5"`` is refused as
+the schema says rather than read as a number."""
 
 
 class TemplateFormatIn(BaseModel):
@@ -61,7 +65,7 @@ class RecordIn(BaseModel):
     )
 
     reference_id: ReferenceId
-    templates: list[list[float]] | None = Field(
+    templates: list[Sample] | None = Field(
         None,
         description="samples as JSON floats, each of the gallery's dimension, finite and not all zero; exactly one "
         "of templates and templates_b64. A record breaking these rules is listed in the answer's errors "

@@ -9,7 +9,7 @@ from pydantic.config import JsonDict
 from app.core.countries import Country
 from app.core.ids import RowId
 from app.core.modalities import Modality
-from app.galleries.schemas import TemplateFormatIn
+from app.galleries.schemas import Sample, TemplateFormatIn
 
 PROBES = ConfigDict(
     json_schema_extra={
@@ -22,7 +22,7 @@ PROBES = ConfigDict(
 """Probes come as JSON floats or as base64, exactly one of the two (else invalid_template, 422)."""
 
 Probe = Annotated[
-    list[float],
+    Sample,
     Field(json_schema_extra={"minItems": 1, "maxItems": 4096}),
 ]
 """One sample: as many floats as the template format's dimension (else invalid_template), finite,

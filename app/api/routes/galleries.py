@@ -73,7 +73,7 @@ def read(gallery_id: RowId, actor: AdminOrRegistry, session: SessionDep, runtime
     "/{gallery_id}/records:batch",
     response_model=RecordBatchOut,
     summary="Enrol or update records in bulk",
-    responses={400: refusal("batch_too_large: more records than READMIT_MAX_BATCH_RECORDS in one call")},
+    responses={400: refusal("batch_too_large: more records than READMIT_MAX_BATCH_RECORDS; http_error: not JSON")},
 )
 def enrol(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
