@@ -13,10 +13,10 @@ from app.galleries.schemas import Sample, TemplateFormatIn
 
 PROBES = ConfigDict(
     json_schema_extra={
-        "oneOf": [
-            {"required": ["probes"], "properties": {"probes": {"type": "array"}}},
-            {"required": ["probes_b64"], "properties": {"probes_b64": {"type": "array"}}},
-        ]
+        # if/then/else rather than oneOf, so that a generated client keeps one model class
+        "if": {"required": ["probes"], "properties": {"probes": {"type": "array"}}},
+        "then": {"properties": {"probes_b64": {"type": "null"}}},
+        "else": {"required": ["probes_b64"], "properties": {"probes_b64": {"type": "array"}}},
     }
 )
 """Probes come as JSON floats or as base64, exactly one of the two (else invalid_template, 422)."""

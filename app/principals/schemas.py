@@ -17,17 +17,13 @@ class PrincipalIn(BaseModel):
         json_schema_extra={
             "description": "Registry, consular and border_police principals are scoped by a country; border_police "
             "also by an agency.",
-            "anyOf": [
-                {"properties": {"role": {"enum": [Role.ADMIN.value, Role.AUDITOR.value]}}},
-                {
-                    "properties": {"role": {"enum": [Role.REGISTRY.value, Role.CONSULAR.value]}, "country": NAMED},
-                    "required": ["country"],
-                },
-                {
-                    "properties": {"role": {"const": Role.BORDER_POLICE.value}, "country": NAMED, "agency": NAMED},
-                    "required": ["country", "agency"],
-                },
-            ],
+            # if/then rather than a union, so that a generated client keeps one PrincipalIn class
+            "if": {"required": ["role"], "properties": {"role": {"enum": [Role.REGISTRY.value, Role.CONSULAR.value]}}},
+            "then": {"required": ["country"], "properties": {"country": NAMED}},
+            "else": {
+                "if": {"required": ["role"], "properties": {"role": {"const": Role.BORDER_POLICE.value}}},
+                "then": {"required": ["country", "agency"], "properties": {"country": NAMED, "agency": NAMED}},
+            },
         }
     )
 
