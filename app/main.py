@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
+from app.api.openapi import install_openapi
 from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
 from app.core.config import Settings, get_settings
 from app.core.datalock import DataDirLock
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
     app = FastAPI(title="readmit", version="1", description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     install_error_handlers(app)
+    install_openapi(app, settings)
     for module in (health, metrics, principals, agreements, galleries, cases, searches, review, audit):
         app.include_router(module.router)
     app.include_router(web.router)

@@ -1,20 +1,24 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Modality = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
+from app.core.countries import Country
+from app.core.modalities import Modality
 
 
 class AgreementIn(BaseModel):
-    receiving_country: Country
-    origin_country: Country
+    receiving_country: Country = Field(description="the state whose agencies search")
+    origin_country: Country = Field(
+        description="the state whose galleries are searched; another country than receiving_country "
+        "(the same one is refused with invalid_agreement, 422)"
+    )
     modalities: list[Modality] = Field(min_length=1, examples=[["face", "finger"]])
     valid_from: date
-    valid_to: date | None = None
+    valid_to: date | None = Field(
+        None, description="last day in force, none for open-ended; before valid_from is refused with invalid_agreement"
+    )
 
 
 class AgreementOut(AgreementIn):

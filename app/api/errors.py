@@ -9,8 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from app.core.errors import (
     Conflict,
@@ -52,6 +54,21 @@ def headers_of(error: DomainError) -> dict[str, str] | None:
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
 
 
+class ErrorDetail(BaseModel):
+    code: str = Field(description="stable, machine-readable, snake_case: branch on this", examples=["invalid_template"])
+    message: str = Field(description="for people: what was refused and why")
+    details: Any = Field(
+        description="null, or more about the refusal: for validation_error the list of {loc, msg, type}; for "
+        "rate_limited {retry_after_s}"
+    )
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx and 5xx answer."""
+
+    error: ErrorDetail
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details}}
 
@@ -76,9 +93,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "validation_error", "the request does not match the schema", details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(error.status_code, "http_error")
-        return error_response(error.status_code, code, str(error.detail), None, getattr(error, "headers", None))
+        headers = getattr(error, "headers", None)
+        if error.status_code == 405:
+            headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
+        return error_response(error.status_code, code, str(error.detail), None, headers)
 
     @app.exception_handler(OperationalError)
     async def database_down(_: Request, error: OperationalError) -> JSONResponse:
@@ -94,3 +114,14 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unhandled error")
         return error_response(500, "internal_error", "the request could not be completed")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method the request's path is served with. Starlette's 405 names only those of the
+    first route matching the path, and GET and POST on one path are two routes."""
+    routes = request.app.router.routes
+    return [
+        method
+        for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes)
+    ]

@@ -29,7 +29,9 @@ class AuditPage(BaseModel):
     next_after: int | None
 
 
-class VerificationOut(BaseModel):
+class ChainVerificationOut(BaseModel):
+    """The audit trail's hash chain recomputed (not to be confused with 1:1 ``VerificationOut``)."""
+
     ok: bool
     events_checked: int
     first_bad_seq: int | None = None

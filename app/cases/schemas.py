@@ -6,15 +6,17 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, Field, StringConstraints
 
 from app.cases.models import CaseStatus, LegalBasis
-
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+from app.core.countries import Country
 
 
 class CaseIn(BaseModel):
     external_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         description="the agency's own reference, unique per agency"
     )
-    detained_at: datetime = Field(description="start of detention, RFC 3339 with time zone")
+    detained_at: datetime = Field(
+        description="start of detention, RFC 3339 with time zone; not in the future (invalid_detention_start, 422), "
+        "and detained_at + detention_limit_days not already past (deadline_passed, 409)"
+    )
     detention_limit_days: int = Field(ge=1, le=540, description="legal detention limit, e.g. 45 in France")
     presumed_countries: list[Country] = Field(min_length=1, max_length=10)
     legal_basis: LegalBasis

@@ -5,16 +5,21 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
+from app.core.countries import Country
+from app.core.modalities import Modality
 from matcher import Metric
 
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 ReferenceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Attributes = Annotated[
     dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]],
     Field(max_length=32),
 ]
+
+Sample = list[Annotated[float, Strict()]]
+"""One template or probe: JSON numbers only. Strict, so that ``true`` or ``"0.5"`` is refused as
+the schema says rather than read as a number."""
 
 
 class TemplateFormatIn(BaseModel):
@@ -23,9 +28,15 @@ class TemplateFormatIn(BaseModel):
     metric: Metric = Metric.COSINE
 
 
+class TemplateFormatOut(BaseModel):
+    model: str
+    dimension: int
+    metric: Metric
+
+
 class GalleryIn(BaseModel):
     country: Country
-    modality: Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")] = Field(examples=["face", "finger"])
+    modality: Modality = Field(examples=["face", "finger"])
     template_format: TemplateFormatIn
 
 
@@ -33,7 +44,7 @@ class GalleryOut(BaseModel):
     id: int
     country: str
     modality: str
-    template_format: TemplateFormatIn
+    template_format: TemplateFormatOut
     record_count: int
     template_count: int
     index_kind: str | None = Field(description="exact or pq_fastscan; null while the index loads")
@@ -54,15 +65,24 @@ class RecordIn(BaseModel):
     )
 
     reference_id: ReferenceId
-    templates: list[list[float]] | None = Field(None, description="samples as JSON floats")
+    templates: list[Sample] | None = Field(
+        None,
+        description="samples as JSON floats, each of the gallery's dimension, finite and not all zero; exactly one "
+        "of templates and templates_b64. A record breaking these rules is listed in the answer's errors "
+        "(invalid_template, too_many_templates) while the batch's other records are stored",
+    )
     templates_b64: list[str] | None = Field(
-        None, description="samples as base64 of little-endian float32 (faster for bulk)"
+        None,
+        description="samples as base64 of little-endian float32 (faster for bulk), 4 bytes a dimension; a record "
+        "that cannot be decoded is listed in errors (invalid_template)",
     )
     attributes: Attributes = Field(default_factory=dict, description="minimal identity attributes")
 
 
 class RecordBatchIn(BaseModel):
-    records: list[RecordIn] = Field(min_length=1)
+    records: list[RecordIn] = Field(
+        min_length=1, description="more than READMIT_MAX_BATCH_RECORDS is refused whole with batch_too_large (400)"
+    )
 
 
 class RecordError(BaseModel):
@@ -83,6 +103,7 @@ class RecordOut(BaseModel):
     gallery_id: int
     reference_id: str
     attributes: dict[str, str]
-    sample_count: int
+    template_count: int = Field(description="templates (samples) enrolled for the record")
+    sample_count: int = Field(deprecated=True, description="the same as template_count, its former name")
     enrolled_at: datetime
     updated_at: datetime

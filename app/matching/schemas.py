@@ -3,26 +3,70 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
+from app.core.countries import Country
 from app.core.ids import RowId
-from app.galleries.schemas import TemplateFormatIn
+from app.core.modalities import Modality
+from app.galleries.schemas import Sample, TemplateFormatIn
 
-Country = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
-Modality = Annotated[str, StringConstraints(pattern=r"^[a-z_]{2,32}$")]
+PROBES = ConfigDict(
+    json_schema_extra={
+        # if/then/else rather than oneOf, so that a generated client keeps one model class
+        "if": {"required": ["probes"], "properties": {"probes": {"type": "array"}}},
+        "then": {"properties": {"probes_b64": {"type": "null"}}},
+        "else": {"required": ["probes_b64"], "properties": {"probes_b64": {"type": "array"}}},
+    }
+)
+"""Probes come as JSON floats or as base64, exactly one of the two (else invalid_template, 422)."""
+
+Probe = Annotated[
+    Sample,
+    Field(json_schema_extra={"minItems": 1, "maxItems": 4096}),
+]
+"""One sample: as many floats as the template format's dimension (else invalid_template), finite,
+not all zero."""
+
+ProbeB64 = Annotated[
+    str,
+    Field(json_schema_extra={"pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"}),
+]
+"""One sample as base64 of little-endian float32: 4 bytes a dimension (else invalid_template)."""
+
+RATE: JsonDict = {
+    "anyOf": [
+        {"type": "number", "minimum": 0, "exclusiveMaximum": 1},
+        {"type": "integer", "minimum": 1},
+        {"type": "null"},
+    ]
+}
+"""A false-positive rate as the service reads it: a fraction below 1 or a MOSIP integer (0 and
+null mean the configured default); anything else is refused with invalid_fpir or invalid_fmr."""
 
 
 class IdentificationIn(BaseModel):
+    model_config = PROBES
+
     modality: Modality = Field(examples=["face"])
-    template_format: TemplateFormatIn
-    probes: list[list[float]] | None = Field(None, description="samples of the one person, JSON floats")
-    probes_b64: list[str] | None = Field(None, description="samples as base64 little-endian float32")
-    countries: list[Country] | None = Field(None, description="default: the case's presumed countries")
+    template_format: TemplateFormatIn = Field(
+        description="the probes' format; each country's gallery of the modality for this model must have the same "
+        "dimension and metric (else invalid_template, 422)"
+    )
+    probes: list[Probe] | None = Field(
+        None, description="samples of the one person, JSON floats, each of the format's dimension"
+    )
+    probes_b64: list[ProbeB64] | None = Field(None, description="samples as base64 little-endian float32")
+    countries: list[Country] | None = Field(
+        None,
+        description="default: the case's presumed countries; others are refused with country_not_presumed (422)",
+    )
     max_candidates: int = Field(30, ge=1, le=200)
     target_fpir: float | None = Field(
         None,
         description="FPIR of the match band as a fraction (0.001) or a MOSIP integer (30); "
         "default: the service's configured FPIR",
+        json_schema_extra=RATE,
     )
     wait_ms: int = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
     allow_partial_results: bool = Field(
@@ -76,11 +120,15 @@ class SearchOut(BaseModel):
 
 
 class VerificationIn(BaseModel):
+    model_config = PROBES
+
     gallery_id: RowId
     reference_id: str
-    probes: list[list[float]] | None = None
-    probes_b64: list[str] | None = None
-    target_fmr: float | None = Field(None, description="FMR of the decision; default: the configured FMR")
+    probes: list[Probe] | None = Field(None, description="samples of the one person, of the gallery's dimension")
+    probes_b64: list[ProbeB64] | None = Field(None, description="samples as base64 little-endian float32")
+    target_fmr: float | None = Field(
+        None, description="FMR of the decision; default: the configured FMR", json_schema_extra=RATE
+    )
 
 
 class VerificationOut(BaseModel):

@@ -30,7 +30,7 @@ def test_enrol_read_delete_cycle(enrolled):
     record = service.client.get(f"/v1/galleries/{gallery_id}/records/REF-00002", headers=registry)
     assert record.status_code == 200
     body = record.json()
-    assert body["attributes"]["family_name"] == "Name2" and body["sample_count"] == 2
+    assert body["attributes"]["family_name"] == "Name2" and body["template_count"] == body["sample_count"] == 2
     assert "templates" not in body and "vector" not in record.text
 
     gallery = service.client.get(f"/v1/galleries/{gallery_id}", headers=registry).json()

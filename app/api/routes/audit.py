@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import SessionsDep, require
 from app.audit import service
-from app.audit.schemas import AuditPage, VerificationOut
+from app.audit.schemas import AuditPage, ChainVerificationOut
 from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -24,7 +24,7 @@ def events(
     return {"events": page, "next_after": page[-1].seq if len(page) == limit else None}
 
 
-@router.get("/verify", response_model=VerificationOut, summary="Recompute the hash chain")
+@router.get("/verify", response_model=ChainVerificationOut, summary="Recompute the hash chain")
 def verify(actor: Auditor, sessions: SessionsDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
     return service.verify(sessions, actor)

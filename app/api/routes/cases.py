@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import RuntimeDep, SessionsDep, require
+from app.api.openapi import refusal
 from app.cases import service
 from app.cases.models import CaseStatus
 from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
@@ -20,9 +21,21 @@ from matcher import TemplateFormat
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
+NOT_SEARCHABLE = refusal("deadline_passed: the case's detention deadline is past; case_not_open: the case is closed")
 
 
-@router.post("", status_code=201, response_model=CaseOut, summary="Open a case for a detained person")
+@router.post(
+    "",
+    status_code=201,
+    response_model=CaseOut,
+    summary="Open a case for a detained person",
+    responses={
+        409: refusal(
+            "deadline_passed: the detention deadline is already past; duplicate_case: the agency already "
+            "has a case with this external_ref"
+        )
+    },
+)
 def open_case(body: CaseIn, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
     """The deadline is ``detained_at`` + ``detention_limit_days``; the case is visible to the
     calling agency only. A deadline already passed is refused with ``deadline_passed``."""
@@ -42,7 +55,12 @@ def read_case(case_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> Cas
     return service.read_case(sessions, actor, case_id)
 
 
-@router.patch("/{case_id}", response_model=CaseOut, summary="Close a case, or mark it unidentified")
+@router.patch(
+    "/{case_id}",
+    response_model=CaseOut,
+    summary="Close a case, or mark it unidentified",
+    responses={409: refusal("invalid_transition: the case's status does not allow this change")},
+)
 def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
     return service.change_status(sessions, actor, case_id, CaseStatus(body.status))
 
@@ -51,7 +69,10 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
     "/{case_id}/identifications",
     response_model=SearchOut,
     summary="Identify (1:N) against the allowed galleries",
-    responses={202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"}},
+    responses={
+        202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"},
+        409: NOT_SEARCHABLE,
+    },
 )
 def identify(
     case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep, response: Response
@@ -80,7 +101,18 @@ def identify(
     return view
 
 
-@router.post("/{case_id}/verifications", response_model=VerificationOut, summary="Verify (1:1) against one record")
+@router.post(
+    "/{case_id}/verifications",
+    response_model=VerificationOut,
+    summary="Verify (1:1) against one record",
+    responses={
+        404: refusal(
+            "not_found: the case, or the record in a presumed country's gallery; no_agreement: no agreement "
+            "in force covers the gallery's country and modality"
+        ),
+        409: NOT_SEARCHABLE,
+    },
+)
 def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> VerificationView:
     """Scores the probes against one enrolled record of a presumed country's gallery covered by an
     agreement; the decision is taken at the gallery's calibrated threshold for ``target_fmr``."""

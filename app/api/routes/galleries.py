@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Response
 
 from app.api.deps import RuntimeDep, SessionsDep, require
+from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.galleries import enrolment, service
 from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordOut
@@ -20,7 +21,13 @@ Registry = Annotated[Principal, Depends(require(Role.REGISTRY))]
 RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CONSULAR))]
 
 
-@router.post("", status_code=201, response_model=GalleryOut, summary="Create a gallery")
+@router.post(
+    "",
+    status_code=201,
+    response_model=GalleryOut,
+    summary="Create a gallery",
+    responses={409: refusal("duplicate_gallery: the country already has a gallery of this modality and model")},
+)
 def create(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> service.GalleryView:
     """A gallery fixes its template format: templates of any other model, dimension or metric
     are refused with ``invalid_template``."""
@@ -38,7 +45,12 @@ def read(gallery_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> serv
     return service.read_gallery(runtime.sessions, runtime.registry, actor, gallery_id)
 
 
-@router.post("/{gallery_id}/records:batch", response_model=RecordBatchOut, summary="Enrol or update records in bulk")
+@router.post(
+    "/{gallery_id}/records:batch",
+    response_model=RecordBatchOut,
+    summary="Enrol or update records in bulk",
+    responses={400: refusal("batch_too_large: more records than READMIT_MAX_BATCH_RECORDS; http_error: not JSON")},
+)
 def enrol(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their

@@ -1,13 +1,29 @@
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
+from app.api.errors import ErrorDetail
 from app.db.migrate import is_at_head
 
 router = APIRouter(tags=["health"])
+
+
+class ReadinessChecks(BaseModel):
+    database: bool = Field(description="the database answers")
+    migrations: bool = Field(description="its schema is at the latest migration")
+    indexes: bool = Field(description="every gallery's index is loaded")
+
+
+class ReadinessOut(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: ReadinessChecks
+    error: ErrorDetail | None = Field(None, description="only when not ready: code not_ready, details the checks")
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -15,7 +31,14 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database reachable, schema at head, every index loaded")
+@router.get(
+    "/readyz",
+    summary="Readiness: database reachable, schema at head, every index loaded",
+    responses={
+        200: {"model": ReadinessOut, "description": "ready"},
+        503: {"model": ReadinessOut, "description": "not ready: the failing checks are false"},
+    },
+)
 def readyz(runtime: RuntimeDep) -> JSONResponse:
     checks: dict[str, bool] = {"database": False, "migrations": False, "indexes": runtime.ready}
     try:

@@ -27,6 +27,17 @@ def scrape_allowed(
     admin_only(current_principal(request, runtime, credentials))
 
 
-@router.get("/metrics", summary="Prometheus metrics", dependencies=[Depends(scrape_allowed)], response_class=Response)
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    dependencies=[Depends(scrape_allowed)],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text exposition format",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    },
+)
 def metrics(runtime: RuntimeDep) -> Response:
     return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from app.api.deps import SessionsDep, require
+from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.matching.models import ReviewState
 from app.matching.views import ReviewItemView
@@ -29,7 +30,17 @@ def queue(
     return service.review_queue(sessions, actor, state, gallery_id, limit)
 
 
-@router.post("/v1/candidates/{candidate_id}/decision", response_model=DecisionOut, summary="Confirm or reject")
+@router.post(
+    "/v1/candidates/{candidate_id}/decision",
+    response_model=DecisionOut,
+    summary="Confirm or reject",
+    responses={
+        409: refusal(
+            "already_decided: the candidate was decided before; case_not_open, deadline_passed: the case "
+            "can no longer be identified"
+        )
+    },
+)
 def decide(candidate_id: RowId, body: DecisionIn, actor: Consular, sessions: SessionsDep) -> service.DecisionView:
     """A confirmation marks the case ``identified``. Every decision is audited with the officer."""
     return service.decide(sessions, actor, candidate_id, service.Decision(body.decision), body.note)
