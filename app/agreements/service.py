@@ -12,7 +12,7 @@ from app.agreements.models import Agreement
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
-from app.db.session import Sessions, transaction
+from app.db.session import Sessions, insert, transaction
 from app.principals.models import Principal
 
 
@@ -42,8 +42,7 @@ def create_agreement(
         created_by=actor.id,
     )
     with transaction(sessions) as session:
-        session.add(agreement)
-        session.flush()
+        insert(session, agreement)
         audit.append(
             session,
             actor,

@@ -9,7 +9,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -25,7 +24,7 @@ from app.cases.exceptions import (
 from app.cases.models import Case, CaseStatus, LegalBasis
 from app.core.countries import check_country
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
+from app.db.session import Sessions, insert, transaction
 from app.matching.views import CaseView, case_view
 from app.principals.models import Principal, Role
 
@@ -73,11 +72,7 @@ def open_case(
         status_changed_at=now,
     )
     with transaction(sessions) as session:
-        session.add(case)
-        try:
-            session.flush()
-        except IntegrityError as error:
-            raise DuplicateCase(f"case {external_ref} already exists for {actor.agency}") from error
+        insert(session, case, on_conflict=DuplicateCase(f"case {external_ref} already exists for {actor.agency}"))
         audit.append(
             session,
             actor,

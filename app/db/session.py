@@ -13,10 +13,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+from app.core.errors import DomainError
+
+Row = TypeVar("Row")
 
 
 def make_engine(url: str, *, read_only: bool = False) -> Engine:
@@ -76,3 +81,16 @@ def transaction(factory: Sessions) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def insert(session: Session, row: Row, *, on_conflict: DomainError | None = None) -> Row:
+    """Add ``row`` and flush it, so that its id is known to the audit event that records it.
+    A unique constraint it breaks raises ``on_conflict`` (a resource that already exists)."""
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as error:
+        if on_conflict is None:
+            raise
+        raise on_conflict from error
+    return row

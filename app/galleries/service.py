@@ -15,13 +15,12 @@ from typing import Any
 
 import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
-from app.db.session import Sessions, transaction
+from app.db.session import Sessions, insert, transaction
 from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.templates import from_bytes
@@ -82,11 +81,8 @@ def create_gallery(
         change_seq=0,
     )
     with transaction(sessions) as session:
-        session.add(gallery)
-        try:
-            session.flush()
-        except IntegrityError as error:
-            raise DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}") from error
+        conflict = DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}")
+        insert(session, gallery, on_conflict=conflict)
         audit.append(
             session,
             actor,

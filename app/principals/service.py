@@ -9,7 +9,7 @@ from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
+from app.db.session import Sessions, insert, transaction
 from app.principals.exceptions import MissingAgency, MissingCountry, UnknownKey, UnknownPrincipal
 from app.principals.keys import issue_key, key_matches, prefix_of
 from app.principals.models import Principal, Role
@@ -45,8 +45,7 @@ def create_principal(
         key_hash=key.digest,
     )
     with transaction(sessions) as session:
-        session.add(principal)
-        session.flush()
+        insert(session, principal)
         audit.append(
             session,
             actor,
