@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
-from app.api.openapi import install_openapi
+from app.api.openapi import install_openapi, operation_id
 from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
 from app.core.config import Settings, get_settings
 from app.core.datalock import DataDirLock
@@ -53,7 +53,13 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
             runtime.stop()
             lock.release()
 
-    app = FastAPI(title="readmit", version="1", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="readmit",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        generate_unique_id_function=operation_id,
+    )
     app.state.runtime = runtime
     install_error_handlers(app)
     install_openapi(app, settings)

@@ -51,18 +51,16 @@ def generated(service, tmp_path_factory):
 
 def test_the_generated_client_completes_the_walk_through(service, generated):
     from readmit_client import AuthenticatedClient
-    from readmit_client.api.agreements import create_v1_agreements_post as create_agreement
-    from readmit_client.api.audit import events_v1_audit_events_get as audit_events
-    from readmit_client.api.audit import verify_v1_audit_verify_get as verify_chain
-    from readmit_client.api.cases import identify_v1_cases_case_id_identifications_post as identify
-    from readmit_client.api.cases import open_case_v1_cases_post as open_case
-    from readmit_client.api.cases import verification_v1_cases_case_id_verifications_post as verify
-    from readmit_client.api.galleries import create_v1_galleries_post as create_gallery
-    from readmit_client.api.galleries import enrol_v1_galleries_gallery_id_records_batch_post as enrol
-    from readmit_client.api.principals import create_v1_principals_post as create_principal
-    from readmit_client.api.review import decide_v1_candidates_candidate_id_decision_post as decide
-    from readmit_client.api.review import queue_v1_review_candidates_get as review_queue
-    from readmit_client.api.searches import read_v1_searches_search_id_get as read_search
+    from readmit_client.api.agreements import create_agreement
+    from readmit_client.api.audit import list_audit_events as audit_events
+    from readmit_client.api.audit import verify_audit_chain as verify_chain
+    from readmit_client.api.cases import identify, open_case, verify
+    from readmit_client.api.galleries import create_gallery
+    from readmit_client.api.galleries import enrol_records as enrol
+    from readmit_client.api.principals import create_principal
+    from readmit_client.api.review import decide_candidate as decide
+    from readmit_client.api.review import list_review_candidates as review_queue
+    from readmit_client.api.searches import read_search
     from readmit_client.models import (
         AgreementIn,
         AuditPage,
@@ -202,7 +200,7 @@ def test_the_generated_client_completes_the_walk_through(service, generated):
 
 def test_a_refusal_parses_as_the_error_body(service, generated):
     from readmit_client import AuthenticatedClient
-    from readmit_client.api.galleries import read_v1_galleries_gallery_id_get as read_gallery
+    from readmit_client.api.galleries import read_gallery
     from readmit_client.models import ErrorOut
 
     http = TestClient(service.client.app, headers={"Authorization": "Bearer not-a-key"})

@@ -74,3 +74,12 @@ def test_countries_are_the_codes_the_service_accepts(schema):
     assert "SEN" in ALPHA_3 and "AAA" not in ALPHA_3
     gallery = schema["components"]["schemas"]["GalleryIn"]["properties"]["country"]
     assert gallery == {"$ref": "#/components/schemas/Country"}
+
+
+def test_every_operation_has_a_unique_readable_id(schema):
+    """A generated client names its functions after operationId: ``create_gallery``, not
+    ``create_v1_galleries_post``."""
+    ids = [operation["operationId"] for path in schema["paths"].values() for operation in path.values()]
+    assert len(ids) == len(set(ids)), sorted(ids)
+    assert {"create_gallery", "enrol_records", "open_case", "identify", "verify", "decide_candidate"} <= set(ids)
+    assert not [i for i in ids if i.endswith(("_get", "_post", "_patch", "_delete"))]

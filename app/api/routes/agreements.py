@@ -15,7 +15,7 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")
-def create(body: AgreementIn, actor: Admin, sessions: SessionsDep) -> Agreement:
+def create_agreement(body: AgreementIn, actor: Admin, sessions: SessionsDep) -> Agreement:
     """Without an agreement in force, a receiving state cannot search the origin country's galleries."""
     return service.create_agreement(
         sessions, actor, body.receiving_country, body.origin_country, body.modalities, body.valid_from, body.valid_to
@@ -23,5 +23,5 @@ def create(body: AgreementIn, actor: Admin, sessions: SessionsDep) -> Agreement:
 
 
 @router.get("", response_model=list[AgreementOut], summary="List agreements")
-def list_all(actor: Admin, sessions: SessionsDep) -> list[Agreement]:
+def list_agreements(actor: Admin, sessions: SessionsDep) -> list[Agreement]:
     return service.list_agreements(sessions)

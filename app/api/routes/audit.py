@@ -14,7 +14,7 @@ Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 
 
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")
-def events(
+def list_audit_events(
     actor: Auditor,
     sessions: SessionsDep,
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return events with seq greater than this")] = 0,
@@ -25,6 +25,6 @@ def events(
 
 
 @router.get("/verify", response_model=ChainVerificationOut, summary="Recompute the hash chain")
-def verify(actor: Auditor, sessions: SessionsDep) -> service.Verification:
+def verify_audit_chain(actor: Auditor, sessions: SessionsDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
     return service.verify(sessions, actor)

@@ -12,9 +12,9 @@ from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
 from app.core.ids import RowId
 from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
+from app.matching import verification
 from app.matching.models import SearchStatus
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
-from app.matching.verification import VerificationRequest, VerificationView, verify
 from app.matching.views import CaseView, SearchView
 from app.principals.models import Principal, Role
 from matcher import TemplateFormat
@@ -113,10 +113,14 @@ def identify(
         409: NOT_SEARCHABLE,
     },
 )
-def verification(case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep) -> VerificationView:
+def verify(
+    case_id: RowId, body: VerificationIn, actor: BorderPolice, runtime: RuntimeDep
+) -> verification.VerificationView:
     """Scores the probes against one enrolled record of a presumed country's gallery covered by an
     agreement; the decision is taken at the gallery's calibrated threshold for ``target_fmr``."""
-    request = VerificationRequest(
+    request = verification.VerificationRequest(
         body.gallery_id, body.reference_id, EncodedTemplates(body.probes, body.probes_b64), body.target_fmr
     )
-    return verify(runtime.sessions, runtime.registry, runtime.thresholds, runtime.settings, actor, case_id, request)
+    return verification.verify(
+        runtime.sessions, runtime.registry, runtime.thresholds, runtime.settings, actor, case_id, request
+    )

@@ -28,7 +28,7 @@ RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CO
     summary="Create a gallery",
     responses={409: refusal("duplicate_gallery: the country already has a gallery of this modality and model")},
 )
-def create(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> service.GalleryView:
+def create_gallery(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> service.GalleryView:
     """A gallery fixes its template format: templates of any other model, dimension or metric
     are refused with ``invalid_template``."""
     fmt = TemplateFormat(body.template_format.model, body.template_format.dimension, body.template_format.metric)
@@ -36,12 +36,12 @@ def create(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> service.Galler
 
 
 @router.get("", response_model=list[GalleryOut], summary="List the galleries the caller may see")
-def list_all(actor: AdminOrRegistry, runtime: RuntimeDep) -> list[service.GalleryView]:
+def list_galleries(actor: AdminOrRegistry, runtime: RuntimeDep) -> list[service.GalleryView]:
     return service.list_galleries(runtime.sessions, runtime.registry, actor)
 
 
 @router.get("/{gallery_id}", response_model=GalleryOut, summary="Read a gallery with its counts")
-def read(gallery_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> service.GalleryView:
+def read_gallery(gallery_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> service.GalleryView:
     return service.read_gallery(runtime.sessions, runtime.registry, actor, gallery_id)
 
 
@@ -51,7 +51,7 @@ def read(gallery_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> serv
     summary="Enrol or update records in bulk",
     responses={400: refusal("batch_too_large: more records than READMIT_MAX_BATCH_RECORDS; http_error: not JSON")},
 )
-def enrol(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
+def enrol_records(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runtime: RuntimeDep) -> dict[str, object]:
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their
     position and a code); the others are stored. Templates are checked against the gallery's

@@ -15,18 +15,18 @@ Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=PrincipalCreated, summary="Create a principal and its API key")
-def create(body: PrincipalIn, actor: Admin, sessions: SessionsDep) -> dict[str, object]:
+def create_principal(body: PrincipalIn, actor: Admin, sessions: SessionsDep) -> dict[str, object]:
     """The key is in the response only: it is stored as a hash and cannot be shown again."""
     principal, key = service.create_principal(sessions, actor, body.name, body.role, body.country, body.agency)
     return {**PrincipalOut.model_validate(principal, from_attributes=True).model_dump(), "api_key": key}
 
 
 @router.delete("/{principal_id}", status_code=204, summary="Revoke a principal's key")
-def revoke(principal_id: RowId, actor: Admin, sessions: SessionsDep) -> Response:
+def revoke_principal(principal_id: RowId, actor: Admin, sessions: SessionsDep) -> Response:
     service.revoke_principal(sessions, actor, principal_id)
     return Response(status_code=204)
 
 
 @router.get("", response_model=list[PrincipalOut], summary="List principals (never their keys)")
-def list_all(actor: Admin, sessions: SessionsDep) -> list[Principal]:
+def list_principals(actor: Admin, sessions: SessionsDep) -> list[Principal]:
     return service.list_principals(sessions)

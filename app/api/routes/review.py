@@ -18,7 +18,7 @@ Consular = Annotated[Principal, Depends(require(Role.CONSULAR))]
 
 
 @router.get("/v1/review/candidates", response_model=list[ReviewItem], summary="Candidates to review, most urgent first")
-def queue(
+def list_review_candidates(
     actor: Consular,
     sessions: SessionsDep,
     state: ReviewState = ReviewState.PENDING,
@@ -41,6 +41,8 @@ def queue(
         )
     },
 )
-def decide(candidate_id: RowId, body: DecisionIn, actor: Consular, sessions: SessionsDep) -> service.DecisionView:
+def decide_candidate(
+    candidate_id: RowId, body: DecisionIn, actor: Consular, sessions: SessionsDep
+) -> service.DecisionView:
     """A confirmation marks the case ``identified``. Every decision is audited with the officer."""
     return service.decide(sessions, actor, candidate_id, service.Decision(body.decision), body.note)

@@ -16,6 +16,6 @@ BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
 
 
 @router.get("/{search_id}", response_model=SearchOut, summary="Poll a search and read its candidates")
-def read(search_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> SearchView:
+def read_search(search_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> SearchView:
     """Identity attributes of a candidate appear only once a consular officer has confirmed it."""
     return service.read_search(sessions, actor, search_id)
