@@ -7,8 +7,7 @@ from app.cases.models import Case
 from app.db.base import Base
 from app.galleries.models import Gallery, Record, Template
 from app.matching.models import Candidate, Search
-from app.principals.models import Principal
-from app.web.models import WebSession
+from app.principals.models import Principal, WebSession
 
 __all__ = [
     "Agreement",

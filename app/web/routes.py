@@ -25,9 +25,9 @@ from app.core.ids import RowId
 from app.db.base import utcnow
 from app.galleries.service import list_galleries
 from app.matching.models import ReviewState
+from app.principals import web_sessions as sessions
+from app.principals.web_sessions import SignedIn
 from app.review import service as review
-from app.web import sessions
-from app.web.sessions import SignedIn
 
 SESSION_COOKIE = "readmit_session"
 LOGIN_CSRF_COOKIE = "readmit_login_csrf"

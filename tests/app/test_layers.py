@@ -74,3 +74,13 @@ def test_modules_import_each_other_without_a_cycle(package):
     for name in sorted(edges):
         visit(name)
     assert cycles == []
+
+
+def test_front_doors_open_no_transaction_and_append_no_audit_event():
+    """Only use cases do: a front door that did would skip them for its own callers."""
+    sources = [p for p in (ROOT / "app").rglob("*.py") if module_name(p).startswith(FRONT_DOORS)]
+    found = {
+        module_name(p): [word for word in ("transaction(", "session.begin(", "audit.append(") if word in p.read_text()]
+        for p in sources
+    }
+    assert {name: words for name, words in found.items() if words} == {}

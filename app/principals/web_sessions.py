@@ -1,4 +1,5 @@
-"""Review page sessions: an officer's API key is exchanged once for a session cookie."""
+"""Review page sessions: a consular officer's API key is exchanged once for a session, which the
+review pages keep in a cookie; sign-in, its refusals and sign-out are audited."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from app.core.errors import Forbidden
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
 from app.principals.exceptions import UnknownKey
-from app.principals.models import Principal, Role
+from app.principals.models import Principal, Role, WebSession
 from app.principals.service import principal_for_key
-from app.web.models import WebSession
 
 SESSION_LIFETIME = timedelta(hours=8)
 
