@@ -34,7 +34,9 @@ class EncodedTemplates:
         if count > limit:
             raise TooManyTemplates(f"{count} {what}s given, at most {limit} allowed")
         try:
-            if self.floats is not None:
+            if isinstance(self.floats, np.ndarray):  # read from a file: its shape says it all
+                array = self.floats
+            elif self.floats is not None:
                 if any(len(row) != fmt.dimension for row in self.floats):
                     raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
                 array = np.asarray(self.floats, dtype=np.float32)
