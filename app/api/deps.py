@@ -64,3 +64,13 @@ def require(*roles: Role) -> Callable[..., Principal]:
 
     dependency.allowed_roles = allowed  # type: ignore[attr-defined]
     return dependency
+
+
+Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
+Registry = Annotated[Principal, Depends(require(Role.REGISTRY))]
+BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
+Consular = Annotated[Principal, Depends(require(Role.CONSULAR))]
+Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
+AdminOrRegistry = Annotated[Principal, Depends(require(Role.ADMIN, Role.REGISTRY))]
+RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CONSULAR))]
+"""The roles a route admits, one alias per set, as its parameter's type: ``actor: Admin``."""

@@ -1,17 +1,13 @@
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from app.agreements import service
 from app.agreements.models import Agreement
 from app.agreements.schemas import AgreementIn, AgreementOut
-from app.api.deps import SessionsDep, require
-from app.principals.models import Principal, Role
+from app.api.deps import Admin, SessionsDep
 
 router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")

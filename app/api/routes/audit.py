@@ -2,15 +2,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from app.api.deps import SessionsDep, require
+from app.api.deps import Auditor, SessionsDep
 from app.audit import service
 from app.audit.schemas import AuditPage, ChainVerificationOut
-from app.principals.models import Principal, Role
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
-Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 
 
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")

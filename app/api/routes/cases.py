@@ -1,10 +1,8 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Response
-
-from app.api.deps import RuntimeDep, SessionsDep, require
+from app.api.deps import BorderPolice, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
 from app.cases import service
 from app.cases.models import CaseStatus
@@ -16,11 +14,9 @@ from app.matching import verification
 from app.matching.models import SearchStatus
 from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
 from app.matching.views import CaseView, SearchView
-from app.principals.models import Principal, Role
 from matcher import TemplateFormat
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
-BorderPolice = Annotated[Principal, Depends(require(Role.BORDER_POLICE))]
 NOT_SEARCHABLE = refusal("deadline_passed: the case's detention deadline is past; case_not_open: the case is closed")
 
 

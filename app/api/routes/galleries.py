@@ -1,24 +1,18 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Response
-
-from app.api.deps import RuntimeDep, SessionsDep, require
+from app.api.deps import Admin, AdminOrRegistry, Registry, RegistryOrConsular, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.galleries import enrolment, service
 from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordOut
 from app.galleries.templates import EncodedTemplates
-from app.principals.models import Principal, Role
+from app.principals.models import Role
 from app.review import service as review
 from matcher import TemplateFormat
 
 router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
-AdminOrRegistry = Annotated[Principal, Depends(require(Role.ADMIN, Role.REGISTRY))]
-Registry = Annotated[Principal, Depends(require(Role.REGISTRY))]
-RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CONSULAR))]
 
 
 @router.post(

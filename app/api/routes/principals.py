@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, Response
 
-from fastapi import APIRouter, Depends, Response
-
-from app.api.deps import SessionsDep, require
+from app.api.deps import Admin, SessionsDep
 from app.core.ids import RowId
 from app.principals import service
-from app.principals.models import Principal, Role
+from app.principals.models import Principal
 from app.principals.schemas import PrincipalCreated, PrincipalIn, PrincipalOut
 
 router = APIRouter(prefix="/v1/principals", tags=["principals"])
-Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 
 
 @router.post("", status_code=201, response_model=PrincipalCreated, summary="Create a principal and its API key")

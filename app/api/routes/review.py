@@ -2,19 +2,17 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 
-from app.api.deps import SessionsDep, require
+from app.api.deps import Consular, SessionsDep
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.matching.models import ReviewState
 from app.matching.views import ReviewItemView
-from app.principals.models import Principal, Role
 from app.review import service
 from app.review.schemas import DecisionIn, DecisionOut, ReviewItem
 
 router = APIRouter(tags=["review"])
-Consular = Annotated[Principal, Depends(require(Role.CONSULAR))]
 
 
 @router.get("/v1/review/candidates", response_model=list[ReviewItem], summary="Candidates to review, most urgent first")
