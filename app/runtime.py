@@ -63,7 +63,7 @@ class Runtime:
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
         executor = SearchExecutor(sessions, registry, thresholds, metrics)
         scheduler = Scheduler(
-            executor.run, settings.search_workers, settings.batch_wait_ms / 1000, settings.max_batch_searches
+            executor.run, settings.search_workers, settings.max_batch_searches
         )
         metrics.watch_queue(lambda: scheduler.depth)
         metrics.watch_indexes(registry.sizes)

@@ -59,7 +59,7 @@ def run_policy(
             with lock:
                 finished[search_id] = time.monotonic()
 
-    scheduler = Scheduler(run, workers=workers, batch_wait_s=0.0, max_batch=1, policy=policy)  # type: ignore[arg-type]
+    scheduler = Scheduler(run, workers=workers, max_batch=1, policy=policy)  # type: ignore[arg-type]
     scheduler.start()
     wall = datetime.now(UTC)
     for search_id, arrival in enumerate(arrivals):

@@ -32,7 +32,6 @@ class Settings(BaseSettings):
     calibration_searches: int = Field(2000, description="leave-one-out searches calibrating a gallery's FPIR")
 
     search_workers: int = Field(2, description="threads running searches, earliest deadline first")
-    batch_wait_ms: float = Field(5.0, description="how long a worker waits to coalesce probes into a batch")
     max_batch_searches: int = Field(64, description="searches coalesced into one matcher call (1: no batching)")
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")
     expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")

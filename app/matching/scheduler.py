@@ -1,9 +1,11 @@
 """Earliest-deadline-first queue of searches, served by worker threads with micro-batching.
 
-A worker takes the queued search whose case deadline is nearest, then gathers the other queued
-searches aimed at the same galleries, waiting at most ``batch_wait`` for more to arrive when the
-queue holds fewer than ``max_batch``, and runs them as one batch. Waiters (an HTTP call within
-its ``wait_ms``) are woken when their search's batch ends, whatever its outcome.
+A worker takes the queued search whose case deadline is nearest, with the other queued searches
+aimed at the same galleries (up to ``max_batch``), and runs them as one batch at once. It never
+waits for company: a lone search runs as soon as a worker is free, and searches that arrive
+while the workers are busy matching queue up and leave together in the next batch, so batches
+grow with the load and cost nothing without it. Waiters (an HTTP call within its ``wait_ms``) are
+woken when their search's batch ends, whatever its outcome.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import heapq
 import itertools
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,7 +35,6 @@ class Scheduler:
         self,
         run: Callable[[list[int]], None],
         workers: int,
-        batch_wait_s: float,
         max_batch: int,
         policy: Literal["edf", "fifo"] = "edf",
     ) -> None:
@@ -42,7 +42,6 @@ class Scheduler:
         self._run = run
         self.policy = policy
         self._workers_count = workers
-        self.batch_wait_s = batch_wait_s
         self.max_batch = max_batch
         self._heap: list[_Entry] = []
         self._counter = itertools.count()
@@ -106,15 +105,7 @@ class Scheduler:
             if self._stopping:
                 return None
             first = heapq.heappop(self._heap)
-            batch = [first]
-            give_up = time.monotonic() + self.batch_wait_s
-            while len(batch) < self.max_batch:
-                batch += self._take_same_galleries(first.searched_galleries, self.max_batch - len(batch))
-                remaining = give_up - time.monotonic()
-                if len(batch) >= self.max_batch or remaining <= 0 or self._stopping:
-                    break
-                self._cond.wait(remaining)
-            return batch
+            return [first, *self._take_same_galleries(first.searched_galleries, self.max_batch - 1)]
 
     def _take_same_galleries(self, galleries: tuple[int, ...], room: int) -> list[_Entry]:
         same = sorted(entry for entry in self._heap if entry.searched_galleries == galleries)[:room]

@@ -1,0 +1,56 @@
+"""The scheduler never holds a search that could run now: a lone search starts at once, and the
+searches that arrive while the matcher is busy leave together in the next batch, earliest
+deadline first."""
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+from app.matching.scheduler import Scheduler
+
+GALLERIES = (1,)
+
+
+def deadline(days: int) -> datetime:
+    return datetime.now(UTC) + timedelta(days=days)
+
+
+def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
+    batches: list[list[int]] = []
+    first_started, release_first = threading.Event(), threading.Event()
+
+    def run(search_ids: list[int]) -> None:
+        batches.append(search_ids)
+        if len(batches) == 1:
+            first_started.set()
+            assert release_first.wait(10)
+
+    scheduler = Scheduler(run, workers=1, max_batch=64)
+    scheduler.start()
+    try:
+        scheduler.submit(1, deadline(30), GALLERIES)
+        # Nothing else is queued and nothing more is submitted until the lone search has started:
+        # a scheduler waiting for company would wait here until the timeout.
+        assert first_started.wait(10), "the lone search did not start on its own"
+        for search_id, days in ((2, 20), (3, 10), (4, 40)):
+            scheduler.submit(search_id, deadline(days), GALLERIES)
+        release_first.set()
+        assert all(scheduler.wait(search_id, 10) for search_id in (1, 2, 3, 4))
+    finally:
+        scheduler.stop()
+    assert batches == [[1], [3, 2, 4]], "the burst leaves as one batch, earliest deadline first"
+
+
+def test_searches_of_other_galleries_are_not_held_by_a_batch():
+    batches: list[list[int]] = []
+    scheduler = Scheduler(batches.append, workers=1, max_batch=64)
+    scheduler.pause()
+    scheduler.start()
+    try:
+        scheduler.submit(1, deadline(10), (1,))
+        scheduler.submit(2, deadline(20), (2,))
+        scheduler.submit(3, deadline(30), (1,))
+        scheduler.resume()
+        assert all(scheduler.wait(search_id, 10) for search_id in (1, 2, 3))
+    finally:
+        scheduler.stop()
+    assert batches == [[1, 3], [2]]
