@@ -62,9 +62,7 @@ class Runtime:
         metrics = Metrics()
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
         executor = SearchExecutor(sessions, registry, thresholds, metrics)
-        scheduler = Scheduler(
-            executor.run, settings.search_workers, settings.max_batch_searches
-        )
+        scheduler = Scheduler(executor.run, settings.search_workers, settings.max_batch_searches)
         metrics.watch_queue(lambda: scheduler.depth)
         metrics.watch_indexes(registry.sizes)
         throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)

@@ -8,8 +8,9 @@ the day; every other country is reported as skipped with the reason, never silen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,10 +27,11 @@ from app.galleries.models import Gallery
 from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.matching.exceptions import CountryNotPresumed, InvalidFmr, InvalidFpir, UnknownSearch
+from app.matching.executor import Job, SearchExecutor
 from app.matching.models import Search, SearchStatus
 from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
-from app.matching.views import SearchView, search_views
+from app.matching.views import SearchView, search_view, search_views
 from app.principals.models import Principal
 from matcher import CalibrationError, TemplateFormat
 
@@ -50,6 +52,7 @@ class IdentificationRequest:
 def identify(
     sessions: Sessions,
     scheduler: Scheduler,
+    executor: SearchExecutor,
     settings: Settings,
     actor: Principal,
     case_id: int,
@@ -57,22 +60,39 @@ def identify(
     wait_s: float,
 ) -> SearchView:
     """Submit an identification, wait up to ``wait_s`` for the scheduler to run it (earliest
-    deadline first), and read it back: done, or still queued or running for the caller to poll."""
+    deadline first), and answer how it ended, or that it is still queued for the caller to poll.
+
+    Two write transactions: the search accepted (with ``search.submit``), then finished with its
+    candidates (with ``search.complete``). The answer is built from what those wrote, never read
+    back; a later ``GET /v1/searches/{id}`` reads the database, and is audited as a read."""
     with transaction(sessions) as session:
-        search = submit(session, settings, actor, case_id, request)
-        search_id, queued = search.id, search.status == SearchStatus.QUEUED.value
-        deadline, searched = search.deadline, tuple(sorted(search.searched_galleries))
-    if queued:
-        scheduler.submit(search_id, deadline, searched)
-        scheduler.wait(search_id, wait_s)
-    return read_search(sessions, actor, search_id)
+        search, probes = submit(session, settings, actor, case_id, request)
+    view = search_view(search, [])
+    if search.status != SearchStatus.QUEUED.value:
+        return view
+    executor.accept(Job.of(search, probes), awaited=wait_s > 0)
+    scheduler.submit(search.id, search.deadline, tuple(sorted(search.searched_galleries)))
+    scheduler.wait(search.id, wait_s)
+    finished = executor.collect(search.id)
+    if finished is None:
+        return view
+    return replace(
+        view,
+        status=finished.status,
+        error=finished.error,
+        started_at=finished.started_at,
+        finished_at=finished.finished_at,
+        candidates=finished.candidates,
+        missing_shards=finished.missing_shards,
+    )
 
 
 def submit(
     session: Session, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> Search:
-    """Validate and store an identification for the scheduler. A search with no gallery to
-    search (every country skipped) is done at once, with no candidate."""
+) -> tuple[Search, np.ndarray]:
+    """Validate and store an identification for the scheduler; returns it with its decoded
+    probes. A search with no gallery to search (every country skipped) is done at once, with no
+    candidate."""
     case = visible_case(session, actor, case_id, for_update=True)
     ensure_open(case)
     probes = request.probes.decode(request.template_format, settings.max_probes, what="probe")
@@ -112,7 +132,7 @@ def submit(
         f"case/{case.id}/search/{search.id}",
         details={"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir},
     )
-    return search
+    return search, probes
 
 
 def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) -> float:

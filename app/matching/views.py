@@ -127,27 +127,34 @@ def search_views(session: Session, searches: list[Search]) -> list[SearchView]:
         else {}
     )
     return [
-        SearchView(
-            id=search.id,
-            case_id=search.case_id,
-            status=search.status,
-            error=search.error,
-            submitted_at=search.submitted_at,
-            started_at=search.started_at,
-            finished_at=search.finished_at,
-            deadline=search.deadline,
-            target_fpir=search.target_fpir,
-            searched_galleries=list(search.searched_galleries),
-            skipped=list(search.skipped or []),
-            candidates=[
+        search_view(
+            search,
+            [
                 candidate_view(c, attributes.get(c.record_id) if c.record_id else None)
                 for c in candidates
                 if c.search_id == search.id
             ],
-            missing_shards=list(search.missing_shards or []),
         )
         for search in searches
     ]
+
+
+def search_view(search: Search, candidates: list[CandidateView]) -> SearchView:
+    return SearchView(
+        id=search.id,
+        case_id=search.case_id,
+        status=search.status,
+        error=search.error,
+        submitted_at=search.submitted_at,
+        started_at=search.started_at,
+        finished_at=search.finished_at,
+        deadline=search.deadline,
+        target_fpir=search.target_fpir,
+        searched_galleries=list(search.searched_galleries),
+        skipped=list(search.skipped or []),
+        candidates=candidates,
+        missing_shards=list(search.missing_shards or []),
+    )
 
 
 def case_view(session: Session, case: Case) -> CaseView:

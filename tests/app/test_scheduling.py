@@ -2,7 +2,7 @@
 and survive a restart."""
 
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
@@ -61,13 +61,13 @@ def test_concurrent_searches_for_one_gallery_share_a_matcher_call(paused, people
         assert result["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[i]):04d}"
 
 
-def test_a_search_whose_deadline_passes_while_queued_expires_unrun(paused, people):
+def test_a_search_whose_deadline_passes_while_queued_expires_unrun(paused, people, monkeypatch):
     service, police = paused
     case = open_case(service, police, days_ago=1, limit=2)
     search_id = identify(service, police, case["id"], people.mated_probes[0], wait_ms=0).json()["id"]
-    with service.runtime.engine.begin() as connection:
-        past = datetime.now(UTC) - timedelta(seconds=1)
-        connection.execute(text("UPDATE searches SET deadline = :past WHERE id = :id"), {"past": past, "id": search_id})
+    # the workers' clock moves past the case's deadline while the search waits in the queue
+    later = datetime.fromisoformat(case["deadline"]) + timedelta(seconds=1)
+    monkeypatch.setattr("app.matching.executor.utcnow", lambda: later)
     service.runtime.scheduler.resume()
     assert service.runtime.scheduler.wait(search_id, 10)
     result = service.client.get(f"/v1/searches/{search_id}", headers=police).json()

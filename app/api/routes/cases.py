@@ -90,7 +90,14 @@ def identify(
         allow_partial_results=body.allow_partial_results,
     )
     view = matching.identify(
-        runtime.sessions, runtime.scheduler, runtime.settings, actor, case_id, request, body.wait_ms / 1000
+        runtime.sessions,
+        runtime.scheduler,
+        runtime.executor,
+        runtime.settings,
+        actor,
+        case_id,
+        request,
+        body.wait_ms / 1000,
     )
     if view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value):
         response.status_code = 202
