@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.actions import Action
@@ -74,31 +74,36 @@ def append(
     resource: str,
     outcome: str = "ok",
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event in ``session``'s transaction; it commits or rolls back with the change
-    it records. The head row is locked so that concurrent appends queue rather than fork."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    it records. The head row is locked so that concurrent appends queue rather than fork.
+
+    Three Core statements on the transaction's connection (read and lock the head, insert the
+    event, move the head): no ORM unit of work, as every write of the service ends here."""
+    session.flush()  # the change recorded goes first, whatever the caller left pending
+    connection = session.connection()
+    head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()).one()
     at = utcnow()
     details = details or {}
     seq = head.seq + 1
     principal_id = principal.id if principal else None
     role = principal.role if principal else None
     digest = event_hash(seq, at, principal_id, role, action.value, resource, outcome, details, head.hash)
-    event = AuditEvent(
-        seq=seq,
-        at=at,
-        principal_id=principal_id,
-        role=role,
-        action=action.value,
-        resource=resource,
-        outcome=outcome,
-        details=details,
-        prev_hash=head.hash,
-        hash=digest,
+    connection.execute(
+        insert(AuditEvent).values(
+            seq=seq,
+            at=at,
+            principal_id=principal_id,
+            role=role,
+            action=action.value,
+            resource=resource,
+            outcome=outcome,
+            details=details,
+            prev_hash=head.hash,
+            hash=digest,
+        )
     )
-    session.add(event)
-    head.seq, head.hash = seq, digest
-    return event
+    connection.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
 
 
 def list_events(session: Session, after: int, limit: int) -> list[AuditEvent]:
