@@ -28,6 +28,7 @@ from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics
+from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class Runtime:
     scheduler: Scheduler
     metrics: Metrics
     throttle: Throttle
+    keys: KeyCache
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -66,8 +68,19 @@ class Runtime:
         metrics.watch_queue(lambda: scheduler.depth)
         metrics.watch_indexes(registry.sizes)
         throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)
+        keys = KeyCache(settings.key_cache_s)
         return cls(
-            settings, engine, sessions, read_sessions, registry, thresholds, executor, scheduler, metrics, throttle
+            settings,
+            engine,
+            sessions,
+            read_sessions,
+            registry,
+            thresholds,
+            executor,
+            scheduler,
+            metrics,
+            throttle,
+            keys,
         )
 
     def start_indexes(self) -> None:

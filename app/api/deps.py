@@ -44,7 +44,7 @@ def current_principal(
     try:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-        principal = authenticate(runtime.read_sessions, credentials.credentials)
+        principal = authenticate(runtime.read_sessions, runtime.keys, credentials.credentials)
     except Unauthenticated:
         runtime.throttle.failed(address)
         raise

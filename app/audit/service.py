@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.audit.actions import Action
@@ -82,7 +82,7 @@ def append(
     event, move the head): no ORM unit of work, as every write of the service ends here."""
     session.flush()  # the change recorded goes first, whatever the caller left pending
     connection = session.connection()
-    head = connection.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()).one()
+    head = connection.execute(_LOCK_HEAD).one()
     at = utcnow()
     details = details or {}
     seq = head.seq + 1
@@ -90,20 +90,27 @@ def append(
     role = principal.role if principal else None
     digest = event_hash(seq, at, principal_id, role, action.value, resource, outcome, details, head.hash)
     connection.execute(
-        insert(AuditEvent).values(
-            seq=seq,
-            at=at,
-            principal_id=principal_id,
-            role=role,
-            action=action.value,
-            resource=resource,
-            outcome=outcome,
-            details=details,
-            prev_hash=head.hash,
-            hash=digest,
-        )
+        _INSERT_EVENT,
+        {
+            "seq": seq,
+            "at": at,
+            "principal_id": principal_id,
+            "role": role,
+            "action": action.value,
+            "resource": resource,
+            "outcome": outcome,
+            "details": details,
+            "prev_hash": head.hash,
+            "hash": digest,
+        },
     )
-    connection.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=digest))
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+
+
+_LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_INSERT_EVENT = insert(AuditEvent)
+_MOVE_HEAD = update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+"""Built once: building a statement costs more than running it on the write path."""
 
 
 def list_events(session: Session, after: int, limit: int) -> list[AuditEvent]:

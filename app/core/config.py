@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     requests_per_minute: int = Field(1200, description="per principal; beyond it 429 with Retry-After")
     failed_auth_per_minute: int = Field(30, description="per client address; beyond it 429 with Retry-After")
 
+    key_cache_s: float = Field(
+        5.0, ge=0, description="how long a checked API key is trusted without reading the database (0: never)"
+    )
+
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 
     @property

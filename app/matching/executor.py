@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import CursorResult, insert, select, update
+from sqlalchemy import CursorResult, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
@@ -335,18 +335,29 @@ class SearchExecutor:
         missing: list[dict[str, object]] | None = None,
     ) -> bool:
         """End a search still queued; False when something else ended it first (expiry)."""
-        values: dict[str, object] = {"status": status.value, "started_at": started, "finished_at": now}
-        if error is not None:
-            values["error"] = error
-        if missing is not None:
-            values["missing_shards"] = missing
-        statement = (
-            update(Search)
-            .where(Search.id == search_id, Search.status == SearchStatus.QUEUED.value)
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
-        return bool(cast(CursorResult[Any], session.execute(statement)).rowcount)
+        values = {
+            "search_id": search_id,
+            "status": status.value,
+            "started_at": started,
+            "finished_at": now,
+            "error": error,
+            "missing_shards": missing,
+        }
+        return bool(cast(CursorResult[Any], session.connection().execute(_END_SEARCH, values)).rowcount)
+
+
+_END_SEARCH = (
+    update(Search)
+    .where(Search.id == bindparam("search_id"), Search.status == SearchStatus.QUEUED.value)
+    .values(
+        status=bindparam("status"),
+        started_at=bindparam("started_at"),
+        finished_at=bindparam("finished_at"),
+        error=bindparam("error"),
+        missing_shards=bindparam("missing_shards"),
+    )
+)
+"""Built once, run per search: ends a search only if it is still queued."""
 
 
 def candidate_from_row(candidate_id: int, row: dict[str, Any]) -> CandidateView:

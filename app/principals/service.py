@@ -11,7 +11,8 @@ from app.core.countries import check_country
 from app.db.base import utcnow
 from app.db.session import Sessions, insert, transaction
 from app.principals.exceptions import MissingAgency, MissingCountry, UnknownKey, UnknownPrincipal
-from app.principals.keys import issue_key, key_matches, prefix_of
+from app.principals.key_cache import KeyCache
+from app.principals.keys import hash_key, issue_key, key_matches, prefix_of
 from app.principals.models import Principal, Role
 
 _DUMMY_DIGEST = "0" * 64
@@ -56,20 +57,28 @@ def create_principal(
     return principal, key.token
 
 
-def revoke_principal(sessions: Sessions, actor: Principal, principal_id: int) -> None:
+def revoke_principal(sessions: Sessions, keys: KeyCache, actor: Principal, principal_id: int) -> None:
+    """The key stops working at once: committed, then dropped from the cache of keys."""
     with transaction(sessions) as session:
         principal = session.get(Principal, principal_id)
         if principal is None or principal.revoked_at is not None:
             raise UnknownPrincipal(f"principal {principal_id} not found")
         principal.revoked_at = utcnow()
         audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal_id}")
+    keys.forget(principal_id)
 
 
-def authenticate(sessions: Sessions, token: str) -> Principal:
-    """The live principal holding ``token``, read without a write transaction (every request
-    checks its key, beside the writers); see :func:`principal_for_key`."""
-    with sessions() as session:
-        return principal_for_key(session, token)
+def authenticate(sessions: Sessions, keys: KeyCache, token: str) -> Principal:
+    """The live principal holding ``token``: from the cache of keys, else read without a write
+    transaction (every request checks its key, beside the writers); see
+    :func:`principal_for_key`."""
+    digest = hash_key(token)
+    principal = keys.get(digest)
+    if principal is None:
+        with sessions() as session:
+            principal = principal_for_key(session, token)
+        keys.put(digest, principal)
+    return principal
 
 
 def principal_for_key(session: Session, token: str) -> Principal:

@@ -2,6 +2,7 @@
 
 import pytest
 
+from app.principals.keys import hash_key
 from tests.harness import records
 
 ROLES = {
@@ -100,7 +101,10 @@ def test_revocation_takes_effect_on_the_next_request(service):
     ).json()
     key = {"Authorization": f"Bearer {created['api_key']}"}
     assert service.client.get("/v1/audit/verify", headers=key).status_code == 200
+    cached = service.runtime.keys.get(hash_key(created["api_key"]))
+    assert cached is not None and cached.id == created["id"], "a checked key is served from the cache of keys"
     assert service.client.delete(f"/v1/principals/{created['id']}", headers=service.admin).status_code == 204
+    assert service.runtime.keys.get(hash_key(created["api_key"])) is None, "revocation empties its entry"
     assert service.client.get("/v1/audit/verify", headers=key).status_code == 401
     listed = service.client.get("/v1/principals", headers=service.admin).json()
     assert all("api_key" not in p and "key_hash" not in p for p in listed)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from app.api.deps import Admin, SessionsDep
+from app.api.deps import Admin, RuntimeDep, SessionsDep
 from app.core.ids import RowId
 from app.principals import service
 from app.principals.models import Principal
@@ -19,8 +19,8 @@ def create_principal(body: PrincipalIn, actor: Admin, sessions: SessionsDep) -> 
 
 
 @router.delete("/{principal_id}", status_code=204, summary="Revoke a principal's key")
-def revoke_principal(principal_id: RowId, actor: Admin, sessions: SessionsDep) -> Response:
-    service.revoke_principal(sessions, actor, principal_id)
+def revoke_principal(principal_id: RowId, actor: Admin, runtime: RuntimeDep) -> Response:
+    service.revoke_principal(runtime.sessions, runtime.keys, actor, principal_id)
     return Response(status_code=204)
 
 
