@@ -240,17 +240,9 @@ class SearchExecutor:
         record_ids = {hit.record_id for job in jobs for hit in hits[job.search_id]}
         finished: dict[int, Finished] = {}
         with transaction(self.sessions) as session:
+            connection = session.connection()  # plain Core below: rows, not entities
             records = (
-                {
-                    row.id: row
-                    for row in session.execute(
-                        select(Record.id, Record.reference_id, Gallery.country)
-                        .join(Gallery, Gallery.id == Record.gallery_id)
-                        .where(Record.id.in_(record_ids))
-                    )
-                }
-                if record_ids
-                else {}
+                {row.id: row for row in connection.execute(_RECORDS, {"ids": list(record_ids)})} if record_ids else {}
             )
             now = utcnow()
             rows: list[dict[str, Any]] = []
@@ -290,12 +282,7 @@ class SearchExecutor:
                     },
                 )
             ids = (
-                {
-                    (row.search_id, row.rank): row.id
-                    for row in session.execute(
-                        insert(Candidate).returning(Candidate.id, Candidate.search_id, Candidate.rank), rows
-                    )
-                }
+                {(row.search_id, row.rank): row.id for row in connection.execute(_INSERT_CANDIDATES, rows)}
                 if rows
                 else {}
             )
@@ -346,6 +333,12 @@ class SearchExecutor:
         return bool(cast(CursorResult[Any], session.connection().execute(_END_SEARCH, values)).rowcount)
 
 
+_RECORDS = (
+    select(Record.id, Record.reference_id, Gallery.country)
+    .join(Gallery, Gallery.id == Record.gallery_id)
+    .where(Record.id.in_(bindparam("ids", expanding=True)))
+)
+_INSERT_CANDIDATES = insert(Candidate).returning(Candidate.id, Candidate.search_id, Candidate.rank)
 _END_SEARCH = (
     update(Search)
     .where(Search.id == bindparam("search_id"), Search.status == SearchStatus.QUEUED.value)
