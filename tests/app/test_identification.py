@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from sqlalchemy import event
 
 from tests.harness import case_body, identification_body
 
@@ -260,3 +261,22 @@ def test_probes_of_ended_cases_are_erased_after_the_retention_period(story, peop
     assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
     candidates = service.client.get(f"/v1/cases/{ended['id']}", headers=police).json()["searches"][0]["candidates"]
     assert candidates, "searches and their candidates stay; only the probe bytes go"
+
+
+def test_an_identification_answered_in_time_writes_twice_and_reads_nothing_back(story, people):
+    """Accepted, then finished with its candidates: two write transactions, each with its audit
+    event; the answer is what they wrote (the same as a later read of the search)."""
+    service, _, _, police = story
+    case = open_case(service, police)
+    identify(service, police, case["id"], people.mated_probes[0])  # warm: calibration, caches
+    begun: list[str] = []
+    listener = lambda connection: begun.append("write")  # noqa: E731 - one line, removed below
+    event.listen(service.runtime.engine, "begin", listener)
+    try:
+        answer = identify(service, police, case["id"], people.mated_probes[1])
+    finally:
+        event.remove(service.runtime.engine, "begin", listener)
+    assert answer.status_code == 200 and answer.json()["status"] == "done"
+    assert len(begun) == 2, begun
+    read = service.client.get(f"/v1/searches/{answer.json()['id']}", headers=police).json()
+    assert answer.json() == read
