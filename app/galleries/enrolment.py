@@ -26,7 +26,7 @@ from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.errors import DomainError
 from app.db.base import utcnow
-from app.db.bulk import bind, reserve_ids, write_rows
+from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
 from app.galleries.exceptions import (
     BatchTooLarge,
@@ -176,7 +176,7 @@ def stage(
     existing: dict[str, int] = dict(
         session.execute(
             select(Record.reference_id, Record.id).where(
-                Record.gallery_id == gallery.id, Record.reference_id.in_(accepted.reference_ids)
+                Record.gallery_id == gallery.id, one_of(session, Record.reference_id, accepted.reference_ids)
             )
         ).all()
     )
@@ -394,7 +394,7 @@ def _replace(
         return {}
     index = {reference: i for i, reference in enumerate(accepted.reference_ids)}
     replaced: dict[int, int] = {}
-    for record in session.scalars(select(Record).where(Record.id.in_(list(existing.values())))):
+    for record in session.scalars(select(Record).where(one_of(session, Record.id, list(existing.values())))):
         i = index[record.reference_id]
         if record.refresh(accepted.vectors(i), accepted.attributes[i], now):
             replaced[i] = record.id
