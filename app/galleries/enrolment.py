@@ -37,7 +37,7 @@ from app.galleries.exceptions import (
 )
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
-from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates
+from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
 from app.principals.models import Principal
@@ -311,6 +311,10 @@ def _submitted_templates(
     """Each submission's templates decoded (base64 or floats), unchecked, joined into one
     (rows, d) block with each record's count; a record that cannot be decoded has 0 rows and
     its error."""
+    if limits.max_templates_per_record >= 1:
+        block = decode_single_base64([submission.templates for submission in submissions], fmt.dimension)
+        if block is not None:
+            return check_shape(block, fmt), np.ones(len(submissions), np.int64), [None] * len(submissions)
     arrays: list[np.ndarray] = []
     counts = np.zeros(len(submissions), np.int64)
     errors: list[DomainError | None] = [None] * len(submissions)
@@ -351,6 +355,7 @@ def _insert(
     as_json = bind(session, records.c.attributes)
     at = bind(session, records.c.enrolled_at)(now)
     counts, starts = accepted.counts.tolist(), accepted.starts.tolist()
+    gallery_id, actor_id = gallery.id, actor.id  # read once, not through the ORM's descriptors per row
     write_rows(
         session,
         records,
@@ -358,12 +363,12 @@ def _insert(
         [
             (
                 record_id,
-                gallery.id,
+                gallery_id,
                 accepted.reference_ids[i],
                 as_json(accepted.attributes[i]),
                 counts[i],
                 at,
-                actor.id,
+                actor_id,
                 at,
             )
             for record_id, i in zip(ids, new, strict=True)
@@ -376,7 +381,7 @@ def _insert(
         templates,
         TEMPLATE_COLUMNS,
         (
-            (record_id, gallery.id, sample, raw[row * width : (row + 1) * width])
+            (record_id, gallery_id, sample, raw[row * width : (row + 1) * width])
             for record_id, i in zip(ids, new, strict=True)
             for sample, row in enumerate(range(starts[i], starts[i] + counts[i]))
         ),

@@ -1,6 +1,7 @@
 """The enrolment core's bulk path: records written without RETURNING (executemany on SQLite,
 COPY on PostgreSQL), ids reserved by the service, templates checked as one block."""
 
+import base64
 import json
 import re
 import threading
@@ -204,3 +205,34 @@ def test_ids_reserved_by_concurrent_enrolments_never_collide(service):
             owners = set(np.concatenate([ids for ids, _ in chunks]).tolist())
             assert owners == {r.id for r in records if r.gallery_id == gallery_id}
             assert service.runtime.registry.get(gallery_id).template_count == expected
+
+
+def test_a_batch_of_base64_templates_is_decoded_at_once_and_a_bad_one_still_named(gallery):
+    service, gallery_id, registry = gallery
+    rows = np.random.default_rng(6).standard_normal((4, DIMENSION)).astype("<f4")
+    encoded = [base64.b64encode(row.tobytes()).decode() for row in rows]
+
+    def b64(position, reference, texts):
+        return enrolment.RecordSubmission(position, reference, EncodedTemplates(base64=texts))
+
+    sessions, registry_index = service.runtime.sessions, service.runtime.registry
+    fast = enrolment.enrol(
+        sessions, registry_index, registry, gallery_id, [b64(i, f"B-{i}", [encoded[i]]) for i in range(2)], LIMITS
+    )
+    assert fast.inserted == 2 and not fast.rejected
+    mixed = [
+        b64(0, "B-2", [encoded[2]]),
+        b64(1, "BAD-CHARS", ["not base64!"]),
+        b64(2, "BAD-LENGTH", [base64.b64encode(rows[3].tobytes()[:-4]).decode()]),
+        b64(3, "B-3", [encoded[3]]),
+    ]
+    slow = enrolment.enrol(sessions, registry_index, registry, gallery_id, mixed, LIMITS)
+    assert slow.inserted == 2
+    assert [(r.position, r.code, r.message) for r in slow.rejected] == [
+        (1, "invalid_template", "template is not valid base64"),
+        (2, "invalid_template", "template has 252 bytes, 256 expected (64 little-endian float32)"),
+    ]
+    fmt = TemplateFormat("arcface-r100", DIMENSION, Metric.COSINE)
+    records = stored(service, gallery_id)
+    for i in range(4):
+        assert np.array_equal(records[f"B-{i}"][1], prepare_templates(rows[i : i + 1], fmt))
