@@ -153,7 +153,7 @@ def enrol(
     templates: Annotated[Path | None, typer.Option(help=".npy/.npz of (n, d) or (n, samples, d) float32")] = None,
     records: Annotated[Path | None, typer.Option(help="CSV (reference_id + attribute columns) or JSON Lines")] = None,
     jsonl: Annotated[Path | None, typer.Option(help="JSON Lines with inline templates instead")] = None,
-    batch: Annotated[int, typer.Option(help="records per transaction")] = 1000,
+    batch: Annotated[int, typer.Option(help="records per transaction")] = 5000,
     report: Annotated[Path, typer.Option(help="where rejected records and the summary go")] = Path(
         "enrol-report.jsonl"
     ),
