@@ -291,12 +291,14 @@ def _block_templates(
     """A block's templates, unchecked, as (rows, d) with each record's count; a block of the
     wrong shape refuses every record with the message each would get on its own."""
     records = len(templates)
-    samples = int(np.prod(templates.shape[1:-1], dtype=np.int64)) if templates.ndim > 1 else 1
+    samples = int(np.prod(templates.shape[1:-1], dtype=np.int64))
     try:
+        if templates.ndim < 2:
+            raise InvalidTemplate(f"templates of a file must be (n, d) or (n, samples, d), got shape {templates.shape}")
         if samples > limits.max_templates_per_record:
             raise TooManyTemplates(f"{samples} templates given, at most {limits.max_templates_per_record} allowed")
         try:
-            rows = templates.reshape(records * samples, -1) if templates.ndim > 1 else templates
+            rows = templates.reshape(records * samples, templates.shape[-1])
             block = check_shape(rows, fmt) if records else np.empty((0, fmt.dimension), np.float32)
         except (InvalidTemplateError, ValueError) as error:
             raise InvalidTemplate(str(error)) from error

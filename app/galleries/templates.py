@@ -63,6 +63,8 @@ def decode_single_base64(batch: Sequence[EncodedTemplates], dimension: int) -> n
     usual call), all of them as one unchecked (n, d) array: one ``frombuffer`` over the joined
     bytes instead of an array per record. Otherwise None, and the caller decodes record by
     record, which names each one's error."""
+    if not batch:
+        return None
     raws = []
     for templates in batch:
         texts = templates.base64

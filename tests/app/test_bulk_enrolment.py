@@ -123,6 +123,9 @@ def test_a_block_from_a_file_gives_what_the_same_records_one_by_one_give(gallery
     wrong = enrolment.RecordBlock(0, ["X", "Y"], [{}, {}], rng.standard_normal((2, DIMENSION + 1)))
     refused = enrolment.load(service.runtime.sessions, registry.id, gallery_id, [wrong], LIMITS)
     assert [r.code for r in refused.rejected] == ["invalid_template"] * 2 and refused.inserted == 0
+    flat = enrolment.RecordBlock(0, ["X", "Y"], [{}, {}], rng.standard_normal(2))
+    refused = enrolment.load(service.runtime.sessions, registry.id, gallery_id, [flat], LIMITS)
+    assert [r.code for r in refused.rejected] == ["invalid_template"] * 2 and refused.inserted == 0
 
 
 def test_stored_rows_read_as_an_orm_write_would_have_stored_them(gallery):
