@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -153,7 +153,7 @@ def enrol(
     templates: Annotated[Path | None, typer.Option(help=".npy/.npz of (n, d) or (n, samples, d) float32")] = None,
     records: Annotated[Path | None, typer.Option(help="CSV (reference_id + attribute columns) or JSON Lines")] = None,
     jsonl: Annotated[Path | None, typer.Option(help="JSON Lines with inline templates instead")] = None,
-    batch: Annotated[int, typer.Option(help="records per transaction")] = 1000,
+    batch: Annotated[int, typer.Option(help="records per transaction")] = 5000,
     report: Annotated[Path, typer.Option(help="where rejected records and the summary go")] = Path(
         "enrol-report.jsonl"
     ),
@@ -171,11 +171,12 @@ def enrol(
     from app.galleries.sources import read_inline, read_paired
 
     settings = get_settings()
+    source: Iterable[enrolment.Batch]
     try:
         if jsonl is not None:
-            source, total = read_inline(jsonl), _count_rows(jsonl)
+            source, total = read_inline(jsonl, batch), _count_rows(jsonl)
         elif templates is not None and records is not None:
-            source, total = read_paired(templates, records), _count_rows(records)
+            source, total = read_paired(templates, records, batch), _count_rows(records)
         else:
             fail("give --templates and --records, or --jsonl")
     except (OSError, ValueError) as error:

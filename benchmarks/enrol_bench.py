@@ -17,8 +17,9 @@ import uuid
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -57,7 +58,7 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
     gallery_id = create_gallery(runtime.sessions, runtime.registry, admin, "SEN", "face", fmt).id
     started = time.perf_counter()
     limits = enrolment.EnrolmentLimits(max_records=batch, max_templates_per_record=settings.max_templates_per_record)
-    summary = enrolment.load(runtime.sessions, registry.id, gallery_id, read_paired(templates, records), limits)
+    summary = enrolment.load(runtime.sessions, registry.id, gallery_id, read_paired(templates, records, batch), limits)
     database_s = time.perf_counter() - started
     started = time.perf_counter()
     runtime.registry.open(runtime.gallery_source(gallery_id), runtime.stream_templates)
@@ -70,6 +71,17 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
         "index_build_s": index_s,
         "overall_records_per_s": summary.inserted / (database_s + index_s),
     }
+
+
+def drop_database(admin: Engine, name: str) -> None:
+    """Drop the benchmark's database. A plain DROP first: after a bulk load an autovacuum worker
+    is often at work in it, which DROP stops but WITH (FORCE) may not terminate for a non-superuser."""
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    except OperationalError:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def main() -> None:
@@ -97,8 +109,7 @@ def main() -> None:
                     Settings(data_dir=base / "pg", database_url=url), templates, records, args.batch
                 )
             finally:
-                with admin.connect() as connection:
-                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                drop_database(admin, name)
                 admin.dispose()
     rows = [
         (

@@ -41,7 +41,6 @@ from app.core.config import Settings
 from app.db.migrate import upgrade_to_head
 from app.galleries import enrolment
 from app.galleries.service import create_gallery
-from app.galleries.templates import EncodedTemplates
 from app.principals.models import Role
 from app.principals.service import create_principal
 from app.runtime import Runtime
@@ -66,10 +65,7 @@ def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
     gallery = create_gallery(sessions, runtime.registry, admin, "SEN", "face", fmt)
     create_agreement(sessions, admin, "FRA", "SEN", ["face"], datetime(2020, 1, 1).date(), None)
     started = time.perf_counter()
-    source = (
-        enrolment.RecordSubmission(i, f"SEN-{i:08d}", EncodedTemplates(floats=data.gallery[i : i + 1]))
-        for i in range(size)
-    )
+    source = [enrolment.RecordBlock(0, [f"SEN-{i:08d}" for i in range(size)], [{}] * size, data.gallery)]
     limits = enrolment.EnrolmentLimits(max_records=10_000, max_templates_per_record=1)
     enrolment.load(sessions, registry.id, gallery.id, source, limits)
     print(f"bulk-loaded {size:,} records in {time.perf_counter() - started:.0f} s")

@@ -26,6 +26,15 @@ def prepare_templates(
     Raises :class:`InvalidTemplateError` naming the first problem found: empty batch, wrong rank,
     non-numeric dtype, wrong dimension, NaN or Inf, or a zero vector.
     """
+    out, faults = screen_templates(check_shape(templates, template_format, what=what), template_format, normalise)
+    if faults.any():
+        raise InvalidTemplateError(fault_message(faults, what))
+    return out
+
+
+def check_shape(templates: npt.ArrayLike, template_format: TemplateFormat, *, what: str = "template") -> np.ndarray:
+    """The first half of :func:`prepare_templates`: a C-contiguous float32 (n, d) array of the
+    format's dimension, its values not yet looked at."""
     array = np.asarray(templates)
     if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
         raise InvalidTemplateError(f"{what}s must be numeric, got dtype {array.dtype}")
@@ -39,16 +48,37 @@ def prepare_templates(
         raise InvalidTemplateError(
             f"{what} dimension {array.shape[1]} does not match the format's {template_format.dimension}"
         )
-    out = np.ascontiguousarray(array, dtype=np.float32)
-    finite = np.isfinite(out).all(axis=1)
-    if not finite.all():
-        raise InvalidTemplateError(f"{what} {int(np.argmin(finite))} contains NaN or Inf")
-    norms = np.linalg.norm(out, axis=1)
-    if (norms <= _NORM_FLOOR).any():
-        raise InvalidTemplateError(f"{what} {int(np.argmax(norms <= _NORM_FLOOR))} has zero norm")
-    if normalise and template_format.metric is Metric.COSINE:
-        out = out / norms[:, None].astype(np.float32)
-    return out
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+NON_FINITE = 1
+ZERO_NORM = 2
+
+
+def screen_templates(
+    templates: np.ndarray, template_format: TemplateFormat, normalise: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """The second half of :func:`prepare_templates`, row by row, for a block holding many
+    records' templates: the rows normalised as :func:`prepare_templates` does (the same bits
+    as one row at a time), and each row's fault (0, ``NON_FINITE`` or ``ZERO_NORM``), so that a
+    caller refuses the rows at fault and keeps the others."""
+    faults = np.where(np.isfinite(templates).all(axis=1), 0, NON_FINITE).astype(np.int8)
+    with np.errstate(invalid="ignore", over="ignore"):
+        norms = np.linalg.norm(templates, axis=1)
+    faults[(faults == 0) & ~(norms > _NORM_FLOOR)] = ZERO_NORM
+    if not (normalise and template_format.metric is Metric.COSINE):
+        return templates, faults
+    safe = np.where(faults == 0, norms, 1).astype(np.float32)
+    return templates / safe[:, None], faults
+
+
+def fault_message(faults: np.ndarray, what: str = "template") -> str:
+    """The message :func:`prepare_templates` gives for these rows' faults: the first row with
+    NaN or Inf, else the first with zero norm."""
+    non_finite = faults == NON_FINITE
+    if non_finite.any():
+        return f"{what} {int(np.argmax(non_finite))} contains NaN or Inf"
+    return f"{what} {int(np.argmax(faults == ZERO_NORM))} has zero norm"
 
 
 def prepare_ids(ids: npt.ArrayLike, count: int | None = None, *, what: str = "record id") -> np.ndarray:

@@ -3,10 +3,12 @@
 The API's batch call and the operators' bulk load (CLI, benchmarks) differ only in what they
 do around the core: the API applies each committed batch to the live index under the gallery's
 write lock; the bulk load commits batch after batch with the service stopped and rebuilds the
-index at the end. Both go through :func:`stage`: validation with one shape of rejected record,
-idempotence by reference id, multi-row inserts of new records (SQLAlchemy Core with RETURNING,
-not one ORM object per row), replacement of changed ones, one ``change_seq`` step and one audit
-event per committed batch.
+index at the end. Both go through :func:`stage`, which works on a batch as arrays: the
+templates of all its records are checked and normalised as one block (a bad record is still
+refused on its own, with its position and a code), new records get their ids reserved in one
+statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
+PostgreSQL), changed ones are replaced, identical ones left alone (idempotence by reference
+id), with one ``change_seq`` step and one audit event per committed batch.
 """
 
 from __future__ import annotations
@@ -14,24 +16,33 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.errors import DomainError
 from app.db.base import utcnow
+from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
-from app.galleries.exceptions import BatchTooLarge, DuplicateReference, MissingReference
+from app.galleries.exceptions import (
+    BatchTooLarge,
+    DuplicateReference,
+    InvalidTemplate,
+    MissingReference,
+    TooManyTemplates,
+)
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
-from app.galleries.templates import EncodedTemplates, to_bytes
+from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
 from app.principals.models import Principal
+from matcher import InvalidTemplateError, TemplateFormat
+from matcher.validation import check_shape, fault_message, screen_templates
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,31 @@ class RecordSubmission:
     reference_id: str
     templates: EncodedTemplates
     attributes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RecordBlock:
+    """Records read together from a file, their templates in one array: row i of ``templates``
+    ((n, d), or (n, samples, d)) belongs to ``reference_ids[i]`` with ``attributes[i]``, and
+    stood at ``first_position + i`` in the file."""
+
+    first_position: int
+    reference_ids: Sequence[str]
+    attributes: Sequence[dict[str, Any]]
+    templates: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.reference_ids)
+
+    def __getitem__(self, part: slice) -> RecordBlock:
+        start, _, _ = part.indices(len(self))
+        return RecordBlock(
+            self.first_position + start, self.reference_ids[part], self.attributes[part], self.templates[part]
+        )
+
+
+Batch = Sequence[RecordSubmission] | RecordBlock
+"""What one call of the core stores: records one by one as an API call sent them, or a block."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +118,7 @@ def enrol(
     registry: IndexRegistry,
     actor: Principal,
     gallery_id: int,
-    submissions: Sequence[RecordSubmission],
+    submissions: Batch,
     limits: EnrolmentLimits,
 ) -> EnrolmentOutcome:
     """Insert new records, replace changed ones, leave identical ones alone; bad records are
@@ -102,35 +138,27 @@ def load(
     sessions: Sessions,
     actor_id: int,
     gallery_id: int,
-    source: Iterable[RecordSubmission],
+    source: Iterable[Batch],
     limits: EnrolmentLimits,
     on_batch: Callable[[EnrolmentOutcome], None] = lambda outcome: None,
 ) -> EnrolmentOutcome:
-    """Bulk load with the service stopped: batches of ``limits.max_records``, one transaction
-    each, so that an interrupted load keeps every committed batch and a rerun skips what is
-    already there unchanged. The caller rebuilds the index afterwards."""
+    """Bulk load with the service stopped: one transaction per batch of at most
+    ``limits.max_records`` (larger batches of the source are split), so that an interrupted load
+    keeps every committed batch and a rerun skips what is already there unchanged. The caller
+    rebuilds the index afterwards."""
     with sessions() as session:  # refuse a wrong principal or gallery before reading the source
         actor = session.get(Principal, actor_id)
         if actor is None:
             raise UnknownPrincipal(f"principal {actor_id} not found")
         writable_gallery(session, actor, gallery_id)
     total = EnrolmentOutcome()
-    batch: list[RecordSubmission] = []
-
-    def commit() -> None:
-        with transaction(sessions) as session:
-            gallery = writable_gallery(session, actor, gallery_id)
-            outcome, _, _ = stage(session, actor, gallery, batch, limits)
-        total.add(outcome)
-        on_batch(total)
-
-    for submission in source:
-        batch.append(submission)
-        if len(batch) >= limits.max_records:
-            commit()
-            batch = []
-    if batch:
-        commit()
+    for batch in source:
+        for start in range(0, len(batch), limits.max_records):
+            with transaction(sessions) as session:
+                gallery = writable_gallery(session, actor, gallery_id)
+                outcome, _, _ = stage(session, actor, gallery, batch[start : start + limits.max_records], limits)
+            total.add(outcome)
+            on_batch(total)
     return total
 
 
@@ -138,32 +166,27 @@ def stage(
     session: Session,
     actor: Principal,
     gallery: Gallery,
-    submissions: Sequence[RecordSubmission],
+    batch: Batch,
     limits: EnrolmentLimits,
 ) -> tuple[EnrolmentOutcome, IndexChange, int]:
     """Write one batch in ``session``'s transaction; returns what happened, the change the
     index must take once it commits, and the gallery's change number after it."""
     outcome = EnrolmentOutcome()
-    accepted = _decode(gallery, submissions, limits, outcome)
-    existing = {
-        record.reference_id: record
-        for record in session.scalars(
-            select(Record).where(Record.gallery_id == gallery.id, Record.reference_id.in_(list(accepted)))
-        )
-    }
+    accepted = _decode(gallery, batch, limits, outcome)
+    existing: dict[str, int] = dict(
+        session.execute(
+            select(Record.reference_id, Record.id).where(
+                Record.gallery_id == gallery.id, one_of(session, Record.reference_id, accepted.reference_ids)
+            )
+        ).all()
+    )
     now = utcnow()
-    new = [entry for reference, entry in accepted.items() if reference not in existing]
-    changed = list(zip(_insert(session, actor, gallery, new, now), (templates for _, templates in new), strict=True))
+    new = [i for i, reference in enumerate(accepted.reference_ids) if reference not in existing]
+    ids = _insert(session, actor, gallery, accepted, new, now)
     outcome.inserted = len(new)
-    for reference, record in existing.items():
-        submission, templates = accepted[reference]
-        if record.refresh([to_bytes(t) for t in templates], submission.attributes, now):
-            changed.append((record.id, templates))
-            outcome.updated += 1
-        else:
-            outcome.unchanged += 1
+    replaced = _replace(session, accepted, existing, now, outcome)
     session.flush()
-    seq = bump_change_seq(session, gallery) if changed else gallery.change_seq
+    seq = bump_change_seq(session, gallery) if ids or replaced else gallery.change_seq
     audit.append(
         session,
         actor,
@@ -175,67 +198,214 @@ def stage(
             "updated": outcome.updated,
             "unchanged": outcome.unchanged,
             "rejected": len(outcome.rejected),
-            "reference_ids": list(accepted),
+            "reference_ids": accepted.reference_ids,
         },
     )
-    return outcome, IndexChange.replacing(changed), seq
+    return outcome, accepted.change(new + list(replaced), ids + list(replaced.values())), seq
 
 
-def _decode(
-    gallery: Gallery, submissions: Sequence[RecordSubmission], limits: EnrolmentLimits, outcome: EnrolmentOutcome
-) -> dict[str, tuple[RecordSubmission, np.ndarray]]:
-    """The valid submissions by reference id, each with its decoded templates; the others go
-    to ``outcome.rejected`` with their code."""
+@dataclass(frozen=True)
+class _Accepted:
+    """The valid records of a batch, in the order sent: record i has the templates in rows
+    ``starts[i]`` to ``starts[i] + counts[i]`` of ``templates`` (checked, normalised)."""
+
+    reference_ids: list[str]
+    attributes: list[dict[str, Any]]
+    templates: np.ndarray
+    counts: np.ndarray
+
+    @property
+    def starts(self) -> np.ndarray:
+        return np.cumsum(self.counts) - self.counts
+
+    def rows(self, records: Sequence[int]) -> np.ndarray:
+        """The rows of ``templates`` that belong to ``records``, in their order."""
+        chosen = np.asarray(records, dtype=np.int64)
+        counts = self.counts[chosen]
+        ends = np.cumsum(counts)
+        return np.repeat(self.starts[chosen] - (ends - counts), counts) + np.arange(int(ends[-1]) if len(ends) else 0)
+
+    def vectors(self, record: int) -> list[bytes]:
+        start, count = int(self.starts[record]), int(self.counts[record])
+        return [row.astype(LITTLE_FLOAT32, copy=False).tobytes() for row in self.templates[start : start + count]]
+
+    def change(self, records: Sequence[int], ids: Sequence[int]) -> IndexChange:
+        """The index change that gives each of ``records`` (now stored under ``ids``) exactly
+        its templates."""
+        if not records:
+            return IndexChange()
+        rows = self.rows(records)
+        return IndexChange(
+            record_ids=np.repeat(np.asarray(ids, dtype=np.int64), self.counts[np.asarray(records)]),
+            templates=self.templates[rows],
+        )
+
+
+def _decode(gallery: Gallery, batch: Batch, limits: EnrolmentLimits, outcome: EnrolmentOutcome) -> _Accepted:
+    """The valid records; the others go to ``outcome.rejected`` with their position and code,
+    checked in this order: reference id missing, reference id already in this batch, templates."""
     fmt = template_format(gallery)
-    accepted: dict[str, tuple[RecordSubmission, np.ndarray]] = {}
-    for submission in submissions:
+    if isinstance(batch, RecordBlock):
+        positions: Sequence[int] = range(batch.first_position, batch.first_position + len(batch))
+        references, attributes = batch.reference_ids, batch.attributes
+        block, counts, errors = _block_templates(batch.templates, fmt, limits)
+    else:
+        positions = [submission.position for submission in batch]
+        references = [submission.reference_id for submission in batch]
+        attributes = [submission.attributes for submission in batch]
+        block, counts, errors = _submitted_templates(batch, fmt, limits)
+    checked, faults = screen_templates(block, fmt)
+    ends = np.cumsum(counts)
+    for record in np.unique(np.searchsorted(ends, np.flatnonzero(faults), side="right")).tolist():
+        errors[record] = InvalidTemplate(fault_message(faults[ends[record] - counts[record] : ends[record]]))
+    kept: list[int] = []
+    seen: set[str] = set()
+    for record, reference in enumerate(references):
+        error: DomainError | None
+        if not reference:
+            error = MissingReference("reference_id is missing")
+        elif reference in seen:
+            error = DuplicateReference("reference_id appears twice in this batch")
+        else:
+            error = errors[record]
+        if error is None:
+            seen.add(reference)
+            kept.append(record)
+        else:
+            outcome.rejected.append(RejectedRecord(positions[record], reference, error.code, error.message))
+    if len(kept) == len(references):
+        return _Accepted(list(references), list(attributes), checked, counts)
+    keep = np.zeros(len(references), dtype=bool)
+    keep[kept] = True
+    return _Accepted(
+        [references[i] for i in kept],
+        [attributes[i] for i in kept],
+        checked[np.repeat(keep, counts)],
+        counts[keep],
+    )
+
+
+def _block_templates(
+    templates: np.ndarray, fmt: TemplateFormat, limits: EnrolmentLimits
+) -> tuple[np.ndarray, np.ndarray, list[DomainError | None]]:
+    """A block's templates, unchecked, as (rows, d) with each record's count; a block of the
+    wrong shape refuses every record with the message each would get on its own."""
+    records = len(templates)
+    samples = int(np.prod(templates.shape[1:-1], dtype=np.int64))
+    try:
+        if templates.ndim < 2:
+            raise InvalidTemplate(f"templates of a file must be (n, d) or (n, samples, d), got shape {templates.shape}")
+        if samples > limits.max_templates_per_record:
+            raise TooManyTemplates(f"{samples} templates given, at most {limits.max_templates_per_record} allowed")
         try:
-            if not submission.reference_id:
-                raise MissingReference("reference_id is missing")
-            if submission.reference_id in accepted:
-                raise DuplicateReference("reference_id appears twice in this batch")
-            templates = submission.templates.decode(fmt, limits.max_templates_per_record)
-            accepted[submission.reference_id] = (submission, templates)
+            rows = templates.reshape(records * samples, templates.shape[-1])
+            block = check_shape(rows, fmt) if records else np.empty((0, fmt.dimension), np.float32)
+        except (InvalidTemplateError, ValueError) as error:
+            raise InvalidTemplate(str(error)) from error
+    except DomainError as error:
+        return np.empty((0, fmt.dimension), np.float32), np.zeros(records, np.int64), [error] * records
+    return block, np.full(records, samples, np.int64), [None] * records
+
+
+def _submitted_templates(
+    submissions: Sequence[RecordSubmission], fmt: TemplateFormat, limits: EnrolmentLimits
+) -> tuple[np.ndarray, np.ndarray, list[DomainError | None]]:
+    """Each submission's templates decoded (base64 or floats), unchecked, joined into one
+    (rows, d) block with each record's count; a record that cannot be decoded has 0 rows and
+    its error."""
+    if limits.max_templates_per_record >= 1:
+        block = decode_single_base64([submission.templates for submission in submissions], fmt.dimension)
+        if block is not None:
+            return check_shape(block, fmt), np.ones(len(submissions), np.int64), [None] * len(submissions)
+    arrays: list[np.ndarray] = []
+    counts = np.zeros(len(submissions), np.int64)
+    errors: list[DomainError | None] = [None] * len(submissions)
+    for record, submission in enumerate(submissions):
+        try:
+            array = submission.templates.unchecked(fmt, limits.max_templates_per_record)
         except DomainError as error:
-            outcome.rejected.append(
-                RejectedRecord(submission.position, submission.reference_id, error.code, error.message)
-            )
-    return accepted
+            errors[record] = error
+            continue
+        arrays.append(array)
+        counts[record] = len(array)
+    block = np.concatenate(arrays) if arrays else np.empty((0, fmt.dimension), np.float32)
+    return block, counts, errors
+
+
+RECORD_COLUMNS = (
+    "id",
+    "gallery_id",
+    "reference_id",
+    "attributes",
+    "template_count",
+    "enrolled_at",
+    "enrolled_by",
+    "updated_at",
+)
+TEMPLATE_COLUMNS = ("record_id", "gallery_id", "sample", "vector")
 
 
 def _insert(
-    session: Session,
-    actor: Principal,
-    gallery: Gallery,
-    records: list[tuple[RecordSubmission, np.ndarray]],
-    now: datetime,
+    session: Session, actor: Principal, gallery: Gallery, accepted: _Accepted, new: list[int], now: datetime
 ) -> list[int]:
-    """Insert records known to be new, in multi-row statements; returns their ids in order."""
-    if not records:
+    """Write the records known to be new (``accepted``'s records at ``new``) and their
+    templates, without RETURNING; returns their ids in order."""
+    if not new:
         return []
-    ids = list(
-        session.scalars(
-            insert(Record).returning(Record.id, sort_by_parameter_order=True),
-            [
-                {
-                    "gallery_id": gallery.id,
-                    "reference_id": submission.reference_id,
-                    "attributes": submission.attributes,
-                    "template_count": len(templates),
-                    "enrolled_at": now,
-                    "enrolled_by": actor.id,
-                    "updated_at": now,
-                }
-                for submission, templates in records
-            ],
-        )
-    )
-    session.execute(
-        insert(Template),
+    records, templates = cast(Table, Record.__table__), cast(Table, Template.__table__)
+    ids = reserve_ids(session, records, len(new))
+    as_json = bind(session, records.c.attributes)
+    at = bind(session, records.c.enrolled_at)(now)
+    counts, starts = accepted.counts.tolist(), accepted.starts.tolist()
+    gallery_id, actor_id = gallery.id, actor.id  # read once, not through the ORM's descriptors per row
+    write_rows(
+        session,
+        records,
+        RECORD_COLUMNS,
         [
-            {"record_id": record_id, "gallery_id": gallery.id, "sample": i, "vector": to_bytes(sample)}
-            for record_id, (_, templates) in zip(ids, records, strict=True)
-            for i, sample in enumerate(templates)
+            (
+                record_id,
+                gallery_id,
+                accepted.reference_ids[i],
+                as_json(accepted.attributes[i]),
+                counts[i],
+                at,
+                actor_id,
+                at,
+            )
+            for record_id, i in zip(ids, new, strict=True)
         ],
     )
+    raw = accepted.templates.astype(LITTLE_FLOAT32, copy=False).tobytes()
+    width = accepted.templates.shape[1] * LITTLE_FLOAT32.itemsize
+    write_rows(
+        session,
+        templates,
+        TEMPLATE_COLUMNS,
+        (
+            (record_id, gallery_id, sample, raw[row * width : (row + 1) * width])
+            for record_id, i in zip(ids, new, strict=True)
+            for sample, row in enumerate(range(starts[i], starts[i] + counts[i]))
+        ),
+    )
     return ids
+
+
+def _replace(
+    session: Session, accepted: _Accepted, existing: dict[str, int], now: datetime, outcome: EnrolmentOutcome
+) -> dict[int, int]:
+    """Give the records already stored their templates and attributes as sent, through the
+    ORM (a replacement is rare next to inserts); returns {accepted's index: record id} of those
+    that changed."""
+    if not existing:
+        return {}
+    index = {reference: i for i, reference in enumerate(accepted.reference_ids)}
+    replaced: dict[int, int] = {}
+    for record in session.scalars(select(Record).where(one_of(session, Record.id, list(existing.values())))):
+        i = index[record.reference_id]
+        if record.refresh(accepted.vectors(i), accepted.attributes[i], now):
+            replaced[i] = record.id
+            outcome.updated += 1
+        else:
+            outcome.unchanged += 1
+    return replaced

@@ -37,7 +37,7 @@ class Record(Base):
     __table_args__ = (UniqueConstraint("gallery_id", "reference_id", name="gallery_reference"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"), index=True)
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"))  # indexed first in gallery_reference
     reference_id: Mapped[str] = mapped_column(String(128))
     attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     template_count: Mapped[int] = mapped_column(Integer)

@@ -1,18 +1,20 @@
 """Record sources for bulk enrolment, read as streams so that millions of records never sit in
 memory at once: ``.npy``/``.npz`` templates beside a CSV or JSON Lines file of reference ids and
-attributes (row i of one is row i of the other), or JSON Lines with inline templates."""
+attributes (row i of one is row i of the other), read in blocks of records whose templates are
+one array; or JSON Lines with inline templates, read in lists of records."""
 
 from __future__ import annotations
 
 import csv
 import json
 from collections.abc import Iterator
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.galleries.enrolment import RecordSubmission
+from app.galleries.enrolment import RecordBlock, RecordSubmission
 from app.galleries.templates import EncodedTemplates
 
 
@@ -25,49 +27,63 @@ def _load_templates(path: Path) -> np.ndarray:
     return np.load(path, mmap_mode="r")
 
 
-def _metadata_rows(path: Path) -> Iterator[dict[str, Any]]:
+def _metadata_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(reference id, attributes) of each row; empty CSV cells are no attribute."""
     with open(path, newline="", encoding="utf-8") as handle:
         if path.suffix == ".csv":
-            for row in csv.DictReader(handle):
-                reference = row.pop("reference_id", None)
-                yield {"reference_id": reference, "attributes": {k: v for k, v in row.items() if v not in (None, "")}}
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            reference = header.index("reference_id") if "reference_id" in header else None
+            names = [(column, name) for column, name in enumerate(header) if column != reference]
+            for row in reader:
+                if not row:
+                    continue
+                yield (
+                    row[reference] if reference is not None and reference < len(row) else "",
+                    {name: row[column] for column, name in names if column < len(row) and row[column] != ""},
+                )
         else:
             for line in handle:
                 if line.strip():
-                    yield json.loads(line)
+                    row = json.loads(line)
+                    yield str(row.get("reference_id") or ""), dict(row.get("attributes") or {})
 
 
-def read_paired(templates_path: Path, records_path: Path) -> Iterator[RecordSubmission]:
-    """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes."""
+def read_paired(templates_path: Path, records_path: Path, batch: int = 1000) -> Iterator[RecordBlock]:
+    """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes,
+    in blocks of ``batch`` records."""
     templates = _load_templates(templates_path)
-    count = 0
-    for position, row in enumerate(_metadata_rows(records_path)):
-        if position >= len(templates):
+    rows = _metadata_rows(records_path)
+    position = 0
+    while chunk := list(islice(rows, batch)):
+        if position + len(chunk) > len(templates):
             raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
-        sample = np.asarray(templates[position])
-        yield RecordSubmission(
-            position,
-            str(row.get("reference_id") or ""),
-            EncodedTemplates(floats=sample.reshape(-1, sample.shape[-1])),
-            dict(row.get("attributes") or {}),
+        references, attributes = zip(*chunk, strict=True)
+        yield RecordBlock(
+            position, list(references), list(attributes), np.asarray(templates[position : position + len(chunk)])
         )
-        count += 1
-    if count != len(templates):
-        raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {count}")
+        position += len(chunk)
+    if position != len(templates):
+        raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {position}")
 
 
-def read_inline(path: Path) -> Iterator[RecordSubmission]:
-    """JSON Lines of ``{"reference_id", "templates": [[float...]...], "attributes": {...}}``."""
+def read_inline(path: Path, batch: int = 1000) -> Iterator[list[RecordSubmission]]:
+    """JSON Lines of ``{"reference_id", "templates": [[float...]...], "attributes": {...}}``, in
+    lists of ``batch`` records."""
     with open(path, encoding="utf-8") as handle:
+        lines = (line for line in handle if line.strip())
         position = 0
-        for line in handle:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            yield RecordSubmission(
-                position,
-                str(row.get("reference_id") or ""),
-                EncodedTemplates(floats=row.get("templates")),
-                dict(row.get("attributes") or {}),
-            )
-            position += 1
+        while chunk := list(islice(lines, batch)):
+            submissions = []
+            for line in chunk:
+                row = json.loads(line)
+                submissions.append(
+                    RecordSubmission(
+                        position,
+                        str(row.get("reference_id") or ""),
+                        EncodedTemplates(floats=row.get("templates")),
+                        dict(row.get("attributes") or {}),
+                    )
+                )
+                position += 1
+            yield submissions

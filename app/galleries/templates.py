@@ -13,6 +13,7 @@ import numpy as np
 
 from app.galleries.exceptions import InvalidTemplate, TooManyTemplates
 from matcher import InvalidTemplateError, TemplateFormat, prepare_templates
+from matcher.validation import check_shape
 
 LITTLE_FLOAT32 = np.dtype("<f4")
 
@@ -28,6 +29,15 @@ class EncodedTemplates:
 
     def decode(self, fmt: TemplateFormat, limit: int, what: str = "template") -> np.ndarray:
         """A validated (n, d) float32 array, normalised for cosine formats."""
+        array = self.unchecked(fmt, limit, what)
+        try:
+            return prepare_templates(array, fmt, what=what)
+        except InvalidTemplateError as error:
+            raise InvalidTemplate(str(error)) from error
+
+    def unchecked(self, fmt: TemplateFormat, limit: int, what: str = "template") -> np.ndarray:
+        """The (n, d) float32 array of the format's dimension, its values not yet checked: for
+        a caller that checks many records' templates in one block (``screen_templates``)."""
         if (self.floats is None) == (self.base64 is None):
             raise InvalidTemplate(f"give {what}s either as JSON floats or as base64, exactly one of them")
         count = len(self.floats if self.floats is not None else self.base64 or [])
@@ -41,14 +51,33 @@ class EncodedTemplates:
                     raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
                 array = np.asarray(self.floats, dtype=np.float32)
             else:
-                rows = [_decode_one(text, fmt.dimension, what) for text in self.base64 or []]
-                array = np.vstack(rows) if rows else np.empty((0, fmt.dimension), np.float32)
-            return prepare_templates(array, fmt, what=what)
+                raw = b"".join(_decode_one(text, fmt.dimension, what) for text in self.base64 or [])
+                array = np.frombuffer(raw, dtype=LITTLE_FLOAT32).reshape(-1, fmt.dimension)
+            return check_shape(array, fmt, what=what)
         except (InvalidTemplateError, TypeError, ValueError) as error:
             raise InvalidTemplate(str(error)) from error
 
 
-def _decode_one(text: str, dimension: int, what: str) -> np.ndarray:
+def decode_single_base64(batch: Sequence[EncodedTemplates], dimension: int) -> np.ndarray | None:
+    """When each of ``batch`` is one base64 template of ``dimension`` float32 (a bulk client's
+    usual call), all of them as one unchecked (n, d) array: one ``frombuffer`` over the joined
+    bytes instead of an array per record. Otherwise None, and the caller decodes record by
+    record, which names each one's error."""
+    if not batch:
+        return None
+    raws = []
+    for templates in batch:
+        texts = templates.base64
+        if templates.floats is not None or texts is None or len(texts) != 1:
+            return None
+        try:
+            raws.append(_decode_one(texts[0], dimension, "template"))
+        except InvalidTemplateError:
+            return None
+    return np.frombuffer(b"".join(raws), dtype=LITTLE_FLOAT32).reshape(len(raws), dimension)
+
+
+def _decode_one(text: str, dimension: int, what: str) -> bytes:
     try:
         raw = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as error:
@@ -57,7 +86,7 @@ def _decode_one(text: str, dimension: int, what: str) -> np.ndarray:
         raise InvalidTemplateError(
             f"{what} has {len(raw)} bytes, {dimension * 4} expected ({dimension} little-endian float32)"
         )
-    return np.frombuffer(raw, dtype=LITTLE_FLOAT32).astype(np.float32)
+    return raw
 
 
 def to_bytes(template: np.ndarray) -> bytes:

@@ -36,16 +36,6 @@ class IndexChange:
     record_ids: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     templates: np.ndarray | None = None
 
-    @classmethod
-    def replacing(cls, records: list[tuple[int, np.ndarray]]) -> IndexChange:
-        """The change that gives each record id exactly its (samples, d) templates."""
-        if not records:
-            return cls()
-        return cls(
-            record_ids=np.concatenate([np.full(len(t), record_id, dtype=np.int64) for record_id, t in records]),
-            templates=np.vstack([t for _, t in records]),
-        )
-
 
 @dataclass(frozen=True)
 class GallerySource:
