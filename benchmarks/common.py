@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import numpy as np
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -75,3 +78,30 @@ def out_dir() -> Path:
 
 def cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def start_service(port: int, ready_within_s: float = 600, **settings: str) -> subprocess.Popen[bytes]:
+    """The real service (``python -m app serve``) on a loopback port with ``READMIT_*`` settings
+    (``data_dir="..."`` sets READMIT_DATA_DIR), once /readyz answers. The per-key rate limit is
+    lifted: a benchmark's clients share a key, and the throttle is not what it measures."""
+    env = {
+        **os.environ,
+        "READMIT_REQUESTS_PER_MINUTE": "100000000",
+        **{f"READMIT_{name.upper()}": value for name, value in settings.items()},
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    give_up = time.monotonic() + ready_within_s
+    while time.monotonic() < give_up:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    process.kill()
+    raise RuntimeError("the service did not become ready")

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import print_json, print_table
+from common import start_service as common_start_service
 from enrol_bench import drop_database
 
 from app.core.config import Settings
@@ -85,28 +86,8 @@ def bodies(size: int, batch: int) -> list[bytes]:
 
 
 def start_service(settings: Settings, port: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "READMIT_DATA_DIR": str(settings.data_dir),
-        "READMIT_REQUESTS_PER_MINUTE": "1000000",
-    }
-    if settings.database_url:
-        env["READMIT_DATABASE_URL"] = settings.database_url
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(600):
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the service did not become ready")
+    database = {"database_url": settings.database_url} if settings.database_url else {}
+    return common_start_service(port, data_dir=str(settings.data_dir), **database)
 
 
 async def post_all(port: int, key: str, gallery_id: int, payloads: list[bytes], clients: int) -> dict[str, float]:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import percentiles_ms, print_json, print_table
+from common import start_service as common_start_service
 
 from app.agreements.service import create_agreement
 from app.core.config import Settings
@@ -74,29 +74,9 @@ def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
 
 
 def start_service(data_dir: Path, max_batch: int, exact_max: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "READMIT_DATA_DIR": str(data_dir),
-        "READMIT_MAX_BATCH_SEARCHES": str(max_batch),
-        "READMIT_EXACT_MAX_TEMPLATES": str(exact_max),
-        # one border police key for every client: the per-key limit would measure the throttle
-        "READMIT_REQUESTS_PER_MINUTE": "100000000",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(PORT)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    return common_start_service(
+        PORT, data_dir=str(data_dir), max_batch_searches=str(max_batch), exact_max_templates=str(exact_max)
     )
-    for _ in range(3000):
-        try:
-            if httpx.get(f"http://127.0.0.1:{PORT}/readyz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("the service did not become ready")
 
 
 async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> dict[str, object]:
