@@ -8,11 +8,16 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import numpy as np
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -105,3 +110,25 @@ def start_service(port: int, ready_within_s: float = 600, **settings: str) -> su
         time.sleep(0.1)
     process.kill()
     raise RuntimeError("the service did not become ready")
+
+
+@contextmanager
+def scratch_database(server_url: str) -> Iterator[str]:
+    """A new PostgreSQL database on the server of ``server_url`` for one measurement; its URL,
+    then dropped. A plain DROP first: after a bulk load an autovacuum worker is often at work in
+    it, which DROP stops but WITH (FORCE) may not terminate for a non-superuser."""
+    server = make_url(server_url)
+    name = f"readmit_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.set(database=name).render_as_string(hide_password=False)
+    finally:
+        try:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        except OperationalError:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -13,18 +13,14 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table
+from common import print_json, print_table, scratch_database
 
 from app.core.config import Settings
 from app.galleries import enrolment
@@ -73,17 +69,6 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
     }
 
 
-def drop_database(admin: Engine, name: str) -> None:
-    """Drop the benchmark's database. A plain DROP first: after a bulk load an autovacuum worker
-    is often at work in it, which DROP stops but WITH (FORCE) may not terminate for a non-superuser."""
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    except OperationalError:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=1_000_000)
@@ -98,19 +83,10 @@ def main() -> None:
         if not args.no_sqlite:
             figures["sqlite"] = load(Settings(data_dir=base / "sqlite"), templates, records, args.batch)
         if args.postgres_url:
-            server = make_url(args.postgres_url)
-            name = f"readmit_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(server, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                url = server.set(database=name).render_as_string(hide_password=False)
+            with scratch_database(args.postgres_url) as url:
                 figures["postgresql"] = load(
                     Settings(data_dir=base / "pg", database_url=url), templates, records, args.batch
                 )
-            finally:
-                drop_database(admin, name)
-                admin.dispose()
     rows = [
         (
             backend,

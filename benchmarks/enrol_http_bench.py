@@ -26,20 +26,16 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import numpy as np
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table
+from common import print_json, print_table, scratch_database
 from common import start_service as common_start_service
-from enrol_bench import drop_database
 
 from app.core.config import Settings
 from app.db.migrate import upgrade_to_head
@@ -154,19 +150,10 @@ def main() -> None:
         base = Path(folder)
         figures["sqlite"] = run(Settings(data_dir=base / "sqlite"), args.size, args.batch, args.clients)
         if postgres_url:
-            server = make_url(postgres_url)
-            name = f"readmit_bench_{uuid.uuid4().hex[:8]}"
-            admin = create_engine(server, isolation_level="AUTOCOMMIT")
-            with admin.connect() as connection:
-                connection.execute(text(f'CREATE DATABASE "{name}"'))
-            try:
-                url = server.set(database=name).render_as_string(hide_password=False)
+            with scratch_database(postgres_url) as url:
                 figures["postgresql"] = run(
                     Settings(data_dir=base / "pg", database_url=url), args.size, args.batch, args.clients
                 )
-            finally:
-                drop_database(admin, name)
-                admin.dispose()
     rows = [
         (
             backend,
