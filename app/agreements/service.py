@@ -58,10 +58,14 @@ def list_agreements(sessions: Sessions) -> list[Agreement]:
         return list(session.scalars(select(Agreement).order_by(Agreement.id)))
 
 
-def agreement_in_force(session: Session, receiving_country: str, origin_country: str, modality: str, day: date) -> bool:
-    candidates = session.scalars(
+def countries_in_force(
+    session: Session, receiving_country: str, origin_countries: list[str], modality: str, day: date
+) -> set[str]:
+    """The origin countries whose galleries of ``modality`` the receiving country may search on
+    ``day``: one query for them all."""
+    agreements = session.scalars(
         select(Agreement).where(
-            Agreement.receiving_country == receiving_country, Agreement.origin_country == origin_country
+            Agreement.receiving_country == receiving_country, Agreement.origin_country.in_(origin_countries)
         )
     )
-    return any(agreement.in_force(modality, day) for agreement in candidates)
+    return {agreement.origin_country for agreement in agreements if agreement.in_force(modality, day)}

@@ -14,7 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.agreements.service import agreement_in_force
+from app.agreements.service import countries_in_force
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.cases.models import Case
@@ -146,25 +146,31 @@ def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) ->
 def resolve_galleries(
     session: Session, case: Case, modality: str, fmt: TemplateFormat, countries: list[str]
 ) -> tuple[list[int], list[dict[str, str]]]:
-    """The galleries the case may search in ``countries``, and the countries skipped, with why."""
-    searched, skipped = [], []
-    today = utcnow().date()
-    for country in countries:
-        if not agreement_in_force(session, case.agency_country, country, modality, today):
-            skipped.append({"country": country, "reason": "no_agreement"})
-            continue
-        gallery = session.scalar(
-            select(Gallery).where(Gallery.country == country, Gallery.modality == modality, Gallery.model == fmt.model)
+    """The galleries the case may search in ``countries``, and the countries skipped, with why
+    (two queries whatever the number of countries)."""
+    allowed = countries_in_force(session, case.agency_country, countries, modality, utcnow().date())
+    galleries = {
+        gallery.country: gallery
+        for gallery in session.scalars(
+            select(Gallery).where(
+                Gallery.country.in_(sorted(allowed)), Gallery.modality == modality, Gallery.model == fmt.model
+            )
         )
-        if gallery is None:
+    }
+    searched, skipped = [], []
+    for country in countries:
+        gallery = galleries.get(country)
+        if country not in allowed:
+            skipped.append({"country": country, "reason": "no_agreement"})
+        elif gallery is None:
             skipped.append({"country": country, "reason": "no_gallery"})
-            continue
-        if template_format(gallery) != fmt:
+        elif template_format(gallery) != fmt:
             raise InvalidTemplate(
                 f"{country}'s {modality} gallery for {fmt.model} holds {gallery.dimension}-d {gallery.metric} "
                 f"templates, not {fmt.dimension}-d {fmt.metric.value}"
             )
-        searched.append(gallery.id)
+        else:
+            searched.append(gallery.id)
     return searched, skipped
 
 
