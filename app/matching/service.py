@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.agreements.service import countries_in_force
@@ -104,7 +104,7 @@ def submit(
     searched, skipped = resolve_galleries(session, case, request.modality, request.template_format, countries)
     now = utcnow()
     fmt = request.template_format
-    search = Search(
+    values = dict(
         case_id=case.id,
         modality=request.modality,
         model=fmt.model,
@@ -122,9 +122,13 @@ def submit(
         finished_at=None if searched else now,
         submitted_by=actor.id,
         allow_partial=request.allow_partial_results,
+        error=None,
+        started_at=None,
+        missing_shards=None,
     )
-    session.add(search)
-    session.flush()
+    # One Core insert: the search is a row to write, and the object answered is built from the
+    # values written, not loaded back.
+    search = Search(id=session.connection().execute(_INSERT_SEARCH, values).scalar_one(), **values)
     audit.append(
         session,
         actor,
@@ -190,3 +194,6 @@ def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchV
             details={"candidates": len(view.candidates)},
         )
     return view
+
+
+_INSERT_SEARCH = insert(Search).returning(Search.id)
