@@ -5,11 +5,22 @@ test user may create databases (``.ci/run`` starts one). In CI a missing Postgre
 not a silent skip.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
+from hypothesis.configuration import set_hypothesis_home_dir
 
 POSTGRES_URL = os.environ.get("READMIT_TEST_POSTGRES_URL")
+
+# Hypothesis's pytest plugin caches the constants of every test module it collects, in
+# ./.hypothesis unless told otherwise: set here, before any test module is collected, so that no
+# run, whole or targeted, writes into the checkout. Kept for the session, then removed.
+HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="readmit-hypothesis-")
+set_hypothesis_home_dir(HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -9,28 +9,18 @@ infers from the schema) behave the same way.
 Hypothesis and Schemathesis write nothing into the checkout: no example database, and
 Hypothesis's caches go to a temporary folder."""
 
-import atexit
-import shutil
-import tempfile
 import tomllib
 from pathlib import Path
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
-from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.errors import Flaky
 from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.core.failures import FailureGroup
 
 from tests.app.test_authorization_matrix import World
 from tests.harness import Service
-
-# Set on import: Hypothesis's pytest plugin caches the constants of the test modules as soon as
-# they are collected, in ./.hypothesis unless told otherwise. Kept for the session, then removed.
-HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="readmit-hypothesis-")
-set_hypothesis_home_dir(HYPOTHESIS_HOME)
-atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
 
 ROLES = ("admin", "registry", "police", "consular", "auditor")
 KEYS: dict[str, dict[str, str]] = {}  # filled by the fixture: the world's keys
