@@ -14,6 +14,19 @@ def deadline(days: int) -> datetime:
     return datetime.now(UTC) + timedelta(days=days)
 
 
+class CountingCondition(threading.Condition):
+    """Counts the waits with a time-out: a worker that holds a search and waits a while for
+    others to join it (a batching window) is the only one that waits that way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timed_waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.timed_waits += timeout is not None
+        return super().wait(timeout)
+
+
 def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
     batches: list[list[int]] = []
     first_started, release_first = threading.Event(), threading.Event()
@@ -25,6 +38,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
             assert release_first.wait(10)
 
     scheduler = Scheduler(run, workers=1, max_batch=64)
+    scheduler._cond = condition = CountingCondition()
     scheduler.start()
     try:
         scheduler.submit(1, deadline(30), GALLERIES)
@@ -38,6 +52,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
     finally:
         scheduler.stop()
     assert batches == [[1], [3, 2, 4]], "the burst leaves as one batch, earliest deadline first"
+    assert condition.timed_waits == 0, "a worker held a search and waited for company"
 
 
 def test_searches_of_other_galleries_are_not_held_by_a_batch():
