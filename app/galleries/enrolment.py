@@ -37,7 +37,7 @@ from app.galleries.exceptions import (
 )
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
-from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64
+from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
 from app.principals.models import Principal
@@ -227,7 +227,7 @@ class _Accepted:
 
     def vectors(self, record: int) -> list[bytes]:
         start, count = int(self.starts[record]), int(self.counts[record])
-        return [row.astype(LITTLE_FLOAT32, copy=False).tobytes() for row in self.templates[start : start + count]]
+        return [to_bytes(row) for row in self.templates[start : start + count]]
 
     def change(self, records: Sequence[int], ids: Sequence[int]) -> IndexChange:
         """The index change that gives each of ``records`` (now stored under ``ids``) exactly
@@ -376,7 +376,7 @@ def _insert(
             for record_id, i in zip(ids, new, strict=True)
         ],
     )
-    raw = accepted.templates.astype(LITTLE_FLOAT32, copy=False).tobytes()
+    raw = to_bytes(accepted.templates)
     width = accepted.templates.shape[1] * LITTLE_FLOAT32.itemsize
     write_rows(
         session,

@@ -110,7 +110,7 @@ def submit(
         model=fmt.model,
         dimension=fmt.dimension,
         metric=fmt.metric.value,
-        probes=b"".join(to_bytes(p) for p in probes),
+        probes=to_bytes(probes),
         probe_count=len(probes),
         searched_galleries=searched,
         skipped=skipped,
