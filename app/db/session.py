@@ -11,7 +11,7 @@ checks) take neither: WAL lets them read beside the writer. PostgreSQL needs non
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -68,12 +68,30 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None
             _release(connection)
             raise
 
+    def ending(statement: str) -> Callable[[Any], None]:
+        # SQLAlchemy fires "commit" and "rollback" before it asks the driver to end the
+        # transaction; releasing the lock there would let the next writer's BEGIN IMMEDIATE meet
+        # a transaction still committing, and SQLite's busy handler would put it to sleep for
+        # milliseconds. So the transaction is ended here, on the driver's connection, and the
+        # lock released after; the driver's own commit() then finds nothing left to do.
+        def end(connection: Any) -> None:
+            if not connection.info.get("holds_write_lock"):
+                return
+            driver = connection.connection.dbapi_connection
+            try:
+                if driver.in_transaction:  # SQLite may have rolled back on its own after an error
+                    driver.execute(statement)
+            finally:
+                _release(connection)
+
+        return end
+
     def _release(connection: Any) -> None:
         if connection.info.pop("holds_write_lock", False):
             write_lock.release()
 
-    event.listen(engine, "commit", _release)
-    event.listen(engine, "rollback", _release)
+    event.listen(engine, "commit", ending("COMMIT"))
+    event.listen(engine, "rollback", ending("ROLLBACK"))
 
 
 Sessions = sessionmaker[Session]
