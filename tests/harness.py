@@ -3,6 +3,7 @@ on a real database, or as its own process; with helpers to create principals and
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,17 @@ def identification_body(probes: Any, model: str = "arcface-r100", **extra: Any) 
         "probes": probes.tolist(),
         **extra,
     }
+
+
+def settled(client: Any, headers: dict[str, str], search_id: int, timeout_s: float = 10) -> dict[str, Any]:
+    """The search once it has left the queue (polled as a client would), or as it is at
+    ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        search: dict[str, Any] = client.get(f"/v1/searches/{search_id}", headers=headers).json()
+        if search["status"] not in ("queued", "running") or time.monotonic() > deadline:
+            return search
+        time.sleep(0.02)
 
 
 def records(count: int, dimension: int = 64, samples: int = 2, seed: int = 0, prefix: str = "REF") -> list[dict]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Protocol
 
 from sqlalchemy import JSON, Date, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -25,6 +26,21 @@ class Agreement(Base):
     created_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
 
     def in_force(self, modality: str, day: date) -> bool:
-        return (
-            modality in self.modalities and self.valid_from <= day and (self.valid_to is None or day <= self.valid_to)
-        )
+        return in_force(self, modality, day)
+
+
+class Terms(Protocol):
+    """What decides whether an agreement is in force: an Agreement, or a row of its columns."""
+
+    @property
+    def modalities(self) -> list[str]: ...
+    @property
+    def valid_from(self) -> date: ...
+    @property
+    def valid_to(self) -> date | None: ...
+
+
+def in_force(terms: Terms, modality: str, day: date) -> bool:
+    return (
+        modality in terms.modalities and terms.valid_from <= day and (terms.valid_to is None or day <= terms.valid_to)
+    )

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -67,6 +67,17 @@ def event_hash(
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+@dataclass(frozen=True)
+class Event:
+    """One event to append: who did what to which resource, and how it ended."""
+
+    principal: Actor | None
+    action: Action
+    resource: str
+    outcome: str = "ok"
+    details: dict[str, Any] = field(default_factory=dict)
+
+
 def append(
     session: Session,
     principal: Actor | None,
@@ -76,35 +87,48 @@ def append(
     details: dict[str, Any] | None = None,
 ) -> None:
     """Append one event in ``session``'s transaction; it commits or rolls back with the change
-    it records. The head row is locked so that concurrent appends queue rather than fork.
+    it records."""
+    append_many(session, [Event(principal, action, resource, outcome, details or {})])
 
-    Three Core statements on the transaction's connection (read and lock the head, insert the
-    event, move the head): no ORM unit of work, as every write of the service ends here."""
+
+def append_many(session: Session, events: Sequence[Event]) -> None:
+    """Append ``events`` in order, in ``session``'s transaction. The head row is locked so that
+    concurrent appends queue rather than fork.
+
+    Three Core statements on the transaction's connection whatever the number of events (read
+    and lock the head, insert the events, move the head): no ORM unit of work, as every write of
+    the service ends here, and a batch of searches ends in one append."""
+    if not events:
+        return
     session.flush()  # the change recorded goes first, whatever the caller left pending
     connection = session.connection()
     head = connection.execute(_LOCK_HEAD).one()
     at = utcnow()
-    details = details or {}
-    seq = head.seq + 1
-    principal_id = principal.id if principal else None
-    role = principal.role if principal else None
-    digest = event_hash(seq, at, principal_id, role, action.value, resource, outcome, details, head.hash)
-    connection.execute(
-        _INSERT_EVENT,
-        {
-            "seq": seq,
-            "at": at,
-            "principal_id": principal_id,
-            "role": role,
-            "action": action.value,
-            "resource": resource,
-            "outcome": outcome,
-            "details": details,
-            "prev_hash": head.hash,
-            "hash": digest,
-        },
-    )
-    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": digest})
+    seq, previous = head.seq, head.hash
+    rows = []
+    for event in events:
+        seq += 1
+        principal_id = event.principal.id if event.principal else None
+        role = event.principal.role if event.principal else None
+        action = event.action.value
+        digest = event_hash(seq, at, principal_id, role, action, event.resource, event.outcome, event.details, previous)
+        rows.append(
+            {
+                "seq": seq,
+                "at": at,
+                "principal_id": principal_id,
+                "role": role,
+                "action": action,
+                "resource": event.resource,
+                "outcome": event.outcome,
+                "details": event.details,
+                "prev_hash": previous,
+                "hash": digest,
+            }
+        )
+        previous = digest
+    connection.execute(_INSERT_EVENT, rows)
+    connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": previous})
 
 
 _LOCK_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()

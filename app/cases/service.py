@@ -7,8 +7,9 @@ marked ``expired`` by the expiry pass and accepts no new searches.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol, TypeVar, cast
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -104,13 +105,47 @@ def visible_case(session: Session, actor: Principal, case_id: int, *, for_update
     query = select(Case).where(Case.id == case_id)
     if for_update:
         query = query.with_for_update()
-    case = session.scalar(query)
+    return _visible(session.scalar(query), actor, case_id)
+
+
+class CaseTerms(Protocol):
+    """What a search needs of its case: a Case, or a row of these columns."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def agency(self) -> str: ...
+    @property
+    def agency_country(self) -> str: ...
+    @property
+    def deadline(self) -> datetime: ...
+    @property
+    def presumed_countries(self) -> list[str]: ...
+    @property
+    def status(self) -> str: ...
+
+
+def searchable_case(session: Session, actor: Principal, case_id: int) -> CaseTerms:
+    """The case's terms if it belongs to ``actor``'s agency, else 404: one Core query, as every
+    identification runs it."""
+    row = session.connection().execute(_TERMS, {"case_id": case_id}).one_or_none()
+    return _visible(cast(CaseTerms | None, row), actor, case_id)
+
+
+_TERMS = select(Case.id, Case.agency, Case.agency_country, Case.deadline, Case.presumed_countries, Case.status).where(
+    Case.id == bindparam("case_id")
+)
+
+Visible = TypeVar("Visible", bound=CaseTerms)
+
+
+def _visible(case: Visible | None, actor: Principal, case_id: int) -> Visible:
     if case is None or actor.role != Role.BORDER_POLICE.value or case.agency != actor.agency:
         raise UnknownCase(f"case {case_id} not found")
     return case
 
 
-def ensure_open(case: Case) -> None:
+def ensure_open(case: CaseTerms) -> None:
     """A case takes searches and decisions only while open and before its deadline."""
     if case.deadline <= utcnow():
         raise DeadlinePassed("the case's detention deadline has passed")

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import func, select, update
@@ -58,7 +58,18 @@ class RecordView:
     updated_at: datetime
 
 
-def template_format(gallery: Gallery) -> TemplateFormat:
+class Formatted(Protocol):
+    """A gallery, or a row of its format's columns."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def dimension(self) -> int: ...
+    @property
+    def metric(self) -> str: ...
+
+
+def template_format(gallery: Formatted) -> TemplateFormat:
     return TemplateFormat(gallery.model, gallery.dimension, Metric(gallery.metric))
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.core.errors import Invalid, NotFound
+from app.core.errors import Invalid, NotFound, Unavailable
 
 
 class UnknownSearch(NotFound):
@@ -25,3 +25,10 @@ class NoAgreement(NotFound):
     """No agreement in force covers the gallery the caller named: as if it did not exist."""
 
     code = "no_agreement"
+
+
+class SearchNotRecorded(Unavailable):
+    """The batch that ran a search failed to write it: nothing of it was kept, and submitting it
+    again is safe."""
+
+    code = "search_not_recorded"

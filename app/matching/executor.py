@@ -2,22 +2,27 @@
 
 A search accepted by this process is handed over in memory (:meth:`SearchExecutor.accept`),
 probes included, so that running it reads nothing back; only searches left queued by an
-earlier process are read from the database. A search is written twice in its life: accepted
-(queued, by the identification use case) and finished (done or failed, here, with its
-candidates and its audit event, in one transaction of plain Core statements). Searches whose
-deadline has passed are marked ``expired`` and never run late. The probes of all
-runnable searches that target a gallery go to the matcher in one call, with probe groups so that
-each search gets its own per-record results (batched FAISS search is several times faster per
-probe than one call per search). Candidates are the records scoring at least the gallery's
-``possible`` threshold at the search's FPIR, merged over galleries, best first.
+earlier process are read from the database. A search whose caller waits for its result is not
+written when it is accepted: it is written once, ended (done, failed or expired) with its
+candidates and both its audit events (submitted, ended), in the one transaction of plain Core
+statements that ends its whole batch. Only when its caller stops waiting first
+(:meth:`SearchExecutor.write_now`) is it written queued, so that the answer "queued, poll
+later" is never given for a search a restart would lose; a search nobody was told of is nobody's
+loss. Searches whose deadline has passed are marked ``expired`` and never run late. The probes
+of all runnable searches that target a gallery go to the matcher in one call, with probe groups
+so that each search gets its own per-record results (batched FAISS search is several times
+faster per probe than one call per search). Candidates are the records scoring at least the
+gallery's ``possible`` threshold at the search's FPIR, merged over galleries, best first.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
 from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -34,7 +39,6 @@ from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
-from app.matching.queue import expire
 from app.matching.thresholds import ThresholdBook
 from app.matching.views import CandidateView
 from app.observability.metrics import Metrics
@@ -45,7 +49,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Job:
-    search_id: int
+    ticket: int
+    """The search's id once it is written; before that a negative number, unique in this
+    process, under which the scheduler and this executor know it."""
     case_id: int
     searched_galleries: list[int]
     probes: np.ndarray
@@ -56,9 +62,9 @@ class Job:
     allow_partial: bool = False
 
     @classmethod
-    def of(cls, search: Search, probes: np.ndarray) -> Job:
+    def of(cls, ticket: int, search: Search, probes: np.ndarray) -> Job:
         return cls(
-            search.id,
+            ticket,
             search.case_id,
             list(search.searched_galleries),
             probes,
@@ -71,12 +77,33 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Admission:
+    """A search accepted but not yet written: its row as submitted (queued, without an id), who
+    submitted it and what its ``search.submit`` event says."""
+
+    values: dict[str, Any]
+    actor: audit.Actor
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The searches of a batch as it ends them: admissions of those not yet written (by
+    ticket), and the ids of the others."""
+
+    admitted: dict[int, Admission]
+    ids: dict[int, int]
+
+
+@dataclass(frozen=True)
 class Finished:
     """How a search ended, for the caller waiting on it: what the database now holds of it."""
 
+    search_id: int
     status: str
     error: str | None
-    started_at: datetime
+    started_at: datetime | None
+    """None for a search that expired unrun."""
     finished_at: datetime
     candidates: list[CandidateView] = field(default_factory=list)
     missing_shards: list[dict[str, object]] = field(default_factory=list)
@@ -113,26 +140,54 @@ class SearchExecutor:
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         """Searches per matcher call, most recent last (bounded)."""
         self._accepted: dict[int, Job] = {}
+        self._unwritten: dict[int, Admission] = {}
+        self._written: dict[int, int] = {}
+        """Search ids of tickets written by :meth:`write_now` and not yet ended."""
         self._awaited: dict[int, Finished | None] = {}
+        self._tickets = itertools.count(-1, -1)
         self._lock = threading.Lock()
 
-    def accept(self, job: Job, awaited: bool) -> None:
-        """A search just committed as queued, handed over with its probes. ``awaited``: a
-        caller will collect how it ended with :meth:`collect`."""
+    def ticket(self) -> int:
+        """A ticket for a search not yet written (see :class:`Job`)."""
+        return next(self._tickets)
+
+    def accept(self, job: Job, awaited: bool, admission: Admission | None = None) -> None:
+        """A search handed over with its probes: committed as queued, or, with ``admission``,
+        to be written with its outcome. ``awaited``: a caller will collect how it ended with
+        :meth:`collect`."""
         with self._lock:
-            self._accepted[job.search_id] = job
+            self._accepted[job.ticket] = job
+            if admission is not None:
+                self._unwritten[job.ticket] = admission
             if awaited:
-                self._awaited[job.search_id] = None
+                self._awaited[job.ticket] = None
 
-    def collect(self, search_id: int) -> Finished | None:
-        """How an awaited search ended, once; None while it has not (the caller stops waiting:
-        it will read the search later, from the database)."""
+    def write_now(self, ticket: int) -> int | None:
+        """Write a search its caller stops waiting for, queued, with its ``search.submit`` event;
+        returns its id, or None when its batch is already ending (the batch writes it: wait for
+        the batch, then :meth:`collect`). Its eventual outcome is then only in the database.
+
+        The lock is held while writing, so that the batch that runs the search meanwhile finds
+        it written; no batch holds a transaction while it waits for this lock (see :meth:`_claim`)."""
         with self._lock:
-            return self._awaited.pop(search_id, None)
+            admission = self._unwritten.pop(ticket, None)
+            if admission is None:
+                return None
+            self._awaited.pop(ticket, None)
+            with transaction(self.sessions) as session:
+                search_id, submitted = write_admitted(session, admission, {})
+                audit.append_many(session, [submitted])
+            self._written[ticket] = search_id
+            return search_id
 
-    def run(self, search_ids: list[int]) -> None:
+    def collect(self, ticket: int) -> Finished | None:
+        """How an awaited search ended, once; None while it has not."""
+        with self._lock:
+            return self._awaited.pop(ticket, None)
+
+    def run(self, tickets: list[int]) -> None:
         started = utcnow()
-        jobs = self._runnable(search_ids, started)
+        jobs = self._runnable(tickets, started)
         if not jobs:
             return
         try:
@@ -145,21 +200,21 @@ class SearchExecutor:
             log.exception("search batch failed")
             self._publish(self._fail(jobs, type(error).__name__, started))
             return
-        unavailable = [job for job in jobs if job.search_id in outcome.unavailable]
+        unavailable = [job for job in jobs if job.ticket in outcome.unavailable]
         self._publish(self._fail(unavailable, ShardUnavailableError.code, started))
-        self._publish(self._finish([job for job in jobs if job.search_id not in outcome.unavailable], outcome, started))
+        self._publish(self._finish([job for job in jobs if job.ticket not in outcome.unavailable], outcome, started))
 
-    def _runnable(self, search_ids: list[int], now: datetime) -> list[Job]:
+    def _runnable(self, tickets: list[int], now: datetime) -> list[Job]:
         """The batch's jobs, those accepted here from memory and the others (left queued by an
         earlier process) from the database; a search past its deadline is expired instead."""
         with self._lock:
-            jobs = [self._accepted.pop(i) for i in search_ids if i in self._accepted]
-        known = {job.search_id for job in jobs}
-        if len(known) < len(search_ids):
-            jobs += self._load([i for i in search_ids if i not in known])
+            jobs = [self._accepted.pop(t) for t in tickets if t in self._accepted]
+        known = {job.ticket for job in jobs}
+        if len(known) < len(tickets):
+            jobs += self._load([t for t in tickets if t not in known])
         due = [job for job in jobs if job.deadline <= now]
         if due:
-            self._expire(due, now)
+            self._publish(self._expire(due, now))
         for job in jobs:
             self.metrics.queue_wait.observe((now - job.submitted_at).total_seconds())
         return sorted((job for job in jobs if job.deadline > now), key=lambda job: job.deadline)
@@ -169,24 +224,13 @@ class SearchExecutor:
             searches = session.scalars(
                 select(Search).where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
             )
-            return [Job.of(search, from_bytes([search.probes or b""], search.dimension)) for search in searches]
-
-    def _expire(self, jobs: list[Job], now: datetime) -> None:
-        with transaction(self.sessions) as session:
-            for search in session.scalars(
-                select(Search).where(
-                    Search.id.in_([job.search_id for job in jobs]), Search.status == SearchStatus.QUEUED.value
-                )
-            ):
-                expire(session, search, now)
-                self.metrics.searches.labels("expired").inc()
-        self._publish({job.search_id: Finished(SearchStatus.EXPIRED.value, None, now, now) for job in jobs})
+            return [Job.of(s.id, s, from_bytes([s.probes or b""], s.dimension)) for s in searches]
 
     def _publish(self, finished: dict[int, Finished]) -> None:
         with self._lock:
-            for search_id, end in finished.items():
-                if search_id in self._awaited:
-                    self._awaited[search_id] = end
+            for ticket, end in finished.items():
+                if ticket in self._awaited:
+                    self._awaited[ticket] = end
 
     def match(self, jobs: list[Job]) -> Outcome:
         """Per search, its hits over every targeted gallery, best first, cut to max_candidates.
@@ -202,21 +246,21 @@ class SearchExecutor:
             try:
                 result = self._search(gallery_id, members, allow_partial)
             except ShardUnavailableError:
-                outcome.unavailable.update(job.search_id for job in members)
+                outcome.unavailable.update(job.ticket for job in members)
                 continue
             for position, job in enumerate(members):
                 if result.missing_shards:
-                    outcome.missing[job.search_id][gallery_id] = list(result.missing_shards)
+                    outcome.missing[job.ticket][gallery_id] = list(result.missing_shards)
                 calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
                 for record_id, score in result.candidates(position):
                     band = calibrated.band(score)
                     if band is not None:
-                        outcome.hits[job.search_id].append(
+                        outcome.hits[job.ticket].append(
                             Hit(gallery_id, record_id, score, band, calibrated.match, calibrated.possible)
                         )
         for job in jobs:
-            ranked = sorted(outcome.hits[job.search_id], key=lambda h: (-h.score, h.gallery_id, h.record_id))
-            outcome.hits[job.search_id] = ranked[: job.max_candidates]
+            ranked = sorted(outcome.hits[job.ticket], key=lambda h: (-h.score, h.gallery_id, h.record_id))
+            outcome.hits[job.ticket] = ranked[: job.max_candidates]
         return outcome
 
     def _search(self, gallery_id: int, members: list[Job], allow_partial: bool) -> SearchResult:
@@ -237,23 +281,37 @@ class SearchExecutor:
         if not jobs:
             return {}
         hits = outcome.hits
-        record_ids = {hit.record_id for job in jobs for hit in hits[job.search_id]}
+        record_ids = {hit.record_id for job in jobs for hit in hits[job.ticket]}
+        missing = {
+            job.ticket: [{"gallery_id": g, "shards": s} for g, s in outcome.missing.get(job.ticket, {}).items()]
+            for job in jobs
+        }
         finished: dict[int, Finished] = {}
+        claim = self._claim(jobs)
         with transaction(self.sessions) as session:
             connection = session.connection()  # plain Core below: rows, not entities
             records = (
                 {row.id: row for row in connection.execute(_RECORDS, {"ids": list(record_ids)})} if record_ids else {}
             )
             now = utcnow()
+            ended, submitted = self._end(
+                session,
+                jobs,
+                claim,
+                lambda job: {"status": SearchStatus.DONE.value, "missing_shards": missing[job.ticket] or None},
+                started,
+                now,
+            )
             rows: list[dict[str, Any]] = []
+            events = submitted
             for job in jobs:
-                missing = [{"gallery_id": g, "shards": s} for g, s in outcome.missing.get(job.search_id, {}).items()]
-                if not self._end(session, job.search_id, SearchStatus.DONE, started, now, missing=missing or None):
+                search_id = ended.get(job.ticket)
+                if search_id is None:
                     continue
-                kept = [hit for hit in hits[job.search_id] if hit.record_id in records]  # deleted since: not shown
+                kept = [hit for hit in hits[job.ticket] if hit.record_id in records]  # deleted since: not shown
                 rows += [
                     {
-                        "search_id": job.search_id,
+                        "search_id": search_id,
                         "gallery_id": hit.gallery_id,
                         "record_id": hit.record_id,
                         "reference_id": records[hit.record_id].reference_id,
@@ -267,72 +325,117 @@ class SearchExecutor:
                     }
                     for rank, hit in enumerate(kept, start=1)
                 ]
-                finished[job.search_id] = Finished(SearchStatus.DONE.value, None, started, now, missing_shards=missing)
+                finished[job.ticket] = Finished(
+                    search_id, SearchStatus.DONE.value, None, started, now, missing_shards=missing[job.ticket]
+                )
                 self.metrics.searches.labels("done").inc()
                 self.metrics.deadline_slack.observe(max(0.0, (job.deadline - now).total_seconds()))
-                audit.append(
-                    session,
-                    None,
-                    Action.SEARCH_COMPLETE,
-                    f"case/{job.case_id}/search/{job.search_id}",
-                    details={
-                        "candidates": len(kept),
-                        "matches": sum(h.band is Band.MATCH for h in kept),
-                        **({"missing_shards": missing} if missing else {}),
-                    },
-                )
+                details: dict[str, Any] = {"candidates": len(kept), "matches": sum(h.band is Band.MATCH for h in kept)}
+                if missing[job.ticket]:
+                    details["missing_shards"] = missing[job.ticket]
+                events.append(audit.Event(None, Action.SEARCH_COMPLETE, search_resource(job, search_id), "ok", details))
+            audit.append_many(session, events)
             ids = (
                 {(row.search_id, row.rank): row.id for row in connection.execute(_INSERT_CANDIDATES, rows)}
                 if rows
                 else {}
             )
+        by_search = {end.search_id: end for end in finished.values()}
         for row in rows:
-            finished[row["search_id"]].candidates.append(candidate_from_row(ids[(row["search_id"], row["rank"])], row))
+            by_search[row["search_id"]].candidates.append(candidate_from_row(ids[(row["search_id"], row["rank"])], row))
         return finished
 
     def _fail(self, jobs: list[Job], reason: str, started: datetime) -> dict[int, Finished]:
+        return self._close(jobs, SearchStatus.FAILED, Action.SEARCH_FAIL, {"reason": reason}, started, utcnow())
+
+    def _expire(self, jobs: list[Job], now: datetime) -> dict[int, Finished]:
+        """A search whose deadline has passed ends unrun: a late answer is no answer."""
+        ended = self._close(
+            jobs, SearchStatus.EXPIRED, Action.SEARCH_EXPIRE, {"reason": "deadline passed while queued"}, None, now
+        )
+        self.metrics.searches.labels("expired").inc(len(ended))
+        return ended
+
+    def _close(
+        self,
+        jobs: list[Job],
+        status: SearchStatus,
+        action: Action,
+        details: dict[str, Any],
+        started: datetime | None,
+        now: datetime,
+    ) -> dict[int, Finished]:
+        """End ``jobs`` unmatched (failed or expired), each with its audit event."""
         if not jobs:
             return {}
-        finished = {}
+        error = details["reason"] if status is SearchStatus.FAILED else None
+        claim = self._claim(jobs)
         with transaction(self.sessions) as session:
-            now = utcnow()
-            for job in jobs:
-                if self._end(session, job.search_id, SearchStatus.FAILED, started, now, error=reason):
-                    finished[job.search_id] = Finished(SearchStatus.FAILED.value, reason, started, now)
-                    self.metrics.searches.labels("failed").inc()
-                    audit.append(
-                        session,
-                        None,
-                        Action.SEARCH_FAIL,
-                        f"case/{job.case_id}/search/{job.search_id}",
-                        outcome="failed",
-                        details={"reason": reason},
-                    )
-        return finished
+            ended, submitted = self._end(
+                session, jobs, claim, lambda _: {"status": status.value, "error": error}, started, now
+            )
+            closed = [
+                audit.Event(None, action, search_resource(job, ended[job.ticket]), status.value, details)
+                for job in jobs
+                if job.ticket in ended
+            ]
+            audit.append_many(session, submitted + closed)
+        if status is SearchStatus.FAILED:
+            self.metrics.searches.labels("failed").inc(len(ended))
+        return {ticket: Finished(search_id, status.value, error, started, now) for ticket, search_id in ended.items()}
+
+    def _claim(self, jobs: list[Job]) -> Claim:
+        """Take over the writing of ``jobs``: the admissions of those not yet written, and the
+        ids of the others. Taken before the batch's transaction begins, never inside it, as
+        :meth:`write_now` holds the lock while it writes."""
+        with self._lock:
+            admitted = {job.ticket: self._unwritten.pop(job.ticket) for job in jobs if job.ticket in self._unwritten}
+            ids = {job.ticket: self._written.pop(job.ticket, job.ticket) for job in jobs if job.ticket not in admitted}
+        return Claim(admitted, ids)
 
     @staticmethod
     def _end(
         session: Session,
-        search_id: int,
-        status: SearchStatus,
-        started: datetime,
+        jobs: list[Job],
+        claim: Claim,
+        ending: Callable[[Job], dict[str, Any]],
+        started: datetime | None,
         now: datetime,
-        *,
-        error: str | None = None,
-        missing: list[dict[str, object]] | None = None,
-    ) -> bool:
-        """End a search still queued; False when something else ended it first (expiry)."""
-        values = {
-            "search_id": search_id,
-            "status": status.value,
-            "started_at": started,
-            "finished_at": now,
-            "error": error,
-            "missing_shards": missing,
-        }
-        return bool(cast(CursorResult[Any], session.connection().execute(_END_SEARCH, values)).rowcount)
+    ) -> tuple[dict[int, int], list[audit.Event]]:
+        """End each job's search with the values ``ending`` gives it: a search not yet written is
+        written ended; a written one is updated if still queued (expiry may have ended it first).
+        Returns ticket -> search id of those ended, and the ``search.submit`` events of those
+        written here, for the caller to append before the events that end them."""
+        ended: dict[int, int] = {}
+        submitted: list[audit.Event] = []
+        connection = session.connection()
+        for job in jobs:
+            values = {"started_at": started, "finished_at": now, "error": None, "missing_shards": None, **ending(job)}
+            admission = claim.admitted.get(job.ticket)
+            if admission is not None:
+                ended[job.ticket], event = write_admitted(session, admission, values)
+                submitted.append(event)
+            elif cast(
+                CursorResult[Any], connection.execute(_END_SEARCH, {"search_id": claim.ids[job.ticket], **values})
+            ).rowcount:
+                ended[job.ticket] = claim.ids[job.ticket]
+        return ended, submitted
 
 
+def write_admitted(session: Session, admission: Admission, ending: dict[str, Any]) -> tuple[int, audit.Event]:
+    """Write an admitted search (queued, or ended with ``ending``'s values); returns its id and
+    its ``search.submit`` event, for the caller to append."""
+    values = {**admission.values, **ending}
+    search_id: int = session.connection().execute(_INSERT_SEARCH, values).scalar_one()
+    resource = f"case/{values['case_id']}/search/{search_id}"
+    return search_id, audit.Event(admission.actor, Action.SEARCH_SUBMIT, resource, "ok", admission.details)
+
+
+def search_resource(job: Job, search_id: int) -> str:
+    return f"case/{job.case_id}/search/{search_id}"
+
+
+_INSERT_SEARCH = insert(Search).returning(Search.id)
 _RECORDS = (
     select(Record.id, Record.reference_id, Gallery.country)
     .join(Gallery, Gallery.id == Record.gallery_id)

@@ -9,16 +9,16 @@ the day; every other country is reported as skipped with the reason, never silen
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.agreements.service import countries_in_force
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.models import Case
-from app.cases.service import ensure_open, visible_case
+from app.cases.service import CaseTerms, ensure_open, searchable_case, visible_case
 from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
@@ -26,8 +26,8 @@ from app.galleries.exceptions import InvalidTemplate
 from app.galleries.models import Gallery
 from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
-from app.matching.exceptions import CountryNotPresumed, InvalidFmr, InvalidFpir, UnknownSearch
-from app.matching.executor import Job, SearchExecutor
+from app.matching.exceptions import CountryNotPresumed, InvalidFmr, InvalidFpir, SearchNotRecorded, UnknownSearch
+from app.matching.executor import Admission, Job, SearchExecutor, write_admitted
 from app.matching.models import Search, SearchStatus
 from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
@@ -51,6 +51,7 @@ class IdentificationRequest:
 
 def identify(
     sessions: Sessions,
+    readers: Sessions,
     scheduler: Scheduler,
     executor: SearchExecutor,
     settings: Settings,
@@ -62,22 +63,36 @@ def identify(
     """Submit an identification, wait up to ``wait_s`` for the scheduler to run it (earliest
     deadline first), and answer how it ended, or that it is still queued for the caller to poll.
 
-    Two write transactions: the search accepted (with ``search.submit``), then finished with its
-    candidates (with ``search.complete``). The answer is built from what those wrote, never read
-    back; a later ``GET /v1/searches/{id}`` reads the database, and is audited as a read."""
-    with transaction(sessions) as session:
-        search, probes = submit(session, settings, actor, case_id, request)
-    view = search_view(search, [])
-    if search.status != SearchStatus.QUEUED.value:
-        return view
-    executor.accept(Job.of(search, probes), awaited=wait_s > 0)
-    scheduler.submit(search.id, search.deadline, tuple(sorted(search.searched_galleries)))
-    scheduler.wait(search.id, wait_s)
-    finished = executor.collect(search.id)
+    What may be searched is read, not written (``readers``: on SQLite, beside the writer). A
+    search answered within ``wait_s`` is written once, ended, in the transaction that ends its
+    whole batch, with both its events (``search.submit``, ``search.complete``): a crash before
+    that loses only a search nobody was told of, whose caller gets no answer and submits again.
+    One still running when ``wait_s`` runs out is written queued before the caller is told so,
+    and survives a restart. The answer is built from what was written, never read back; a later
+    ``GET /v1/searches/{id}`` reads the database, and is audited as a read."""
+    with readers() as session:
+        search, probes, details = admit(session, settings, actor, case_id, request)
+    admission = Admission(_row(search), actor, details)
+    if not search.searched_galleries:  # nothing to search: done at once
+        with transaction(sessions) as session:
+            search.id, submitted = write_admitted(session, admission, {})
+            audit.append_many(session, [submitted])
+        return search_view(search, [])
+    ticket = executor.ticket()
+    executor.accept(Job.of(ticket, search, probes), awaited=True, admission=admission)
+    scheduler.submit(ticket, search.deadline, tuple(sorted(search.searched_galleries)))
+    if not scheduler.wait(ticket, wait_s):
+        written = executor.write_now(ticket)
+        if written is not None:
+            search.id = written
+            return search_view(search, [])
+        scheduler.wait(ticket, BATCH_END_S)  # its batch is ending, and writes it
+    finished = executor.collect(ticket)
     if finished is None:
-        return view
+        raise SearchNotRecorded("the search could not be completed; nothing was recorded: submit it again")
+    search.id = finished.search_id
     return replace(
-        view,
+        search_view(search, []),
         status=finished.status,
         error=finished.error,
         started_at=finished.started_at,
@@ -87,13 +102,18 @@ def identify(
     )
 
 
-def submit(
+BATCH_END_S = 60.0
+"""How long a caller whose search's batch is already ending waits for it (the batch's one
+write transaction); only a stuck database makes it wait that long."""
+
+
+def admit(
     session: Session, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> tuple[Search, np.ndarray]:
-    """Validate and store an identification for the scheduler; returns it with its decoded
-    probes. A search with no gallery to search (every country skipped) is done at once, with no
-    candidate."""
-    case = visible_case(session, actor, case_id, for_update=True)
+) -> tuple[Search, np.ndarray, dict[str, Any]]:
+    """Validate an identification: the search to write (not yet written, without an id), its
+    decoded probes and its ``search.submit`` event's details. A search with no gallery to search
+    (every country skipped) is done at once, with no candidate."""
+    case = searchable_case(session, actor, case_id)
     ensure_open(case)
     probes = request.probes.decode(request.template_format, settings.max_probes, what="probe")
     fpir = requested_rate(request.target_fpir or settings.default_fpir, InvalidFpir)
@@ -104,7 +124,7 @@ def submit(
     searched, skipped = resolve_galleries(session, case, request.modality, request.template_format, countries)
     now = utcnow()
     fmt = request.template_format
-    values = dict(
+    search = Search(
         case_id=case.id,
         modality=request.modality,
         model=fmt.model,
@@ -126,17 +146,13 @@ def submit(
         started_at=None,
         missing_shards=None,
     )
-    # One Core insert: the search is a row to write, and the object answered is built from the
-    # values written, not loaded back.
-    search = Search(id=session.connection().execute(_INSERT_SEARCH, values).scalar_one(), **values)
-    audit.append(
-        session,
-        actor,
-        Action.SEARCH_SUBMIT,
-        f"case/{case.id}/search/{search.id}",
-        details={"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir},
-    )
-    return search, probes
+    details = {"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir}
+    return search, probes, details
+
+
+def _row(search: Search) -> dict[str, Any]:
+    """The search's column values, as its row is inserted."""
+    return {column.key: getattr(search, column.key) for column in _WRITTEN_COLUMNS}
 
 
 def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) -> float:
@@ -148,17 +164,15 @@ def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) ->
 
 
 def resolve_galleries(
-    session: Session, case: Case, modality: str, fmt: TemplateFormat, countries: list[str]
+    session: Session, case: CaseTerms, modality: str, fmt: TemplateFormat, countries: list[str]
 ) -> tuple[list[int], list[dict[str, str]]]:
     """The galleries the case may search in ``countries``, and the countries skipped, with why
-    (two queries whatever the number of countries)."""
+    (two Core queries whatever the number of countries)."""
     allowed = countries_in_force(session, case.agency_country, countries, modality, utcnow().date())
     galleries = {
         gallery.country: gallery
-        for gallery in session.scalars(
-            select(Gallery).where(
-                Gallery.country.in_(sorted(allowed)), Gallery.modality == modality, Gallery.model == fmt.model
-            )
+        for gallery in session.connection().execute(
+            _GALLERIES_OF, {"countries": sorted(allowed), "modality": modality, "model": fmt.model}
         )
     }
     searched, skipped = [], []
@@ -176,6 +190,13 @@ def resolve_galleries(
         else:
             searched.append(gallery.id)
     return searched, skipped
+
+
+_GALLERIES_OF = select(Gallery.id, Gallery.country, Gallery.model, Gallery.dimension, Gallery.metric).where(
+    Gallery.country.in_(bindparam("countries", expanding=True)),
+    Gallery.modality == bindparam("modality"),
+    Gallery.model == bindparam("model"),
+)
 
 
 def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchView:
@@ -196,4 +217,4 @@ def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchV
     return view
 
 
-_INSERT_SEARCH = insert(Search).returning(Search.id)
+_WRITTEN_COLUMNS = [column for column in Search.__table__.columns if column.key != "id"]

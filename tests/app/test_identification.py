@@ -263,9 +263,10 @@ def test_probes_of_ended_cases_are_erased_after_the_retention_period(story, peop
     assert candidates, "searches and their candidates stay; only the probe bytes go"
 
 
-def test_an_identification_answered_in_time_writes_twice_and_reads_nothing_back(story, people):
-    """Accepted, then finished with its candidates: two write transactions, each with its audit
-    event; the answer is what they wrote (the same as a later read of the search)."""
+def test_an_identification_answered_in_time_is_written_once_and_read_nothing_back(story, people):
+    """Answered within wait_ms: one write transaction (the batch's), holding the search ended,
+    its candidates and both its events, submitted then completed; the answer is what it wrote
+    (the same as a later read of the search)."""
     service, _, _, police = story
     case = open_case(service, police)
     identify(service, police, case["id"], people.mated_probes[0])  # warm: calibration, caches
@@ -277,6 +278,12 @@ def test_an_identification_answered_in_time_writes_twice_and_reads_nothing_back(
     finally:
         event.remove(service.runtime.engine, "begin", listener)
     assert answer.status_code == 200 and answer.json()["status"] == "done"
-    assert len(begun) == 2, begun
+    assert answer.json()["candidates"]
+    assert len(begun) == 1, begun
     read = service.client.get(f"/v1/searches/{answer.json()['id']}", headers=police).json()
     assert answer.json() == read
+    auditor = service.principal("auditor")
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    resource = f"case/{case['id']}/search/{answer.json()['id']}"
+    assert [e["action"] for e in events if e["resource"] == resource][:2] == ["search.submit", "search.complete"]
+    assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True

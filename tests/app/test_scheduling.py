@@ -1,7 +1,6 @@
 """Searches run earliest deadline first, coalesce into batches, expire rather than run late,
 and survive a restart."""
 
-import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -9,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from tests.app.test_identification import identify, open_case, searchable_sen_gallery
+from tests.harness import settled
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def test_queued_searches_run_earliest_deadline_first_and_coalesce(paused, people
     service.runtime.scheduler.max_batch = 1  # one search per batch, to observe the order
     service.runtime.scheduler.resume()
     for search_id in searches:
-        assert service.runtime.scheduler.wait(search_id, 10)
+        assert settled(service.client, police, search_id)["status"] == "done"
     with service.runtime.engine.connect() as connection:
         started = dict(connection.execute(text("SELECT id, started_at FROM searches")).all())
     assert sorted(searches, key=lambda s: started[s]) == [searches[1], searches[2], searches[0]]  # 10, 25, 40 days
@@ -52,9 +52,7 @@ def test_concurrent_searches_for_one_gallery_share_a_matcher_call(paused, people
     case = open_case(service, police)
     ids = [identify(service, police, case["id"], people.mated_probes[i], wait_ms=0).json()["id"] for i in range(6)]
     service.runtime.scheduler.resume()
-    for search_id in ids:
-        assert service.runtime.scheduler.wait(search_id, 10)
-    polled = [service.client.get(f"/v1/searches/{i}", headers=police).json() for i in ids]
+    polled = [settled(service.client, police, i) for i in ids]
     assert all(p["status"] == "done" for p in polled)
     assert list(service.runtime.executor.batch_sizes) == [6], "six queued searches, one matcher call"
     for i, result in enumerate(polled):
@@ -69,8 +67,7 @@ def test_a_search_whose_deadline_passes_while_queued_expires_unrun(paused, peopl
     later = datetime.fromisoformat(case["deadline"]) + timedelta(seconds=1)
     monkeypatch.setattr("app.matching.executor.utcnow", lambda: later)
     service.runtime.scheduler.resume()
-    assert service.runtime.scheduler.wait(search_id, 10)
-    result = service.client.get(f"/v1/searches/{search_id}", headers=police).json()
+    result = settled(service.client, police, search_id)
     assert result["status"] == "expired" and result["started_at"] is None and result["candidates"] == []
 
 
@@ -79,11 +76,7 @@ def test_pending_searches_survive_a_restart(paused, people):
     case = open_case(service, police)
     search_id = identify(service, police, case["id"], people.mated_probes[2], wait_ms=0).json()["id"]
     service.restart(graceful=False)
-    for _ in range(100):
-        result = service.client.get(f"/v1/searches/{search_id}", headers=police).json()
-        if result["status"] == "done":
-            break
-        time.sleep(0.05)
+    result = settled(service.client, police, search_id)
     assert result["status"] == "done"
     assert result["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[2]):04d}"
     assert np.isfinite(result["candidates"][0]["score"])

@@ -91,6 +91,7 @@ def identify(
     )
     view = matching.identify(
         runtime.sessions,
+        runtime.read_sessions,
         runtime.scheduler,
         runtime.executor,
         runtime.settings,

@@ -8,11 +8,10 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from app.api.deps import RuntimeDep, bearer, current_principal, require
+from app.api.deps import RuntimeDep, bearer, check_role, current_principal
 from app.principals.models import Role
 
 router = APIRouter(tags=["operations"])
-admin_only = require(Role.ADMIN)
 
 
 def scrape_allowed(
@@ -24,7 +23,7 @@ def scrape_allowed(
     token = runtime.settings.metrics_token
     if token and credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         return
-    admin_only(current_principal(request, runtime, credentials))
+    check_role(current_principal(request, runtime, credentials), {Role.ADMIN.value})
 
 
 @router.get(
