@@ -33,6 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import loadgen
 from common import percentiles_ms, print_json, print_table
 from common import start_service as common_start_service
 
@@ -80,10 +81,11 @@ def start_service(data_dir: Path, max_batch: int, exact_max: int) -> subprocess.
 
 
 async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> dict[str, object]:
+    """``clients`` border police systems, each with its own case, sending identifications of
+    one probe (``probes_b64``) back to back for ``seconds``; the requests go through the lean
+    client of loadgen.py, so that the client's CPU is not the service's."""
     headers = {"Authorization": f"Bearer {key}"}
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=120, limits=httpx.Limits(max_connections=clients)
-    ) as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=120) as client:
         cases = []
         for number in range(clients):
             response = await client.post(
@@ -97,35 +99,25 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
                 },
             )
             cases.append(response.json()["id"])
-        body = {
-            "modality": "face",
-            "template_format": {"model": "synthetic-arcface", "dimension": 512},
-            "wait_ms": 30_000,
-        }
-        encoded = [base64.b64encode(probe.astype("<f4").tobytes()).decode() for probe in probes]
-        warm = await client.post(f"/v1/cases/{cases[0]}/identifications", json={**body, "probes_b64": [encoded[0]]})
-        assert warm.status_code == 200, warm.text
-        latencies: list[float] = []
-        errors = 0
-        stop = time.perf_counter() + seconds
+    body = {"modality": "face", "template_format": {"model": "synthetic-arcface", "dimension": 512}, "wait_ms": 30_000}
+    payloads = [
+        loadgen.json_body({**body, "probes_b64": [base64.b64encode(probe.astype("<f4").tobytes()).decode()]})
+        for probe in probes
+    ]
+    paths = [f"/v1/cases/{case}/identifications" for case in cases]
 
-        async def one_client(number: int) -> None:
-            nonlocal errors
-            turn = number
-            while time.perf_counter() < stop:
-                probe = encoded[turn % len(encoded)]
-                turn += clients
-                started = time.perf_counter()
-                response = await client.post(
-                    f"/v1/cases/{cases[number]}/identifications", json={**body, "probes_b64": [probe]}
-                )
-                latencies.append(time.perf_counter() - started)
-                errors += response.status_code != 200
+    def request(number: int, turn: int) -> bytes:
+        return loadgen.post(paths[number], payloads[(number + turn * clients) % len(payloads)], headers)
 
-        began = time.perf_counter()
-        await asyncio.gather(*(one_client(n) for n in range(clients)))
-        wall = time.perf_counter() - began
-    return {"requests": len(latencies), "errors": errors, "per_s": len(latencies) / wall, **percentiles_ms(latencies)}
+    warm = await loadgen.run("127.0.0.1", PORT, request, 1, 0.5)
+    assert warm.errors == 0, warm.statuses
+    result = await loadgen.run("127.0.0.1", PORT, request, clients, seconds)
+    return {
+        "requests": len(result.latencies),
+        "errors": result.errors,
+        "per_s": result.per_s,
+        **percentiles_ms(result.latencies),
+    }
 
 
 def matcher_figures(data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float) -> dict[str, float]:
