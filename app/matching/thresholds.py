@@ -21,6 +21,7 @@ from app.indexes.registry import IndexRegistry
 from matcher import Calibration, Thresholds
 
 POSSIBLE_FACTOR = 10.0
+MAX_READ_RATES = 1024
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ThresholdBook:
         self.searches = searches
         self.pairs = pairs
         self._cache: dict[int, GalleryCalibration] = {}
+        self._read: dict[tuple[int, str, float], tuple[GalleryCalibration, CalibratedThresholds]] = {}
         self._lock = threading.Lock()
 
     def _calibration(self, gallery_id: int) -> GalleryCalibration:
@@ -59,13 +61,24 @@ class ThresholdBook:
 
     def for_identification(self, gallery_id: int, fpir: float) -> CalibratedThresholds:
         """``fpir`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""
-        sample = self._calibration(gallery_id).nonmated_top
-        return _read(sample, fpir)
+        return self._thresholds(gallery_id, "nonmated_top", fpir)
 
     def for_verification(self, gallery_id: int, fmr: float) -> CalibratedThresholds:
         """``fmr`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""
-        sample = self._calibration(gallery_id).nonmated_pairs
-        return _read(sample, fmr)
+        return self._thresholds(gallery_id, "nonmated_pairs", fmr)
+
+    def _thresholds(self, gallery_id: int, sample: str, rate: float) -> CalibratedThresholds:
+        """Read once per gallery, sample and rate while the sample stands (reading sorts it):
+        clients ask again and again for the same few rates."""
+        calibration = self._calibration(gallery_id)
+        key = (gallery_id, sample, rate)
+        cached = self._read.get(key)
+        if cached is None or cached[0] is not calibration:
+            cached = (calibration, _read(getattr(calibration, sample), rate))
+            if len(self._read) >= MAX_READ_RATES:  # any rate may be asked: bounded, not a leak
+                self._read.clear()
+            self._read[key] = cached
+        return cached[1]
 
 
 def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:
