@@ -1,12 +1,14 @@
 """The whole story through HTTP: enrol, open a case, identify, verify, confirm, audit."""
 
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from sqlalchemy import event
 
-from tests.harness import case_body, identification_body
+from tests.harness import case_body, identification_body, settled
 
 DIM = 512
 
@@ -287,3 +289,63 @@ def test_an_identification_answered_in_time_is_written_once_and_read_nothing_bac
     resource = f"case/{case['id']}/search/{answer.json()['id']}"
     assert [e["action"] for e in events if e["resource"] == resource][:2] == ["search.submit", "search.complete"]
     assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+
+
+def test_a_search_whose_wait_runs_out_as_its_batch_ends_is_written_once(story, people, monkeypatch):
+    """The caller's wait_ms runs out while the batch that ran its search is writing it: the
+    caller waits for that write and answers the result; the search is written once, with one
+    submit and one complete event, and the chain verifies."""
+    from app.matching.executor import SearchExecutor
+
+    service, _, _, police = story
+    case = open_case(service, police)
+    identify(service, police, case["id"], people.mated_probes[0])  # warm: calibration, caches
+    writing, release = threading.Event(), threading.Event()
+    claim = SearchExecutor._claim
+
+    def slow_claim(self, jobs):
+        taken = claim(self, jobs)
+        writing.set()
+        assert release.wait(10), "the test never released the batch"
+        return taken
+
+    monkeypatch.setattr(SearchExecutor, "_claim", slow_claim)
+    answers = []
+    caller = threading.Thread(
+        target=lambda: answers.append(identify(service, police, case["id"], people.mated_probes[1], wait_ms=50))
+    )
+    caller.start()
+    assert writing.wait(10)
+    time.sleep(0.2)  # the caller's 50 ms run out while the batch holds its search
+    release.set()
+    caller.join(10)
+    [answer] = answers
+    assert answer.status_code == 200 and answer.json()["status"] == "done", answer.text
+    assert answer.json()["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[1]):04d}"
+    searches = service.client.get(f"/v1/cases/{case['id']}", headers=police).json()["searches"]
+    assert [s["id"] for s in searches].count(answer.json()["id"]) == 1 and len(searches) == 2
+    auditor = service.principal("auditor")
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    resource = f"case/{case['id']}/search/{answer.json()['id']}"
+    assert sorted(e["action"] for e in events if e["resource"] == resource) == ["search.complete", "search.submit"]
+    assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+
+
+def test_a_search_its_caller_stopped_waiting_for_is_written_queued_then_ended(story, people):
+    """wait_ms 0 with the workers held: answered 202 queued (written before the answer, so a
+    restart resumes it), then ended by its batch: one row, submitted once, completed once."""
+    service, _, _, police = story
+    case = open_case(service, police)
+    service.runtime.scheduler.pause()
+    queued = identify(service, police, case["id"], people.mated_probes[2], wait_ms=0)
+    assert queued.status_code == 202 and queued.json()["status"] == "queued"
+    service.runtime.scheduler.resume()
+    done = settled(service.client, police, queued.json()["id"])
+    assert done["status"] == "done" and done["candidates"]
+    auditor = service.principal("auditor")
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    resource = f"case/{case['id']}/search/{queued.json()['id']}"
+    assert [e["action"] for e in events if e["resource"] == resource and e["action"] != "search.read"] == [
+        "search.submit",
+        "search.complete",
+    ]
