@@ -8,7 +8,9 @@ for ``--seconds`` seconds each on loopback, with ``probes_b64``. Then it stops t
 the snapshot the service wrote into an in-process ``GalleryIndex`` and times the same probes:
 one at a time (p50, p99) and in batches of 64 (probes/s). The ratios printed are the issue's
 goals: HTTP p50 against the matcher's p50 + 2 ms, HTTP p99 against 8 ms, and the HTTP
-throughput with many clients as a share of the matcher's batched rate.
+throughput with many clients as a share of the matcher's batched rate. The service runs on
+SQLite, then on a scratch PostgreSQL database when ``--postgres-url`` (default
+READMIT_TEST_POSTGRES_URL) names a server.
 
     python benchmarks/http_bench.py --size 1000000            # several minutes, ~8 GB RAM
     python benchmarks/http_bench.py --size 1000000 --exact    # exact search: the matcher is the bottleneck
@@ -20,12 +22,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import subprocess
 import sys
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -34,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from common import percentiles_ms, print_json, print_table
+from common import percentiles_ms, print_json, print_table, scratch_database
 from common import start_service as common_start_service
 
 from app.agreements.service import create_agreement
@@ -52,9 +56,9 @@ from matcher.tuning import restart_with_huge_pages
 PORT = 18800
 
 
-def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
+def prepare(data_dir: Path, size: int, probes: int, database_url: str | None = None) -> tuple[str, np.ndarray]:
     """Fill the database; returns a border police key and mated probes."""
-    settings = Settings(data_dir=data_dir)
+    settings = Settings(data_dir=data_dir, database_url=database_url)
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
     sessions = runtime.sessions
@@ -74,9 +78,12 @@ def prepare(data_dir: Path, size: int, probes: int) -> tuple[str, np.ndarray]:
     return police_key, data.mated_probes
 
 
-def start_service(data_dir: Path, max_batch: int, exact_max: int) -> subprocess.Popen[bytes]:
+def start_service(
+    data_dir: Path, max_batch: int, exact_max: int, database_url: str | None = None
+) -> subprocess.Popen[bytes]:
+    database = {"database_url": database_url} if database_url else {}
     return common_start_service(
-        PORT, data_dir=str(data_dir), max_batch_searches=str(max_batch), exact_max_templates=str(exact_max)
+        PORT, data_dir=str(data_dir), max_batch_searches=str(max_batch), exact_max_templates=str(exact_max), **database
     )
 
 
@@ -120,7 +127,7 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
     }
 
 
-def matcher_figures(data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float) -> dict[str, float]:
+def matcher_figures(data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float) -> dict[str, Any]:
     """The same probes against the service's own snapshot, in this process: one at a time, then
     in batches of 64 (each probe its own search, as the service batches them)."""
     index = GalleryIndex.load(data_dir / "indexes" / "gallery-1.snapshot", IndexPolicy(exact_max_templates=exact_max))
@@ -149,48 +156,66 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--exact", action="store_true", help="keep the gallery on exact search whatever its size")
+    parser.add_argument("--postgres-url", default=os.environ.get("READMIT_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     restart_with_huge_pages()
     exact_max = args.size + 1 if args.exact else 200_000
     with tempfile.TemporaryDirectory() as folder:
-        data_dir = Path(folder) / "data"
-        key, probes = prepare(data_dir, args.size, 500)
-        process = start_service(data_dir, 64, exact_max)
-        try:
-            one = asyncio.run(load(key, probes, 1, args.seconds))
-            many = asyncio.run(load(key, probes, args.clients, args.seconds))
-        finally:
-            process.terminate()  # a graceful stop writes the snapshot the matcher loads below
-            process.wait(timeout=120)
-        matcher = matcher_figures(data_dir, exact_max, probes, args.seconds)
+        runs = {"sqlite": serve_and_load(Path(folder) / "sqlite", None, exact_max, args)}
+        matcher = matcher_figures(Path(folder) / "sqlite", exact_max, runs["sqlite"]["probes"], args.seconds)
+        if args.postgres_url:
+            with scratch_database(args.postgres_url) as url:
+                runs["postgresql"] = serve_and_load(Path(folder) / "postgresql", url, exact_max, args)
     figures: dict[str, object] = {
         "size": args.size,
         "index": matcher["kind"],
         "clients": args.clients,
         "seconds": args.seconds,
-        "http_one_client": one,
-        "http_many_clients": many,
         "matcher": matcher,
-        "p50_over_matcher_ms": one["p50_ms"] - matcher["p50_ms"],  # type: ignore[operator]
-        "throughput_share": many["per_s"] / matcher["batched_per_s"],  # type: ignore[operator]
     }
-    print_table(
-        f"HTTP identification against its matcher, {args.size:,} templates ({matcher['kind']} index)",
-        [
-            ("matcher, one probe", f"p50 {matcher['p50_ms']:.2f} ms  p99 {matcher['p99_ms']:.2f} ms"),
-            ("matcher, batches of 64", f"{matcher['batched_per_s']:.0f} probes/s"),
-            ("HTTP, one client", f"p50 {one['p50_ms']:.2f} ms  p99 {one['p99_ms']:.2f} ms  errors {one['errors']}"),
-            (
-                f"HTTP, {args.clients} clients",
-                f"{many['per_s']:.0f}/s  p50 {many['p50_ms']:.0f} ms  p99 {many['p99_ms']:.0f} ms  "
-                f"errors {many['errors']}",
-            ),
-            ("HTTP p50 - matcher p50 (goal <= 2 ms)", f"{figures['p50_over_matcher_ms']:.2f} ms"),
-            ("HTTP p99, one client (goal <= 8 ms)", f"{one['p99_ms']:.2f} ms"),
-            ("HTTP throughput / matcher batched (goal >= 50% PQ, 80% exact)", f"{figures['throughput_share']:.1%}"),
-        ],
-    )
+    for database, run in runs.items():
+        one, many = run["one"], run["many"]
+        figures[database] = {
+            "http_one_client": one,
+            "http_many_clients": many,
+            "p50_over_matcher_ms": one["p50_ms"] - matcher["p50_ms"],
+            "throughput_share": many["per_s"] / matcher["batched_per_s"],
+        }
+        print_table(
+            f"HTTP identification ({database}) against its matcher, {args.size:,} templates ({matcher['kind']} index)",
+            [
+                ("matcher, one probe", f"p50 {matcher['p50_ms']:.2f} ms  p99 {matcher['p99_ms']:.2f} ms"),
+                ("matcher, batches of 64", f"{matcher['batched_per_s']:.0f} probes/s"),
+                ("HTTP, one client", f"p50 {one['p50_ms']:.2f} ms  p99 {one['p99_ms']:.2f} ms  errors {one['errors']}"),
+                (
+                    f"HTTP, {args.clients} clients",
+                    f"{many['per_s']:.0f}/s  p50 {many['p50_ms']:.0f} ms  p99 {many['p99_ms']:.0f} ms  "
+                    f"errors {many['errors']}",
+                ),
+                ("HTTP p50 - matcher p50 (goal <= 2 ms)", f"{one['p50_ms'] - matcher['p50_ms']:.2f} ms"),
+                ("HTTP p99, one client (goal <= 8 ms)", f"{one['p99_ms']:.2f} ms"),
+                (
+                    "HTTP throughput / matcher batched (goal >= 50% PQ, 80% exact)",
+                    f"{many['per_s'] / matcher['batched_per_s']:.1%}",
+                ),
+            ],
+        )
     print_json(figures)
+
+
+def serve_and_load(
+    data_dir: Path, database_url: str | None, exact_max: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Fill a database, serve it, and load it from one client, then from ``args.clients``."""
+    key, probes = prepare(data_dir, args.size, 500, database_url)
+    process = start_service(data_dir, 64, exact_max, database_url)
+    try:
+        one = asyncio.run(load(key, probes, 1, args.seconds))
+        many = asyncio.run(load(key, probes, args.clients, args.seconds))
+    finally:
+        process.terminate()  # a graceful stop writes the snapshot the matcher loads
+        process.wait(timeout=120)
+    return {"probes": probes, "one": one, "many": many}
 
 
 if __name__ == "__main__":
