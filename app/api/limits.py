@@ -1,5 +1,8 @@
 """Request body size limit, enforced before the body is parsed: a declared Content-Length over
-the limit is refused at once, and a streamed body is cut off as soon as it passes the limit."""
+the limit is refused at once, and a streamed body is cut off as soon as it passes the limit.
+
+FastAPI's own ``max_body_size`` (Starlette's RequestBodyLimitMiddleware) answers a declared
+oversized body in plain text, not with the documented error body, hence this one."""
 
 from __future__ import annotations
 
