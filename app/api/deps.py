@@ -11,12 +11,13 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.core.errors import Forbidden, Unauthenticated
 from app.db.session import Sessions
 from app.principals.models import Principal, Role
-from app.principals.service import authenticate
+from app.principals.service import authenticate, cached_principal
 from app.runtime import Runtime
 
 bearer = HTTPBearer(auto_error=False, description="API key issued by an admin")
@@ -37,17 +38,22 @@ async def get_sessions(runtime: RuntimeDep) -> Sessions:
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
 
 
-def current_principal(
+async def current_principal(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
+    """The caller, from the cache of keys in the event loop, or read from the database in the
+    thread pool when the cache does not hold the key."""
     address = request.client.host if request.client else "unknown"
     runtime.throttle.check_address(address)
     try:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise Unauthenticated("an API key is required: Authorization: Bearer <key>")
-        principal = authenticate(runtime.read_sessions, runtime.keys, credentials.credentials)
+        token = credentials.credentials
+        principal = cached_principal(runtime.keys, token)
+        if principal is None:
+            principal = await run_in_threadpool(authenticate, runtime.read_sessions, runtime.keys, token)
     except Unauthenticated:
         runtime.throttle.failed(address)
         raise

@@ -68,6 +68,12 @@ def revoke_principal(sessions: Sessions, keys: KeyCache, actor: Principal, princ
     keys.forget(principal_id)
 
 
+def cached_principal(keys: KeyCache, token: str) -> Principal | None:
+    """The principal holding ``token`` if the cache of keys has it: no database read, so an
+    event loop may ask without blocking."""
+    return keys.get(hash_key(token))
+
+
 def authenticate(sessions: Sessions, keys: KeyCache, token: str) -> Principal:
     """The live principal holding ``token``: from the cache of keys, else read without a write
     transaction (every request checks its key, beside the writers); see

@@ -14,7 +14,7 @@ from app.principals.models import Role
 router = APIRouter(tags=["operations"])
 
 
-def scrape_allowed(
+async def scrape_allowed(
     request: Request,
     runtime: RuntimeDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -23,7 +23,7 @@ def scrape_allowed(
     token = runtime.settings.metrics_token
     if token and credentials is not None and hmac.compare_digest(credentials.credentials.encode(), token.encode()):
         return
-    check_role(current_principal(request, runtime, credentials), {Role.ADMIN.value})
+    check_role(await current_principal(request, runtime, credentials), {Role.ADMIN.value})
 
 
 @router.get(
