@@ -46,7 +46,8 @@ class Scheduler:
         self._heap: list[_Entry] = []
         self._counter = itertools.count()
         self._cond = threading.Condition()
-        self._done: dict[int, threading.Event] = {}
+        self._waiters: dict[int, list[Callable[[], None]]] = {}
+        """Per queued or running search, what to call when its batch has run."""
         self._paused = False
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -56,16 +57,29 @@ class Scheduler:
 
     def submit(self, search_id: int, deadline: datetime, searched_galleries: tuple[int, ...]) -> None:
         with self._cond:
-            self._done.setdefault(search_id, threading.Event())
+            self._waiters.setdefault(search_id, [])
             order = next(self._counter)
             priority = deadline.timestamp() if self.policy == "edf" else float(order)
             heapq.heappush(self._heap, _Entry(priority, order, search_id, searched_galleries))
             self._cond.notify()
 
+    def when_done(self, search_id: int, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the search's batch has run, whatever its outcome, from the
+        worker that ran it; at once if no batch is to run it (it has run, or was never
+        submitted). An event loop waits with a callback that wakes it, a thread with
+        :meth:`wait`."""
+        with self._cond:
+            waiting = self._waiters.get(search_id)
+            if waiting is not None:
+                waiting.append(callback)
+                return
+        callback()
+
     def wait(self, search_id: int, timeout_s: float) -> bool:
         """Block until the search's batch has run (True) or ``timeout_s`` passes (False)."""
-        event = self._done.get(search_id)
-        return event.wait(timeout_s) if event is not None else True
+        done = threading.Event()
+        self.when_done(search_id, done.set)
+        return done.wait(timeout_s)
 
     @property
     def depth(self) -> int:
@@ -126,7 +140,7 @@ class Scheduler:
                 log.exception("search batch crashed")
             finally:
                 self.batches_run += 1
-                for entry in batch:
-                    event = self._done.pop(entry.search_id, None)
-                    if event is not None:
-                        event.set()
+                with self._cond:
+                    callbacks = [call for entry in batch for call in self._waiters.pop(entry.search_id, [])]
+                for call in callbacks:
+                    call()

@@ -8,10 +8,13 @@ the day; every other country is reported as skipped with the reason, never silen
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
+from anyio import to_thread
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
@@ -49,7 +52,7 @@ class IdentificationRequest:
     allow_partial_results: bool = False
 
 
-def identify(
+async def identify(
     sessions: Sessions,
     readers: Sessions,
     scheduler: Scheduler,
@@ -69,25 +72,27 @@ def identify(
     that loses only a search nobody was told of, whose caller gets no answer and submits again.
     One still running when ``wait_s`` runs out is written queued before the caller is told so,
     and survives a restart. The answer is built from what was written, never read back; a later
-    ``GET /v1/searches/{id}`` reads the database, and is audited as a read."""
-    with readers() as session:
-        search, probes, details = admit(session, settings, actor, case_id, request)
+    ``GET /v1/searches/{id}`` reads the database, and is audited as a read.
+
+    A coroutine: the caller's wait holds no thread (database work runs in worker threads), so
+    many callers waiting on a busy queue never starve the thread pool other requests need."""
+    search, probes, details = await to_thread.run_sync(_admitted, readers, settings, actor, case_id, request)
     admission = Admission(_row(search), actor, details)
     if not search.searched_galleries:  # nothing to search: done at once
-        with transaction(sessions) as session:
-            search.id, submitted = write_admitted(session, admission, {})
-            audit.append_many(session, [submitted])
+        search.id = await to_thread.run_sync(_write_at_once, sessions, admission)
         return search_view(search, [])
     ticket = executor.ticket()
     executor.accept(Job.of(ticket, search, probes), awaited=True, admission=admission)
     scheduler.submit(ticket, search.deadline, tuple(sorted(search.searched_galleries)))
-    if not scheduler.wait(ticket, wait_s):
-        written = executor.write_now(ticket)
-        if written is not None:
-            search.id = written
-            return search_view(search, [])
-        scheduler.wait(ticket, BATCH_END_S)  # its batch is ending, and writes it
-    finished = executor.collect(ticket)
+    try:
+        if not await batch_ended(scheduler, ticket, wait_s):
+            written = await to_thread.run_sync(executor.write_now, ticket)
+            if written is not None:
+                search.id = written
+                return search_view(search, [])
+            await batch_ended(scheduler, ticket, BATCH_END_S)  # its batch is ending, and writes it
+    finally:
+        finished = executor.collect(ticket)  # also forgets a caller gone before the end
     if finished is None:
         raise SearchNotRecorded("the search could not be completed; nothing was recorded: submit it again")
     search.id = finished.search_id
@@ -100,6 +105,39 @@ def identify(
         candidates=finished.candidates,
         missing_shards=finished.missing_shards,
     )
+
+
+async def batch_ended(scheduler: Scheduler, ticket: int, timeout_s: float) -> bool:
+    """Whether the search's batch ran within ``timeout_s``, awaited without holding a thread:
+    the worker that ends the batch wakes this event loop."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def wake() -> None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(ended.set)
+
+    scheduler.when_done(ticket, wake)
+    try:
+        async with asyncio.timeout(timeout_s):
+            await ended.wait()
+    except TimeoutError:
+        return False
+    return True
+
+
+def _admitted(
+    readers: Sessions, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
+) -> tuple[Search, np.ndarray, dict[str, Any]]:
+    with readers() as session:
+        return admit(session, settings, actor, case_id, request)
+
+
+def _write_at_once(sessions: Sessions, admission: Admission) -> int:
+    with transaction(sessions) as session:
+        search_id, submitted = write_admitted(session, admission, {})
+        audit.append_many(session, [submitted])
+    return search_id
 
 
 BATCH_END_S = 60.0

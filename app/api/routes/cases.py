@@ -70,7 +70,7 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
         409: NOT_SEARCHABLE,
     },
 )
-def identify(
+async def identify(
     case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep, response: Response
 ) -> SearchView:
     """Searches every gallery of the modality and template format whose country is presumed (or
@@ -89,7 +89,7 @@ def identify(
         target_fpir=body.target_fpir,
         allow_partial_results=body.allow_partial_results,
     )
-    view = matching.identify(
+    view = await matching.identify(
         runtime.sessions,
         runtime.read_sessions,
         runtime.scheduler,
