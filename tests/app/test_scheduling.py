@@ -1,6 +1,8 @@
 """Searches run earliest deadline first, coalesce into batches, expire rather than run late,
 and survive a restart."""
 
+import threading
+import time
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -80,3 +82,38 @@ def test_pending_searches_survive_a_restart(paused, people):
     assert result["status"] == "done"
     assert result["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[2]):04d}"
     assert np.isfinite(result["candidates"][0]["score"])
+
+
+def test_callers_waiting_on_a_held_queue_leave_the_service_answering(paused, people):
+    """Fifty callers wait for their searches (more than the thread pool's forty threads) while
+    the workers are held: their waits hold no thread, so other requests are still answered."""
+    service, police = paused
+    case = open_case(service, police)
+    answers: list[int] = []
+    callers = [
+        threading.Thread(
+            target=lambda: answers.append(
+                identify(service, police, case["id"], people.mated_probes[0], wait_ms=30_000).status_code
+            )
+        )
+        for _ in range(50)
+    ]
+    for caller in callers:
+        caller.start()
+    for _ in range(500):
+        if service.runtime.scheduler.depth == 50:
+            break
+        time.sleep(0.02)
+    assert service.runtime.scheduler.depth == 50, "every caller's search is queued, and each caller waits"
+    read: list[int] = []
+    reader = threading.Thread(
+        target=lambda: read.append(service.client.get(f"/v1/cases/{case['id']}", headers=police).status_code)
+    )
+    reader.start()
+    reader.join(20)
+    assert read == [200], "a case read answered while fifty identifications wait"
+    assert service.runtime.scheduler.depth == 50, "still held: the read did not wait for the queue"
+    service.runtime.scheduler.resume()
+    for caller in callers:
+        caller.join(30)
+    assert answers == [200] * 50
