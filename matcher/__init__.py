@@ -4,6 +4,7 @@ Usable on its own (benchmarks, notebooks); it knows nothing of HTTP or SQL.
 """
 
 from matcher.calibration import Band, Calibration, Thresholds, fmr_for_fpir, threshold_at_rate
+from matcher.decision import CohortMargin, leave_one_out_decision_scores
 from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError, ShardUnavailableError, SnapshotError
 from matcher.formats import Metric, TemplateFormat
 from matcher.fusion import SearchResult
@@ -15,6 +16,7 @@ __all__ = [
     "Band",
     "Calibration",
     "CalibrationError",
+    "CohortMargin",
     "GalleryIndex",
     "IndexKind",
     "IndexPolicy",
@@ -27,6 +29,7 @@ __all__ = [
     "TemplateFormat",
     "Thresholds",
     "fmr_for_fpir",
+    "leave_one_out_decision_scores",
     "prepare_templates",
     "read_manifest",
     "threshold_at_rate",

@@ -11,8 +11,9 @@ later" is never given for a search a restart would lose; a search nobody was tol
 loss. Searches whose deadline has passed are marked ``expired`` and never run late. The probes
 of all runnable searches that target a gallery go to the matcher in one call, with probe groups
 so that each search gets its own per-record results (batched FAISS search is several times
-faster per probe than one call per search). Candidates are the records scoring at least the
-gallery's ``possible`` threshold at the search's FPIR, merged over galleries, best first.
+faster per probe than one call per search). Candidates are the records whose decision score
+(their score against the probe's cohort, :class:`matcher.CohortMargin`) reaches the gallery's
+``possible`` threshold at the search's FPIR, merged over galleries, best score first.
 """
 
 from __future__ import annotations
@@ -39,10 +40,11 @@ from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
-from app.matching.thresholds import ThresholdBook
+from app.matching.thresholds import DECISION, ThresholdBook
 from app.matching.views import CandidateView
 from app.observability.metrics import Metrics
 from matcher import Band, MatcherError, SearchResult, ShardUnavailableError
+from matcher.fusion import NO_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,7 @@ class Hit:
     gallery_id: int
     record_id: int
     score: float
+    decision_score: float
     band: Band
     match_threshold: float
     possible_threshold: float
@@ -248,15 +251,22 @@ class SearchExecutor:
             except ShardUnavailableError:
                 outcome.unavailable.update(job.ticket for job in members)
                 continue
+            decisions = DECISION.scores(result)
             for position, job in enumerate(members):
                 if result.missing_shards:
                     outcome.missing[job.ticket][gallery_id] = list(result.missing_shards)
                 calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
-                for record_id, score in result.candidates(position):
-                    band = calibrated.band(score)
+                listed = result.record_ids[position] != NO_RECORD
+                for record_id, score, decision in zip(
+                    result.record_ids[position][listed].tolist(),
+                    result.scores[position][listed].tolist(),
+                    decisions[position][listed].tolist(),
+                    strict=True,
+                ):
+                    band = calibrated.band(decision)
                     if band is not None:
                         outcome.hits[job.ticket].append(
-                            Hit(gallery_id, record_id, score, band, calibrated.match, calibrated.possible)
+                            Hit(gallery_id, record_id, score, decision, band, calibrated.match, calibrated.possible)
                         )
         for job in jobs:
             ranked = sorted(outcome.hits[job.ticket], key=lambda h: (-h.score, h.gallery_id, h.record_id))
@@ -268,7 +278,7 @@ class SearchExecutor:
         probes = np.vstack([job.probes for job in members])
         groups = np.repeat(np.arange(len(members)), [len(job.probes) for job in members])
         started = time.perf_counter()
-        k = max(job.max_candidates for job in members)
+        k = max(DECISION.depth, *(job.max_candidates for job in members))  # the cohort lies below the candidates
         result = index.search(probes, k=k, probe_groups=groups, allow_partial=allow_partial)
         self.metrics.matcher_latency.labels(str(gallery_id)).observe(time.perf_counter() - started)
         self.metrics.matcher_batch.observe(len(members))
@@ -318,6 +328,7 @@ class SearchExecutor:
                         "country": records[hit.record_id].country,
                         "rank": rank,
                         "score": hit.score,
+                        "decision_score": hit.decision_score,
                         "band": hit.band.value,
                         "match_threshold": hit.match_threshold,
                         "possible_threshold": hit.possible_threshold,

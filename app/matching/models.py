@@ -60,7 +60,7 @@ class Search(Base):
 
 
 class Candidate(Base):
-    """A record of a searched gallery that scored above the search's loose threshold."""
+    """A record of a searched gallery whose decision score reached the search's loose threshold."""
 
     __tablename__ = "candidates"
 
@@ -72,6 +72,8 @@ class Candidate(Base):
     country: Mapped[str] = mapped_column(String(3), index=True)
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)
+    decision_score: Mapped[float | None] = mapped_column(Float)
+    """The score against the probe's cohort that the band was read from (none before 0007)."""
     band: Mapped[str] = mapped_column(String(16))
     match_threshold: Mapped[float] = mapped_column(Float)
     possible_threshold: Mapped[float] = mapped_column(Float)

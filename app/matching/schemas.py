@@ -87,8 +87,18 @@ class CandidateOut(BaseModel):
     country: str
     reference_id: str
     rank: int
-    score: float
-    band: str = Field(description="match: above the threshold at the search's FPIR; possible: at 10x that FPIR")
+    score: float = Field(description="the comparison score of the probe and the record, in the gallery's metric")
+    decision_score: float | None = Field(
+        None,
+        description="what the band is read from: the score minus the mean score of the probe's cohort (the records "
+        "it ranks 3rd to 10th, apart from this one), i.e. how far this record stands above the strangers the probe "
+        "resembles; thresholds calibrated on the gallery's own leave-one-out searches. Null on candidates found "
+        "before decision scores existed",
+    )
+    band: str = Field(
+        description="match: decision score at or above the gallery's threshold at the search's FPIR; possible: at 10x "
+        "that FPIR"
+    )
     review_state: str
     attributes: dict[str, str] | None = Field(None, description="identity attributes, once confirmed")
 

@@ -1,9 +1,10 @@
-"""Score thresholds per gallery, calibrated on the gallery's own non-mated scores.
+"""Decision thresholds per gallery, calibrated on the gallery's own non-mated searches.
 
 For 1:N, leave-one-out searches of enrolled samples give the distribution of the best non-mated
-score at the gallery's real size and in its model's own score space (see
-``GalleryIndex.nonmated_top_scores``); the ``match`` threshold is read at the requested FPIR and
-the ``possible`` threshold at ten times that. For 1:1, random pairs of different records give
+decision score (:class:`matcher.CohortMargin`: a candidate's score minus the mean score of the
+probe's cohort) at the gallery's real size and in its model's own score space (see
+:func:`matcher.leave_one_out_decision_scores`); the ``match`` threshold is read at the requested
+FPIR and the ``possible`` threshold at ten times that. For 1:1, random pairs of different records give
 non-mated comparison scores, read at the requested FMR. A sample too small to resolve a rate
 yields the most conservative threshold it supports (just above its highest non-mated score), and
 says so. Samples are cached per gallery and drawn again when the gallery has grown or shrunk by
@@ -18,16 +19,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from app.indexes.registry import IndexRegistry
-from matcher import Calibration, Thresholds
+from matcher import Calibration, CohortMargin, Thresholds, leave_one_out_decision_scores
 
 POSSIBLE_FACTOR = 10.0
 MAX_READ_RATES = 1024
+DECISION = CohortMargin()
+"""The identification decision statistic of every gallery (its calibration and its candidates)."""
 
 
 @dataclass(frozen=True)
 class GalleryCalibration:
     template_count: int
-    nonmated_top: np.ndarray
+    nonmated_decisions: np.ndarray
     nonmated_pairs: np.ndarray
 
 
@@ -53,15 +56,17 @@ class ThresholdBook:
         size = index.template_count
         if cached is None or abs(size - cached.template_count) > 0.1 * max(cached.template_count, 1):
             with self._lock:
-                cached = GalleryCalibration(
-                    size, index.nonmated_top_scores(self.searches), index.nonmated_pair_scores(self.pairs)
+                decisions = leave_one_out_decision_scores(
+                    DECISION, index.search, *index.sample_templates(self.searches)
                 )
+                cached = GalleryCalibration(size, decisions, index.nonmated_pair_scores(self.pairs))
                 self._cache[gallery_id] = cached
         return cached
 
     def for_identification(self, gallery_id: int, fpir: float) -> CalibratedThresholds:
-        """``fpir`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""
-        return self._thresholds(gallery_id, "nonmated_top", fpir)
+        """Thresholds on the decision score (not the raw score). ``fpir`` a fraction, as
+        :func:`app.matching.rates.rate_from_request` gives it."""
+        return self._thresholds(gallery_id, "nonmated_decisions", fpir)
 
     def for_verification(self, gallery_id: int, fmr: float) -> CalibratedThresholds:
         """``fmr`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""

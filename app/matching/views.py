@@ -25,6 +25,7 @@ class CandidateView:
     reference_id: str
     rank: int
     score: float
+    decision_score: float | None
     band: str
     match_threshold: float
     possible_threshold: float
@@ -96,6 +97,7 @@ def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> C
         reference_id=candidate.reference_id,
         rank=candidate.rank,
         score=candidate.score,
+        decision_score=candidate.decision_score,
         band=candidate.band,
         match_threshold=candidate.match_threshold,
         possible_threshold=candidate.possible_threshold,

@@ -1,0 +1,93 @@
+"""The open-set decision statistic: how far a candidate stands above the probe's own cohort.
+
+A fixed score threshold asks "is this score high?", but how high a non-mated score gets depends
+on the probe: some faces (pose, light, a common look) score high against everyone. The records
+a probe ranks just below its best ones are, in an open-set gallery, almost all other people; their
+scores measure how high this probe scores against strangers. The decision score of a candidate
+is therefore its score minus the mean score of that cohort: the cohort normalisation of speaker
+and face verification (test normalisation, T-norm: Auckenthaler, Carey & Lloyd-Thomas, "Score
+normalization for text-independent speaker verification systems", Digital Signal Processing 10,
+2000; cohort scores drawn from the probe's own candidate list: Merati, Poh & Kittler,
+"User-specific cohort selection and score normalization for biometric systems", IEEE TIFS 7(4),
+2012), kept to its location term; a top-1/top-2 margin is the special case of a one-record cohort
+(Lowe's ratio test on nearest and second-nearest neighbours, IJCV 60(2), 2004).
+
+The cohort skips the best other record: when the same person is enrolled twice, under two
+reference ids, that record is the runner-up and a pure top-1/top-2 margin closes to nothing;
+measured on real faces (benchmarks/real_eval.py) the skip keeps most of such mates, the margin
+loses nearly all of them. The statistic is calibrated like any score: on leave-one-out searches
+of the gallery's own templates (:func:`leave_one_out_decision_scores`), never on probes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from matcher.fusion import NO_RECORD, SearchResult
+from matcher.gallery import Searcher
+
+
+@dataclass(frozen=True)
+class CohortMargin:
+    """Decision score = score minus the mean of the probe's other records ranked ``skip + 1`` to
+    ``skip + size`` among the others (by default the 3rd to 10th best record for the rank-1
+    candidate). With fewer records than that, the cohort is what there is, and at least the best
+    other record; a record alone in its gallery has no cohort and no decision score (-inf)."""
+
+    skip: int = 1
+    size: int = 8
+
+    def __post_init__(self) -> None:
+        if self.skip < 0 or self.size < 1:
+            raise ValueError(f"a cohort skips >= 0 records and holds >= 1, got skip={self.skip}, size={self.size}")
+
+    @property
+    def depth(self) -> int:
+        """How many records a search must return for every candidate's cohort to be complete."""
+        return 1 + self.skip + self.size
+
+    def scores(self, result: SearchResult) -> np.ndarray:
+        """Decision score of every candidate of every query of ``result`` (same shape as its
+        scores; -inf on padding). Non-increasing along a row, as the scores are."""
+        scores = np.where(result.record_ids == NO_RECORD, -np.inf, result.scores).astype(np.float64)
+        decisions = np.full(scores.shape, -np.inf)
+        for column in range(scores.shape[1]):
+            others = np.delete(scores, column, axis=1)
+            decisions[:, column] = scores[:, column] - self._cohort_mean(others)
+        decisions[~np.isfinite(scores)] = -np.inf
+        return decisions
+
+    def _cohort_mean(self, others: np.ndarray) -> np.ndarray:
+        """Mean of each row's cohort; ``others`` sorted best first, -inf padded."""
+        available = np.isfinite(others).sum(axis=1)
+        start = np.minimum(self.skip, np.maximum(available - 1, 0))
+        stop = np.minimum(start + self.size, available)
+        positions = np.arange(others.shape[1])
+        inside = (positions >= start[:, None]) & (positions < stop[:, None])
+        total = np.where(inside, others, 0.0).sum(axis=1)
+        count = inside.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(count > 0, total / np.maximum(count, 1), np.inf)
+
+
+def leave_one_out_decision_scores(
+    statistic: CohortMargin, search: Searcher, own_labels: np.ndarray, probes: np.ndarray
+) -> np.ndarray:
+    """The best decision score of each leave-one-out search: an enrolled sample searched against
+    its gallery with its own record taken out of the candidate list, so that every candidate is
+    another person (as far as the gallery knows). These are the gallery's non-mated decision
+    scores, from which the threshold at a target FPIR is read (ISO/IEC 19795-1 open-set)."""
+    if own_labels.size == 0:
+        return np.empty(0, dtype=np.float64)
+    result = search(probes, statistic.depth + 1)
+    own = result.record_ids == own_labels[:, None]
+    keep = ~own
+    # drop the own record from each row, keeping the order: shift the rest left
+    order = np.argsort(~keep, axis=1, kind="stable")
+    rows = np.arange(own_labels.size)[:, None]
+    ids = np.where(keep[rows, order], result.record_ids[rows, order], NO_RECORD)[:, : statistic.depth]
+    scores = np.where(keep[rows, order], result.scores[rows, order], -np.inf)[:, : statistic.depth]
+    best = statistic.scores(SearchResult(ids, scores))[:, 0]
+    return best[np.isfinite(best)]
