@@ -85,6 +85,20 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def create_admin_key(data_dir: Path) -> str:
+    """A new admin key for the service on ``data_dir``, created with the CLI as an operator would
+    (``python -m app admin create-key``; it creates the database if need be)."""
+    env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
+    created = subprocess.run(
+        [sys.executable, "-m", "app", "admin", "create-key", "--name", "benchmark"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return created.stdout.strip().splitlines()[-1]
+
+
 def start_service(port: int, ready_within_s: float = 600, **settings: str) -> subprocess.Popen[bytes]:
     """The real service (``python -m app serve``) on a loopback port with ``READMIT_*`` settings
     (``data_dir="..."`` sets READMIT_DATA_DIR), once /readyz answers. The per-key rate limit is
