@@ -174,7 +174,8 @@ def rates(statistic: Statistic, ranks: np.ndarray, fpir: float, hits: np.ndarray
     """TPIR and achieved FPIR at the threshold calibrated for ``fpir``, with 95% intervals; the
     TPIR of a hindsight threshold set on the non-mated probes; ``hits`` restricts the mated
     searches counted."""
-    threshold = Calibration(statistic.calibration, clamp=True).thresholds_at_rate(fpir).match
+    calibration = Calibration(statistic.calibration, clamp=True)
+    threshold = calibration.thresholds_at_rate(fpir).match
     found = (ranks == 1) & (statistic.mated >= threshold)
     if hits is not None:
         found = found[hits]
@@ -185,6 +186,7 @@ def rates(statistic: Statistic, ranks: np.ndarray, fpir: float, hits: np.ndarray
     return {
         "target_fpir": fpir,
         "threshold": threshold,
+        "calibration_resolved": calibration.resolves(fpir),
         "tpir": float(found.mean()) if found.size else 0.0,
         "tpir_ci": wilson(int(found.sum()), found.size),
         "fpir": false / statistic.nonmated.size,
@@ -320,7 +322,7 @@ async def _identify_all(
             "detained_at": "2026-11-20T00:00:00Z",
             "detention_limit_days": 180,
             "presumed_countries": ["SEN"],
-            "legal_basis": "evaluation",
+            "legal_basis": "consent",
         },
     )
     path = f"/v1/cases/{case['id']}/identifications"
@@ -410,7 +412,8 @@ def describe(name: str, figures: dict[str, object], statistics: tuple[str, ...])
                     f"TPIR {entry['tpir']:.3f} [{entry['tpir_ci'][0]:.3f}, {entry['tpir_ci'][1]:.3f}]  "
                     f"FNIR {1 - entry['tpir']:.3f}  achieved FPIR {entry['fpir']:.4f} "
                     f"({entry['false_positives']} searches) [{low:.4f}, {high:.4f}]"
-                    + ("" if hindsight is None else f"  hindsight TPIR {hindsight:.3f}"),
+                    + ("" if hindsight is None else f"  hindsight TPIR {hindsight:.3f}")
+                    + ("" if entry.get("calibration_resolved", True) else "  (calibration sample too small: clamped)"),
                 )
             )
     return rows
@@ -448,8 +451,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     metrics = [Metric(m) for m in args.metric or (Metric.COSINE.value, Metric.L2.value)]
     print(
         f"{path.name}: gallery {len(protocol.references)} records, {len(protocol.mated)} mated and "
-        f"{len(protocol.nonmated)} non-mated searches. {len(protocol.nonmated)} non-mated searches resolve an "
-        f"FPIR down to about {1 / len(protocol.nonmated):.4f}; at 0.001 the count is 0, 1 or 2 searches."
+        f"{len(protocol.nonmated)} non-mated searches. These resolve an FPIR down to about "
+        f"{1 / len(protocol.nonmated):.4f}: at 0.003 the expected count of false positives is "
+        f"{0.003 * len(protocol.nonmated):.1f} searches, at 0.001 it is {0.001 * len(protocol.nonmated):.1f}, "
+        "so an achieved FPIR there is a count of a few searches and its interval is wide."
     )
     figures: dict[str, object] = {"data": path.name, "gallery": len(protocol.references)}
     runs = {metric.value: run_matcher(protocol, metric) for metric in metrics}
