@@ -12,8 +12,8 @@ Figures as NIST FRTE 1:N reports them: TPIR = 1 - FNIR (mate at rank 1 and at or
 threshold) at a target FPIR, the FPIR actually achieved on the non-mated searches, and rank-1
 regardless of threshold. Thresholds are calibrated as the service calibrates them, on the
 gallery's own leave-one-out searches, never on the probes; a threshold set with hindsight on the
-probes themselves is printed beside them for reference. Two decisions are compared: the fixed
-score threshold and the cohort margin the service uses (matcher.CohortMargin).
+probes themselves is printed beside them for reference. Three decisions are compared: the fixed
+score threshold, the top-1/top-2 gap, and the cohort margin the service uses (matcher.CohortMargin).
 
 Intervals are Wilson score intervals at 95% (Wilson, JASA 22, 1927; Brown, Cai & DasGupta,
 Statistical Science 16, 2001). About 1,020 non-mated searches hold 1 false positive at FPIR 0.001:
@@ -68,6 +68,8 @@ FPIRS = (0.1, 0.01, 0.003, 0.001)
 MATED_PER_PERSON = 4
 CMC_RANKS = 30
 DECISION = CohortMargin()
+RULES = {"gap": CohortMargin(skip=0, size=1), "decision": DECISION}
+"""Rules beside the fixed score threshold: the top-1/top-2 gap, and the service's cohort margin."""
 
 
 @dataclass(frozen=True)
@@ -212,14 +214,14 @@ class MatcherRun:
 
 
 def run_matcher(protocol: Protocol, metric: Metric, kind: IndexKind = IndexKind.EXACT) -> MatcherRun:
-    """The protocol through an in-process gallery index of ``metric``: both decision rules."""
+    """The protocol through an in-process gallery index of ``metric``: every decision rule."""
     index = GalleryIndex(TemplateFormat(MODEL, protocol.gallery.shape[1], metric), IndexPolicy(forced_kind=kind))
     index.add(np.arange(len(protocol.references)), protocol.gallery)
     return measure(index, protocol)
 
 
 def measure(index: GalleryIndex, protocol: Protocol, calibration_searches: int | None = None) -> MatcherRun:
-    """Both decision rules on ``index`` (holding the protocol's gallery, record id = row)."""
+    """Every decision rule on ``index`` (holding the protocol's gallery, record id = row)."""
     depth = max(CMC_RANKS, DECISION.depth)
     mated = index.search(protocol.mated, depth)
     nonmated = index.search(protocol.nonmated, depth)
@@ -230,11 +232,14 @@ def measure(index: GalleryIndex, protocol: Protocol, calibration_searches: int |
             "score": Statistic(
                 _rank1(mated.scores), _rank1(nonmated.scores), leave_one_out_top_scores(index.search, own, samples)
             ),
-            "decision": Statistic(
-                _rank1(DECISION.scores(mated)),
-                _rank1(DECISION.scores(nonmated)),
-                leave_one_out_decision_scores(DECISION, index.search, own, samples),
-            ),
+            **{
+                name: Statistic(
+                    _rank1(rule.scores(mated)),
+                    _rank1(rule.scores(nonmated)),
+                    leave_one_out_decision_scores(rule, index.search, own, samples),
+                )
+                for name, rule in RULES.items()
+            },
         },
     )
 
@@ -460,7 +465,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     runs = {metric.value: run_matcher(protocol, metric) for metric in metrics}
     for label, run in runs.items():
         figures[f"matcher_{label}"] = run.figures(FPIRS)
-        print_table(f"matcher, {label} gallery", describe(label, figures[f"matcher_{label}"], ("score", "decision")))  # type: ignore[arg-type]
+        print_table(
+            f"matcher, {label} gallery", describe(label, figures[f"matcher_{label}"], ("score", "gap", "decision"))
+        )  # type: ignore[arg-type]
     if not args.no_plots:
         figures["plots"] = plot(runs, "real_eval")
     for metric in metrics if args.http else []:
@@ -473,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 f"{args.twins} people enrolled twice, {label} gallery",
                 [
                     (f"{rule} @ FPIR {t:g}", text)
-                    for rule in ("score", "decision")
+                    for rule in ("score", "gap", "decision")
                     for t, text in zip(FPIRS[:3], _twin_lines(entry, rule), strict=True)
                 ],
             )
