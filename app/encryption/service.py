@@ -13,7 +13,8 @@ from sqlalchemy.orm import Session
 
 from app.core.config import Settings
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
+from app.db.scrub import rewrite_tables
+from app.db.session import Sessions, engine_of, transaction
 from app.encryption.exceptions import MasterKeyMissing
 from app.encryption.keyring import PROBES_SCOPE, Keyring, gallery_scope
 from app.encryption.master import MasterKey, decode_key, read_key_file, write_key_file
@@ -96,10 +97,11 @@ def seal_clear_data(sessions: Sessions, keyring: Keyring) -> Sealed:
         galleries.append(gallery_id)
     with transaction(sessions) as session:
         probes = 0 if session.get(DataKey, PROBES_SCOPE) is not None else _seal_probes(session, keyring)
-    if galleries or probes:
+    if templates or probes:
         log.warning(
             "clear data sealed", extra={"event": {"galleries": galleries, "templates": templates, "probes": probes}}
         )
+        rewrite_tables(engine_of(sessions), ["templates", "searches"])
     return Sealed(galleries, templates, probes)
 
 
