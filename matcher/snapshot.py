@@ -142,14 +142,16 @@ class SnapshotReader:
         return out
 
     def _open_sealed(self, name: str, section: dict[str, Any], plain: memoryview) -> None:
+        """Decrypt straight from the mapped file into ``plain``: no buffer to fill in between."""
         assert self._key is not None
+        if section["nbytes"] == 0:
+            return
         sealer = SectionSealer(self._key, user_manifest(self.manifest), section, name)
-        stored = bytearray(min(plain.nbytes, CHUNK) + TAG_BYTES)
+        mapped = np.memmap(self._handle, np.uint8, mode="r", offset=section["offset"], shape=section["nbytes"])
+        stored = mapped.data
         for index, start in enumerate(range(0, plain.nbytes, CHUNK)):
             target = plain[start : start + CHUNK]
-            chunk = memoryview(stored)[: target.nbytes + TAG_BYTES]
-            if self._handle.readinto(chunk) != chunk.nbytes:
-                raise SnapshotError(f"{self.path}: truncated in section {name!r}")
+            chunk = stored[start + index * TAG_BYTES : start + (index + 1) * TAG_BYTES + target.nbytes]
             self._hash.update(chunk)
             sealer.open_into(index, chunk, target, f"{self.path}: section {name!r}")
 
