@@ -115,10 +115,10 @@ def test_sealed_data_with_encryption_turned_off_stops_the_start(tmp_path):
         Service(tmp_path / "data", None, encrypt_at_rest=False)
 
 
-def test_a_rotated_master_key_opens_every_gallery_and_the_old_one_none(tmp_path, monkeypatch):
+def test_a_rotated_master_key_opens_every_gallery_and_the_old_one_none(tmp_path, monkeypatch, database_url):
     key_file = tmp_path / "keys" / "master.key"
     templates = np.random.default_rng(2).standard_normal((30, DIMENSION)).astype(np.float32)
-    service = Service(tmp_path / "data", None, master_key_file=key_file)
+    service = Service(tmp_path / "data", database_url, master_key_file=key_file)
     gallery_id = l2_gallery(service)
     enrol(service, gallery_id, templates)
     service.close()
@@ -126,6 +126,8 @@ def test_a_rotated_master_key_opens_every_gallery_and_the_old_one_none(tmp_path,
 
     monkeypatch.setenv("READMIT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("READMIT_MASTER_KEY_FILE", str(key_file))
+    if database_url:
+        monkeypatch.setenv("READMIT_DATABASE_URL", database_url)
     get_settings.cache_clear()
     try:
         result = CliRunner().invoke(cli, ["keys", "rotate"])
@@ -138,7 +140,7 @@ def test_a_rotated_master_key_opens_every_gallery_and_the_old_one_none(tmp_path,
     new_id = result.output.split("-> ")[1].split()[0]
     assert f"gallery/{gallery_id}\twrapped by {new_id}" in status.output
 
-    service = Service(tmp_path / "data", None, master_key_file=key_file)
+    service = Service(tmp_path / "data", database_url, master_key_file=key_file)
     try:
         assert service.runtime.registry.load_events[0]["source"] == "snapshot"  # the data key did not change
         assert identify(service, templates[4])[0] == "SEN-0004"
@@ -147,7 +149,7 @@ def test_a_rotated_master_key_opens_every_gallery_and_the_old_one_none(tmp_path,
     finally:
         service.close()
     with pytest.raises(WrongMasterKey):
-        Service(tmp_path / "data", None, master_key=old_key.strip())
+        Service(tmp_path / "data", database_url, master_key=old_key.strip())
 
 
 def test_an_altered_or_moved_ciphertext_is_refused(service):
@@ -171,23 +173,29 @@ def test_an_altered_or_moved_ciphertext_is_refused(service):
         assert len(open_probes(session, search.id, search.probes)) == 4 * DIMENSION
 
 
-def test_clear_data_of_an_older_database_is_sealed_at_the_next_start(tmp_path):
+def test_clear_data_of_an_older_database_is_sealed_at_the_next_start(tmp_path, database_url):
     templates = np.random.default_rng(4).standard_normal((25, DIMENSION)).astype(np.float32)
-    service = Service(tmp_path / "data", None, encrypt_at_rest=False)
+    service = Service(tmp_path / "data", database_url, encrypt_at_rest=False)
     gallery_id = l2_gallery(service)
     enrol(service, gallery_id, templates)
     identify(service, templates[3])
     service.close()
     wanted = [t.astype("<f4").tobytes() for t in templates]
-    assert all(w in stored_bytes(tmp_path / "data") for w in wanted)
+    if database_url is None:
+        assert all(w in stored_bytes(tmp_path / "data") for w in wanted)
 
-    service = Service(tmp_path / "data", None)
+    service = Service(tmp_path / "data", database_url)
     try:
         assert service.runtime.registry.load_events[0]["source"].startswith("rebuilt: corrupt snapshot")
         assert identify(service, templates[12])[0] == "SEN-0012"
         with service.runtime.engine.connect() as connection:
             assert connection.execute(text("SELECT count(*) FROM data_keys")).scalar_one() == 2
+            vectors = connection.execute(text("SELECT vector FROM templates")).scalars().all()
+            probes = connection.execute(text("SELECT probes FROM searches")).scalars().all()
     finally:
         service.close()
-    stored = stored_bytes(tmp_path / "data")
-    assert [w for w in wanted if w[: DIMENSION * 2] in stored or w[DIMENSION * 2 :] in stored] == []
+    assert {bytes(v) for v in vectors}.isdisjoint(wanted) and len(vectors) == 25
+    assert all(len(p) == 4 * DIMENSION + 29 for p in probes)
+    if database_url is None:  # no old copy left in the file's free pages or its log either
+        stored = stored_bytes(tmp_path / "data")
+        assert [w for w in wanted if w[: DIMENSION * 2] in stored or w[DIMENSION * 2 :] in stored] == []
