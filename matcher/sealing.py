@@ -59,7 +59,8 @@ def chunk_count(nbytes: int) -> int:
 
 
 class SectionSealer:
-    """Seals or opens the chunks of one section; a new sealer (a new nonce prefix) per write."""
+    """Seals or opens the chunks of one section, as its manifest entry (``plain_nbytes``,
+    ``nonce_prefix``, ``dtype``, ``shape``) describes it."""
 
     def __init__(self, key: SnapshotKey, manifest: dict[str, Any], section: dict[str, Any], name: str) -> None:
         self._cipher = AESGCM(key.key)
@@ -70,11 +71,17 @@ class SectionSealer:
             "dtype": section["dtype"],
             "shape": section["shape"],
         }
-        self._chunks = chunk_count(int(section["plain_nbytes"]))
-        self.prefix = bytes.fromhex(section["nonce_prefix"]) if "nonce_prefix" in section else None
+        try:
+            self._chunks = chunk_count(int(section["plain_nbytes"]))
+            self._prefix = bytes.fromhex(section["nonce_prefix"])
+        except (KeyError, TypeError, ValueError):
+            raise SnapshotError(f"section {name!r} is sealed without a plain size or a nonce prefix") from None
+        if len(self._prefix) != _NONCE_PREFIX_BYTES:
+            raise SnapshotError(f"section {name!r} has a nonce prefix of {len(self._prefix)} bytes")
 
     @staticmethod
     def new_prefix() -> str:
+        """A section's nonce prefix, fresh for every write (hex, as the manifest holds it)."""
         return os.urandom(_NONCE_PREFIX_BYTES).hex()
 
     def seal_into(self, index: int, plain: memoryview, out: bytearray) -> memoryview:
@@ -91,8 +98,7 @@ class SectionSealer:
             raise SnapshotError(f"{where}: cannot be decrypted (another key, or the file was altered)") from None
 
     def _nonce(self, index: int) -> bytes:
-        assert self.prefix is not None
-        return self.prefix + _INDEX.pack(index)
+        return self._prefix + _INDEX.pack(index)
 
     def _aad(self, index: int) -> bytes:
         context = dict(self._context, chunk=index, chunks=self._chunks)

@@ -105,7 +105,8 @@ class Keyring:
     def snapshot_key(self, gallery_id: int) -> SnapshotKey | None:
         """The key a gallery's snapshots are sealed with, named after the data key (a hash of
         it, which reveals nothing of it) so that a snapshot left by another database is told
-        apart; None with encryption off, or for a gallery whose data key is not yet committed."""
+        apart; None with encryption off. Every gallery's data key is unwrapped at start or
+        made with the gallery, so a missing one is an error, never a clear snapshot."""
         if not self.enabled:
             return None
         scope = gallery_scope(gallery_id)

@@ -7,8 +7,9 @@ index at the end. Both go through :func:`stage`, which works on a batch as array
 templates of all its records are checked and normalised as one block (a bad record is still
 refused on its own, with its position and a code), new records get their ids reserved in one
 statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
-PostgreSQL), changed ones are replaced, identical ones left alone (idempotence by reference
-id), with one ``change_seq`` step and one audit event per committed batch.
+PostgreSQL), their templates sealed in one pass beforehand (app/galleries/stored.py), changed
+ones are replaced, identical ones left alone (idempotence by reference id), with one
+``change_seq`` step and one audit event per committed batch.
 """
 
 from __future__ import annotations

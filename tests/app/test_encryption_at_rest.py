@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from app.core.config import get_settings
-from app.encryption.exceptions import MasterKeyMissing, SealedValueRefused, WrongMasterKey
+from app.encryption.exceptions import EncryptionOff, MasterKeyMissing, SealedValueRefused, WrongMasterKey
 from app.galleries.models import Template
 from app.matching.models import Search
 from app.matching.probes import open_probes
@@ -111,7 +111,7 @@ def test_a_wrong_or_missing_master_key_stops_the_start_and_the_commands(tmp_path
 
 def test_sealed_data_with_encryption_turned_off_stops_the_start(tmp_path):
     Service(tmp_path / "data", None).close()
-    with pytest.raises(Exception, match="encryption at rest is off"):
+    with pytest.raises(EncryptionOff, match="encryption at rest is off"):
         Service(tmp_path / "data", None, encrypt_at_rest=False)
 
 
