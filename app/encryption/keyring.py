@@ -46,7 +46,7 @@ class Keyring:
     def of(session: Session) -> Keyring:
         keyring = session.info.get("keyring")
         if not isinstance(keyring, Keyring):
-            raise RuntimeError("this session's factory has no keyring (app.db.session.make_session_factory)")
+            raise RuntimeError("this session's factory has no keyring (Runtime.create installs one)")
         return keyring
 
     def install(self, sessions: sessionmaker[Session]) -> None:
