@@ -171,6 +171,12 @@ def test_an_altered_or_moved_ciphertext_is_refused(service):
         with pytest.raises(SealedValueRefused):  # another search's place
             open_probes(session, search.id + 1, search.probes)
         assert len(open_probes(session, search.id, search.probes)) == 4 * DIMENSION
+        # as a search left queued by a previous process, with its probes altered
+        session.execute(update(Search).values(status="queued", probes=bytes(altered), finished_at=None))
+    service.runtime.executor.run([search.id])
+    with service.runtime.sessions() as session:
+        failed = session.get(Search, search.id)
+        assert (failed.status, failed.error) == ("failed", "sealed_value_refused")
 
 
 def test_clear_data_of_an_older_database_is_sealed_at_the_next_start(tmp_path, database_url):
