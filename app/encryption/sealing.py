@@ -4,8 +4,8 @@ A sealed value is ``0x01 ‖ nonce (12 random bytes) ‖ ciphertext ‖ tag (16 
 more than the little-endian float32 bytes it seals. Its associated data names where it belongs,
 so that a value copied into another row, record, sample, gallery or search does not open:
 
-- a template: ``b"readmit/template/1" ‖ gallery id ‖ record id (uint64 BE) ‖ sample (uint32 BE)``
-  (gallery id as uint64 BE);
+- a template: ``b"readmit/template/1" ‖ gallery id ‖ record id ‖ sample`` (uint64, uint64 and
+  uint32, big-endian);
 - a search's probes: ``b"readmit/probes/1" ‖ search id (uint64 BE)``.
 
 The data key itself is the gallery's (or the probes'), so a value also fails to open under any
