@@ -29,10 +29,12 @@ db_cli = typer.Typer(help="Database schema", no_args_is_help=True)
 admin_cli = typer.Typer(help="Principals and keys", no_args_is_help=True)
 index_cli = typer.Typer(help="Matcher indexes (run with the service stopped)", no_args_is_help=True)
 audit_cli = typer.Typer(help="The audit trail", no_args_is_help=True)
+keys_cli = typer.Typer(help="Master key of encryption at rest", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(index_cli, name="index")
 cli.add_typer(audit_cli, name="audit")
+cli.add_typer(keys_cli, name="keys")
 
 
 def fail(message: str) -> NoReturn:
@@ -61,7 +63,7 @@ def database(settings: Settings) -> Iterator[Engine]:
 def offline_runtime(settings: Settings) -> Iterator[Runtime]:
     """The service's runtime without HTTP, holding the data folder's lock."""
     from app.core.datalock import DataDirLock
-    from app.core.errors import Unavailable
+    from app.core.errors import DomainError, Unavailable
     from app.db.migrate import upgrade_to_head
     from app.runtime import Runtime
 
@@ -73,6 +75,10 @@ def offline_runtime(settings: Settings) -> Iterator[Runtime]:
         fail(f"{error.message}: stop the service first")
     try:
         upgrade_to_head(settings, runtime.engine)
+        try:
+            runtime.open_keyring()
+        except DomainError as error:
+            fail(error.message)
         yield runtime
     finally:
         runtime.engine.dispose()
@@ -144,6 +150,73 @@ def create_key(name: Annotated[str, typer.Option(help="who holds the key")]) -> 
         principal_id = principal.id
     typer.echo(f"admin principal {principal_id} created; its API key (shown once):", err=True)
     typer.echo(key)
+
+
+@keys_cli.command("generate")
+def keys_generate(
+    file: Annotated[Path | None, typer.Option(help="where to write it (default: READMIT_MASTER_KEY_FILE's)")] = None,
+) -> None:
+    """Write a new master key file (mode 0600), never over an existing one. The service makes
+    one itself at its first start on an empty database; this is for setting one up beforehand,
+    or for the key ``readmit keys rotate --new-key-file`` moves to.
+
+    Example: readmit keys generate --file /etc/readmit/master.key
+    """
+    from app.encryption.master import write_key_file
+
+    path = file or get_settings().master_key_path
+    try:
+        master = write_key_file(path)
+    except FileExistsError:
+        fail(f"{path} exists: a master key is never overwritten")
+    typer.echo(f"master key {master.key_id} written to {path}")
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    new_key_file: Annotated[
+        Path | None, typer.Option(help="the new master key (made there if missing); default: replace the key file")
+    ] = None,
+) -> None:
+    """Re-wrap every data key with a new master key, with the service stopped; templates,
+    probes and snapshots are not re-encrypted. Without --new-key-file, a new key is written
+    beside the key file as <file>.new, the data keys re-wrapped, then <file>.new renamed over
+    the key file (after a crash in between, the start names both keys: keep <file>.new).
+
+    Example: readmit keys rotate
+    """
+    import os
+
+    from app.encryption.master import read_key_file, write_key_file
+    from app.encryption.service import rotate
+
+    settings = get_settings()
+    if new_key_file is None and settings.master_key is not None:
+        fail("the master key comes from READMIT_MASTER_KEY: give --new-key-file and then configure that key")
+    target = new_key_file or settings.master_key_path.with_name(settings.master_key_path.name + ".new")
+    with offline_runtime(settings) as runtime:
+        new_master = read_key_file(target) if target.exists() else write_key_file(target)
+        old_id = runtime.keyring.master.key_id if runtime.keyring.master else "none"
+        count = rotate(runtime.sessions, runtime.keyring, new_master)
+    if new_key_file is None:
+        os.replace(target, settings.master_key_path)
+        target = settings.master_key_path
+    typer.echo(f"{count} data keys re-wrapped: master key {old_id} -> {new_master.key_id} ({target})")
+
+
+@keys_cli.command("status")
+def keys_status() -> None:
+    """The configured master key and, for each data key, the master key that wraps it.
+
+    Example: readmit keys status
+    """
+    from app.encryption.service import data_keys
+
+    with offline_runtime(get_settings()) as runtime:
+        master = runtime.keyring.master
+        typer.echo(f"master key: {master.key_id if master else 'none (encryption at rest is off)'}")
+        for key in data_keys(runtime.sessions):
+            typer.echo(f"{key.scope}\twrapped by {key.master_key_id} at {key.wrapped_at:%Y-%m-%dT%H:%M:%SZ}")
 
 
 @cli.command()

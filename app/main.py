@@ -17,6 +17,7 @@ from app.api.openapi import install_openapi, operation_id
 from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
 from app.core.config import Settings, get_settings
 from app.core.datalock import DataDirLock
+from app.core.errors import DomainError
 from app.db.migrate import upgrade_to_head
 from app.observability.middleware import RequestContext
 from app.runtime import Runtime
@@ -43,6 +44,12 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
         lock = DataDirLock(settings.data_dir)
         lock.acquire()
         upgrade_to_head(settings, runtime.engine)
+        try:
+            runtime.open_keyring()
+        except DomainError as error:  # a wrong or missing key stops the start, with its reason
+            log.critical("cannot start: %s", error.message, extra={"event": {"reason": error.code}})
+            lock.release()
+            raise
         if load_indexes_in_background:
             threading.Thread(target=runtime.start_indexes, name="index-loader", daemon=True).start()
         else:

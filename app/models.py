@@ -5,6 +5,7 @@ from app.agreements.models import Agreement
 from app.audit.models import AuditEvent, AuditHead
 from app.cases.models import Case
 from app.db.base import Base
+from app.encryption.models import DataKey
 from app.galleries.models import Gallery, Record, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal, WebSession
@@ -16,6 +17,7 @@ __all__ = [
     "Base",
     "Candidate",
     "Case",
+    "DataKey",
     "Gallery",
     "Principal",
     "Record",

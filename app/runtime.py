@@ -19,6 +19,8 @@ from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.session import make_engine, make_session_factory, transaction
+from app.encryption.keyring import Keyring
+from app.encryption.service import open_keyring
 from app.galleries import service as galleries
 from app.indexes.backends import MatcherIndex, make_backend
 from app.indexes.registry import GallerySource, IndexRegistry
@@ -47,6 +49,7 @@ class Runtime:
     metrics: Metrics
     throttle: Throttle
     keys: KeyCache
+    keyring: Keyring
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -58,9 +61,12 @@ class Runtime:
         policy = IndexPolicy(
             exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length
         )
-        registry = IndexRegistry(settings.index_dir, policy, make_backend(settings, policy))
+        keyring = Keyring(settings.encrypt_at_rest)
+        registry = IndexRegistry(settings.index_dir, policy, make_backend(settings, policy), keyring.snapshot_key)
         sessions = make_session_factory(engine)
         read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))
+        keyring.install(sessions)
+        keyring.install(read_sessions)
         metrics = Metrics()
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
         executor = SearchExecutor(sessions, registry, thresholds, metrics)
@@ -81,11 +87,17 @@ class Runtime:
             metrics,
             throttle,
             keys,
+            keyring,
         )
 
+    def open_keyring(self) -> None:
+        """Unlock the data keys (a wrong or missing master key stops the start here, not as
+        empty galleries later) and seal any clear data; migrations already applied."""
+        open_keyring(self.sessions, self.keyring, self.settings)
+
     def start_indexes(self) -> None:
-        """Open every gallery's index (migrations already applied), resume the searches left
-        queued or running by the last process, then report ready."""
+        """Open every gallery's index (keyring open), resume the searches left queued or
+        running by the last process, then report ready."""
         self.open_indexes()
         for search_id, deadline, searched_galleries in search_queue.requeue_pending(self.sessions):
             self.scheduler.submit(search_id, deadline, searched_galleries)

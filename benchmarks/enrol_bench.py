@@ -48,6 +48,7 @@ def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict
     from app.db.migrate import upgrade_to_head
 
     upgrade_to_head(settings, runtime.engine)
+    runtime.open_keyring()
     admin, _ = create_principal(runtime.sessions, None, "admin", Role.ADMIN)
     registry, _ = create_principal(runtime.sessions, admin, "registry", Role.REGISTRY, "SEN")
     fmt = TemplateFormat("synthetic-arcface", 512, Metric.COSINE)

@@ -56,6 +56,7 @@ def prepare(settings: Settings) -> tuple[str, int]:
     """A registry officer's key and an empty 512-d gallery of its country."""
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
+    runtime.open_keyring()
     admin, _ = create_principal(runtime.sessions, None, "bench admin", Role.ADMIN)
     _, key = create_principal(runtime.sessions, admin, "registry", Role.REGISTRY, "SEN")
     fmt = TemplateFormat("synthetic-arcface", 512, Metric.COSINE)

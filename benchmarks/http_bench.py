@@ -61,6 +61,7 @@ def prepare(data_dir: Path, size: int, probes: int, database_url: str | None = N
     settings = Settings(data_dir=data_dir, database_url=database_url)
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
+    runtime.open_keyring()
     sessions = runtime.sessions
     data = make_synthetic_set(size, 1, probes, 10, seed=8)
     admin, _ = create_principal(sessions, None, "bench admin", Role.ADMIN)

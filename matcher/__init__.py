@@ -9,6 +9,7 @@ from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError,
 from matcher.formats import Metric, TemplateFormat
 from matcher.fusion import SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy
+from matcher.sealing import SnapshotKey
 from matcher.snapshot import read_manifest
 from matcher.validation import prepare_templates
 
@@ -26,6 +27,7 @@ __all__ = [
     "SearchResult",
     "ShardUnavailableError",
     "SnapshotError",
+    "SnapshotKey",
     "TemplateFormat",
     "Thresholds",
     "fmr_for_fpir",

@@ -21,6 +21,7 @@ from readerwriterlock import rwlock
 from matcher.errors import InvalidTemplateError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult, fuse_per_record
+from matcher.sealing import SnapshotKey
 from matcher.shortlist import ShortlistIndex
 from matcher.snapshot import SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
@@ -248,9 +249,10 @@ class GalleryIndex:
 
     # -- persistence ---------------------------------------------------------------------------
 
-    def save(self, path: Path, change_seq: int) -> None:
-        """Write an atomic snapshot; ``change_seq`` is the caller's sequence number of the last
-        change included, so that a stale snapshot can be told from a current one."""
+    def save(self, path: Path, change_seq: int, key: SnapshotKey | None = None) -> None:
+        """Write an atomic snapshot, sealed with ``key`` when given; ``change_seq`` is the
+        caller's sequence number of the last change included, so that a stale snapshot can be
+        told from a current one."""
         with self._lock.gen_rlock():
             manifest = {
                 "template_format": self.format.to_dict(),
@@ -269,13 +271,14 @@ class GalleryIndex:
                 parts = self._shortlist.serialize()
                 manifest["shortlist_parts"] = len(parts)
                 sections += [(f"shortlist.{i}", part) for i, part in enumerate(parts)]
-            write_snapshot(path, manifest, sections)
+            write_snapshot(path, manifest, sections, key)
             self.change_seq = int(change_seq)
 
     @classmethod
-    def load(cls, path: Path, policy: IndexPolicy | None = None) -> Self:
-        """Load a snapshot written by :meth:`save`; raises SnapshotError unless it is intact."""
-        with SnapshotReader(path) as reader:
+    def load(cls, path: Path, policy: IndexPolicy | None = None, key: SnapshotKey | None = None) -> Self:
+        """Load a snapshot written by :meth:`save` (with the same ``key``); raises SnapshotError
+        unless it is intact."""
+        with SnapshotReader(path, key) as reader:
             manifest = reader.manifest
             try:
                 template_format = TemplateFormat.from_dict(manifest["template_format"])

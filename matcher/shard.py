@@ -22,6 +22,7 @@ from matcher.errors import MatcherError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy
+from matcher.sealing import SnapshotKey
 from matcher.snapshot import read_manifest
 from matcher.tuning import configure_faiss, set_thread_budget
 
@@ -66,16 +67,17 @@ class GalleryShard:
         snapshot_path: str,
         empty_seq: int | None,
         threads: int = 1,
+        key: SnapshotKey | None = None,
     ) -> None:
         set_thread_budget(threads)  # the CPUs Ray reserved for this actor, not the whole node
         configure_faiss()
         self.name = name
-        self.format, self.policy, self.path = template_format, policy, Path(snapshot_path)
+        self.format, self.policy, self.path, self.key = template_format, policy, Path(snapshot_path), key
         self.incarnation = uuid.uuid4().hex
         self.index: GalleryIndex | None = None
         if self.path.exists():
             try:
-                self.index = GalleryIndex.load(self.path, policy)
+                self.index = GalleryIndex.load(self.path, policy, key)
             except SnapshotError:
                 log.warning("shard snapshot unusable, waiting for a refill", extra={"event": {"shard": name}})
         elif empty_seq is not None:
@@ -155,7 +157,7 @@ class GalleryShard:
 
     def save(self, incarnation: str, change_seq: int) -> int:
         index = self._writable(incarnation)
-        index.save(self.path, change_seq)
+        index.save(self.path, change_seq, self.key)
         return index.template_count
 
     def rebuild(self, incarnation: str, kind: IndexKind | None) -> int:

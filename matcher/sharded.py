@@ -37,6 +37,7 @@ from matcher.formats import TemplateFormat
 from matcher.fusion import NO_RECORD, SearchResult
 from matcher.gallery import IndexKind, IndexPolicy, leave_one_out_top_scores
 from matcher.placement import merge_shard_results, shard_of
+from matcher.sealing import SnapshotKey
 from matcher.shard import UNKNOWN_SEQ, GalleryShard, ShardNotLoadedError, ShardState, read_manifests, shard_path
 from matcher.tuning import HUGE_PAGES_TUNABLE
 from matcher.validation import prepare_ids, prepare_templates
@@ -116,11 +117,13 @@ class ShardedGallery:
         refill: TemplateChunks | None,
         empty_seq: int | None = None,
         fresh: bool = True,
+        key: SnapshotKey | None = None,
     ) -> None:
         """Start the shard actors. ``fresh``: begin without data (the caller then adds it, or
         ``empty_seq`` says the gallery is empty at that change); else each shard loads its
         snapshot beside ``snapshot_path``, and :class:`SnapshotError` is raised unless all are
-        there and at the same change."""
+        there and at the same change. ``key`` seals the shards' snapshots; Ray keeps it among
+        the actors' creation arguments, to reload a restarted shard's snapshot."""
         self.gallery_key, self.format, self.policy, self.sharding = gallery_key, template_format, policy, sharding
         self.snapshot_path, self.refill = snapshot_path, refill
         self._write_lock = threading.RLock()
@@ -145,7 +148,7 @@ class ShardedGallery:
                 max_concurrency=sharding.max_concurrency,
                 num_cpus=sharding.cpus_per_shard,
                 runtime_env={"env_vars": {"GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}},
-            ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads)
+            ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads, key)
             for i, name in enumerate(names)
         ]
         states: list[ShardState] = ray.get([h.state.remote() for h in handles])

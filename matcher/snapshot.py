@@ -8,6 +8,12 @@ about 15 GB/s here (SHA-256: 1.6 GB/s), which keeps verification a small part of
 
 A snapshot is written to a temporary file in the same folder, fsynced, renamed over the old one
 and the folder fsynced: readers see the old snapshot or the new one, never a mix.
+
+Given a :class:`~matcher.sealing.SnapshotKey`, every section is stored sealed (AES-256-GCM, see
+:mod:`matcher.sealing`): the manifest, in clear, names the key and each section's nonce prefix
+and plain size, and holds nothing biometric. A sealed snapshot is loaded only with its key, and
+decrypted into memory; a clear one is refused when a key is given, so that encryption, once on,
+never silently reads clear data.
 """
 
 from __future__ import annotations
@@ -24,16 +30,21 @@ import numpy as np
 import xxhash
 
 from matcher.errors import SnapshotError
+from matcher.sealing import ALGORITHM, CHUNK, TAG_BYTES, SectionSealer, SnapshotKey, sealed_size
 
 MAGIC = b"READMIT-SNAPSHOT-1\n"
 TRAILER = b"\nREADMIT-END\n"
 FORMAT_VERSION = 1
 _LENGTH = struct.Struct("<Q")
-_CHUNK = 64 << 20
+_RESERVED = ("format_version", "sections", "payload_xxh3_128", "encryption")
+"""Manifest keys of the file format itself; the others are the caller's."""
 
 
-def write_snapshot(path: Path, manifest: dict[str, Any], sections: Iterable[tuple[str, np.ndarray]]) -> None:
-    """Write ``sections`` (name, contiguous array) and ``manifest`` to ``path`` atomically."""
+def write_snapshot(
+    path: Path, manifest: dict[str, Any], sections: Iterable[tuple[str, np.ndarray]], key: SnapshotKey | None = None
+) -> None:
+    """Write ``sections`` (name, contiguous array) and ``manifest`` to ``path`` atomically,
+    sealed with ``key`` when one is given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -45,17 +56,31 @@ def write_snapshot(path: Path, manifest: dict[str, Any], sections: Iterable[tupl
             for name, array in sections:
                 contiguous = np.ascontiguousarray(array)
                 data = contiguous.reshape(-1).view(np.uint8).data
-                layout[name] = {
+                section: dict[str, Any] = {
                     "offset": out.tell(),
                     "nbytes": data.nbytes,
                     "dtype": array.dtype.str,
                     "shape": list(array.shape),
                 }
-                for start in range(0, data.nbytes, _CHUNK):
-                    chunk = data[start : start + _CHUNK]
+                sealer, buffer = None, bytearray()
+                if key is not None:
+                    section.update(
+                        nbytes=sealed_size(data.nbytes),
+                        plain_nbytes=data.nbytes,
+                        nonce_prefix=SectionSealer.new_prefix(),
+                    )
+                    sealer = SectionSealer(key, manifest, section, name)
+                    buffer = bytearray(min(data.nbytes, CHUNK) + TAG_BYTES)
+                layout[name] = section
+                for index, start in enumerate(range(0, data.nbytes, CHUNK)):
+                    chunk = data[start : start + CHUNK]
+                    if sealer is not None:
+                        chunk = sealer.seal_into(index, chunk, buffer)
                     payload_hash.update(chunk)
                     out.write(chunk)
             body = dict(manifest, format_version=FORMAT_VERSION, sections=layout)
+            if key is not None:
+                body["encryption"] = {"algorithm": ALGORITHM, "key_id": key.key_id}
             body["payload_xxh3_128"] = payload_hash.hexdigest()
             encoded = json.dumps(body, sort_keys=True).encode()
             encoded_hash = xxhash.xxh3_128(encoded).hexdigest().encode()
@@ -78,12 +103,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 class SnapshotReader:
     """Reads a snapshot's sections in the order they were written, hashing them on the way, so
-    that each byte is read once; :meth:`verify` must pass before anything read is trusted."""
+    that each byte is read once; :meth:`verify` must pass before anything read is trusted.
+    ``key``: the snapshot must be sealed with it (and a sealed one cannot be read without)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: SnapshotKey | None = None) -> None:
         self.path = Path(path)
         self._handle = _open(self.path)
-        self.manifest = _manifest(self._handle, os.fstat(self._handle.fileno()).st_size)
+        try:
+            self.manifest = _manifest(self._handle, os.fstat(self._handle.fileno()).st_size)
+            _check_key(self.path, self.manifest, key)
+        except SnapshotError:
+            self._handle.close()
+            raise
+        self._key = key
         self._hash = xxhash.xxh3_128()
         self._next_offset = len(MAGIC)
 
@@ -94,28 +126,48 @@ class SnapshotReader:
         self._handle.close()
 
     def read(self, name: str) -> np.ndarray:
-        """Read section ``name`` into a new array."""
+        """Read section ``name`` into a new array (decrypted, when sealed)."""
         section, dtype, shape = self._next(name)
         out = np.empty(shape, dtype=dtype)
         view = out.reshape(-1).view(np.uint8).data
         self._handle.seek(section["offset"])
-        for start in range(0, view.nbytes, _CHUNK):
-            chunk = view[start : start + _CHUNK]
+        if self._key is not None:
+            self._open_sealed(name, section, view)
+            return out
+        for start in range(0, view.nbytes, CHUNK):
+            chunk = view[start : start + CHUNK]
             if self._handle.readinto(chunk) != chunk.nbytes:
                 raise SnapshotError(f"{self.path}: truncated in section {name!r}")
             self._hash.update(chunk)
         return out
 
+    def _open_sealed(self, name: str, section: dict[str, Any], plain: memoryview) -> None:
+        """Decrypt straight from the mapped file into ``plain``: no buffer to fill in between."""
+        assert self._key is not None
+        if section["nbytes"] == 0:
+            return
+        sealer = SectionSealer(self._key, user_manifest(self.manifest), section, name)
+        mapped = np.memmap(self._handle, np.uint8, mode="r", offset=section["offset"], shape=section["nbytes"])
+        stored = mapped.data
+        for index, start in enumerate(range(0, plain.nbytes, CHUNK)):
+            target = plain[start : start + CHUNK]
+            chunk = stored[start + index * TAG_BYTES : start + (index + 1) * TAG_BYTES + target.nbytes]
+            self._hash.update(chunk)
+            sealer.open_into(index, chunk, target, f"{self.path}: section {name!r}")
+
     def map(self, name: str) -> np.ndarray:
         """Map section ``name`` privately (copy-on-write): no copy is made, and writes to the
-        array never reach the file. Hashed like :meth:`read`."""
+        array never reach the file. Hashed like :meth:`read`. A sealed section cannot be
+        searched where it lies: it is read and decrypted into memory instead."""
+        if self._key is not None:
+            return self.read(name)
         section, dtype, shape = self._next(name)
         if section["nbytes"] == 0:
             return np.empty(shape, dtype=dtype)
         mapped = np.memmap(self._handle, dtype=dtype, mode="c", offset=section["offset"], shape=shape)
         view = mapped.reshape(-1).view(np.uint8).data
-        for start in range(0, view.nbytes, _CHUNK):
-            self._hash.update(view[start : start + _CHUNK])
+        for start in range(0, view.nbytes, CHUNK):
+            self._hash.update(view[start : start + CHUNK])
         return mapped
 
     def _next(self, name: str) -> tuple[dict[str, Any], np.dtype[Any], tuple[int, ...]]:
@@ -123,7 +175,11 @@ class SnapshotReader:
         if section["offset"] != self._next_offset:
             raise SnapshotError(f"{self.path}: section {name!r} read out of order")
         dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
-        if int(np.prod(shape)) * dtype.itemsize != section["nbytes"]:
+        plain = int(np.prod(shape)) * dtype.itemsize
+        sealed = self._key is not None
+        if section.get("plain_nbytes", plain) != plain or section["nbytes"] != (
+            sealed_size(plain) if sealed else plain
+        ):
             raise SnapshotError(f"{self.path}: section {name!r} has an inconsistent size")
         self._next_offset = section["offset"] + section["nbytes"]
         return section, dtype, shape
@@ -142,6 +198,29 @@ class SnapshotReader:
         except KeyError:
             raise SnapshotError(f"{self.path}: no section {name!r}") from None
         return section
+
+
+def user_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest as the writer's caller gave it, without the file format's own keys."""
+    return {name: value for name, value in manifest.items() if name not in _RESERVED}
+
+
+def _check_key(path: Path, manifest: dict[str, Any], key: SnapshotKey | None) -> None:
+    sealed = manifest.get("encryption")
+    if key is None and sealed is not None:
+        raise SnapshotError(f"{path}: sealed with key {sealed.get('key_id')!r}, and no key was given")
+    if key is not None and sealed is None:
+        raise SnapshotError(f"{path}: stored in clear, and a sealed snapshot was expected")
+    if (
+        key is not None
+        and sealed is not None
+        and (sealed.get("algorithm"), sealed.get("key_id"))
+        != (
+            ALGORITHM,
+            key.key_id,
+        )
+    ):
+        raise SnapshotError(f"{path}: sealed with key {sealed.get('key_id')!r}, not {key.key_id!r}")
 
 
 def _open(path: Path) -> BufferedReader:

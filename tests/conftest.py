@@ -22,6 +22,13 @@ HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="readmit-hypothesis-")
 set_hypothesis_home_dir(HYPOTHESIS_HOME)
 atexit.register(shutil.rmtree, HYPOTHESIS_HOME, ignore_errors=True)
 
+# The master key of encryption at rest: by default the service keeps it in the user's
+# ~/.config/readmit, which a test run must not touch. One key for the session, made by the first
+# service that starts (in process or as a subprocess, which inherits the variable).
+MASTER_KEY_HOME = tempfile.mkdtemp(prefix="readmit-master-key-")
+os.environ["READMIT_MASTER_KEY_FILE"] = os.path.join(MASTER_KEY_HOME, "master.key")
+atexit.register(shutil.rmtree, MASTER_KEY_HOME, ignore_errors=True)
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("CI") == "true" and not POSTGRES_URL:

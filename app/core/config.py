@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The repository's migrations/ folder, which setup.py installs as the package app.migrations; found
@@ -53,6 +54,14 @@ class Settings(BaseSettings):
 
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 
+    encrypt_at_rest: bool = Field(
+        True, description="seal templates, probes and index snapshots (off: only to measure its cost)"
+    )
+    master_key: SecretStr | None = Field(None, description="the master key, base64; takes precedence over the file")
+    master_key_file: Path | None = Field(
+        None, description="the master key file; default: master.key in $XDG_CONFIG_HOME/readmit (~/.config/readmit)"
+    )
+
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'readmit.db').resolve()}"
@@ -60,6 +69,15 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "indexes"
+
+    @property
+    def master_key_path(self) -> Path:
+        """Outside the data folder by default, so that a copy of the folder is not a copy of
+        the key."""
+        if self.master_key_file is not None:
+            return self.master_key_file
+        config_home = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+        return Path(config_home) / "readmit" / "master.key"
 
 
 @lru_cache

@@ -105,6 +105,12 @@ def make_session_factory(engine: Engine) -> Sessions:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessions: Sessions) -> Engine:
+    engine = sessions.kw["bind"]
+    assert isinstance(engine, Engine)
+    return engine
+
+
 @contextmanager
 def transaction(factory: Sessions) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""

@@ -7,8 +7,9 @@ index at the end. Both go through :func:`stage`, which works on a batch as array
 templates of all its records are checked and normalised as one block (a bad record is still
 refused on its own, with its position and a code), new records get their ids reserved in one
 statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
-PostgreSQL), changed ones are replaced, identical ones left alone (idempotence by reference
-id), with one ``change_seq`` step and one audit event per committed batch.
+PostgreSQL), their templates sealed in one pass beforehand (app/galleries/stored.py), changed
+ones are replaced, identical ones left alone (idempotence by reference id), with one
+``change_seq`` step and one audit event per committed batch.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from app.galleries.exceptions import (
 )
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
+from app.galleries.stored import open_templates, seal_templates
 from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
@@ -378,15 +380,17 @@ def _insert(
     )
     raw = to_bytes(accepted.templates)
     width = accepted.templates.shape[1] * LITTLE_FLOAT32.itemsize
+    placed = [
+        (record_id, sample, raw[row * width : (row + 1) * width])
+        for record_id, i in zip(ids, new, strict=True)
+        for sample, row in enumerate(range(starts[i], starts[i] + counts[i]))
+    ]
+    values = seal_templates(session, gallery_id, placed)
     write_rows(
         session,
         templates,
         TEMPLATE_COLUMNS,
-        (
-            (record_id, gallery_id, sample, raw[row * width : (row + 1) * width])
-            for record_id, i in zip(ids, new, strict=True)
-            for sample, row in enumerate(range(starts[i], starts[i] + counts[i]))
-        ),
+        ((record_id, gallery_id, sample, value) for (record_id, sample, _), value in zip(placed, values, strict=True)),
     )
     return ids
 
@@ -403,9 +407,13 @@ def _replace(
     replaced: dict[int, int] = {}
     for record in session.scalars(select(Record).where(one_of(session, Record.id, list(existing.values())))):
         i = index[record.reference_id]
-        if record.refresh(accepted.vectors(i), accepted.attributes[i], now):
-            replaced[i] = record.id
-            outcome.updated += 1
-        else:
+        vectors = accepted.vectors(i)
+        held = open_templates(session, record.gallery_id, [(record.id, t.sample, t.vector) for t in record.templates])
+        if held == vectors and record.attributes == accepted.attributes[i]:
             outcome.unchanged += 1
+            continue
+        placed = [(record.id, sample, vector) for sample, vector in enumerate(vectors)]
+        record.replace(seal_templates(session, record.gallery_id, placed), accepted.attributes[i], now)
+        replaced[i] = record.id
+        outcome.updated += 1
     return replaced

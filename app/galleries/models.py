@@ -49,18 +49,16 @@ class Record(Base):
         back_populates="record", cascade="all, delete-orphan", order_by="Template.sample", lazy="selectin"
     )
 
-    def refresh(self, vectors: list[bytes], attributes: dict[str, Any], now: datetime) -> bool:
-        """Make ``vectors`` the record's samples and ``attributes`` its attributes; False (and
-        nothing touched) when both are already so: re-enrolment is idempotent."""
-        if [t.vector for t in self.templates] == vectors and self.attributes == attributes:
-            return False
+    def replace(self, vectors: list[bytes], attributes: dict[str, Any], now: datetime) -> None:
+        """Make ``vectors`` (as stored: see app/galleries/stored.py) the record's samples and
+        ``attributes`` its attributes."""
         self.attributes, self.template_count, self.updated_at = attributes, len(vectors), now
         self.templates = [Template(gallery_id=self.gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)]
-        return True
 
 
 class Template(Base):
-    """One sample of a record: little-endian float32 bytes, normalised for cosine galleries."""
+    """One sample of a record: little-endian float32 bytes, normalised for cosine galleries,
+    sealed under the gallery's data key (app/galleries/stored.py)."""
 
     __tablename__ = "templates"
 

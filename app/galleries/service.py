@@ -21,8 +21,10 @@ from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
 from app.db.session import Sessions, insert, transaction
+from app.encryption.keyring import Keyring, gallery_scope
 from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
+from app.galleries.stored import open_templates
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.models import Principal, Role
@@ -94,6 +96,7 @@ def create_gallery(
     with transaction(sessions) as session:
         conflict = DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}")
         insert(session, gallery, on_conflict=conflict)
+        Keyring.of(session).ensure_key(session, gallery_scope(gallery.id))
         audit.append(
             session,
             actor,
@@ -183,14 +186,17 @@ def iter_gallery_templates(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every (record ids, templates) of a gallery in chunks, for rebuilding its index."""
     rows = session.execute(
-        select(Template.record_id, Template.vector)
+        select(Template.record_id, Template.sample, Template.vector)
         .where(Template.gallery_id == gallery_id)
         .order_by(Template.id)
         .execution_options(yield_per=chunk)
     )
     for partition in rows.partitions(chunk):
         ids = np.fromiter((row[0] for row in partition), dtype=np.int64, count=len(partition))
-        yield ids, from_bytes([row[1] for row in partition], dimension)
+        yield (
+            ids,
+            from_bytes(open_templates(session, gallery_id, [(row[0], row[1], row[2]) for row in partition]), dimension),
+        )
 
 
 def bump_change_seq(session: Session, gallery: Gallery) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.config import Settings
-from matcher import GalleryIndex, IndexKind, IndexPolicy, SearchResult, TemplateFormat, read_manifest
+from matcher import GalleryIndex, IndexKind, IndexPolicy, SearchResult, SnapshotKey, TemplateFormat, read_manifest
 
 Refill = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """() -> the gallery's (record ids, templates) chunks, read from the database."""
@@ -68,7 +68,13 @@ class MatcherIndex(Protocol):
 
 class LocalIndex(GalleryIndex):
     """The in-process index, with the answers a sharded gallery gives the service: the whole
-    gallery is one shard, never unavailable, and there is nothing to close."""
+    gallery is one shard, never unavailable, and there is nothing to close; its snapshots are
+    sealed with ``snapshot_key`` when it has one."""
+
+    snapshot_key: SnapshotKey | None = None
+
+    def save(self, path: Path, change_seq: int, key: SnapshotKey | None = None) -> None:
+        super().save(path, change_seq, key or self.snapshot_key)
 
     @property
     def shard_count(self) -> int:
@@ -88,10 +94,18 @@ class LocalIndex(GalleryIndex):
 
 
 class IndexBackend(Protocol):
+    """``key``: the index's snapshots are sealed with it (None: in clear)."""
+
     name: str
 
     def create(
-        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+        self,
+        gallery_id: int,
+        template_format: TemplateFormat,
+        path: Path,
+        refill: Refill,
+        empty_seq: int | None,
+        key: SnapshotKey | None = None,
     ) -> MatcherIndex:
         """A new gallery without data: empty at change ``empty_seq``, or (None) to be loaded."""
 
@@ -99,8 +113,9 @@ class IndexBackend(Protocol):
         """The snapshot's manifest (change_seq, template_count, template_format); raises
         FileNotFoundError when there is none and SnapshotError when it is unusable."""
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
-        """The gallery as its snapshot holds it; raises SnapshotError unless intact."""
+    def load(self, gallery_id: int, path: Path, refill: Refill, key: SnapshotKey | None = None) -> MatcherIndex:
+        """The gallery as its snapshot holds it; raises SnapshotError unless intact (and sealed
+        with ``key``, when one is given)."""
 
 
 class LocalBackend:
@@ -112,10 +127,16 @@ class LocalBackend:
         self.policy = policy
 
     def create(
-        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+        self,
+        gallery_id: int,
+        template_format: TemplateFormat,
+        path: Path,
+        refill: Refill,
+        empty_seq: int | None,
+        key: SnapshotKey | None = None,
     ) -> MatcherIndex:
         index = LocalIndex(template_format, self.policy)
-        index.change_seq = empty_seq or 0
+        index.change_seq, index.snapshot_key = empty_seq or 0, key
         return index
 
     def read_manifest(self, path: Path) -> dict[str, Any]:
@@ -123,8 +144,10 @@ class LocalBackend:
             raise FileNotFoundError(path)
         return read_manifest(path)
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
-        return LocalIndex.load(path, self.policy)
+    def load(self, gallery_id: int, path: Path, refill: Refill, key: SnapshotKey | None = None) -> MatcherIndex:
+        index = LocalIndex.load(path, self.policy, key)
+        index.snapshot_key = key
+        return index
 
 
 class RayBackend:
@@ -145,20 +168,26 @@ class RayBackend:
         sharded.connect(settings.ray_address)
 
     def create(
-        self, gallery_id: int, template_format: TemplateFormat, path: Path, refill: Refill, empty_seq: int | None
+        self,
+        gallery_id: int,
+        template_format: TemplateFormat,
+        path: Path,
+        refill: Refill,
+        empty_seq: int | None,
+        key: SnapshotKey | None = None,
     ) -> MatcherIndex:
         return self.sharded.ShardedGallery(
-            gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq
+            gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq, key=key
         )
 
     def read_manifest(self, path: Path) -> dict[str, Any]:
         return self.sharded.read_manifests(path, self.sharding.shard_count)
 
-    def load(self, gallery_id: int, path: Path, refill: Refill) -> MatcherIndex:
+    def load(self, gallery_id: int, path: Path, refill: Refill, key: SnapshotKey | None = None) -> MatcherIndex:
         manifest = self.read_manifest(path)
         template_format = TemplateFormat.from_dict(manifest["template_format"])
         return self.sharded.ShardedGallery(
-            gallery_id, template_format, self.policy, self.sharding, path, refill, fresh=False
+            gallery_id, template_format, self.policy, self.sharding, path, refill, fresh=False, key=key
         )
 
 

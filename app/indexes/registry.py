@@ -22,7 +22,7 @@ import numpy as np
 from app.indexes.backends import IndexBackend, LocalBackend, MatcherIndex, Refill
 from app.indexes.exceptions import IndexUnavailable
 from app.observability.metrics import IndexSize
-from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, TemplateFormat
+from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, SnapshotKey, TemplateFormat
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,22 @@ class _Entry:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
+SnapshotKeys = Callable[[int], SnapshotKey | None]
+"""gallery id -> the key its snapshots are sealed with (None: stored in clear)."""
+
+
 class IndexRegistry:
-    def __init__(self, index_dir: Path, policy: IndexPolicy, backend: IndexBackend | None = None) -> None:
+    def __init__(
+        self,
+        index_dir: Path,
+        policy: IndexPolicy,
+        backend: IndexBackend | None = None,
+        snapshot_keys: SnapshotKeys = lambda gallery_id: None,
+    ) -> None:
         self.index_dir = index_dir
         self.policy = policy
         self.backend = backend or LocalBackend(policy)
+        self.snapshot_keys = snapshot_keys
         self._entries: dict[int, _Entry] = {}
         self._guard = threading.Lock()
         self.load_events: list[dict[str, Any]] = []
@@ -89,7 +100,8 @@ class IndexRegistry:
             elif TemplateFormat.from_dict(manifest["template_format"]) != source.template_format:
                 how = "rebuilt: snapshot of another template format"
             else:
-                index, how = self.backend.load(source.gallery_id, path, refill), "snapshot"
+                key = self.snapshot_keys(source.gallery_id)
+                index, how = self.backend.load(source.gallery_id, path, refill, key), "snapshot"
         except FileNotFoundError:
             how = "rebuilt: no snapshot"
         except (SnapshotError, KeyError, ValueError, TypeError) as error:
@@ -112,7 +124,12 @@ class IndexRegistry:
     def create_empty(self, gallery_id: int, template_format: TemplateFormat) -> None:
         """A gallery just created: empty at change 0, for every backend."""
         index = self.backend.create(
-            gallery_id, template_format, self.snapshot_path(gallery_id), lambda: iter(()), empty_seq=0
+            gallery_id,
+            template_format,
+            self.snapshot_path(gallery_id),
+            lambda: iter(()),
+            empty_seq=0,
+            key=self.snapshot_keys(gallery_id),
         )
         with self._guard:
             self._entries[gallery_id] = _Entry(index, 0, -1)
@@ -123,7 +140,8 @@ class IndexRegistry:
 
     def _rebuild(self, source: GallerySource, refill: Refill) -> MatcherIndex:
         path = self.snapshot_path(source.gallery_id)
-        index = self.backend.create(source.gallery_id, source.template_format, path, refill, empty_seq=None)
+        key = self.snapshot_keys(source.gallery_id)
+        index = self.backend.create(source.gallery_id, source.template_format, path, refill, empty_seq=None, key=key)
         for record_ids, templates in refill():
             index.add(record_ids, templates)
         return index

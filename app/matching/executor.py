@@ -29,17 +29,20 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import CursorResult, bindparam, insert, select, update
+from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.db.base import utcnow
+from app.db.bulk import reserve_ids
 from app.db.session import transaction
+from app.encryption.exceptions import SealedValueRefused
 from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
+from app.matching.probes import open_probes, seal_probes
 from app.matching.thresholds import DECISION, ThresholdBook
 from app.matching.views import CandidateView
 from app.observability.metrics import Metrics
@@ -214,7 +217,9 @@ class SearchExecutor:
             jobs = [self._accepted.pop(t) for t in tickets if t in self._accepted]
         known = {job.ticket for job in jobs}
         if len(known) < len(tickets):
-            jobs += self._load([t for t in tickets if t not in known])
+            loaded, refused = self._load([t for t in tickets if t not in known])
+            jobs += loaded
+            self._publish(self._fail(refused, SealedValueRefused.code, now))
         due = [job for job in jobs if job.deadline <= now]
         if due:
             self._publish(self._expire(due, now))
@@ -222,12 +227,22 @@ class SearchExecutor:
             self.metrics.queue_wait.observe((now - job.submitted_at).total_seconds())
         return sorted((job for job in jobs if job.deadline > now), key=lambda job: job.deadline)
 
-    def _load(self, search_ids: list[int]) -> list[Job]:
+    def _load(self, search_ids: list[int]) -> tuple[list[Job], list[Job]]:
+        """The queued searches' jobs, and apart those whose stored probes do not open (altered
+        or moved): they fail, rather than stop the worker or be searched with garbage."""
+        loaded, refused = [], []
         with self.sessions() as session:
             searches = session.scalars(
                 select(Search).where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
             )
-            return [Job.of(s.id, s, from_bytes([s.probes or b""], s.dimension)) for s in searches]
+            for search in searches:
+                try:
+                    probes = from_bytes([open_probes(session, search.id, search.probes)], search.dimension)
+                except SealedValueRefused:
+                    refused.append(Job.of(search.id, search, np.empty((0, search.dimension), np.float32)))
+                    continue
+                loaded.append(Job.of(search.id, search, probes))
+        return loaded, refused
 
     def _publish(self, finished: dict[int, Finished]) -> None:
         with self._lock:
@@ -436,8 +451,10 @@ class SearchExecutor:
 def write_admitted(session: Session, admission: Admission, ending: dict[str, Any]) -> tuple[int, audit.Event]:
     """Write an admitted search (queued, or ended with ``ending``'s values); returns its id and
     its ``search.submit`` event, for the caller to append."""
-    values = {**admission.values, **ending}
-    search_id: int = session.connection().execute(_INSERT_SEARCH, values).scalar_one()
+    (search_id,) = reserve_ids(session, cast(Table, Search.__table__), 1)  # the probes are sealed to it
+    values = {**admission.values, **ending, "id": search_id}
+    values["probes"] = seal_probes(session, search_id, values["probes"])
+    session.connection().execute(_INSERT_SEARCH, values)
     resource = f"case/{values['case_id']}/search/{search_id}"
     return search_id, audit.Event(admission.actor, Action.SEARCH_SUBMIT, resource, "ok", admission.details)
 
@@ -446,7 +463,7 @@ def search_resource(job: Job, search_id: int) -> str:
     return f"case/{job.case_id}/search/{search_id}"
 
 
-_INSERT_SEARCH = insert(Search).returning(Search.id)
+_INSERT_SEARCH = insert(Search)
 _RECORDS = (
     select(Record.id, Record.reference_id, Gallery.country)
     .join(Gallery, Gallery.id == Record.gallery_id)

@@ -42,11 +42,18 @@ def test_start_command_as_an_unprivileged_user():
     assert uid != "0", "the server must not run as root"
     folder = Path(tempfile.mkdtemp())  # pytest's own temporary folders are private to root
     folder.chmod(0o755)
-    data = folder / "data"
+    data, keys = folder / "data", folder / "keys"
     data.mkdir()
+    keys.mkdir()
     if prefix[0] == "setpriv":
-        os.chown(data, 65534, 65534)  # like the image's /data volume, owned by its user
-    env = {**os.environ, "READMIT_DATA_DIR": str(data), "HOME": str(data)}
+        for owned in (data, keys):  # like the image's /data and /keys volumes, owned by its user
+            os.chown(owned, 65534, 65534)
+    env = {
+        **os.environ,
+        "READMIT_DATA_DIR": str(data),
+        "HOME": str(data),
+        "READMIT_MASTER_KEY_FILE": str(keys / "master.key"),
+    }
     env.pop("READMIT_DATABASE_URL", None)
     readmit = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "18732"]
     process = subprocess.Popen(
@@ -67,6 +74,7 @@ def test_start_command_as_an_unprivileged_user():
         output = process.stdout.read().decode()[-2000:] if process.poll() is not None else "still starting"
         assert ready is not None and ready.status_code == 200, output
         assert (data / "readmit.db").exists() and (data / "readmit.lock").exists()
+        assert (keys / "master.key").stat().st_mode & 0o777 == 0o600  # made at the first start
     finally:
         process.terminate()
         process.wait(timeout=10)

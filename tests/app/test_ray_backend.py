@@ -14,6 +14,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
+from matcher import read_manifest  # noqa: E402
 from tests.app.test_identification import identify, open_case, searchable_sen_gallery  # noqa: E402
 from tests.harness import Service  # noqa: E402
 
@@ -50,8 +51,10 @@ def test_ray_backend_gives_the_in_process_candidates_and_survives_a_restart(ray_
     assert [state.templates for state in service.runtime.registry.get(gallery).health()] != [0, 0, 0]
     assert all("SEN-0007" not in [c[0] for c in found] for found in on_ray)
 
-    service.restart()  # shards reload their snapshots
+    service.restart()  # shards reload their snapshots, sealed like the in-process one's
     assert service.runtime.registry.load_events[-1]["source"] == "snapshot"
+    shard_files = sorted(service.settings.index_dir.glob(f"gallery-{gallery}.snapshot.shard-*-of-3"))
+    assert len(shard_files) == 3 and all(read_manifest(path)["encryption"] for path in shard_files)
     assert [candidates(service, police, case["id"], probe) for probe in probes] == on_ray
 
     service.close()

@@ -1,0 +1,151 @@
+"""The cost of encryption at rest, measured with it off and on in one run: bulk enrolment (the
+``readmit enrol`` path, into SQLite, and PostgreSQL when a server is given), the index rebuild
+from the database, a snapshot load, and the service's start until /readyz (snapshot loaded).
+
+    python benchmarks/encryption_bench.py --size 200000
+    python benchmarks/encryption_bench.py --size 200000 --postgres-url postgresql+psycopg://u:p@127.0.0.1/postgres
+
+Off and on are measured alternately, ``--rounds`` times each, and the best of each kept, so that
+a neighbour's load on a shared machine hits both alike rather than one of them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import print_json, print_table, scratch_database, start_service
+
+from app.core.config import Settings
+from app.db.migrate import upgrade_to_head
+from app.galleries import enrolment
+from app.galleries.service import create_gallery
+from app.principals.models import Role
+from app.principals.service import create_principal
+from app.runtime import Runtime
+from matcher import Metric, TemplateFormat
+from matcher.synthetic import make_synthetic_set
+
+PORT = 18860
+MODES = {"off": False, "on": True}
+
+
+def enrol_and_build(settings: Settings, templates: np.ndarray, batch: int) -> dict[str, float]:
+    """Bulk load the templates into a new gallery, then build its index and snapshot it."""
+    runtime = Runtime.create(settings)
+    upgrade_to_head(settings, runtime.engine)
+    runtime.open_keyring()
+    admin, _ = create_principal(runtime.sessions, None, "admin", Role.ADMIN)
+    registry, _ = create_principal(runtime.sessions, admin, "registry", Role.REGISTRY, "SEN")
+    fmt = TemplateFormat("synthetic-arcface", templates.shape[1], Metric.COSINE)
+    gallery_id = create_gallery(runtime.sessions, runtime.registry, admin, "SEN", "face", fmt).id
+    size = len(templates)
+    source = [
+        enrolment.RecordBlock(start, [f"SEN-{i:09d}" for i in range(start, start + batch)], [{}] * batch, part)
+        for start, part in ((s, templates[s : s + batch]) for s in range(0, size, batch))
+    ]
+    limits = enrolment.EnrolmentLimits(max_records=batch, max_templates_per_record=1)
+    started = time.perf_counter()
+    enrolment.load(runtime.sessions, registry.id, gallery_id, source, limits)
+    database_s = time.perf_counter() - started
+    started = time.perf_counter()
+    runtime.open_index(gallery_id)  # no snapshot yet: rebuilt from the database, then snapshotted
+    build_s = time.perf_counter() - started
+    runtime.registry.close_all()
+    runtime.engine.dispose()
+    return {"records_per_s": size / database_s, "index_build_s": build_s}
+
+
+def snapshot_load_s(settings: Settings, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` loads of gallery 1's snapshot (from the page cache)."""
+    runtime = Runtime.create(settings)
+    runtime.open_keyring()
+    source = runtime.gallery_source(1)
+    path = runtime.registry.snapshot_path(1)
+    key = runtime.keyring.snapshot_key(1)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        index = runtime.registry.backend.load(1, path, lambda: iter(()), key)
+        best = min(best, time.perf_counter() - started)
+        assert index.template_count == source.template_count
+        index.close()
+    runtime.engine.dispose()
+    return best
+
+
+def service_start_s(settings: Settings, key_file: Path) -> float:
+    """From ``readmit serve`` to /readyz answering 200, the index loaded from its snapshot."""
+    started = time.perf_counter()
+    process = start_service(
+        PORT,
+        data_dir=str(settings.data_dir),
+        encrypt_at_rest=str(settings.encrypt_at_rest).lower(),
+        master_key_file=str(key_file),
+    )
+    ready_s = time.perf_counter() - started
+    process.terminate()
+    process.wait(timeout=120)
+    return ready_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--postgres-url", default=os.environ.get("READMIT_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    templates = make_synthetic_set(args.size, 1, 1, 1, seed=4).gallery
+    best: dict[str, dict[str, float]] = {mode: {} for mode in MODES}
+
+    def keep(mode: str, name: str, value: float, lower_is_better: bool = True) -> None:
+        old = best[mode].get(name)
+        better = old is None or (value < old if lower_is_better else value > old)
+        best[mode][name] = value if better else old  # type: ignore[assignment]
+
+    with tempfile.TemporaryDirectory() as folder:
+        base = Path(folder)
+        key_file = base / "master.key"
+        for round_ in range(args.rounds):
+            for mode in MODES if round_ % 2 == 0 else reversed(MODES):
+                data_dir = base / f"{mode}-{round_}"
+                settings = Settings(data_dir=data_dir, encrypt_at_rest=MODES[mode], master_key_file=key_file)
+                built = enrol_and_build(settings, templates, args.batch)
+                keep(mode, "sqlite_records_per_s", built["records_per_s"], lower_is_better=False)
+                keep(mode, "index_build_s", built["index_build_s"])
+                keep(mode, "snapshot_load_s", snapshot_load_s(settings))
+                keep(mode, "service_start_s", service_start_s(settings, key_file))
+                if args.postgres_url:
+                    with scratch_database(args.postgres_url) as url:
+                        pg = Settings(
+                            data_dir=base / f"pg-{mode}-{round_}",
+                            database_url=url,
+                            encrypt_at_rest=MODES[mode],
+                            master_key_file=key_file,
+                        )
+                        built = enrol_and_build(pg, templates, args.batch)
+                    keep(mode, "postgresql_records_per_s", built["records_per_s"], lower_is_better=False)
+
+    off, on = best["off"], best["on"]
+    rows = []
+    for name in off:
+        rate = name.endswith("per_s")
+        cost = off[name] / on[name] if rate else on[name] / off[name]  # > 1: slower with encryption
+        unit = "records/s" if rate else "s"
+        rows.append((name, f"off {off[name]:,.3f} {unit}, on {on[name]:,.3f} {unit}: {cost:.2f}x the time"))
+    print_table(f"encryption at rest, {args.size:,} records of one 512-d template, best of {args.rounds}", rows)
+    print_json({"size": args.size, "batch": args.batch, "rounds": args.rounds, "off": off, "on": on})
+
+
+if __name__ == "__main__":
+    main()
