@@ -2,7 +2,7 @@
 complete (Alembic, tests)."""
 
 from app.agreements.models import Agreement
-from app.audit.models import AuditEvent, AuditHead
+from app.audit.models import AuditCheckpoint, AuditEvent, AuditEventCountry, AuditHead, AuditTreeHead, AuditTreeNode
 from app.cases.models import Case
 from app.db.base import Base
 from app.encryption.models import DataKey
@@ -12,8 +12,12 @@ from app.principals.models import Principal, WebSession
 
 __all__ = [
     "Agreement",
+    "AuditCheckpoint",
     "AuditEvent",
+    "AuditEventCountry",
     "AuditHead",
+    "AuditTreeHead",
+    "AuditTreeNode",
     "Base",
     "Candidate",
     "Case",

@@ -15,6 +15,10 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.audit.keys import load_signing_key
+from app.audit.log import CheckpointPolicy
+from app.audit.notes import Signer
+from app.audit.sequencer import Sequencer
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
@@ -50,6 +54,8 @@ class Runtime:
     throttle: Throttle
     keys: KeyCache
     keyring: Keyring
+    signer: Signer
+    sequencer: Sequencer
     ready: bool = False
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -75,6 +81,9 @@ class Runtime:
         metrics.watch_indexes(registry.sizes)
         throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)
         keys = KeyCache(settings.key_cache_s)
+        signer = load_signing_key(settings.audit_key_path)
+        checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
+        sequencer = Sequencer(sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics)
         return cls(
             settings,
             engine,
@@ -88,6 +97,8 @@ class Runtime:
             throttle,
             keys,
             keyring,
+            signer,
+            sequencer,
         )
 
     def open_keyring(self) -> None:
@@ -97,7 +108,9 @@ class Runtime:
 
     def start_indexes(self) -> None:
         """Open every gallery's index (keyring open), resume the searches left queued or
-        running by the last process, then report ready."""
+        running by the last process, then report ready. The audit log's sequencer starts first:
+        it needs no index."""
+        self.sequencer.start()
         self.open_indexes()
         for search_id, deadline, searched_galleries in search_queue.requeue_pending(self.sessions):
             self.scheduler.submit(search_id, deadline, searched_galleries)
@@ -111,6 +124,7 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
         self.scheduler.stop()
+        self.sequencer.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.ready:

@@ -48,6 +48,7 @@ def create_agreement(
             actor,
             Action.AGREEMENT_CREATE,
             f"agreement/{agreement.id}",
+            [receiving_country, origin_country],
             details={"receiving_country": receiving_country, "origin_country": origin_country},
         )
     return agreement

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Integer, LargeBinary, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime
@@ -37,3 +37,47 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditEventCountry(Base):
+    """A country an event touches, one row each, so that a country's auditor reads its events
+    by index. The same countries are in the event's ``details["countries"]``, under its hash."""
+
+    __tablename__ = "audit_event_countries"
+
+    country: Mapped[str] = mapped_column(String(3), primary_key=True)
+    seq: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=False)
+
+
+class AuditTreeNode(Base):
+    """The hash of a perfect subtree of the Merkle tree over events, stored once complete: the
+    node at (level, idx) covers leaves [idx * 2**level, (idx + 1) * 2**level), leaf i being
+    event seq i + 1. Any RFC 9162 proof is O(log n) of these."""
+
+    __tablename__ = "audit_tree_nodes"
+
+    level: Mapped[int] = mapped_column(SmallInteger, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=False)
+    hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+
+
+class AuditTreeHead(Base):
+    """How many events the sequencer has put in the tree, and its root; one row, locked by the
+    sequencer so that two processes never extend the tree at once."""
+
+    __tablename__ = "audit_tree_head"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    root: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed checkpoint, kept so that the latest is served and any may be shown again."""
+
+    __tablename__ = "audit_checkpoints"
+
+    size: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=False)
+    root: Mapped[str] = mapped_column(String(64))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    note: Mapped[str] = mapped_column(Text)

@@ -6,6 +6,7 @@ marked ``expired`` by the expiry pass and accepts no new searches.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Protocol, TypeVar, cast
 
@@ -79,6 +80,7 @@ def open_case(
             actor,
             Action.CASE_OPEN,
             f"case/{case.id}",
+            touched_countries(case),
             details={"legal_basis": legal_basis.value, "presumed_countries": case.presumed_countries},
         )
         return case_view(session, case)
@@ -87,8 +89,9 @@ def open_case(
 def read_case(sessions: Sessions, actor: Principal, case_id: int) -> CaseView:
     """The case with its searches and candidate states; the read is audited."""
     with transaction(sessions) as session:
-        view = case_view(session, visible_case(session, actor, case_id))
-        audit.append(session, actor, Action.CASE_READ, f"case/{case_id}")
+        case = visible_case(session, actor, case_id)
+        view = case_view(session, case)
+        audit.append(session, actor, Action.CASE_READ, f"case/{case_id}", touched_countries(case))
     return view
 
 
@@ -145,6 +148,20 @@ def _visible(case: Visible | None, actor: Principal, case_id: int) -> Visible:
     return case
 
 
+def touched_countries(case: CaseTerms) -> list[str]:
+    """The countries a case's events touch: the receiving state's and every presumed country of
+    origin, whose auditors each see the case, its searches and its decisions."""
+    return [case.agency_country, *case.presumed_countries]
+
+
+def countries_of_cases(session: Session, case_ids: Iterable[int]) -> dict[int, list[str]]:
+    """:func:`touched_countries` of several cases in one query."""
+    rows = session.execute(
+        select(Case.id, Case.agency_country, Case.presumed_countries).where(Case.id.in_(sorted(set(case_ids))))
+    )
+    return {row.id: [row.agency_country, *row.presumed_countries] for row in rows}
+
+
 def ensure_open(case: CaseTerms) -> None:
     """A case takes searches and decisions only while open and before its deadline."""
     if case.deadline <= utcnow():
@@ -164,6 +181,7 @@ def move(session: Session, actor: Principal | None, case: Case, to: CaseStatus, 
         actor,
         Action.CASE_TRANSITION,
         f"case/{case.id}",
+        touched_countries(case),
         details={"from": current.value, "to": to.value, "reason": reason},
     )
 

@@ -52,6 +52,20 @@ class Settings(BaseSettings):
         5.0, ge=0, description="how long a checked API key is trusted without reading the database (0: never)"
     )
 
+    audit_key_file: Path | None = Field(
+        None,
+        description="the audit log's Ed25519 signing key (readmit audit keygen); default: audit-log.key in data_dir",
+    )
+    audit_checkpoint_interval_s: float = Field(
+        60.0, gt=0, description="a checkpoint is signed when the tree has grown and this long has passed since the last"
+    )
+    audit_checkpoint_events: int = Field(
+        1000, ge=1, description="... or as soon as this many events were added since the last checkpoint"
+    )
+    audit_sequence_interval_s: float = Field(
+        0.2, gt=0, description="how often committed audit events are put in the Merkle tree (bounds the delay)"
+    )
+
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 
     encrypt_at_rest: bool = Field(
@@ -65,6 +79,10 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'readmit.db').resolve()}"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key_file or self.data_dir / "audit-log.key"
 
     @property
     def index_dir(self) -> Path:

@@ -194,6 +194,7 @@ def stage(
         actor,
         Action.RECORD_ENROL,
         f"gallery/{gallery.id}",
+        [gallery.country],
         outcome="ok" if not outcome.rejected else "partial",
         details={
             "inserted": outcome.inserted,

@@ -102,6 +102,7 @@ def create_gallery(
             actor,
             Action.GALLERY_CREATE,
             f"gallery/{gallery.id}",
+            [country],
             details={"country": country, "modality": modality, "model": fmt.model},
         )
     registry.create_empty(gallery.id, fmt)
@@ -235,7 +236,7 @@ def read_record(sessions: Sessions, actor: Principal, gallery_id: int, reference
     read goes through review, which knows the candidates that allow it."""
     with transaction(sessions) as session:
         record = find_record(session, gallery_id, reference_id, actor.country)
-        audit.append(session, actor, Action.RECORD_READ, f"gallery/{gallery_id}/record/{reference_id}")
+        audit.append(session, actor, Action.RECORD_READ, f"gallery/{gallery_id}/record/{reference_id}", [actor.country])
         return record_view(record)
 
 
@@ -250,5 +251,7 @@ def delete_record(
             record_id = record.id
             session.delete(record)
             seq = bump_change_seq(session, gallery)
-            audit.append(session, actor, Action.RECORD_DELETE, f"gallery/{gallery_id}/record/{reference_id}")
+            audit.append(
+                session, actor, Action.RECORD_DELETE, f"gallery/{gallery_id}/record/{reference_id}", [gallery.country]
+            )
         registry.apply(gallery_id, seq, IndexChange(removed=[record_id]))

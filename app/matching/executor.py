@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
 from app.audit.actions import Action
+from app.cases.service import countries_of_cases
 from app.db.base import utcnow
 from app.db.bulk import reserve_ids
 from app.db.session import transaction
@@ -89,6 +90,8 @@ class Admission:
     values: dict[str, Any]
     actor: audit.Actor
     details: dict[str, Any]
+    countries: list[str]
+    """Those its events touch (app/cases/service.py, touched_countries)."""
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,7 @@ class SearchExecutor:
             records = (
                 {row.id: row for row in connection.execute(_RECORDS, {"ids": list(record_ids)})} if record_ids else {}
             )
+            countries = countries_of_cases(session, [job.case_id for job in jobs])
             now = utcnow()
             ended, submitted = self._end(
                 session,
@@ -359,7 +363,10 @@ class SearchExecutor:
                 details: dict[str, Any] = {"candidates": len(kept), "matches": sum(h.band is Band.MATCH for h in kept)}
                 if missing[job.ticket]:
                     details["missing_shards"] = missing[job.ticket]
-                events.append(audit.Event(None, Action.SEARCH_COMPLETE, search_resource(job, search_id), "ok", details))
+                resource = search_resource(job, search_id)
+                events.append(
+                    audit.Event(None, Action.SEARCH_COMPLETE, resource, countries[job.case_id], "ok", details)
+                )
             audit.append_many(session, events)
             ids = (
                 {(row.search_id, row.rank): row.id for row in connection.execute(_INSERT_CANDIDATES, rows)}
@@ -400,8 +407,11 @@ class SearchExecutor:
             ended, submitted = self._end(
                 session, jobs, claim, lambda _: {"status": status.value, "error": error}, started, now
             )
+            countries = countries_of_cases(session, [job.case_id for job in jobs])
             closed = [
-                audit.Event(None, action, search_resource(job, ended[job.ticket]), status.value, details)
+                audit.Event(
+                    None, action, search_resource(job, ended[job.ticket]), countries[job.case_id], status.value, details
+                )
                 for job in jobs
                 if job.ticket in ended
             ]
@@ -456,7 +466,9 @@ def write_admitted(session: Session, admission: Admission, ending: dict[str, Any
     values["probes"] = seal_probes(session, search_id, values["probes"])
     session.connection().execute(_INSERT_SEARCH, values)
     resource = f"case/{values['case_id']}/search/{search_id}"
-    return search_id, audit.Event(admission.actor, Action.SEARCH_SUBMIT, resource, "ok", admission.details)
+    return search_id, audit.Event(
+        admission.actor, Action.SEARCH_SUBMIT, resource, admission.countries, "ok", admission.details
+    )
 
 
 def search_resource(job: Job, search_id: int) -> str:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
 from app.audit.actions import Action
+from app.cases.service import countries_of_cases
 from app.db.base import utcnow
 from app.db.session import transaction
 from app.matching.models import Search, SearchStatus
@@ -50,6 +51,7 @@ def expire(session: Session, search: Search, now: datetime) -> None:
         None,
         Action.SEARCH_EXPIRE,
         f"case/{search.case_id}/search/{search.id}",
+        countries_of_cases(session, [search.case_id])[search.case_id],
         outcome="expired",
         details={"reason": "deadline passed while queued"},
     )

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.cases.models import Case, CaseStatus
+from app.cases.service import touched_countries
 from app.db.base import utcnow
 from app.matching.models import Search
 
@@ -27,21 +28,24 @@ def erase_old_probes(session: Session, retention_days: int) -> int:
     many searches lost their probes. One audit event per case."""
     cutoff = utcnow() - timedelta(days=retention_days)
     rows = session.execute(
-        select(Search, Case.id)
+        select(Search, Case)
         .join(Case, Case.id == Search.case_id)
         .where(Case.status.in_(ENDED), Case.status_changed_at <= cutoff, Search.probes.is_not(None))
         .with_for_update()
     ).all()
     by_case: dict[int, list[int]] = {}
-    for search, case_id in rows:
+    cases = {}
+    for search, case in rows:
         search.probes = None
-        by_case.setdefault(case_id, []).append(search.id)
+        by_case.setdefault(case.id, []).append(search.id)
+        cases[case.id] = case
     for case_id, search_ids in by_case.items():
         audit.append(
             session,
             None,
             Action.PROBE_ERASE,
             f"case/{case_id}",
+            touched_countries(cases[case_id]),
             details={"searches": search_ids, "retention_days": retention_days},
         )
     return len(rows)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.agreements.service import countries_in_force
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import CaseTerms, ensure_open, searchable_case, visible_case
+from app.cases.service import CaseTerms, ensure_open, searchable_case, touched_countries, visible_case
 from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
@@ -76,8 +76,8 @@ async def identify(
 
     A coroutine: the caller's wait holds no thread (database work runs in worker threads), so
     many callers waiting on a busy queue never starve the thread pool other requests need."""
-    search, probes, details = await to_thread.run_sync(_admitted, readers, settings, actor, case_id, request)
-    admission = Admission(_row(search), actor, details)
+    search, probes, details, countries = await to_thread.run_sync(_admitted, readers, settings, actor, case_id, request)
+    admission = Admission(_row(search), actor, details, countries)
     if not search.searched_galleries:  # nothing to search: done at once
         search.id = await to_thread.run_sync(_write_at_once, sessions, admission)
         return search_view(search, [])
@@ -128,7 +128,7 @@ async def batch_ended(scheduler: Scheduler, ticket: int, timeout_s: float) -> bo
 
 def _admitted(
     readers: Sessions, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> tuple[Search, np.ndarray, dict[str, Any]]:
+) -> tuple[Search, np.ndarray, dict[str, Any], list[str]]:
     with readers() as session:
         return admit(session, settings, actor, case_id, request)
 
@@ -147,10 +147,10 @@ write transaction); only a stuck database makes it wait that long."""
 
 def admit(
     session: Session, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> tuple[Search, np.ndarray, dict[str, Any]]:
+) -> tuple[Search, np.ndarray, dict[str, Any], list[str]]:
     """Validate an identification: the search to write (not yet written, without an id), its
-    decoded probes and its ``search.submit`` event's details. A search with no gallery to search
-    (every country skipped) is done at once, with no candidate."""
+    decoded probes, its ``search.submit`` event's details and the countries its events touch. A
+    search with no gallery to search (every country skipped) is done at once, with no candidate."""
     case = searchable_case(session, actor, case_id)
     ensure_open(case)
     probes = request.probes.decode(request.template_format, settings.max_probes, what="probe")
@@ -185,7 +185,7 @@ def admit(
         missing_shards=None,
     )
     details = {"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir}
-    return search, probes, details
+    return search, probes, details, touched_countries(case)
 
 
 def _row(search: Search) -> dict[str, Any]:
@@ -243,13 +243,14 @@ def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchV
         search = session.get(Search, search_id)
         if search is None:
             raise UnknownSearch(f"search {search_id} not found")
-        visible_case(session, actor, search.case_id)  # 404 unless the caller's agency owns the case
+        case = visible_case(session, actor, search.case_id)  # 404 unless the caller's agency owns the case
         [view] = search_views(session, [search])
         audit.append(
             session,
             actor,
             Action.SEARCH_READ,
             f"case/{search.case_id}/search/{search.id}",
+            touched_countries(case),
             details={"candidates": len(view.candidates)},
         )
     return view

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import ensure_open, visible_case
+from app.cases.service import ensure_open, touched_countries, visible_case
 from app.core.config import Settings
 from app.db.session import Sessions, transaction
 from app.galleries.exceptions import UnknownRecord
@@ -73,6 +73,7 @@ def verify(
             actor,
             Action.RECORD_VERIFY,
             f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
+            [*touched_countries(case), gallery.country],
             details={"decision": decision, "fmr": fmr},
         )
     return VerificationView(score, decision, calibrated.thresholds.match, fmr, calibrated.resolved)

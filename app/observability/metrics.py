@@ -61,6 +61,14 @@ class Metrics:
         )
         self.index_loads = Counter("readmit_index_loads", "index loads at start, by source", ["source"], registry=r)
         self.queue_depth = Gauge("readmit_search_queue_depth", "searches waiting for a worker", registry=r)
+        self.audit_sequencing_delay = Histogram(
+            "readmit_audit_sequencing_delay_seconds",
+            "from an audit event's append to its leaf in the Merkle tree",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audit_tree_size = Gauge("readmit_audit_tree_size", "audit events in the Merkle tree", registry=r)
+        self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
 
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(depth)

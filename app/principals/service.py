@@ -52,6 +52,7 @@ def create_principal(
             actor,
             Action.PRINCIPAL_CREATE,
             f"principal/{principal.id}",
+            [country],
             details={"role": role.value, "country": country, "agency": principal.agency},
         )
     return principal, key.token
@@ -64,7 +65,7 @@ def revoke_principal(sessions: Sessions, keys: KeyCache, actor: Principal, princ
         if principal is None or principal.revoked_at is not None:
             raise UnknownPrincipal(f"principal {principal_id} not found")
         principal.revoked_at = utcnow()
-        audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal_id}")
+        audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal_id}", [principal.country])
     keys.forget(principal_id)
 
 

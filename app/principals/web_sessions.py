@@ -50,14 +50,14 @@ def sign_in(sessions: Sessions, api_key: str) -> str:
             principal = principal_for_key(session, api_key.strip())
         except UnknownKey:
             audit.append(
-                session, None, Action.SESSION_SIGN_IN, "review", outcome="denied", details={"reason": "unknown key"}
+                session, None, Action.SESSION_SIGN_IN, "review", (), outcome="denied", details={"reason": "unknown key"}
             )
             refusal: Exception = UnknownKey("unknown or revoked API key")
         else:
             if principal.role == Role.CONSULAR.value:
                 return _open(session, principal)
             audit.append(
-                session, principal, Action.SESSION_SIGN_IN, "review", outcome="denied", details={"reason": "role"}
+                session, principal, Action.SESSION_SIGN_IN, "review", (), outcome="denied", details={"reason": "role"}
             )
             refusal = NotConsular("only consular officers sign in to the review pages")
     raise refusal
@@ -76,7 +76,7 @@ def _open(session: Session, principal: Principal) -> str:
         )
     )
     session.execute(delete(WebSession).where(WebSession.expires_at < now))
-    audit.append(session, principal, Action.SESSION_SIGN_IN, "review")
+    audit.append(session, principal, Action.SESSION_SIGN_IN, "review", ())
     return token
 
 
@@ -98,4 +98,4 @@ def resolve(sessions: Sessions, token: str | None) -> SignedIn | None:
 def sign_out(sessions: Sessions, signed_in: SignedIn) -> None:
     with transaction(sessions) as session:
         session.execute(delete(WebSession).where(WebSession.token_hash == signed_in.token_hash))
-        audit.append(session, signed_in.officer, Action.SESSION_SIGN_OUT, "review")
+        audit.append(session, signed_in.officer, Action.SESSION_SIGN_OUT, "review", ())

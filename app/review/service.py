@@ -79,6 +79,7 @@ def review_queue(
             actor,
             Action.CANDIDATE_LIST,
             f"review/{actor.country}",
+            [actor.country],
             details={"state": state.value, "candidates": [item.id for item in items]},
         )
     return items
@@ -115,6 +116,7 @@ def decide(sessions: Sessions, actor: Principal, candidate_id: int, decision: De
             actor,
             Action.CANDIDATE_CONFIRM if confirmed else Action.CANDIDATE_REJECT,
             f"candidate/{candidate.id}",
+            [candidate.country, case.agency_country],
             details={"case_id": case.id, "search_id": candidate.search_id},
         )
         if confirmed:
@@ -136,7 +138,14 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
             )
             .order_by(Candidate.rank)
         )
-        audit.append(session, actor, Action.CANDIDATE_READ, f"candidate/{candidate.id}", details={"case_id": case.id})
+        audit.append(
+            session,
+            actor,
+            Action.CANDIDATE_READ,
+            f"candidate/{candidate.id}",
+            [candidate.country],
+            details={"case_id": case.id},
+        )
         return CandidatePage(
             candidate=review_item_view(candidate, case, record.attributes if record else None),
             case_ref=case.external_ref,
@@ -167,5 +176,5 @@ def read_candidate_record(sessions: Sessions, actor: Principal, gallery_id: int,
         )
         if pointed is None:
             raise UnknownRecord(f"record {reference_id} not found in gallery {gallery_id}")
-        audit.append(session, actor, Action.RECORD_READ, f"gallery/{gallery_id}/record/{reference_id}")
+        audit.append(session, actor, Action.RECORD_READ, f"gallery/{gallery_id}/record/{reference_id}", [actor.country])
         return record_view(record)

@@ -1,0 +1,26 @@
+"""Refusals of the audit domain, each with its stable code."""
+
+from __future__ import annotations
+
+from app.core.errors import Invalid, NotFound, Unavailable
+
+
+class UnknownEvent(NotFound):
+    code = "not_found"
+
+
+class TreeTooSmall(Invalid):
+    """A proof asked of a tree the log has not reached yet."""
+
+    code = "tree_size_out_of_range"
+
+
+class NoCheckpoint(Unavailable):
+    """The sequencer has not signed a first checkpoint yet (just after start or upgrade)."""
+
+    code = "no_checkpoint_yet"
+
+
+class SigningKeyMissing(Exception):
+    """No usable signing key where the settings say: the service refuses to start rather than
+    run a log nobody can verify."""

@@ -1,0 +1,142 @@
+"""The verifiable log's use cases: sequence committed events into the Merkle tree, sign
+checkpoints when due or on demand, and answer for the latest checkpoint and RFC 9162 proofs.
+
+Appending stays in app/audit/service.py, in the caller's transaction and cheap; an event is
+durable (committed, hash-chained) before it is in the tree, and the sequencer puts every
+committed event in, in order, shortly after (``audit_sequence_interval_s``), also after a
+restart. A checkpoint commits the log to a tree size and root: once a party holds one, the
+operator cannot change or remove any event under it without that party seeing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.audit import tree
+from app.audit.exceptions import NoCheckpoint, TreeTooSmall
+from app.audit.models import AuditCheckpoint
+from app.audit.notes import Checkpoint, Signer
+from app.audit.service import Actor, visible_event
+from app.db.base import utcnow
+from app.db.session import Sessions, transaction
+
+SEQUENCE_BATCH = 5000
+"""Events put in the tree per transaction: a backlog (after an upgrade) is caught up in steps."""
+
+
+@dataclass(frozen=True)
+class CheckpointPolicy:
+    """Sign when the tree has grown and ``interval_s`` have passed since the last checkpoint, or
+    as soon as it has grown by ``events``."""
+
+    interval_s: float
+    events: int
+
+    def due(self, last: SignedCheckpoint | None, size: int, now: datetime) -> bool:
+        if last is None:
+            return True
+        grown = size - last.size
+        return grown >= self.events or (grown > 0 and (now - last.signed_at).total_seconds() >= self.interval_s)
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    size: int
+    root: str
+    signed_at: datetime
+    note: str
+
+
+@dataclass(frozen=True)
+class Sequenced:
+    size: int
+    delays_s: list[float]
+    """From append to being in the tree, one per event added."""
+    signed: SignedCheckpoint | None
+
+
+def sequence(sessions: Sessions, signer: Signer, policy: CheckpointPolicy, force: bool = False) -> Sequenced:
+    """Put every committed event into the tree, one transaction per batch, and sign a
+    checkpoint when the policy says so (``force``: whenever the tree has grown since the last
+    one, as an auditor's request asks)."""
+    delays: list[float] = []
+    signed = None
+    while True:
+        with transaction(sessions) as session:
+            extension = tree.extend(session, SEQUENCE_BATCH)
+            now = utcnow()
+            delays += [(now - at).total_seconds() for at in extension.appended_at]
+            last = _latest(session)
+            size = extension.head.size
+            if policy.due(last, size, now) or (force and (last is None or size > last.size)):
+                signed = _sign(session, signer, extension.head, now)
+        if len(extension.appended_at) < SEQUENCE_BATCH:
+            return Sequenced(size, delays, signed)
+
+
+def _sign(session: Session, signer: Signer, head: tree.TreeHead, now: datetime) -> SignedCheckpoint:
+    checkpoint = SignedCheckpoint(
+        head.size, head.root.hex(), now, signer.sign(Checkpoint(signer.name, head.size, head.root, now).text())
+    )
+    session.connection().execute(insert(AuditCheckpoint).values(**asdict(checkpoint)))
+    return checkpoint
+
+
+def _latest(session: Session) -> SignedCheckpoint | None:
+    row = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1)).first()
+    return SignedCheckpoint(row.size, row.root, row.signed_at, row.note) if row else None
+
+
+def latest_checkpoint(sessions: Sessions) -> SignedCheckpoint:
+    with sessions() as session:
+        latest = _latest(session)
+    if latest is None:
+        raise NoCheckpoint("the log has not signed its first checkpoint yet; retry in a moment")
+    return latest
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    seq: int
+    leaf_index: int
+    tree_size: int
+    leaf_hash: bytes
+    hashes: list[bytes]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    new_size: int
+    hashes: list[bytes]
+
+
+def _check_size(session: Session, size: int) -> None:
+    current = tree.head(session).size
+    if size > current:
+        raise TreeTooSmall(f"the tree has {current} events, not {size}", details={"tree_size": current})
+
+
+def inclusion(sessions: Sessions, actor: Actor, seq: int, tree_size: int) -> InclusionProof:
+    """The proof that event ``seq`` is leaf ``seq - 1`` of the tree of ``tree_size`` events; an
+    event outside the actor's country is not found."""
+    with sessions() as session:
+        visible_event(session, actor, seq)
+        _check_size(session, tree_size)
+        if seq > tree_size:
+            raise TreeTooSmall(f"event {seq} is not in a tree of {tree_size} events")
+        [leaf] = tree.range_hashes(session, [(seq - 1, seq)])
+        return InclusionProof(seq, seq - 1, tree_size, leaf, tree.inclusion_proof(session, seq - 1, tree_size))
+
+
+def consistency(sessions: Sessions, old_size: int, new_size: int) -> ConsistencyProof:
+    """The proof that the tree of ``old_size`` events is a prefix of the tree of ``new_size``."""
+    if old_size > new_size:
+        raise TreeTooSmall(f"no consistency proof from {old_size} back to {new_size}")
+    with sessions() as session:
+        _check_size(session, new_size)
+        return ConsistencyProof(old_size, new_size, tree.consistency_proof(session, old_size, new_size))

@@ -1,0 +1,106 @@
+"""The Merkle tree over audit events as the database keeps it: the hash of every perfect subtree
+once it is complete (leaves at level 0), and a head row with the tree's size and root.
+
+Leaf i is event seq i + 1, its hash SHA-256(0x00 || the event's canonical bytes). Extending the
+tree reads only the O(log n) subtrees on its right edge; a proof reads only the O(log n)
+perfect subtrees its ranges split into, in one query. Nothing is ever rewritten: a subtree's
+hash is final once its last leaf is in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from app.audit import merkle
+from app.audit.models import AuditEvent, AuditTreeHead, AuditTreeNode
+from app.audit.service import canonical_bytes
+
+
+@dataclass(frozen=True)
+class TreeHead:
+    size: int
+    root: bytes
+
+
+@dataclass(frozen=True)
+class Extension:
+    """What one call to :func:`extend` put in the tree."""
+
+    head: TreeHead
+    appended_at: list[datetime]
+    """When each event added was appended, for the sequencing delay."""
+
+
+def head(session: Session, lock: bool = False) -> TreeHead:
+    query = select(AuditTreeHead.size, AuditTreeHead.root).where(AuditTreeHead.id == 1)
+    row = session.execute(query.with_for_update() if lock else query).one()
+    return TreeHead(row.size, bytes.fromhex(row.root))
+
+
+def subtree_hashes(session: Session, subtrees: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    if not subtrees:
+        return {}
+    rows = session.execute(
+        select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash).where(
+            tuple_(AuditTreeNode.level, AuditTreeNode.idx).in_(sorted(set(subtrees)))
+        )
+    )
+    return {(row.level, row.idx): bytes(row.hash) for row in rows}
+
+
+def range_hashes(session: Session, ranges: list[merkle.Range]) -> list[bytes]:
+    """The Merkle tree hash of each range, from the stored perfect subtrees (one query)."""
+    parts = [merkle.perfect_subtrees(start, end) for start, end in ranges]
+    known = subtree_hashes(session, [subtree for part in parts for subtree in part])
+    return [merkle.fold([known[subtree] for subtree in part]) for part in parts]
+
+
+def extend(session: Session, limit: int) -> Extension:
+    """Put up to ``limit`` committed events after the tree's last leaf into the tree, in order,
+    in ``session``'s transaction. The head row is locked first: a second sequencer (another
+    process on the same PostgreSQL) waits, then finds these events already in."""
+    current = head(session, lock=True)
+    events = list(
+        session.scalars(select(AuditEvent).where(AuditEvent.seq > current.size).order_by(AuditEvent.seq).limit(limit))
+    )
+    size = current.size
+    known = subtree_hashes(session, merkle.perfect_subtrees(0, size))
+    nodes: list[dict[str, object]] = []
+    appended_at = []
+    for event in events:
+        if event.seq != size + 1:
+            break  # never a gap: appends commit in seq order under the chain's head lock
+        level, idx, digest = 0, size, merkle.leaf_hash(canonical_bytes(event))
+        known[(level, idx)] = digest
+        nodes.append({"level": level, "idx": idx, "hash": digest})
+        while idx & 1:
+            digest = merkle.node_hash(known[(level, idx - 1)], digest)
+            level, idx = level + 1, idx >> 1
+            known[(level, idx)] = digest
+            nodes.append({"level": level, "idx": idx, "hash": digest})
+        size += 1
+        appended_at.append(event.at)
+    if size == current.size:
+        return Extension(current, [])
+    root = merkle.fold([known[subtree] for subtree in merkle.perfect_subtrees(0, size)])
+    connection = session.connection()
+    connection.execute(insert(AuditTreeNode), nodes)
+    connection.execute(update(AuditTreeHead).where(AuditTreeHead.id == 1).values(size=size, root=root.hex()))
+    return Extension(TreeHead(size, root), appended_at)
+
+
+def inclusion_proof(session: Session, index: int, size: int) -> list[bytes]:
+    return range_hashes(session, merkle.inclusion_ranges(index, size))
+
+
+def consistency_proof(session: Session, old_size: int, new_size: int) -> list[bytes]:
+    return range_hashes(session, merkle.consistency_ranges(old_size, new_size))
+
+
+def root_at(session: Session, size: int) -> bytes:
+    """The root of the tree when it had ``size`` leaves (≤ the current size)."""
+    return range_hashes(session, [(0, size)])[0] if size else merkle.EMPTY_ROOT
