@@ -105,6 +105,8 @@ def serve(
 
     import uvicorn
 
+    from app.audit.exceptions import SigningKeyMissing
+    from app.audit.keys import load_signing_key
     from app.observability.logging import configure_logging
     from matcher.tuning import restart_with_huge_pages
 
@@ -114,6 +116,10 @@ def serve(
         get_settings.cache_clear()
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        load_signing_key(settings.audit_key_path)
+    except SigningKeyMissing as error:
+        fail(str(error))
     configure_logging(log_level.upper())
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
     uvicorn.run(
@@ -407,6 +413,71 @@ def audit_export(
             handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
             count += 1
     typer.echo(f"exported {count} events", err=True)
+
+
+@audit_cli.command("keygen")
+def audit_keygen(
+    name: Annotated[str, typer.Option(help="the log's name and checkpoint origin, a schema-less URL")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="private key file (default READMIT_AUDIT_KEY_FILE, or audit-log.key in the data folder)"),
+    ] = None,
+) -> None:
+    """Create the audit log's Ed25519 signing key (once: the service refuses to start without
+    it, and never overwrites it). Prints the verifier key to publish to every party.
+
+    Example: readmit audit keygen --name hub.example.org/readmit-audit
+    """
+    from app.audit.keys import create_signing_key
+    from app.audit.notes import NoteError
+
+    path = out or get_settings().audit_key_path
+    try:
+        verifier = create_signing_key(path, name)
+    except (FileExistsError, NoteError) as error:
+        fail(str(error))
+    typer.echo(f"signing key written to {path} (mode 0600); verifier key:", err=True)
+    typer.echo(str(verifier))
+
+
+@audit_cli.command("verify-remote")
+def audit_verify_remote(
+    url: Annotated[str, typer.Option(help="the service, e.g. https://hub.example.org")],
+    key: Annotated[str, typer.Option(help="the log's verifier key (name+keyid+base64), as published")],
+    state: Annotated[Path, typer.Option(help="JSON file holding the last checkpoint accepted (created if absent)")],
+    api_key: Annotated[
+        str, typer.Option(envvar="READMIT_API_KEY", help="an auditor's API key (or the READMIT_API_KEY variable)")
+    ],
+    whole_log: Annotated[
+        bool, typer.Option(help="the key sees the whole log (an auditor without a country): every seq must be listed")
+    ] = False,
+) -> None:
+    """Check the log from outside: the latest checkpoint's signature, its consistency with the
+    checkpoint in STATE, and the inclusion of every event this key may see up to it; then
+    store the new checkpoint in STATE. Exits 1 with the reason when any check fails.
+
+    Example: readmit audit verify-remote --url https://hub.example.org --key "$VKEY" --state sen.json
+    """
+    import httpx
+
+    from app.audit.notes import NoteError, Verifier
+    from app.audit.remote import VerificationFailed, verify_remote
+
+    try:
+        verifier = Verifier.parse(key)
+    except NoteError as error:
+        fail(str(error))
+    headers = {"Authorization": f"Bearer {api_key}"}
+    try:
+        with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
+            outcome = verify_remote(client, verifier, state, whole_log)
+    except (VerificationFailed, httpx.HTTPError) as error:
+        fail(f"audit log verification failed: {error}")
+    since = "first checkpoint stored" if outcome.previous_size is None else f"consistent with {outcome.previous_size}"
+    typer.echo(
+        f"audit log verified: tree size {outcome.checkpoint.size} ({since}), "
+        f"{outcome.events_checked} events included; checkpoint stored in {state}"
+    )
 
 
 @cli.command()

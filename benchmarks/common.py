@@ -19,7 +19,16 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
+from app.audit.keys import create_signing_key
+from app.core.config import Settings
+
 OUT = Path(__file__).resolve().parent / "out"
+
+
+def ensure_audit_key(settings: Settings) -> None:
+    """The service starts only with the audit log's signing key: a scratch data folder gets one."""
+    if not settings.audit_key_path.exists():
+        create_signing_key(settings.audit_key_path, "readmit.bench/audit")
 
 
 def measure_read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:
@@ -103,6 +112,8 @@ def start_service(port: int, ready_within_s: float = 600, **settings: str) -> su
     """The real service (``python -m app serve``) on a loopback port with ``READMIT_*`` settings
     (``data_dir="..."`` sets READMIT_DATA_DIR), once /readyz answers. The per-key rate limit is
     lifted: a benchmark's clients share a key, and the throttle is not what it measures."""
+    if "data_dir" in settings:
+        ensure_audit_key(Settings(data_dir=Path(settings["data_dir"])))
     env = {
         **os.environ,
         "READMIT_REQUESTS_PER_MINUTE": "100000000",

@@ -20,7 +20,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table, scratch_database
+from common import ensure_audit_key, print_json, print_table, scratch_database
 
 from app.core.config import Settings
 from app.galleries import enrolment
@@ -44,6 +44,7 @@ def write_source(folder: Path, size: int) -> tuple[Path, Path]:
 
 
 def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict[str, float]:
+    ensure_audit_key(settings)
     runtime = Runtime.create(settings)
     from app.db.migrate import upgrade_to_head
 

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table, scratch_database
+from common import ensure_audit_key, print_json, print_table, scratch_database
 from common import start_service as common_start_service
 
 from app.core.config import Settings
@@ -54,6 +54,7 @@ def free_port() -> int:
 
 def prepare(settings: Settings) -> tuple[str, int]:
     """A registry officer's key and an empty 512-d gallery of its country."""
+    ensure_audit_key(settings)
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
     runtime.open_keyring()

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from common import percentiles_ms, print_json, print_table, scratch_database
+from common import ensure_audit_key, percentiles_ms, print_json, print_table, scratch_database
 from common import start_service as common_start_service
 
 from app.agreements.service import create_agreement
@@ -59,6 +59,7 @@ PORT = 18800
 def prepare(data_dir: Path, size: int, probes: int, database_url: str | None = None) -> tuple[str, np.ndarray]:
     """Fill the database; returns a border police key and mated probes."""
     settings = Settings(data_dir=data_dir, database_url=database_url)
+    ensure_audit_key(settings)
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
     runtime.open_keyring()

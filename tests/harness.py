@@ -12,10 +12,13 @@ import httpx
 import numpy as np
 from fastapi.testclient import TestClient
 
+from app.audit.keys import create_signing_key
 from app.core.config import Settings
 from app.main import create_app
 from app.principals.models import Role
 from app.principals.service import create_principal
+
+LOG_NAME = "readmit.test/audit"
 
 
 def principal(
@@ -36,6 +39,8 @@ def principal(
 class Service:
     def __init__(self, data_dir: Path, database_url: str | None, **overrides: Any) -> None:
         self.settings = Settings(data_dir=data_dir, database_url=database_url, snapshot_interval_s=3600, **overrides)
+        if not self.settings.audit_key_path.exists():
+            create_signing_key(self.settings.audit_key_path, LOG_NAME)
         self.client = self._start()
         _, key = create_principal(self.runtime.sessions, None, "bootstrap admin", Role.ADMIN)
         self.admin = {"Authorization": f"Bearer {key}"}
@@ -154,6 +159,10 @@ class ServerProcess:
         self.env.pop("READMIT_DATABASE_URL", None)
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
+        keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", LOG_NAME]
+        self.verifier_key = subprocess.run(
+            keygen, env=self.env, capture_output=True, text=True, check=True
+        ).stdout.strip()
         created = subprocess.run(
             [sys.executable, "-m", "app", "admin", "create-key", "--name", "ops"],
             env=self.env,

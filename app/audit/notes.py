@@ -56,7 +56,7 @@ class Verifier:
     @classmethod
     def parse(cls, text: str) -> Verifier:
         try:
-            name, hex_id, encoded = text.strip().split("+")
+            name, hex_id, encoded = text.strip().split("+", 2)
             material = base64.b64decode(encoded, validate=True)
         except ValueError as error:
             raise NoteError(f"not a verifier key (name+keyid+base64): {error}") from None
@@ -115,7 +115,7 @@ class Signer:
 
     @classmethod
     def decode(cls, text: str) -> Signer:
-        parts = text.strip().split("+")
+        parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("not a signed-note private key (PRIVATE+KEY+name+keyid+base64)")
         material = base64.b64decode(parts[4])

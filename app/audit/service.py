@@ -41,6 +41,18 @@ class Actor(Protocol):
 GENESIS_HASH = "0" * 64
 
 
+CANONICAL_FIELDS = ("seq", "at", "principal_id", "role", "action", "resource", "outcome", "details", "prev_hash")
+
+
+def canonical_json(event: dict[str, Any]) -> bytes:
+    """The bytes an event's chain hash is over, and its Merkle leaf (README, "Audit trail"):
+    the JSON object of :data:`CANONICAL_FIELDS` (``at`` already a string), keys sorted, no
+    spaces, ASCII escapes. An event as the API or the export gives it goes in as it is."""
+    return json.dumps(
+        {name: event[name] for name in CANONICAL_FIELDS}, sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    ).encode()
+
+
 def canonical_event(
     seq: int,
     at: datetime,
@@ -52,8 +64,7 @@ def canonical_event(
     details: dict[str, Any],
     prev_hash: str,
 ) -> bytes:
-    """The bytes an event's chain hash is over, and its Merkle leaf (README, "Audit trail")."""
-    return json.dumps(
+    return canonical_json(
         {
             "seq": seq,
             "at": at.isoformat(timespec="microseconds"),
@@ -64,11 +75,8 @@ def canonical_event(
             "outcome": outcome,
             "details": details,
             "prev_hash": prev_hash,
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=True,
-    ).encode()
+        }
+    )
 
 
 def canonical_bytes(event: AuditEvent) -> bytes:

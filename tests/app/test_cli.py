@@ -42,10 +42,24 @@ def test_python_dash_m_app_has_help():
         assert command in result.stdout
 
 
-def test_serve_starts_on_a_fresh_data_folder(tmp_path):
-    """The README's start command, as a process: data folder created, migrations applied, ready."""
+def test_serve_refuses_to_start_without_the_audit_log_key(tmp_path):
     env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
     env.pop("READMIT_DATABASE_URL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "18733"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert "no audit log signing key" in result.stderr and "readmit audit keygen" in result.stderr
+
+
+def test_serve_starts_on_a_fresh_data_folder(tmp_path):
+    """The README's start commands, as processes: the log's key created, data folder created,
+    migrations applied, ready."""
+    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
+    env.pop("READMIT_DATABASE_URL", None)
+    keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", "readmit.test/audit"]
+    subprocess.run(keygen, env=env, check=True, capture_output=True)
+    assert (tmp_path / "fresh" / "audit-log.key").stat().st_mode & 0o777 == 0o600
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", "18731", "--workers", "1"],
         env=env,

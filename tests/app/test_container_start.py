@@ -55,6 +55,8 @@ def test_start_command_as_an_unprivileged_user():
         "READMIT_MASTER_KEY_FILE": str(keys / "master.key"),
     }
     env.pop("READMIT_DATABASE_URL", None)
+    keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", "readmit.test/audit"]
+    subprocess.run([*prefix, *keygen], env=env, cwd=str(data), check=True, capture_output=True)
     readmit = [sys.executable, "-m", "app", "serve", "--host", "127.0.0.1", "--port", "18732"]
     process = subprocess.Popen(
         [*prefix, *readmit], env=env, cwd=str(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT

@@ -4,9 +4,17 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from app.api.deps import Auditor, SessionsDep
-from app.audit import service
-from app.audit.schemas import AuditPage, ChainVerificationOut
+from app.api.deps import Auditor, RuntimeDep, SessionsDep
+from app.api.openapi import refusal
+from app.audit import log, service
+from app.audit.schemas import (
+    AuditPage,
+    ChainVerificationOut,
+    CheckpointOut,
+    ConsistencyProofOut,
+    InclusionProofOut,
+    PublicKeyOut,
+)
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
@@ -26,3 +34,54 @@ def list_audit_events(
 def verify_audit_chain(actor: Auditor, sessions: SessionsDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
     return service.verify(sessions, actor)
+
+
+@router.get("/public-key", response_model=PublicKeyOut, summary="The log's Ed25519 public key")
+def audit_public_key(actor: Auditor, runtime: RuntimeDep) -> PublicKeyOut:
+    """Compare it with the key the operator published out of band before trusting it."""
+    return PublicKeyOut.of(runtime.signer.verifier)
+
+
+@router.get(
+    "/checkpoint",
+    response_model=CheckpointOut,
+    summary="The latest signed checkpoint",
+    responses={503: refusal("no_checkpoint_yet: just after start; retry in a moment")},
+)
+def latest_audit_checkpoint(actor: Auditor, sessions: SessionsDep) -> CheckpointOut:
+    return CheckpointOut.of(log.latest_checkpoint(sessions))
+
+
+@router.post("/checkpoint", response_model=CheckpointOut, summary="Sequence every committed event and sign now")
+def sign_audit_checkpoint(actor: Auditor, runtime: RuntimeDep) -> CheckpointOut:
+    """A checkpoint covering every event committed before the call (signed now if the tree has
+    grown since the last one), for a verifier that wants its own reads in it."""
+    return CheckpointOut.of(runtime.sequencer.checkpoint_now())
+
+
+@router.get(
+    "/proof/inclusion",
+    response_model=InclusionProofOut,
+    summary="RFC 9162 inclusion proof of one event",
+    responses={404: refusal("not_found: no such event, or outside the caller's country")},
+)
+def audit_inclusion_proof(
+    actor: Auditor,
+    sessions: SessionsDep,
+    seq: Annotated[int, Query(ge=1, le=2**63 - 1, description="the event")],
+    tree_size: Annotated[int, Query(ge=1, le=2**63 - 1, description="a checkpoint's tree size")],
+) -> InclusionProofOut:
+    """422 ``tree_size_out_of_range`` when the tree has not reached ``tree_size`` or the event is
+    beyond it."""
+    return InclusionProofOut.of(log.inclusion(sessions, actor, seq, tree_size))
+
+
+@router.get("/proof/consistency", response_model=ConsistencyProofOut, summary="RFC 9162 consistency proof")
+def audit_consistency_proof(
+    actor: Auditor,
+    sessions: SessionsDep,
+    old_size: Annotated[int, Query(alias="from", ge=0, le=2**63 - 1, description="the older tree size")],
+    new_size: Annotated[int, Query(alias="to", ge=0, le=2**63 - 1, description="the newer tree size")],
+) -> ConsistencyProofOut:
+    """422 ``tree_size_out_of_range`` when ``from`` > ``to`` or the tree has not reached ``to``."""
+    return ConsistencyProofOut.of(log.consistency(sessions, old_size, new_size))
