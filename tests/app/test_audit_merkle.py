@@ -26,8 +26,8 @@ def path(m: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = 1 << ((len(leaves) - 1).bit_length() - 1)
     if m < k:
-        return path(m, leaves[:k]) + [mth(leaves[k:])]
-    return path(m - k, leaves[k:]) + [mth(leaves[:k])]
+        return [*path(m, leaves[:k]), mth(leaves[k:])]
+    return [*path(m - k, leaves[k:]), mth(leaves[:k])]
 
 
 def subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
@@ -36,8 +36,8 @@ def subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
         return [] if whole else [mth(leaves)]
     k = 1 << ((len(leaves) - 1).bit_length() - 1)
     if m <= k:
-        return subproof(m, leaves[:k], whole) + [mth(leaves[k:])]
-    return subproof(m - k, leaves[k:], False) + [mth(leaves[:k])]
+        return [*subproof(m, leaves[:k], whole), mth(leaves[k:])]
+    return [*subproof(m - k, leaves[k:], False), mth(leaves[:k])]
 
 
 LEAVES = [f"event {i}".encode() for i in range(40)]
