@@ -1,0 +1,108 @@
+"""``readmit audit verify-remote`` against the real service as a process, and the attack the
+verifiable log exists for: someone with the database (and the code, and the signing key)
+rewrites an event, recomputes the whole chain, its head and the Merkle tree, and restarts the
+service. The chain then checks out; a verifier holding an earlier checkpoint does not."""
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import httpx
+from sqlalchemy import delete, select, text, update
+
+from app.audit.models import AuditCheckpoint, AuditEvent, AuditHead, AuditTreeHead, AuditTreeNode
+from app.audit.notes import Signer
+from app.audit.service import GENESIS_HASH, canonical_bytes
+from app.core.config import Settings
+from app.db.session import make_engine, make_session_factory
+from tests.harness import ServerProcess, records
+
+
+def readmit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "app", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+def activity(server: ServerProcess, auditor: dict[str, str], count: int = 3) -> int:
+    """Some enrolment, then a checkpoint signed on demand; returns its tree size."""
+    with httpx.Client(base_url=server.base, headers=server.admin, timeout=30) as api:
+        gallery = api.post(
+            "/v1/galleries",
+            json={"country": "SEN", "modality": "face", "template_format": {"model": f"m{count}", "dimension": 8}},
+        ).json()["id"]
+        registry = server.principal("registry", "SEN")
+        api.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records(count, 8)}, headers=registry)
+        return int(api.post("/v1/audit/checkpoint", headers=auditor).json()["tree_size"])
+
+
+def verify_remote(server: ServerProcess, auditor: dict[str, str], state, key: str | None = None):
+    env = {**os.environ, "READMIT_API_KEY": auditor["Authorization"].removeprefix("Bearer ")}
+    args = ["--url", server.base, "--key", key or server.verifier_key, "--state", str(state), "--whole-log"]
+    return readmit("audit", "verify-remote", *args, env=env)
+
+
+def rewrite_history(data_dir, seq: int, recompute_tree: bool) -> None:
+    """What an insider does: triggers dropped, one event changed, every later hash and the head
+    recomputed with the service's own code; with ``recompute_tree``, the Merkle tree and the
+    checkpoints are dropped so that the service rebuilds and re-signs them at its next start."""
+    engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
+    with make_session_factory(engine)() as session, session.begin():
+        session.execute(text("DROP TRIGGER audit_events_no_update"))
+        session.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(outcome="denied"))
+        previous = GENESIS_HASH
+        for event in session.scalars(select(AuditEvent).order_by(AuditEvent.seq)):
+            event.prev_hash = previous
+            event.hash = previous = hashlib.sha256(canonical_bytes(event)).hexdigest()
+        session.execute(update(AuditHead).values(hash=previous))
+        if recompute_tree:
+            session.execute(delete(AuditTreeNode))
+            session.execute(delete(AuditCheckpoint))
+            session.execute(update(AuditTreeHead).values(size=0, root=hashlib.sha256(b"").hexdigest()))
+    engine.dispose()
+
+
+def test_verify_remote_accepts_a_growing_log_and_catches_a_rewritten_one(tmp_path):
+    server = ServerProcess(tmp_path / "data")
+    state = tmp_path / "state.json"
+    try:
+        auditor = server.principal("auditor")
+        first = activity(server, auditor)
+        run = verify_remote(server, auditor, state)
+        assert run.returncode == 0, run.stderr
+        assert f"tree size {first} (first checkpoint stored)" in run.stdout
+        second = activity(server, auditor, 4)
+        run = verify_remote(server, auditor, state)
+        assert run.returncode == 0, run.stderr
+        assert f"tree size {second} (consistent with {first})" in run.stdout
+        stranger = str(Signer.generate("readmit.test/audit").verifier)
+        run = verify_remote(server, auditor, tmp_path / "other.json", key=stranger)
+        assert run.returncode == 1 and "bad checkpoint signature" in run.stderr
+
+        held = state.read_text()
+        server.stop()
+        rewrite_history(tmp_path / "data", seq=3, recompute_tree=True)
+        chain = readmit("audit", "verify", env=server.env)
+        assert chain.returncode == 0, chain.stderr  # the hash chain alone is fooled
+        server.start()
+        activity(server, auditor, 2)
+        run = verify_remote(server, auditor, state)
+        assert run.returncode == 1
+        assert "inconsistent tree" in run.stderr
+        assert state.read_text() == held  # the evidence is kept
+    finally:
+        server.stop()
+
+
+def test_an_event_rewritten_under_an_existing_tree_is_reported_missing(tmp_path):
+    server = ServerProcess(tmp_path / "data")
+    try:
+        auditor = server.principal("auditor")
+        activity(server, auditor)
+        server.stop()
+        rewrite_history(tmp_path / "data", seq=2, recompute_tree=False)
+        server.start()
+        run = verify_remote(server, auditor, tmp_path / "fresh.json")
+        assert run.returncode == 1
+        assert "missing event: 2 as listed is not in the signed tree" in run.stderr
+    finally:
+        server.stop()
