@@ -135,6 +135,11 @@ def table(w: World) -> list[tuple[str, str, str, object, dict[str, int]]]:
         ),
         ("GET", "/v1/audit/events", "/v1/audit/events", None, {"auditor": 200}),
         ("GET", "/v1/audit/verify", "/v1/audit/verify", None, {"auditor": 200}),
+        ("GET", "/v1/audit/public-key", "/v1/audit/public-key", None, {"auditor": 200}),
+        ("GET", "/v1/audit/checkpoint", "/v1/audit/checkpoint", None, {"auditor": 200}),
+        ("POST", "/v1/audit/checkpoint", "/v1/audit/checkpoint", None, {"auditor": 200}),
+        ("GET", "/v1/audit/proof/inclusion", "/v1/audit/proof/inclusion?seq=1&tree_size=1", None, {"auditor": 200}),
+        ("GET", "/v1/audit/proof/consistency", "/v1/audit/proof/consistency?from=1&to=1", None, {"auditor": 200}),
     ]
 
 

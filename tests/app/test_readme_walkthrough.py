@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def test_the_walkthrough_identifies_the_person_and_the_audit_trail_verifies(tmp_
             **os.environ,
             "ADMIN": server.admin["Authorization"].removeprefix("Bearer "),
             "API": server.base,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",  # readmit, as installed
         }
         result = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", walkthrough()],
@@ -57,7 +59,12 @@ def test_the_walkthrough_identifies_the_person_and_the_audit_trail_verifies(tmp_
     # search status, its first candidate and band; verification; the consul's queue and decision
     found = lines.index("done")
     assert lines[found : found + 6] == ["done", "SEN-NIC-000123", "match", "match", "SEN-NIC-000123", "identified"]
-    trail = [line.split() for line in lines[found + 6 : -1]]  # seq, role, action, resource, outcome
+    verified = next(i for i, line in enumerate(lines) if line.startswith('{"ok"'))
+    trail = [line.split() for line in lines[found + 6 : verified]]  # seq, role, action, resource, outcome
     assert [int(event[0]) for event in trail] == list(range(1, len(trail) + 1)), trail
     assert any(event[1] == "consular" and event[3].startswith("candidate/") for event in trail), trail
-    assert json.loads(lines[-1])["ok"] is True
+    assert json.loads(lines[verified])["ok"] is True
+    # the checkpoint signed on demand covers the whole walk-through, and the remote verifier accepts it
+    tree_size = int(lines[verified + 1])
+    assert tree_size > len(trail)
+    assert lines[-1].startswith(f"audit log verified: tree size {tree_size} (first checkpoint stored)"), lines[-1]
