@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from app.core.errors import Invalid, NotFound, Unavailable
+from app.core.errors import Conflict, Invalid, NotFound, Unavailable
 
 
 class UnknownEvent(NotFound):
     code = "not_found"
 
 
-class TreeTooSmall(Invalid):
-    """A proof asked of a tree the log has not reached yet."""
+class TreeTooSmall(Conflict):
+    """A proof asked of a tree the log has not reached yet: the same request succeeds later."""
 
     code = "tree_size_out_of_range"
+
+
+class InvalidProofRange(Invalid):
+    """An event beyond the tree it is to be proved in, or a consistency proof backwards."""
+
+    code = "invalid_proof_range"
 
 
 class NoCheckpoint(Unavailable):

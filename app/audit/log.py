@@ -17,7 +17,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.audit import tree
-from app.audit.exceptions import NoCheckpoint, TreeTooSmall
+from app.audit.exceptions import InvalidProofRange, NoCheckpoint, TreeTooSmall
 from app.audit.models import AuditCheckpoint
 from app.audit.notes import Checkpoint, Signer
 from app.audit.service import Actor, visible_event
@@ -126,9 +126,9 @@ def inclusion(sessions: Sessions, actor: Actor, seq: int, tree_size: int) -> Inc
     event outside the actor's country is not found."""
     with sessions() as session:
         visible_event(session, actor, seq)
-        _check_size(session, tree_size)
         if seq > tree_size:
-            raise TreeTooSmall(f"event {seq} is not in a tree of {tree_size} events")
+            raise InvalidProofRange(f"event {seq} is not in a tree of {tree_size} events")
+        _check_size(session, tree_size)
         [leaf] = tree.range_hashes(session, [(seq - 1, seq)])
         return InclusionProof(seq, seq - 1, tree_size, leaf, tree.inclusion_proof(session, seq - 1, tree_size))
 
@@ -136,7 +136,7 @@ def inclusion(sessions: Sessions, actor: Actor, seq: int, tree_size: int) -> Inc
 def consistency(sessions: Sessions, old_size: int, new_size: int) -> ConsistencyProof:
     """The proof that the tree of ``old_size`` events is a prefix of the tree of ``new_size``."""
     if old_size > new_size:
-        raise TreeTooSmall(f"no consistency proof from {old_size} back to {new_size}")
+        raise InvalidProofRange(f"no consistency proof from {old_size} back to {new_size}")
     with sessions() as session:
         _check_size(session, new_size)
         return ConsistencyProof(old_size, new_size, tree.consistency_proof(session, old_size, new_size))

@@ -82,9 +82,9 @@ def test_proofs_of_trees_the_log_has_not_reached_are_refused(service):
     auditor = service.principal("auditor")
     size = checkpoint_now(service, auditor).size
     beyond = service.client.get(f"/v1/audit/proof/inclusion?seq=1&tree_size={size + 100}", headers=auditor)
-    assert beyond.status_code == 422 and beyond.json()["error"]["code"] == "tree_size_out_of_range"
+    assert beyond.status_code == 409 and beyond.json()["error"]["code"] == "tree_size_out_of_range"
     backwards = service.client.get(f"/v1/audit/proof/consistency?from={size}&to=1", headers=auditor)
-    assert backwards.status_code == 422 and backwards.json()["error"]["code"] == "tree_size_out_of_range"
+    assert backwards.status_code == 422 and backwards.json()["error"]["code"] == "invalid_proof_range"
     unknown = service.client.get(f"/v1/audit/proof/inclusion?seq={size + 100}&tree_size={size}", headers=auditor)
     assert unknown.status_code == 404
 

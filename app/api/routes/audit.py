@@ -63,7 +63,10 @@ def sign_audit_checkpoint(actor: Auditor, runtime: RuntimeDep) -> CheckpointOut:
     "/proof/inclusion",
     response_model=InclusionProofOut,
     summary="RFC 9162 inclusion proof of one event",
-    responses={404: refusal("not_found: no such event, or outside the caller's country")},
+    responses={
+        404: refusal("not_found: no such event, or outside the caller's country"),
+        409: refusal("tree_size_out_of_range: the log has not reached tree_size yet"),
+    },
 )
 def audit_inclusion_proof(
     actor: Auditor,
@@ -71,17 +74,21 @@ def audit_inclusion_proof(
     seq: Annotated[int, Query(ge=1, le=2**63 - 1, description="the event")],
     tree_size: Annotated[int, Query(ge=1, le=2**63 - 1, description="a checkpoint's tree size")],
 ) -> InclusionProofOut:
-    """422 ``tree_size_out_of_range`` when the tree has not reached ``tree_size`` or the event is
-    beyond it."""
+    """422 ``invalid_proof_range`` when ``seq`` is beyond ``tree_size``."""
     return InclusionProofOut.of(log.inclusion(sessions, actor, seq, tree_size))
 
 
-@router.get("/proof/consistency", response_model=ConsistencyProofOut, summary="RFC 9162 consistency proof")
+@router.get(
+    "/proof/consistency",
+    response_model=ConsistencyProofOut,
+    summary="RFC 9162 consistency proof",
+    responses={409: refusal("tree_size_out_of_range: the log has not reached `to` yet")},
+)
 def audit_consistency_proof(
     actor: Auditor,
     sessions: SessionsDep,
     old_size: Annotated[int, Query(alias="from", ge=0, le=2**63 - 1, description="the older tree size")],
     new_size: Annotated[int, Query(alias="to", ge=0, le=2**63 - 1, description="the newer tree size")],
 ) -> ConsistencyProofOut:
-    """422 ``tree_size_out_of_range`` when ``from`` > ``to`` or the tree has not reached ``to``."""
+    """422 ``invalid_proof_range`` when ``from`` > ``to``."""
     return ConsistencyProofOut.of(log.consistency(sessions, old_size, new_size))

@@ -1,0 +1,163 @@
+"""The verifiable audit log's costs, measured in one run on one database:
+
+- append latency of one event in its own transaction (commit included): the hash chain alone, as
+  before the log (no country touched, no sequencer), then as the service now appends (one or two
+  countries), then the same with the sequencer running beside it at its default interval;
+- the sequencing delay of those events (append to leaf, as the service's metric observes it)
+  and the sequencer's catch-up rate on a backlog;
+- checkpoint signing: Ed25519 signed notes per second, and whole on-demand checkpoints
+  (sequence, sign, store) per second;
+- an inclusion and a consistency proof read from the stored subtrees at the size reached.
+
+    python benchmarks/audit_bench.py --events 5000
+    python benchmarks/audit_bench.py --events 5000 --postgres-url postgresql+psycopg://u:p@127.0.0.1/postgres
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import percentiles_ms, print_json, print_table, scratch_database, timed
+
+from app.audit import log as audit_log
+from app.audit import service as audit
+from app.audit.actions import Action
+from app.audit.notes import Checkpoint, Signer
+from app.audit.sequencer import Sequencer
+from app.core.config import Settings
+from app.db.migrate import upgrade_to_head
+from app.db.session import Sessions, make_engine, make_session_factory, transaction
+from app.observability.metrics import Metrics
+
+
+def append_latencies(sessions: Sessions, count: int, countries: tuple[str, ...]) -> list[float]:
+    latencies = []
+    for i in range(count):
+        started = time.perf_counter()
+        with transaction(sessions) as session:
+            audit.append(
+                session, None, Action.SEARCH_COMPLETE, f"case/{i}/search/{i}", countries, details={"candidates": 3}
+            )
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def rate(action: Callable[[], object], seconds: float = 2.0) -> float:
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        action()
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def measure(settings: Settings, events: int) -> dict[str, object]:
+    engine = make_engine(settings.sqlalchemy_url)
+    upgrade_to_head(settings, engine)
+    sessions = make_session_factory(engine)
+    signer = Signer.generate("readmit.bench/audit")
+    policy = audit_log.CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
+    sequencer = Sequencer(sessions, signer, policy, settings.audit_sequence_interval_s, Metrics())
+    figures: dict[str, object] = {}
+
+    figures["append_chain_only"] = percentiles_ms(append_latencies(sessions, events, ()))
+    started = time.perf_counter()
+    backlog = sequencer.run_once().size
+    figures["sequencer_catch_up_events_per_s"] = backlog / (time.perf_counter() - started)
+    figures["append_with_countries"] = percentiles_ms(append_latencies(sessions, events, ("FRA", "SEN")))
+    sequencer.run_once()
+
+    delays: list[float] = []
+    stop = threading.Event()
+
+    def sequence_beside() -> None:  # the service's sequencer loop, keeping what it observes
+        while not stop.wait(settings.audit_sequence_interval_s):
+            delays.extend(sequencer.run_once().delays_s)
+
+    beside = threading.Thread(target=sequence_beside)
+    beside.start()
+    figures["append_with_countries_and_sequencer"] = percentiles_ms(append_latencies(sessions, events, ("FRA", "SEN")))
+    stop.set()
+    beside.join()
+    delays.extend(sequencer.run_once().delays_s)
+    figures["sequencing_delay"] = {**percentiles_ms(delays), "max_ms": max(delays) * 1000, "events": len(delays)}
+
+    checkpoint = Checkpoint(signer.name, 123456, bytes(32), datetime.now(UTC))
+    figures["signed_notes_per_s"] = rate(lambda: signer.sign(checkpoint.text()))
+
+    def one_event_then_checkpoint() -> None:
+        append_latencies(sessions, 1, ("SEN",))
+        sequencer.checkpoint_now()
+
+    figures["on_demand_checkpoints_per_s"] = rate(one_event_then_checkpoint)
+    size = sequencer.run_once().size
+    figures["tree_size"] = size
+    figures["inclusion_proof_ms"] = percentiles_ms(
+        [timed(lambda i=i: audit_log.inclusion(sessions, _Operator(), 1 + i * 7 % size, size))[0] for i in range(200)]
+    )
+    figures["consistency_proof_ms"] = percentiles_ms(
+        [timed(lambda i=i: audit_log.consistency(sessions, 1 + i * 13 % size, size))[0] for i in range(200)]
+    )
+    engine.dispose()
+    return figures
+
+
+class _Operator:
+    """The operator's auditor: no country, sees every event."""
+
+    id, role, country = 0, "auditor", None
+
+
+def report(name: str, figures: dict[str, object]) -> None:
+    def ms(key: str) -> str:
+        value = figures[key]
+        assert isinstance(value, dict)
+        return f"p50 {value['p50_ms']:.3f} ms, p99 {value['p99_ms']:.3f} ms"
+
+    print_table(
+        f"audit log on {name}",
+        [
+            ("append, chain only (before)", ms("append_chain_only")),
+            ("append, with countries", ms("append_with_countries")),
+            ("append, with countries, sequencer beside", ms("append_with_countries_and_sequencer")),
+            ("sequencing delay", ms("sequencing_delay") + f", max {figures['sequencing_delay']['max_ms']:.1f} ms"),  # type: ignore[index]
+            ("sequencer catch-up", f"{figures['sequencer_catch_up_events_per_s']:.0f} events/s"),
+            ("checkpoint signatures (Ed25519 note)", f"{figures['signed_notes_per_s']:.0f} /s"),
+            (
+                "on-demand checkpoints (append, sequence, sign, store)",
+                f"{figures['on_demand_checkpoints_per_s']:.0f} /s",
+            ),
+            (f"inclusion proof at {figures['tree_size']} events", ms("inclusion_proof_ms")),
+            (f"consistency proof at {figures['tree_size']} events", ms("consistency_proof_ms")),
+        ],
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000, help="events appended in each of the three phases")
+    parser.add_argument("--postgres-url", default=os.environ.get("READMIT_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    results = {}
+    with tempfile.TemporaryDirectory() as folder:
+        results["sqlite"] = measure(Settings(data_dir=Path(folder)), args.events)
+        report("SQLite", results["sqlite"])
+    if args.postgres_url:
+        with scratch_database(args.postgres_url) as url:
+            results["postgresql"] = measure(Settings(data_dir=Path(tempfile.mkdtemp()), database_url=url), args.events)
+            report("PostgreSQL", results["postgresql"])
+    print_json(results)
+
+
+if __name__ == "__main__":
+    main()
