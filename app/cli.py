@@ -490,6 +490,7 @@ def bench() -> None:
     typer.echo("benchmarks/http_bench.py      HTTP identification with and without micro-batching")
     typer.echo("benchmarks/deadline_bench.py  deadline misses, earliest-deadline-first against FIFO")
     typer.echo("benchmarks/enrol_bench.py     bulk enrolment records/s on SQLite and PostgreSQL")
+    typer.echo("benchmarks/audit_bench.py     audit append latency, sequencing delay, checkpoint signing rate")
 
 
 def main() -> None:

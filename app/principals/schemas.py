@@ -32,7 +32,8 @@ class PrincipalIn(BaseModel):
     country: Country | None = Field(
         None,
         description="required for registry, consular and border_police (else missing_country, 422); "
-        "the country an admin or auditor is given scopes nothing",
+        "an auditor's country limits the audit events it reads to those touching that country (none: all); "
+        "an admin's scopes nothing",
     )
     agency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}-[A-Z0-9_-]{1,60}$")] | None = Field(
         None,

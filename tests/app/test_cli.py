@@ -21,6 +21,11 @@ def test_create_key_bootstraps_an_admin_whose_key_works(tmp_path, monkeypatch, d
         key = result.output.strip().splitlines()[-1]
         assert key.startswith("rdm_") and len(key) > 50
 
+        keygen = CliRunner().invoke(cli, ["audit", "keygen", "--name", "readmit.test/audit"])
+        assert keygen.exit_code == 0 and keygen.stdout.startswith("readmit.test/audit+"), keygen.output
+        again = CliRunner().invoke(cli, ["audit", "keygen", "--name", "readmit.test/audit"])
+        assert again.exit_code == 1 and "already holds a key" in again.output
+
         from fastapi.testclient import TestClient
 
         from app.main import create_app
