@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.audit import merkle
@@ -42,11 +42,21 @@ def head(session: Session, lock: bool = False) -> TreeHead:
 
 
 def subtree_hashes(session: Session, subtrees: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-    if not subtrees:
+    """One query, one primary-key lookup per subtree: a disjunction of ``level = ? AND idx IN
+    (...)``, since SQLite scans the whole table for a row-value IN list."""
+    by_level: dict[int, set[int]] = {}
+    for level, idx in subtrees:
+        by_level.setdefault(level, set()).add(idx)
+    if not by_level:
         return {}
     rows = session.execute(
         select(AuditTreeNode.level, AuditTreeNode.idx, AuditTreeNode.hash).where(
-            tuple_(AuditTreeNode.level, AuditTreeNode.idx).in_(sorted(set(subtrees)))
+            or_(
+                *(
+                    and_(AuditTreeNode.level == level, AuditTreeNode.idx.in_(sorted(idxs)))
+                    for level, idxs in by_level.items()
+                )
+            )
         )
     )
     return {(row.level, row.idx): bytes(row.hash) for row in rows}

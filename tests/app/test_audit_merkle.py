@@ -101,3 +101,16 @@ def test_a_checkpoint_round_trips_and_only_its_own_key_opens_it(tmp_path):
         Signer.generate("readmit.test/audit").verifier.open(note)
     with pytest.raises(FileExistsError):
         signer.save(tmp_path / "key")
+
+
+@pytest.mark.parametrize("size", [1_000_003, 2**40 - 1, 2**40 + 12_345])
+def test_a_proof_reads_a_logarithmic_number_of_stored_subtrees(size):
+    """What makes proofs cheap on a log of millions: the ranges of any proof split into at most
+    about 2·log2(n) perfect subtrees, the rows app/audit/tree.py reads."""
+    bound = 2 * size.bit_length()
+    for index in (0, 1, size // 3, size - 2, size - 1):
+        ranges = merkle.inclusion_ranges(index, size)
+        assert sum(len(merkle.perfect_subtrees(a, b)) for a, b in ranges) <= bound
+    for old in (1, 7, size // 2 + 1, size - 1):
+        ranges = merkle.consistency_ranges(old, size)
+        assert sum(len(merkle.perfect_subtrees(a, b)) for a, b in ranges) <= bound
