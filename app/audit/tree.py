@@ -109,8 +109,3 @@ def inclusion_proof(session: Session, index: int, size: int) -> list[bytes]:
 
 def consistency_proof(session: Session, old_size: int, new_size: int) -> list[bytes]:
     return range_hashes(session, merkle.consistency_ranges(old_size, new_size))
-
-
-def root_at(session: Session, size: int) -> bytes:
-    """The root of the tree when it had ``size`` leaves (≤ the current size)."""
-    return range_hashes(session, [(0, size)])[0] if size else merkle.EMPTY_ROOT
