@@ -35,6 +35,17 @@ def key_id(name: str, public_key: bytes) -> bytes:
     return hashlib.sha256(name.encode() + b"\n" + ED25519 + public_key).digest()[:4]
 
 
+def _ed25519(encoded: str) -> bytes:
+    """The 32 key bytes of ``base64(0x01 || key)``, the encoding of verifier and private keys."""
+    try:
+        material = base64.b64decode(encoded, validate=True)
+    except ValueError as error:
+        raise NoteError(f"not base64: {error}") from None
+    if material[:1] != ED25519 or len(material) != 33:
+        raise NoteError("only Ed25519 keys (type 0x01, 32 bytes) are accepted")
+    return material[1:]
+
+
 def _check_name(name: str) -> None:
     if not name or any(c.isspace() or c == "+" for c in name):
         raise NoteError(f"a key name has no spaces or '+': {name!r}")
@@ -57,12 +68,9 @@ class Verifier:
     def parse(cls, text: str) -> Verifier:
         try:
             name, hex_id, encoded = text.strip().split("+", 2)
-            material = base64.b64decode(encoded, validate=True)
-        except ValueError as error:
-            raise NoteError(f"not a verifier key (name+keyid+base64): {error}") from None
-        if material[:1] != ED25519 or len(material) != 33:
-            raise NoteError("only Ed25519 verifier keys (type 0x01, 32 bytes) are accepted")
-        verifier = cls(name, material[1:])
+        except ValueError:
+            raise NoteError("not a verifier key (name+keyid+base64)") from None
+        verifier = cls(name, _ed25519(encoded))
         if verifier.key_id.hex() != hex_id.lower():
             raise NoteError("the verifier key's id does not match its name and public key")
         return verifier
@@ -118,10 +126,7 @@ class Signer:
         parts = text.strip().split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise NoteError("not a signed-note private key (PRIVATE+KEY+name+keyid+base64)")
-        material = base64.b64decode(parts[4])
-        if material[:1] != ED25519 or len(material) != 33:
-            raise NoteError("only Ed25519 private keys (type 0x01, 32-byte seed) are accepted")
-        signer = cls(parts[2], Ed25519PrivateKey.from_private_bytes(material[1:]))
+        signer = cls(parts[2], Ed25519PrivateKey.from_private_bytes(_ed25519(parts[4])))
         if signer.verifier.key_id.hex() != parts[3]:
             raise NoteError("the private key's id does not match its name and key")
         return signer
