@@ -83,7 +83,7 @@ class Runtime:
         keys = KeyCache(settings.key_cache_s)
         signer = load_signing_key(settings.audit_key_path)
         checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
-        sequencer = Sequencer(sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics)
+        sequencer = Sequencer(sessions, read_sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics)
         return cls(
             settings,
             engine,

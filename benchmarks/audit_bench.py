@@ -76,7 +76,9 @@ def measure(settings: Settings, events: int, tree_events: int) -> dict[str, obje
     sessions = make_session_factory(engine)
     signer = Signer.generate("readmit.bench/audit")
     policy = audit_log.CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
-    sequencer = Sequencer(sessions, signer, policy, settings.audit_sequence_interval_s, Metrics())
+    read_engine = make_engine(settings.sqlalchemy_url, read_only=True)
+    read_sessions = make_session_factory(read_engine)
+    sequencer = Sequencer(sessions, read_sessions, signer, policy, settings.audit_sequence_interval_s, Metrics())
     figures: dict[str, object] = {}
 
     figures["append_chain_only"] = percentiles_ms(append_latencies(sessions, events, ()))
@@ -119,6 +121,7 @@ def measure(settings: Settings, events: int, tree_events: int) -> dict[str, obje
         [timed(lambda i=i: audit_log.consistency(sessions, 1 + i * 13 % size, size))[0] for i in range(200)]
     )
     engine.dispose()
+    read_engine.dispose()
     return figures
 
 

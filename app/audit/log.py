@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.audit import tree
 from app.audit.exceptions import InvalidProofRange, NoCheckpoint, TreeTooSmall
-from app.audit.models import AuditCheckpoint
+from app.audit.models import AuditCheckpoint, AuditHead
 from app.audit.notes import Checkpoint, Signer
 from app.audit.service import Actor, visible_event
 from app.db.base import utcnow
@@ -57,6 +57,17 @@ class Sequenced:
     delays_s: list[float]
     """From append to being in the tree, one per event added."""
     signed: SignedCheckpoint | None
+
+
+def idle(read_sessions: Sessions, policy: CheckpointPolicy) -> int | None:
+    """The tree's size when every committed event is in it and no checkpoint is due, else None:
+    read without a write transaction, so that an idle sequencer never takes SQLite's write lock
+    from the appends."""
+    with read_sessions() as session:
+        committed = session.scalar(select(AuditHead.seq))
+        size = tree.head(session).size
+        due = policy.due(_latest(session), size, utcnow())
+    return size if committed == size and not due else None
 
 
 def sequence(sessions: Sessions, signer: Signer, policy: CheckpointPolicy, force: bool = False) -> Sequenced:

@@ -23,23 +23,22 @@ class Sequencer:
     def __init__(
         self,
         sessions: Sessions,
+        read_sessions: Sessions,
         signer: Signer,
         policy: audit_log.CheckpointPolicy,
         interval_s: float,
         metrics: Metrics,
     ) -> None:
-        self.sessions, self.signer, self.policy, self.interval_s, self.metrics = (
-            sessions,
-            signer,
-            policy,
-            interval_s,
-            metrics,
-        )
+        self.sessions, self.read_sessions, self.signer, self.policy = sessions, read_sessions, signer, policy
+        self.interval_s, self.metrics = interval_s, metrics
         self._lock = threading.Lock()  # one pass at a time in this process; the database orders processes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def run_once(self, force: bool = False) -> audit_log.Sequenced:
+        size = None if force else audit_log.idle(self.read_sessions, self.policy)
+        if size is not None:
+            return audit_log.Sequenced(size, [], None)
         with self._lock:
             result = audit_log.sequence(self.sessions, self.signer, self.policy, force)
         for delay in result.delays_s:
