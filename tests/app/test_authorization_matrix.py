@@ -54,6 +54,7 @@ class World:
         ).json()
         self.search = search["id"]
         self.candidate = search["candidates"][0]["id"]
+        service.runtime.sequencer.checkpoint_now()  # the events so far in the audit log's tree, for its proofs
 
     def agreement(self) -> dict:
         return {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
