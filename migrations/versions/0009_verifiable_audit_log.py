@@ -5,8 +5,8 @@ Events already recorded are put in the tree by the service's sequencer at its fi
 order; they touch no country (their countries were never recorded), so only an auditor without
 a country sees them.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-11-26
 """
 
@@ -17,8 +17,8 @@ from alembic import op
 
 import app.db.base
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
