@@ -106,7 +106,7 @@ def serve(
     import uvicorn
 
     from app.audit.exceptions import SigningKeyMissing
-    from app.audit.keys import load_signing_key
+    from app.audit.keys import signing_key_at_start
     from app.observability.logging import configure_logging
     from matcher.tuning import restart_with_huge_pages
 
@@ -117,9 +117,15 @@ def serve(
     settings = get_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        load_signing_key(settings.audit_key_path)
+        created = signing_key_at_start(settings.audit_key_path, settings.audit_origin, settings.new_embedded_install)
     except SigningKeyMissing as error:
         fail(str(error))
+    if created is not None:
+        typer.echo(
+            f"readmit: a new installation: audit log signing key written to {settings.audit_key_path} (mode 0600); "
+            f"publish its verifier key to every party that checks the log:\n{created}",
+            err=True,
+        )
     configure_logging(log_level.upper())
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
     uvicorn.run(

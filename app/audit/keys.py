@@ -30,3 +30,17 @@ def load_signing_key(path: Path) -> Signer:
         ) from None
     except (NoteError, ValueError) as error:
         raise SigningKeyMissing(f"{path} is not a usable audit log signing key: {error}") from None
+
+
+def signing_key_at_start(path: Path, origin: str, new_install: bool) -> Verifier | None:
+    """Check the key the service is about to sign with. The first start of a new installation
+    (no log yet) creates it and returns its verifier key to publish; anywhere else a missing
+    key is an error (SigningKeyMissing), never silently replaced: every verifier holding the
+    old verifier key would reject the log."""
+    try:
+        load_signing_key(path)
+    except SigningKeyMissing:
+        if not new_install or path.exists():
+            raise
+        return create_signing_key(path, origin)
+    return None

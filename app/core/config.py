@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -56,6 +57,11 @@ class Settings(BaseSettings):
         None,
         description="the audit log's Ed25519 signing key (readmit audit keygen); default: audit-log.key in data_dir",
     )
+    audit_log_name: str | None = Field(
+        None,
+        description="the log's name (checkpoint origin) when the first start of a new embedded installation "
+        "creates its signing key; default: <host name>/readmit-audit",
+    )
     audit_checkpoint_interval_s: float = Field(
         60.0, gt=0, description="a checkpoint is signed when the tree has grown and this long has passed since the last"
     )
@@ -83,6 +89,16 @@ class Settings(BaseSettings):
     @property
     def audit_key_path(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit-log.key"
+
+    @property
+    def audit_origin(self) -> str:
+        return self.audit_log_name or f"{socket.gethostname()}/readmit-audit"
+
+    @property
+    def new_embedded_install(self) -> bool:
+        """The embedded default (SQLite in the data folder) before its first start: no database
+        file yet, so no audit log any key ever signed."""
+        return self.database_url is None and not (self.data_dir / "readmit.db").exists()
 
     @property
     def index_dir(self) -> Path:

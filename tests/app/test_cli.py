@@ -47,24 +47,25 @@ def test_python_dash_m_app_has_help():
         assert command in result.stdout
 
 
-def test_serve_refuses_to_start_without_the_audit_log_key(tmp_path):
-    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
+def test_serve_refuses_to_start_an_existing_log_without_its_key(tmp_path):
+    """Only a new installation gets a new key: a database that exists (here migrated, before
+    any start) may hold a log some verifier trusts, and a new key would sign a different log."""
+    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "existing")}
     env.pop("READMIT_DATABASE_URL", None)
+    subprocess.run([sys.executable, "-m", "app", "db", "upgrade"], env=env, check=True, capture_output=True)
     result = subprocess.run(
         [sys.executable, "-m", "app", "serve", "--port", "18733"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
     assert "no audit log signing key" in result.stderr and "readmit audit keygen" in result.stderr
+    assert not (tmp_path / "existing" / "audit-log.key").exists()
 
 
 def test_serve_starts_on_a_fresh_data_folder(tmp_path):
-    """The README's start commands, as processes: the log's key created, data folder created,
-    migrations applied, ready."""
-    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh")}
+    """The README's start command, as a process: the log's key created and its verifier key
+    printed, data folder created, migrations applied, ready."""
+    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "fresh"), "READMIT_AUDIT_LOG_NAME": "readmit.test/audit"}
     env.pop("READMIT_DATABASE_URL", None)
-    keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", "readmit.test/audit"]
-    subprocess.run(keygen, env=env, check=True, capture_output=True)
-    assert (tmp_path / "fresh" / "audit-log.key").stat().st_mode & 0o777 == 0o600
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "serve", "--port", "18731", "--workers", "1"],
         env=env,
@@ -83,6 +84,8 @@ def test_serve_starts_on_a_fresh_data_folder(tmp_path):
             time.sleep(0.2)
         assert ready, "the service did not become ready"
         assert (tmp_path / "fresh" / "readmit.db").exists()
+        assert (tmp_path / "fresh" / "audit-log.key").stat().st_mode & 0o777 == 0o600
     finally:
         process.terminate()
-        process.wait(timeout=10)
+        output = process.communicate(timeout=10)[0].decode()
+    assert "readmit.test/audit+" in output, "the verifier key to publish is printed"
