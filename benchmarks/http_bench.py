@@ -131,8 +131,14 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
 
 def matcher_figures(data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float) -> dict[str, Any]:
     """The same probes against the service's own snapshot, in this process: one at a time, then
-    in batches of 64 (each probe its own search, as the service batches them)."""
-    index = GalleryIndex.load(data_dir / "indexes" / "gallery-1.snapshot", IndexPolicy(exact_max_templates=exact_max))
+    in batches of 64 (each probe its own search, as the service batches them). The snapshot is
+    sealed: its key comes from the service's keyring, as the service itself opens it."""
+    runtime = Runtime.create(Settings(data_dir=data_dir))
+    runtime.open_keyring()
+    key = runtime.keyring.snapshot_key(1)
+    runtime.engine.dispose()
+    policy = IndexPolicy(exact_max_templates=exact_max)
+    index = GalleryIndex.load(data_dir / "indexes" / "gallery-1.snapshot", policy, key)
     single: list[float] = []
     stop = time.perf_counter() + seconds
     turn = 0
@@ -163,6 +169,7 @@ def main() -> None:
     restart_with_huge_pages()
     exact_max = args.size + 1 if args.exact else 200_000
     with tempfile.TemporaryDirectory() as folder:
+        os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")  # this run's, for its service too
         runs = {"sqlite": serve_and_load(Path(folder) / "sqlite", None, exact_max, args)}
         matcher = matcher_figures(Path(folder) / "sqlite", exact_max, runs["sqlite"]["probes"], args.seconds)
         if args.postgres_url:

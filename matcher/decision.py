@@ -52,26 +52,28 @@ class CohortMargin:
 
     def scores(self, result: SearchResult) -> np.ndarray:
         """Decision score of every candidate of every query of ``result`` (same shape as its
-        scores; -inf on padding). Non-increasing along a row, as the scores are."""
-        scores = np.where(result.record_ids == NO_RECORD, -np.inf, result.scores).astype(np.float64)
-        decisions = np.full(scores.shape, -np.inf)
-        for column in range(scores.shape[1]):
-            others = np.delete(scores, column, axis=1)
-            decisions[:, column] = scores[:, column] - self._cohort_mean(others)
-        decisions[~np.isfinite(scores)] = -np.inf
-        return decisions
+        scores; -inf on padding). Non-increasing along a row, as the scores are.
 
-    def _cohort_mean(self, others: np.ndarray) -> np.ndarray:
-        """Mean of each row's cohort; ``others`` sorted best first, -inf padded."""
-        available = np.isfinite(others).sum(axis=1)
-        start = np.minimum(self.skip, np.maximum(available - 1, 0))
-        stop = np.minimum(start + self.size, available)
-        positions = np.arange(others.shape[1])
-        inside = (positions >= start[:, None]) & (positions < stop[:, None])
-        total = np.where(inside, others, 0.0).sum(axis=1)
-        count = inside.sum(axis=1)
+        Vectorised over rows and candidates alike (it runs in every search): a candidate's
+        cohort is a window of its row with the candidate itself taken out, so its sum is a
+        difference of prefix sums, less the candidate's own score when the window spans it."""
+        scores = np.where(result.record_ids == NO_RECORD, -np.inf, result.scores).astype(np.float64)
+        finite = np.isfinite(scores)
+        clean = np.where(finite, scores, 0.0)
+        others = finite.sum(axis=1, keepdims=True) - 1  # a candidate's other records in its row
+        start = np.minimum(self.skip, np.maximum(others - 1, 0))
+        stop = np.minimum(start + self.size, others)
+        column = np.arange(scores.shape[1])[None, :]
+        # the window [start, stop) of the row without the candidate, in the row's own positions
+        low = np.where(column < start, start + 1, start)
+        high = np.where(column < stop, stop + 1, stop)
+        prefix = np.concatenate([np.zeros((scores.shape[0], 1)), np.cumsum(clean, axis=1)], axis=1)
+        total = np.take_along_axis(prefix, high, axis=1) - np.take_along_axis(prefix, low, axis=1)
+        total -= np.where((column >= start) & (column < stop), clean, 0.0)
+        count = np.broadcast_to(stop - start, scores.shape)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(count > 0, total / np.maximum(count, 1), np.inf)
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.inf)
+        return np.where(finite, scores - mean, -np.inf)
 
 
 def leave_one_out_decision_scores(

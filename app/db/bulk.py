@@ -9,6 +9,7 @@ have stored.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -49,8 +50,16 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
         return list(reserved)
     if connection.dialect.name == "sqlite" and not connection.info.get("holds_write_lock"):
         raise RuntimeError("ids reserved outside a write transaction")
-    largest = connection.execute(select(func.coalesce(func.max(key), 0))).scalar_one()
+    largest = connection.execute(_largest_id(table)).scalar_one()
     return list(range(largest + 1, largest + 1 + count))
+
+
+@functools.cache
+def _largest_id(table: Table) -> Select[Any]:
+    """Built once per table: every stored identification reserves its id, and building the
+    statement cost more than running it."""
+    (key,) = table.primary_key.columns
+    return select(func.coalesce(func.max(key), 0))
 
 
 def bind(session: Session, column: ColumnElement[Any]) -> Callable[[Any], Any]:
