@@ -12,9 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 ray = pytest.importorskip("ray")
 
+from app.cli import cli  # noqa: E402
+from app.core.config import get_settings  # noqa: E402
 from tests.app.test_identification import identify, open_case, searchable_sen_gallery  # noqa: E402
 from tests.harness import Service  # noqa: E402
 
@@ -83,7 +86,9 @@ def test_a_local_cluster_fits_the_default_shards_to_its_cpus(tmp_path: Path, peo
         ray.shutdown()
 
 
-def test_a_stored_gallery_the_cluster_cannot_place_leaves_the_service_not_ready_naming_it(tmp_path: Path) -> None:
+def test_a_stored_gallery_the_cluster_cannot_place_leaves_the_service_not_ready_and_the_cli_failing_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     two_shards = {"matcher_backend": "ray", "ray_shards": 2, "ray_placement_timeout_s": 2}
     service = Service(tmp_path / "data", None, ray_address="local", **two_shards)
     gallery = service.gallery("SEN")
@@ -100,5 +105,13 @@ def test_a_stored_gallery_the_cluster_cannot_place_leaves_the_service_not_ready_
         assert ready.json()["checks"]["indexes"] is False
         assert f"gallery {gallery} cannot be placed" in ready.json()["error"]["message"]
         service.close()
+
+        for name, value in {"data_dir": tmp_path / "data", **two_shards}.items():
+            monkeypatch.setenv(f"READMIT_{name.upper()}", str(value))
+        get_settings.cache_clear()
+        result = CliRunner().invoke(cli, ["index", "snapshot"])
+        assert result.exit_code == 1
+        assert f"gallery {gallery} cannot be placed: 2 shards of 1 CPU need 2 CPUs" in result.output
     finally:
+        get_settings.cache_clear()
         ray.shutdown()
