@@ -73,7 +73,7 @@ class ShardingPolicy:
     recovery_timeout_s: float = 600.0
     max_concurrency: int = 4
     placement_timeout_s: float = 10.0
-    """How long a new gallery's shards wait for CPUs held by others before ShardPlacementError."""
+    """How long a gallery's shards, as they start, wait for CPUs others hold before ShardPlacementError."""
 
     def fitted_to(self, cpus: float) -> ShardingPolicy:
         """This policy with as many shards as ``cpus`` can hold (:func:`fitted_shards`)."""
