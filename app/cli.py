@@ -75,11 +75,10 @@ def offline_runtime(settings: Settings) -> Iterator[Runtime]:
         fail(f"{error.message}: stop the service first")
     try:
         upgrade_to_head(settings, runtime.engine)
-        try:
-            runtime.open_keyring()
-        except DomainError as error:
-            fail(error.message)
+        runtime.open_keyring()
         yield runtime
+    except DomainError as error:  # a wrong master key, shards_unplaceable: one line, not a traceback
+        fail(error.message)
     finally:
         runtime.engine.dispose()
         lock.release()

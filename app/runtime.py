@@ -1,7 +1,10 @@
 """The service's long-lived parts (settings, database, indexes) and their start and stop.
 
 Start applies migrations, then opens every gallery's index; until that is done ``ready`` is
-false and /readyz answers 503. A background thread snapshots changed indexes periodically.
+false and /readyz answers 503. A gallery whose shards the Ray cluster cannot place is refused
+within seconds rather than waited for: the other galleries load and serve, and /readyz stays 503
+naming it (``unplaced``) until the service is restarted on a cluster with the CPUs. A background
+thread snapshots changed indexes periodically.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from app.encryption.keyring import Keyring
 from app.encryption.service import open_keyring
 from app.galleries import service as galleries
 from app.indexes.backends import MatcherIndex, make_backend
+from app.indexes.exceptions import ShardsUnplaceable
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
@@ -57,6 +61,8 @@ class Runtime:
     signer: Signer
     sequencer: Sequencer
     ready: bool = False
+    unplaced: list[str] = field(default_factory=list)
+    """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -166,7 +172,11 @@ class Runtime:
 
     def open_indexes(self) -> None:
         for gallery_id in self.gallery_ids():
-            self.open_index(gallery_id)
+            try:
+                self.open_index(gallery_id)
+            except ShardsUnplaceable as error:
+                log.error("index not loaded", extra={"event": {"gallery_id": gallery_id, "reason": error.message}})
+                self.unplaced.append(error.message)
 
     def expire_due(self) -> None:
         """Cases and queued searches past their deadline become expired; probes of cases over

@@ -5,7 +5,14 @@ Usable on its own (benchmarks, notebooks); it knows nothing of HTTP or SQL.
 
 from matcher.calibration import Band, Calibration, Thresholds, fmr_for_fpir, threshold_at_rate
 from matcher.decision import CohortMargin, leave_one_out_decision_scores
-from matcher.errors import CalibrationError, InvalidTemplateError, MatcherError, ShardUnavailableError, SnapshotError
+from matcher.errors import (
+    CalibrationError,
+    InvalidTemplateError,
+    MatcherError,
+    ShardPlacementError,
+    ShardUnavailableError,
+    SnapshotError,
+)
 from matcher.formats import Metric, TemplateFormat
 from matcher.fusion import SearchResult
 from matcher.gallery import GalleryIndex, IndexKind, IndexPolicy
@@ -25,6 +32,7 @@ __all__ = [
     "MatcherError",
     "Metric",
     "SearchResult",
+    "ShardPlacementError",
     "ShardUnavailableError",
     "SnapshotError",
     "SnapshotKey",

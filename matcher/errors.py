@@ -38,3 +38,20 @@ class ShardUnavailableError(MatcherError):
     def __init__(self, shards: list[int], detail: str = "") -> None:
         self.shards = sorted(shards)
         super().__init__(f"shard(s) {self.shards} unavailable{': ' + detail if detail else ''}")
+
+
+class ShardPlacementError(MatcherError):
+    """A sharded gallery's shards cannot all get the CPUs they ask for in the Ray cluster: it has
+    too few, or other galleries' shards hold them. Raised within seconds, because Ray itself would
+    keep the shards pending, and their caller waiting, until CPUs appear, which may be never."""
+
+    code = "shards_unplaceable"
+
+    def __init__(self, shards: int, cpus_per_shard: float, cpus_total: float, cpus_available: float) -> None:
+        self.shards, self.cpus_per_shard = shards, cpus_per_shard
+        self.cpus_needed = shards * cpus_per_shard
+        self.cpus_total, self.cpus_available = cpus_total, cpus_available
+        super().__init__(
+            f"{shards} shards of {cpus_per_shard:g} CPU need {self.cpus_needed:g} CPUs; the Ray cluster has "
+            f"{cpus_total:g}, of which {cpus_available:g} available"
+        )

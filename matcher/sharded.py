@@ -13,7 +13,8 @@ brings it up to date: it replays the changes applied since the last snapshot of 
 journal, each entry a committed database change), or, when the shard has no usable snapshot,
 refills it from the database through the caller's ``refill`` stream. Meanwhile a search raises
 :class:`ShardUnavailableError`, unless the caller accepted partial results, which then name the
-missing shards. Ray is an optional dependency: only this module and :mod:`matcher.shard` import it.
+missing shards. Ray is an optional dependency: only this module, :mod:`matcher.shard` and
+:mod:`matcher.capacity` (the shards' CPUs) import it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ import numpy as np
 import numpy.typing as npt
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from matcher.capacity import fitted_shards, release_cpus, reserve_cpus
 from matcher.errors import InvalidTemplateError, ShardUnavailableError, SnapshotError
 from matcher.formats import TemplateFormat
 from matcher.fusion import NO_RECORD, SearchResult
@@ -69,6 +72,13 @@ class ShardingPolicy:
     search_timeout_s: float = 60.0
     recovery_timeout_s: float = 600.0
     max_concurrency: int = 4
+    placement_timeout_s: float = 10.0
+    """How long a gallery's shards, as they start, wait for CPUs others hold before ShardPlacementError."""
+
+    def fitted_to(self, cpus: float) -> ShardingPolicy:
+        """This policy with as many shards as ``cpus`` can hold (:func:`fitted_shards`)."""
+        shard_count, cpus_per_shard = fitted_shards(self.shard_count, self.cpus_per_shard, cpus)
+        return replace(self, shard_count=shard_count, cpus_per_shard=cpus_per_shard)
 
 
 @dataclass
@@ -122,13 +132,17 @@ class ShardedGallery:
         """Start the shard actors. ``fresh``: begin without data (the caller then adds it, or
         ``empty_seq`` says the gallery is empty at that change); else each shard loads its
         snapshot beside ``snapshot_path``, and :class:`SnapshotError` is raised unless all are
-        there and at the same change. ``key`` seals the shards' snapshots; Ray keeps it among
-        the actors' creation arguments, to reload a restarted shard's snapshot."""
+        there and at the same change. Every shard's CPUs are reserved first:
+        :class:`ShardPlacementError` when the cluster cannot give them. ``key`` seals the shards'
+        snapshots; Ray keeps it among the actors' creation arguments, to reload a restarted
+        shard's snapshot."""
         self.gallery_key, self.format, self.policy, self.sharding = gallery_key, template_format, policy, sharding
         self.snapshot_path, self.refill = snapshot_path, refill
         self._write_lock = threading.RLock()
         self._state_lock = threading.Lock()
         self._closed = threading.Event()
+        # first, so that a gallery refused for want of CPUs has touched no snapshot
+        self._cpus = reserve_cpus(sharding.shard_count, sharding.cpus_per_shard, sharding.placement_timeout_s)
         if fresh:
             for i in range(sharding.shard_count):
                 self.shard_path(i).unlink(missing_ok=True)
@@ -147,6 +161,7 @@ class ShardedGallery:
                 max_task_retries=0,
                 max_concurrency=sharding.max_concurrency,
                 num_cpus=sharding.cpus_per_shard,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self._cpus, placement_group_bundle_index=i),
                 runtime_env={"env_vars": {"GLIBC_TUNABLES": HUGE_PAGES_TUNABLE}},
             ).remote(name, template_format, policy, str(self.shard_path(i)), empty_seq, threads, key)
             for i, name in enumerate(names)
@@ -303,10 +318,11 @@ class ShardedGallery:
             self.change_seq = change_seq
 
     def close(self) -> None:
-        """Stop the shard actors (for good: Ray does not restart them)."""
+        """Stop the shard actors (for good: Ray does not restart them) and free their CPUs."""
         self._closed.set()
         for shard in self._shards:
             ray.kill(shard.handle, no_restart=True)
+        release_cpus(self._cpus)
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     ray_shards: int = Field(4, ge=1, description="shards (Ray actors) per gallery with the ray backend")
     ray_cpus_per_shard: float = Field(1.0, gt=0, description="CPUs Ray reserves for each shard actor")
     ray_timeout_s: float = Field(60.0, gt=0, description="how long a search waits for a shard before shard_unavailable")
+    ray_placement_timeout_s: float = Field(
+        10.0, gt=0, description="how long a gallery's shards wait for CPUs held by others before shards_unplaceable"
+    )
     snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
 
     requests_per_minute: int = Field(1200, description="per principal; beyond it 429 with Retry-After")

@@ -83,8 +83,11 @@ def create_gallery(
     modality: str,
     fmt: TemplateFormat,
 ) -> GalleryView:
-    """A gallery fixes its template format; it is searchable (empty) when this returns."""
+    """A gallery fixes its template format; it is searchable (empty) when this returns. One the
+    matcher has no room for (no free CPUs for its shards: ``shards_unplaceable``) is refused
+    before anything is stored, so that a retry is not a duplicate."""
     check_country(country)
+    registry.check_room()
     gallery = Gallery(
         country=country,
         modality=modality,

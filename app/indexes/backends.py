@@ -7,7 +7,9 @@ so the default service does not need Ray installed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +17,19 @@ import numpy as np
 import numpy.typing as npt
 
 from app.core.config import Settings
-from matcher import GalleryIndex, IndexKind, IndexPolicy, SearchResult, SnapshotKey, TemplateFormat, read_manifest
+from app.indexes.exceptions import ShardsUnplaceable
+from matcher import (
+    GalleryIndex,
+    IndexKind,
+    IndexPolicy,
+    SearchResult,
+    ShardPlacementError,
+    SnapshotKey,
+    TemplateFormat,
+    read_manifest,
+)
+
+log = logging.getLogger(__name__)
 
 Refill = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 """() -> the gallery's (record ids, templates) chunks, read from the database."""
@@ -98,6 +112,9 @@ class IndexBackend(Protocol):
 
     name: str
 
+    def check_room(self) -> None:
+        """Raise ShardsUnplaceable now if one more gallery's index would not fit."""
+
     def create(
         self,
         gallery_id: int,
@@ -126,6 +143,9 @@ class LocalBackend:
     def __init__(self, policy: IndexPolicy) -> None:
         self.policy = policy
 
+    def check_room(self) -> None:
+        """Always room: an index here is this process's memory, which nothing reserves."""
+
     def create(
         self,
         gallery_id: int,
@@ -151,21 +171,42 @@ class LocalBackend:
 
 
 class RayBackend:
-    """Each gallery over ``shards`` Ray actors (see :mod:`matcher.sharded`)."""
+    """Each gallery over ``shards`` Ray actors (see :mod:`matcher.sharded`). A cluster started
+    here (``local``) has only this machine's CPUs: each gallery gets as many shards as they hold,
+    rather than shards that would wait forever for CPUs."""
 
     name = "ray"
 
     def __init__(self, policy: IndexPolicy, settings: Settings) -> None:
-        from matcher import sharded
+        from matcher import capacity, sharded
 
         self.policy = policy
-        self.sharded = sharded
+        self.sharded, self.capacity = sharded, capacity
         self.sharding = sharded.ShardingPolicy(
             shard_count=settings.ray_shards,
             cpus_per_shard=settings.ray_cpus_per_shard,
             search_timeout_s=settings.ray_timeout_s,
+            placement_timeout_s=settings.ray_placement_timeout_s,
         )
         sharded.connect(settings.ray_address)
+        if settings.ray_address == "local":
+            cpus, _ = capacity.cluster_cpus()
+            self.sharding = self.sharding.fitted_to(cpus)
+            log.info(
+                "local Ray cluster: shards fitted to its CPUs",
+                extra={
+                    "event": {
+                        "cpus": cpus,
+                        "asked": {"shards": settings.ray_shards, "cpus_per_shard": settings.ray_cpus_per_shard},
+                        "shards": self.sharding.shard_count,
+                        "cpus_per_shard": self.sharding.cpus_per_shard,
+                    }
+                },
+            )
+
+    def check_room(self) -> None:
+        with placed("a new gallery"):
+            self.capacity.check_cpus(self.sharding.shard_count, self.sharding.cpus_per_shard)
 
     def create(
         self,
@@ -176,9 +217,10 @@ class RayBackend:
         empty_seq: int | None,
         key: SnapshotKey | None = None,
     ) -> MatcherIndex:
-        return self.sharded.ShardedGallery(
-            gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq, key=key
-        )
+        with placed(f"gallery {gallery_id}"):
+            return self.sharded.ShardedGallery(
+                gallery_id, template_format, self.policy, self.sharding, path, refill, empty_seq=empty_seq, key=key
+            )
 
     def read_manifest(self, path: Path) -> dict[str, Any]:
         return self.sharded.read_manifests(path, self.sharding.shard_count)
@@ -186,9 +228,26 @@ class RayBackend:
     def load(self, gallery_id: int, path: Path, refill: Refill, key: SnapshotKey | None = None) -> MatcherIndex:
         manifest = self.read_manifest(path)
         template_format = TemplateFormat.from_dict(manifest["template_format"])
-        return self.sharded.ShardedGallery(
-            gallery_id, template_format, self.policy, self.sharding, path, refill, fresh=False, key=key
-        )
+        with placed(f"gallery {gallery_id}"):
+            return self.sharded.ShardedGallery(
+                gallery_id, template_format, self.policy, self.sharding, path, refill, fresh=False, key=key
+            )
+
+
+@contextmanager
+def placed(gallery: str) -> Iterator[None]:
+    """The matcher's refusal to place a gallery's shards, as the service's (a 503 over HTTP)."""
+    try:
+        yield
+    except ShardPlacementError as error:
+        details = {
+            "shards": error.shards,
+            "cpus_per_shard": error.cpus_per_shard,
+            "cpus_needed": error.cpus_needed,
+            "cpus_total": error.cpus_total,
+            "cpus_available": error.cpus_available,
+        }
+        raise ShardsUnplaceable(f"{gallery} cannot be placed: {error}", details=details) from error
 
 
 def make_backend(settings: Settings, policy: IndexPolicy) -> IndexBackend:

@@ -9,3 +9,10 @@ class IndexUnavailable(Unavailable):
     """The gallery's index is not loaded yet (the service is starting): retry shortly."""
 
     code = "index_unavailable"
+
+
+class ShardsUnplaceable(Unavailable):
+    """The Ray cluster cannot give a gallery's shards the CPUs they ask for (too few, or held by
+    other galleries): the same request may succeed once CPUs are added or freed, so a 503."""
+
+    code = "shards_unplaceable"

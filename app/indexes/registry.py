@@ -134,6 +134,10 @@ class IndexRegistry:
         with self._guard:
             self._entries[gallery_id] = _Entry(index, 0, -1)
 
+    def check_room(self) -> None:
+        """Raise ShardsUnplaceable before a new gallery is stored if its index would not fit."""
+        self.backend.check_room()
+
     @staticmethod
     def _refill(source: GallerySource, stream: TemplateStream) -> Refill:
         return lambda: stream(source.gallery_id, source.template_format.dimension)

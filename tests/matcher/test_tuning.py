@@ -26,7 +26,7 @@ def settings():
 defaults = settings()
 import matcher
 for module in pkgutil.iter_modules(matcher.__path__):  # the Ray modules too, where Ray is installed
-    if module.name not in ("shard", "sharded") or importlib.util.find_spec("ray"):
+    if module.name not in ("capacity", "shard", "sharded") or importlib.util.find_spec("ray"):
         importlib.import_module(f"matcher.{module.name}")
 imported = settings()
 matcher.GalleryIndex(matcher.TemplateFormat("synthetic", 64))

@@ -20,7 +20,14 @@ router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
     status_code=201,
     response_model=GalleryOut,
     summary="Create a gallery",
-    responses={409: refusal("duplicate_gallery: the country already has a gallery of this modality and model")},
+    responses={
+        409: refusal("duplicate_gallery: the country already has a gallery of this modality and model"),
+        503: refusal(
+            "shards_unplaceable (Ray backend): the cluster cannot give the gallery's shards their CPUs; details has "
+            "shards, cpus_per_shard, cpus_needed, cpus_total, cpus_available, and no gallery is created. "
+            "database_unavailable: retry later"
+        ),
+    },
 )
 def create_gallery(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> service.GalleryView:
     """A gallery fixes its template format: templates of any other model, dimension or metric

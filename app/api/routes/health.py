@@ -17,7 +17,9 @@ router = APIRouter(tags=["health"])
 class ReadinessChecks(BaseModel):
     database: bool = Field(description="the database answers")
     migrations: bool = Field(description="its schema is at the latest migration")
-    indexes: bool = Field(description="every gallery's index is loaded")
+    indexes: bool = Field(
+        description="every gallery's index is loaded (the message names any the cluster cannot place)"
+    )
 
 
 class ReadinessOut(BaseModel):
@@ -40,7 +42,11 @@ def healthz() -> dict[str, str]:
     },
 )
 def readyz(runtime: RuntimeDep) -> JSONResponse:
-    checks: dict[str, bool] = {"database": False, "migrations": False, "indexes": runtime.ready}
+    checks: dict[str, bool] = {
+        "database": False,
+        "migrations": False,
+        "indexes": runtime.ready and not runtime.unplaced,
+    }
     try:
         with runtime.engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -51,5 +57,6 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
     ready = all(checks.values())
     body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": checks}
     if not ready:
-        body["error"] = {"code": "not_ready", "message": "the service is not ready", "details": checks}
+        message = "; ".join(["the service is not ready", *runtime.unplaced])
+        body["error"] = {"code": "not_ready", "message": message, "details": checks}
     return JSONResponse(body, status_code=200 if ready else 503)
