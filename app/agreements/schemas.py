@@ -1,10 +1,11 @@
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
 
 from pydantic import BaseModel, Field
 
 from app.core.countries import Country
+from app.core.dates import Day
 from app.core.modalities import Modality
 
 
@@ -15,8 +16,8 @@ class AgreementIn(BaseModel):
         "(the same one is refused with invalid_agreement, 422)"
     )
     modalities: list[Modality] = Field(min_length=1, examples=[["face", "finger"]])
-    valid_from: date
-    valid_to: date | None = Field(
+    valid_from: Day
+    valid_to: Day | None = Field(
         None, description="last day in force, none for open-ended; before valid_from is refused with invalid_agreement"
     )
 

@@ -7,13 +7,14 @@ from pydantic import BaseModel, Field, StringConstraints
 
 from app.cases.models import CaseStatus, LegalBasis
 from app.core.countries import Country
+from app.core.dates import Instant
 
 
 class CaseIn(BaseModel):
     external_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
         description="the agency's own reference, unique per agency"
     )
-    detained_at: datetime = Field(
+    detained_at: Instant = Field(
         description="start of detention, RFC 3339 with time zone; not in the future (invalid_detention_start, 422), "
         "and detained_at + detention_limit_days not already past (deadline_passed, 409)"
     )

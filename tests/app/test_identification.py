@@ -209,6 +209,18 @@ def test_bad_probes_and_deadlines(story, people):
         json=case_body("X", legal_basis="because"),
     )
     assert unknown_basis.json()["error"]["code"] == "validation_error"
+    as_number = service.client.post(
+        "/v1/cases", headers=police, json={**case_body("NUM"), "detained_at": 1_700_000_000}
+    )
+    assert as_number.status_code == 422, "a number is not read as a Unix timestamp"
+    agreement = {
+        "receiving_country": "FRA",
+        "origin_country": "MAR",
+        "modalities": ["face"],
+        "valid_from": "2020-01-01",
+    }
+    ends_as_number = service.client.post("/v1/agreements", headers=service.admin, json={**agreement, "valid_to": 1.5})
+    assert ends_as_number.status_code == 422 and ends_as_number.json()["error"]["code"] == "validation_error"
 
 
 def test_a_case_past_its_deadline_expires_and_refuses_searches(story, people):
