@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.cases.service import countries_of_cases
+from app.core.errors import DomainError
 from app.db.base import utcnow
 from app.db.bulk import reserve_ids
 from app.db.session import transaction
@@ -201,7 +202,7 @@ class SearchExecutor:
             return
         try:
             outcome = self.match(jobs)
-        except MatcherError as error:  # e.g. shard_unavailable: the code says what to do
+        except (MatcherError, DomainError) as error:  # shard_unavailable, index_unavailable: the code says what to do
             log.warning("search batch failed", extra={"event": {"reason": error.code, "detail": str(error)}})
             self._publish(self._fail(jobs, error.code, started))
             return

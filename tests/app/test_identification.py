@@ -362,3 +362,19 @@ def test_a_search_its_caller_stopped_waiting_for_is_written_queued_then_ended(st
         "search.submit",
         "search.complete",
     ]
+
+
+def test_a_search_of_a_gallery_whose_index_is_not_loaded_fails_with_its_code(story, people, monkeypatch):
+    """The stable code a client branches on (index_unavailable: retry shortly), not a class name."""
+    from app.indexes.exceptions import IndexUnavailable
+
+    service, _, _, police = story
+    case = open_case(service, police)
+
+    def not_loaded(gallery_id):
+        raise IndexUnavailable(f"gallery {gallery_id}'s index is loading")
+
+    monkeypatch.setattr(service.runtime.registry, "get", not_loaded)
+    answer = identify(service, police, case["id"], people.mated_probes[0])
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["status"], answer.json()["error"]) == ("failed", "index_unavailable")
