@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import print_json, print_table, scratch_database, start_service
+from common import ensure_audit_key, print_json, print_table, scratch_database, start_service
 
 from app.core.config import Settings
 from app.db.migrate import upgrade_to_head
@@ -41,6 +41,7 @@ MODES = {"off": False, "on": True}
 
 def enrol_and_build(settings: Settings, templates: np.ndarray, batch: int) -> dict[str, float]:
     """Bulk load the templates into a new gallery, then build its index and snapshot it."""
+    ensure_audit_key(settings)
     runtime = Runtime.create(settings)
     upgrade_to_head(settings, runtime.engine)
     runtime.open_keyring()
