@@ -20,6 +20,7 @@ from app.core.config import Settings, get_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
+    from app.core.datalock import DataDirLock
     from app.runtime import Runtime
 
 cli = typer.Typer(
@@ -92,13 +93,17 @@ def serve(
     workers: Annotated[
         int | None, typer.Option(min=1, help="threads running searches (default READMIT_SEARCH_WORKERS, 2)")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="service processes behind the port (default READMIT_PROCESSES, 1; >1: PostgreSQL)"),
+    ] = None,
 ) -> None:
     """Start the service: migrations applied, indexes loaded from snapshots or rebuilt, JSON logs
-    on standard output. One process serves a data folder, because its matcher indexes live in the
-    process: parallelism comes from search worker threads (FAISS releases the GIL) and from
-    concurrent requests, not from several processes.
+    on standard output. With ``--processes N`` (PostgreSQL only) N processes serve every route
+    behind the port, each with its matcher indexes mapped from the same snapshots and kept current
+    by the database's change feed; a process that dies is replaced.
 
-    Example: readmit serve --host 0.0.0.0 --port 8000 --workers 2
+    Example: readmit serve --host 0.0.0.0 --port 8000 --processes 2
     """
     import os
 
@@ -112,8 +117,11 @@ def serve(
     restart_with_huge_pages()
     if workers is not None:
         os.environ["READMIT_SEARCH_WORKERS"] = str(workers)
-        get_settings.cache_clear()
+    if processes is not None:
+        os.environ["READMIT_PROCESSES"] = str(processes)
+    get_settings.cache_clear()
     settings = get_settings()
+    supervisor = supervise(settings) if settings.processes > 1 else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         created = signing_key_at_start(settings.audit_key_path, settings.audit_origin, settings.new_embedded_install)
@@ -127,15 +135,48 @@ def serve(
         )
     configure_logging(log_level.upper())
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
-    uvicorn.run(
-        "app.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        log_level=log_level,
-    )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            log_level=log_level,
+            workers=settings.processes if supervisor is not None else None,
+        )
+    finally:
+        if supervisor is not None:
+            supervisor.release()
+
+
+def supervise(settings: Settings) -> DataDirLock:
+    """Become the supervisor of several service processes: hold the data folder's lock for
+    them, and give them a folder for their merged metrics. Refused where processes could not
+    share the work: SQLite has one writer, serialised inside one process (app/db/session.py), and
+    the Ray backend's shard actors belong to the process that created them."""
+    import os
+    import shutil
+
+    from app.core.datalock import SUPERVISOR_ENV, DataDirLock
+    from app.core.errors import Unavailable
+
+    if settings.database_url is None or settings.database_url.startswith("sqlite"):
+        fail("several processes need PostgreSQL (READMIT_DATABASE_URL): SQLite is served by one process")
+    if settings.matcher_backend == "ray":
+        fail("several processes need the local matcher backend: Ray shard actors belong to one service process")
+    lock = DataDirLock(settings.data_dir)
+    try:
+        lock.acquire()
+    except Unavailable as error:
+        fail(error.message)
+    metrics_dir = settings.data_dir / "metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # the last server's processes are gone: the lock says so
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    os.environ[SUPERVISOR_ENV] = str(os.getpid())
+    return lock
 
 
 @db_cli.command("upgrade")

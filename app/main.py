@@ -16,8 +16,9 @@ from app.api.limits import BodySizeLimit
 from app.api.openapi import install_openapi, operation_id
 from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
 from app.core.config import Settings, get_settings
-from app.core.datalock import DataDirLock
+from app.core.datalock import lock_for_serving, supervised
 from app.core.errors import DomainError
+from app.db.locks import database_lock
 from app.db.migrate import upgrade_to_head
 from app.observability.middleware import RequestContext
 from app.runtime import Runtime
@@ -41,16 +42,18 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        lock = DataDirLock(settings.data_dir)
-        lock.acquire()
-        upgrade_to_head(settings, runtime.engine)
+        lock = lock_for_serving(settings.data_dir)
         try:
-            runtime.open_keyring()
+            with database_lock(runtime.engine, "start"):  # processes and nodes starting together: once
+                upgrade_to_head(settings, runtime.engine)
+                runtime.open_keyring()
         except DomainError as error:  # a wrong or missing key stops the start, with its reason
             log.critical("cannot start: %s", error.message, extra={"event": {"reason": error.code}})
             lock.release()
             raise
-        if load_indexes_in_background:
+        # Alone, the process answers /readyz 503 while it loads. One of several loads before it
+        # takes connections, so that a replacement for a dead sibling never answers unready.
+        if load_indexes_in_background and not supervised():
             threading.Thread(target=runtime.start_indexes, name="index-loader", daemon=True).start()
         else:
             runtime.start_indexes()

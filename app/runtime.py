@@ -37,11 +37,13 @@ from app.matching.executor import SearchExecutor
 from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
-from app.observability.metrics import Metrics
+from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy
 
 log = logging.getLogger(__name__)
+
+METRICS_SAMPLE_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -122,7 +124,10 @@ class Runtime:
             self.scheduler.submit(search_id, deadline, searched_galleries)
         self.scheduler.start()
         self.ready = True
-        for target, name in ((self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")):
+        loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
+        if multiprocess_dir() is not None:
+            loops.append((self._metrics_loop, "metrics-sampler"))
+        for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -137,6 +142,7 @@ class Runtime:
             self.registry.snapshot_all()
         self.registry.close_all()
         self.ready = False
+        self.metrics.close()
         self.engine.dispose()
         if self.read_sessions.kw["bind"] is not self.engine:
             self.read_sessions.kw["bind"].dispose()
@@ -160,7 +166,8 @@ class Runtime:
     def open_index(self, gallery_id: int) -> str:
         """Load the gallery's index from a current snapshot, or rebuild it from the database and
         snapshot it; returns how ("snapshot", "rebuilt: <why>")."""
-        how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
+        with self.registry.snapshot_lock(gallery_id):  # a snapshot rebuilt once for every process
+            how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
         self.metrics.index_loads.labels(how.split(":")[0]).inc()
         return how
 
@@ -201,3 +208,8 @@ class Runtime:
                     log.info("snapshots written", extra={"event": {"galleries": written}})
             except Exception:
                 log.exception("periodic snapshot failed")
+
+    def _metrics_loop(self) -> None:
+        """Several processes: the others' scrapes read this one's live gauges from its files."""
+        while not self._stop.wait(METRICS_SAMPLE_INTERVAL_S):
+            self.metrics.sample()

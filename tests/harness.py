@@ -146,23 +146,30 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """The real service as its own process (``python -m app serve``) on a SQLite data folder,
-    for tests that need real HTTP, signals or a browser. ``admin``: the headers of an admin key
-    created with the CLI."""
+    """The real service as its own process (``python -m app serve``) on a data folder and
+    ``database_url`` (None: the folder's SQLite file), for tests that need real HTTP, signals,
+    several processes or a browser. ``admin``: the headers of an admin key created with the
+    CLI. Several servers may share one PostgreSQL database, each with its own data folder."""
 
-    def __init__(self, data_dir: Path, **env_extra: str) -> None:
+    def __init__(self, data_dir: Path, database_url: str | None = None, processes: int = 1, **env_extra: str) -> None:
         import os
         import subprocess
         import sys
 
         self.env = {**os.environ, "READMIT_DATA_DIR": str(data_dir), **env_extra}
         self.env.pop("READMIT_DATABASE_URL", None)
+        if database_url is not None:
+            self.env["READMIT_DATABASE_URL"] = database_url
+        self.processes = processes
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", LOG_NAME]
-        self.verifier_key = subprocess.run(
-            keygen, env=self.env, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        key_file = Path(self.env.get("READMIT_AUDIT_KEY_FILE", data_dir / "audit-log.key"))
+        self.verifier_key: str | None = None  # None: the log's key came from another node (shared)
+        if not key_file.exists():
+            keygen = [sys.executable, "-m", "app", "audit", "keygen", "--name", LOG_NAME]
+            self.verifier_key = subprocess.run(
+                keygen, env=self.env, capture_output=True, text=True, check=True
+            ).stdout.strip()
         created = subprocess.run(
             [sys.executable, "-m", "app", "admin", "create-key", "--name", "ops"],
             env=self.env,
@@ -180,7 +187,7 @@ class ServerProcess:
         import time
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--processes", str(self.processes)],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     default_fmr: float = Field(0.0001, description="FMR of a verification decision when a request names none")
     calibration_searches: int = Field(2000, description="leave-one-out searches calibrating a gallery's FPIR")
 
+    processes: int = Field(
+        1, ge=1, description="service processes behind the port (`readmit serve --processes`; >1 needs PostgreSQL)"
+    )
     search_workers: int = Field(2, description="threads running searches, earliest deadline first")
     max_batch_searches: int = Field(64, description="searches coalesced into one matcher call (1: no batching)")
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")

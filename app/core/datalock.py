@@ -1,5 +1,11 @@
-"""One process per data folder: the matcher indexes live in the process that serves them, so a
-second server, or an offline bulk load, on the same folder would leave one of them stale."""
+"""One server per data folder: the matcher indexes and their snapshots live in the processes
+that serve them, so a second server, or an offline bulk load, on the same folder would leave one
+of them stale.
+
+``readmit serve --processes N`` is still one server: its supervisor process holds the folder's
+lock for as long as it runs and names itself to the workers it starts (``READMIT_SUPERVISOR_PID``);
+a worker checks that its parent is that holder instead of taking the lock itself.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,8 @@ from pathlib import Path
 from typing import IO
 
 from app.core.errors import Unavailable
+
+SUPERVISOR_ENV = "READMIT_SUPERVISOR_PID"
 
 
 class DataDirLocked(Unavailable):
@@ -40,9 +48,42 @@ class DataDirLock:
             self._handle.close()
             self._handle = None
 
+    def held_by(self, pid: int) -> bool:
+        """Whether process ``pid`` holds the lock now (it wrote its pid and the lock is taken)."""
+        try:
+            with open(self.path) as handle:
+                if handle.read().strip() != str(pid):
+                    return False
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return True
+                fcntl.flock(handle, fcntl.LOCK_UN)
+                return False
+        except FileNotFoundError:
+            return False
+
     def __enter__(self) -> DataDirLock:
         self.acquire()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_for_serving(data_dir: Path) -> DataDirLock:
+    """The lock a serving process must hold, acquired: its own, or none to take for a worker of
+    a supervisor that holds it (checked, so that a worker outliving its supervisor, or started by
+    hand with the variable set, does not serve a folder nobody guards)."""
+    lock = DataDirLock(data_dir)
+    supervisor = os.environ.get(SUPERVISOR_ENV)
+    if supervisor is None:
+        lock.acquire()
+    elif not (supervisor == str(os.getppid()) and lock.held_by(int(supervisor))):
+        raise DataDirLocked(f"this worker's supervisor (pid {supervisor}) does not hold the data folder {data_dir}")
+    return lock
+
+
+def supervised() -> bool:
+    """Whether this process is one of the workers of ``readmit serve --processes N``."""
+    return SUPERVISOR_ENV in os.environ

@@ -9,6 +9,7 @@ transaction commits, under the gallery's write lock, so the index sees them in c
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from collections.abc import Callable, Iterator
@@ -209,15 +210,39 @@ class IndexRegistry:
         entry.index.apply(change_seq, change.removed, change.record_ids, change.templates)
         entry.applied_seq = change_seq
 
+    @contextmanager
+    def snapshot_lock(self, gallery_id: int) -> Iterator[None]:
+        """Hold the gallery's snapshot file against the other processes serving this data folder
+        (``serve --processes N``): one rebuilds or writes it while the others wait, then load it."""
+        self.index_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.index_dir / f"gallery-{gallery_id}.lock", "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def snapshot(self, gallery_id: int, force: bool = False) -> bool:
-        """Save the gallery's snapshot if it changed since the last one; True if written."""
-        with self.writing(gallery_id):
+        """Save the gallery's snapshot if it changed since the last one and no other process of
+        this data folder saved as recent a one; True if written."""
+        with self.writing(gallery_id), self.snapshot_lock(gallery_id):
             entry = self._entries[gallery_id]
             if not force and entry.applied_seq == entry.snapshot_seq:
                 return False
-            entry.index.save(self.snapshot_path(gallery_id), entry.applied_seq)
+            path = self.snapshot_path(gallery_id)
+            if not force and self._saved_seq(path) >= entry.applied_seq:
+                entry.snapshot_seq = entry.applied_seq
+                return False
+            entry.index.save(path, entry.applied_seq)
             entry.snapshot_seq = entry.applied_seq
             return True
+
+    def _saved_seq(self, path: Path) -> int:
+        """The change the snapshot on disk is at (-1: none readable)."""
+        try:
+            return int(self.backend.read_manifest(path)["change_seq"])
+        except (FileNotFoundError, SnapshotError, KeyError, ValueError, TypeError):
+            return -1
 
     def snapshot_all(self) -> list[int]:
         """Snapshot every changed index; one that cannot be (a shard down) is logged and left to

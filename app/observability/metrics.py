@@ -1,14 +1,22 @@
 """Prometheus metrics of one service instance, in its own registry (so that several apps in one
-process, as in tests, never collide)."""
+process, as in tests, never collide).
+
+Under ``readmit serve --processes N`` a scrape reaches any one of the processes, so each writes
+its values to files in ``PROMETHEUS_MULTIPROC_DIR`` (prometheus_client's multiprocess mode, set
+by the supervisor) and a scrape merges them all: counters and histograms summed over processes,
+gauges per process (a ``pid`` label) for the processes alive. Gauges of live state (queue depth,
+index sizes) are sampled from this process's parts, at each scrape and every second.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SLACK_BUCKETS = (0, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 540 * 86400)
@@ -60,44 +68,106 @@ class Metrics:
             "readmit_enrolled_records", "records inserted or updated", ["gallery", "change"], registry=r
         )
         self.index_loads = Counter("readmit_index_loads", "index loads at start, by source", ["source"], registry=r)
-        self.queue_depth = Gauge("readmit_search_queue_depth", "searches waiting for a worker", registry=r)
+        self.queue_depth = Gauge(
+            "readmit_search_queue_depth", "searches waiting for a worker", registry=r, multiprocess_mode="liveall"
+        )
         self.audit_sequencing_delay = Histogram(
             "readmit_audit_sequencing_delay_seconds",
             "from an audit event's append to its leaf in the Merkle tree",
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
-        self.audit_tree_size = Gauge("readmit_audit_tree_size", "audit events in the Merkle tree", registry=r)
+        self.audit_tree_size = Gauge(
+            "readmit_audit_tree_size", "audit events in the Merkle tree", registry=r, multiprocess_mode="livemax"
+        )
         self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
 
+        self.index_templates = Gauge(
+            "readmit_index_templates",
+            "templates in a gallery's matcher index",
+            ["gallery", "kind"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.index_shards = Gauge(
+            "readmit_index_shards",
+            "shards of a gallery's index (1: in process)",
+            ["gallery"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.index_shards_unavailable = Gauge(
+            "readmit_index_shards_unavailable",
+            "shards not answering or being restored: searches of the gallery fail with shard_unavailable",
+            ["gallery"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self._queue_depth: Callable[[], int] = lambda: 0
+        self._index_sizes: Callable[[], list[IndexSize]] = list
+        self._kinds: dict[int, str] = {}
+
     def watch_queue(self, depth: Callable[[], int]) -> None:
-        self.queue_depth.set_function(depth)
+        self._queue_depth = depth
 
     def watch_indexes(self, sizes: Callable[[], list[IndexSize]]) -> None:
         """``sizes()`` describes every loaded index."""
-        self.registry.register(_IndexSizes(sizes))
+        self._index_sizes = sizes
+
+    def sample(self) -> None:
+        """Set the gauges of live state from this process's parts. An index whose kind changed
+        (a rebuild) reports 0 under its old kind: in multiprocess mode a label set cannot be
+        removed from the other processes' view."""
+        self.queue_depth.set(self._queue_depth())
+        for size in self._index_sizes():
+            gallery = str(size.gallery_id)
+            old_kind = self._kinds.get(size.gallery_id)
+            if old_kind is not None and old_kind != size.kind:
+                self.index_templates.labels(gallery, old_kind).set(0)
+            self._kinds[size.gallery_id] = size.kind
+            self.index_templates.labels(gallery, size.kind).set(size.templates)
+            self.index_shards.labels(gallery).set(size.shards)
+            self.index_shards_unavailable.labels(gallery).set(size.unavailable_shards)
+
+    def exposition(self) -> bytes:
+        """The text a scrape answers: this process's metrics, or every live process's in
+        multiprocess mode."""
+        self.sample()
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        forget_dead_processes(directory)
+        merged = CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged, str(directory))
+        return generate_latest(merged)
+
+    def close(self) -> None:
+        """This process stops: its per-process gauges leave the merged view."""
+        directory = multiprocess_dir()
+        if directory is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(directory))
 
 
-class _IndexSizes(Collector):
-    def __init__(self, sizes: Callable[[], list[IndexSize]]) -> None:
-        self.sizes = sizes
+def multiprocess_dir() -> Path | None:
+    """Where the processes of one server write their metrics, if it runs several."""
+    value = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    return Path(value) if value else None
 
-    def collect(self):  # type: ignore[no-untyped-def]
-        templates = GaugeMetricFamily(
-            "readmit_index_templates", "templates in a gallery's matcher index", labels=["gallery", "kind"]
-        )
-        shards = GaugeMetricFamily(
-            "readmit_index_shards", "shards of a gallery's index (1: in process)", labels=["gallery"]
-        )
-        down = GaugeMetricFamily(
-            "readmit_index_shards_unavailable",
-            "shards not answering or being restored: searches of the gallery fail with shard_unavailable",
-            labels=["gallery"],
-        )
-        for size in self.sizes():
-            templates.add_metric([str(size.gallery_id), size.kind], size.templates)
-            shards.add_metric([str(size.gallery_id)], size.shards)
-            down.add_metric([str(size.gallery_id)], size.unavailable_shards)
-        yield templates
-        yield shards
-        yield down
+
+_PER_PROCESS_FILE = re.compile(r"^gauge_live\w+_(\d+)\.db$")
+
+
+def forget_dead_processes(directory: Path) -> None:
+    """Drop the live gauges of processes that died without stopping (killed; their supervisor
+    started another), so that a scrape never shows a dead process's queue or lag."""
+    for path in directory.glob("gauge_live*_*.db"):
+        match = _PER_PROCESS_FILE.match(path.name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))
+        except PermissionError:
+            continue

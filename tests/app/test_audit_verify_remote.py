@@ -38,7 +38,9 @@ def activity(server: ServerProcess, auditor: dict[str, str], count: int = 3) -> 
 
 def verify_remote(server: ServerProcess, auditor: dict[str, str], state, key: str | None = None):
     env = {**os.environ, "READMIT_API_KEY": auditor["Authorization"].removeprefix("Bearer ")}
-    args = ["--url", server.base, "--key", key or server.verifier_key, "--state", str(state), "--whole-log"]
+    verifier_key = key or server.verifier_key
+    assert verifier_key is not None, "this server made the log's key"
+    args = ["--url", server.base, "--key", verifier_key, "--state", str(state), "--whole-log"]
     return readmit("audit", "verify-remote", *args, env=env)
 
 

@@ -1,0 +1,77 @@
+"""``readmit serve --processes N``: several service processes behind one port, on PostgreSQL.
+
+Real processes on loopback: the supervisor holds the data folder, every worker serves every
+route, a scrape of /metrics merges all of them, and a worker killed with SIGKILL is replaced
+while the others go on serving.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.harness import ServerProcess
+
+
+def worker_pids(supervisor: int) -> set[int]:
+    """The supervisor's service processes (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    return {int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+
+
+def live_pids_in_metrics(server: ServerProcess) -> set[str]:
+    text = httpx.get(f"{server.base}/metrics", headers=server.admin, timeout=5).text
+    return {
+        line.split('pid="')[1].split('"')[0]
+        for line in text.splitlines()
+        if line.startswith("readmit_search_queue_depth{")
+    }
+
+
+def test_several_processes_need_postgresql(tmp_path):
+    env = {**os.environ, "READMIT_DATA_DIR": str(tmp_path / "data")}
+    env.pop("READMIT_DATABASE_URL", None)
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--processes", "2"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode != 0
+    assert "several processes need PostgreSQL" in run.stderr
+
+
+def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_url):
+    if database_url is None:
+        pytest.skip("several processes serve PostgreSQL only")
+    server = ServerProcess(tmp_path / "data", database_url, processes=2)
+    try:
+        assert server.process is not None
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+        for _ in range(100):  # ready: at least one process is; the other may still be loading
+            if live_pids_in_metrics(server) == {str(pid) for pid in workers}:
+                break
+            time.sleep(0.1)
+        assert live_pids_in_metrics(server) == {str(pid) for pid in workers}, "one scrape shows every process"
+
+        victim = min(workers)
+        os.kill(victim, signal.SIGKILL)
+        answered = [httpx.get(f"{server.base}/readyz", timeout=5).status_code for _ in range(20)]
+        assert answered == [200] * 20, "the survivor stays ready while its sibling is replaced"
+
+        for _ in range(300):
+            now = worker_pids(server.process.pid)
+            if len(now) == 2 and victim not in now and httpx.get(f"{server.base}/readyz").status_code == 200:
+                break
+            time.sleep(0.1)
+        assert victim not in now and len(now) == 2, "the supervisor started a replacement"
+        for _ in range(100):
+            if live_pids_in_metrics(server) == {str(pid) for pid in now}:
+                break
+            time.sleep(0.1)
+        assert live_pids_in_metrics(server) == {str(pid) for pid in now}, "the dead process left the metrics"
+    finally:
+        server.stop()
