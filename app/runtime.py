@@ -10,6 +10,7 @@ thread snapshots changed indexes periodically.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy
+from matcher.tuning import set_thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ class Runtime:
     @classmethod
     def create(cls, settings: Settings) -> Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        if settings.processes > 1:  # the cores are shared: N processes' OpenMP threads must not oversubscribe them
+            set_thread_budget((os.cpu_count() or 1) // settings.processes)
         engine = make_engine(settings.sqlalchemy_url)
         policy = IndexPolicy(
             exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length

@@ -129,11 +129,13 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
     }
 
 
-def matcher_figures(data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float) -> dict[str, Any]:
+def matcher_figures(
+    data_dir: Path, exact_max: int, probes: np.ndarray, seconds: float, database_url: str | None = None
+) -> dict[str, Any]:
     """The same probes against the service's own snapshot, in this process: one at a time, then
     in batches of 64 (each probe its own search, as the service batches them). The snapshot is
     sealed: its key comes from the service's keyring, as the service itself opens it."""
-    runtime = Runtime.create(Settings(data_dir=data_dir))
+    runtime = Runtime.create(Settings(data_dir=data_dir, database_url=database_url))
     runtime.open_keyring()
     key = runtime.keyring.snapshot_key(1)
     runtime.engine.dispose()
