@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit.keys import load_signing_key
-from app.audit.log import CheckpointPolicy
+from app.audit.log import CheckpointPolicy, check_signer
 from app.audit.notes import Signer
 from app.audit.sequencer import Sequencer
 from app.cases.service import expire_due_cases
@@ -115,8 +115,10 @@ class Runtime:
 
     def open_keyring(self) -> None:
         """Unlock the data keys (a wrong or missing master key stops the start here, not as
-        empty galleries later) and seal any clear data; migrations already applied."""
+        empty galleries later) and seal any clear data; migrations already applied. The audit
+        log's key is checked here too: another node's log is never signed with a key of its own."""
         open_keyring(self.sessions, self.keyring, self.settings)
+        check_signer(self.sessions, self.signer)
 
     def start_indexes(self) -> None:
         """Open every gallery's index (keyring open), resume the searches left queued or

@@ -30,3 +30,10 @@ class NoCheckpoint(Unavailable):
 class SigningKeyMissing(Exception):
     """No usable signing key where the settings say: the service refuses to start rather than
     run a log nobody can verify."""
+
+
+class SigningKeyMismatch(Unavailable):
+    """The log's checkpoints were signed with another key than this node's: a node of a
+    several-node deployment given a key of its own would sign a second, unverifiable history."""
+
+    code = "audit_key_mismatch"

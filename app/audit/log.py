@@ -17,9 +17,9 @@ from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from app.audit import tree
-from app.audit.exceptions import InvalidProofRange, NoCheckpoint, TreeTooSmall
+from app.audit.exceptions import InvalidProofRange, NoCheckpoint, SigningKeyMismatch, TreeTooSmall
 from app.audit.models import AuditCheckpoint, AuditHead
-from app.audit.notes import Checkpoint, Signer
+from app.audit.notes import Checkpoint, NoteError, Signer
 from app.audit.service import Actor, visible_event
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
@@ -100,6 +100,22 @@ def _sign(session: Session, signer: Signer, head: tree.TreeHead, now: datetime) 
 def _latest(session: Session) -> SignedCheckpoint | None:
     row = session.scalars(select(AuditCheckpoint).order_by(AuditCheckpoint.size.desc()).limit(1)).first()
     return SignedCheckpoint(row.size, row.root, row.signed_at, row.note) if row else None
+
+
+def check_signer(sessions: Sessions, signer: Signer) -> None:
+    """Refuse to start with a key that did not sign the log's latest checkpoint: every process
+    and node of one database signs the same log, with the same key."""
+    with sessions() as session:
+        latest = _latest(session)
+    if latest is None:
+        return
+    try:
+        signer.verifier.open(latest.note)
+    except NoteError:
+        raise SigningKeyMismatch(
+            f"the audit log's checkpoints are signed by another key than {signer.verifier}: give every "
+            "node of this database the same key file (READMIT_AUDIT_KEY_FILE), the one the parties verify"
+        ) from None
 
 
 def latest_checkpoint(sessions: Sessions) -> SignedCheckpoint:

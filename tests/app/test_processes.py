@@ -75,3 +75,27 @@ def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_
         assert live_pids_in_metrics(server) == {str(pid) for pid in now}, "the dead process left the metrics"
     finally:
         server.stop()
+
+
+def test_a_node_with_another_audit_key_refuses_to_start(tmp_path):
+    """Every node of one database signs the same log: a node given a key of its own would
+    publish a second history that no party's verifier accepts."""
+    server = ServerProcess(tmp_path / "data")
+    try:
+        auditor = server.principal("auditor")
+        checkpoint = httpx.post(f"{server.base}/v1/audit/checkpoint", headers=auditor, timeout=10)
+        assert checkpoint.status_code == 200, checkpoint.text
+    finally:
+        server.stop()
+    other_key = tmp_path / "other.key"
+    env = {**server.env, "READMIT_AUDIT_KEY_FILE": str(other_key)}
+    subprocess.run([sys.executable, "-m", "app", "audit", "keygen", "--name", "other/log"], env=env, check=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", str(server.port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode != 0
+    assert "audit_key_mismatch" in run.stdout and "READMIT_AUDIT_KEY_FILE" in run.stdout
