@@ -4,7 +4,9 @@ Layout: ``MAGIC``, then the data sections back to back, then the manifest (UTF-8
 manifest's length (8 bytes little-endian) and ``TRAILER``. The manifest names each section's
 offset and size and holds an XXH3-128 checksum over all section bytes and one over itself, so a
 truncated, corrupt or foreign file is refused before any index is built from it. XXH3 hashes at
-about 15 GB/s here (SHA-256: 1.6 GB/s), which keeps verification a small part of a load.
+about 15 GB/s here (SHA-256: 1.6 GB/s), which keeps verification a small part of a load. A
+sealed snapshot's sections are authenticated by their GCM tags instead: its reader does not
+hash them, and its writer still does, so that a reader of an earlier version can load it.
 
 A snapshot is written to a temporary file in the same folder, fsynced, renamed over the old one
 and the folder fsynced: readers see the old snapshot or the new one, never a mix.
@@ -19,18 +21,25 @@ never silently reads clear data.
 from __future__ import annotations
 
 import json
+import logging
+import mmap
 import os
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import partial
 from io import BufferedReader
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xxhash
 
 from matcher.errors import SnapshotError
 from matcher.sealing import ALGORITHM, CHUNK, TAG_BYTES, SectionSealer, SnapshotKey, sealed_size
+from matcher.tuning import run_in_parallel
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"READMIT-SNAPSHOT-1\n"
 TRAILER = b"\nREADMIT-END\n"
@@ -38,6 +47,17 @@ FORMAT_VERSION = 1
 _LENGTH = struct.Struct("<Q")
 _RESERVED = ("format_version", "sections", "payload_xxh3_128", "encryption")
 """Manifest keys of the file format itself; the others are the caller's."""
+
+
+class PlainCopies(Protocol):
+    """Where a sealed snapshot's opened sections can be shared (:mod:`matcher.plain_copies`)."""
+
+    def map(
+        self, snapshot: Path, manifest: dict[str, Any], nbytes: int, fill: Callable[[np.ndarray], None]
+    ) -> np.ndarray:
+        """``nbytes`` of the snapshot's opened sections, mapped: filled by ``fill`` (a uint8
+        array) if no process of the node has done so yet. Raises OSError when it cannot."""
+        ...
 
 
 def write_snapshot(
@@ -102,11 +122,19 @@ def read_manifest(path: Path) -> dict[str, Any]:
 
 
 class SnapshotReader:
-    """Reads a snapshot's sections in the order they were written, hashing them on the way, so
-    that each byte is read once; :meth:`verify` must pass before anything read is trusted.
-    ``key``: the snapshot must be sealed with it (and a sealed one cannot be read without)."""
+    """Reads a snapshot's sections; :meth:`verify` must pass before anything read is trusted.
+    ``key``: the snapshot must be sealed with it (and a sealed one cannot be read without).
 
-    def __init__(self, path: Path, key: SnapshotKey | None = None) -> None:
+    A clear snapshot's sections are read in the order they were written, hashed on the way, so
+    that each byte is read once. A sealed snapshot's are all opened at the first read, their
+    chunks decrypted in parallel (AES-GCM in ``cryptography`` releases the GIL), and not hashed:
+    each chunk's GCM tag already authenticates it, and its associated data its place in the
+    file, so a checksum pass would only read every byte once more. ``plain_copies``: where the
+    opened sections are shared with the node's other processes (see
+    :mod:`matcher.plain_copies`); None, or a folder that cannot take them, keeps them in this
+    process's memory."""
+
+    def __init__(self, path: Path, key: SnapshotKey | None = None, plain_copies: PlainCopies | None = None) -> None:
         self.path = Path(path)
         self._handle = _open(self.path)
         try:
@@ -116,6 +144,8 @@ class SnapshotReader:
             self._handle.close()
             raise
         self._key = key
+        self._plain_copies = plain_copies
+        self._opened: dict[str, np.ndarray] | None = None
         self._hash = xxhash.xxh3_128()
         self._next_offset = len(MAGIC)
 
@@ -126,14 +156,14 @@ class SnapshotReader:
         self._handle.close()
 
     def read(self, name: str) -> np.ndarray:
-        """Read section ``name`` into a new array (decrypted, when sealed)."""
+        """Section ``name`` as an array of its own (a sealed one: decrypted, and shared with
+        the node's other processes when :attr:`plain_copies` is given)."""
+        if self._key is not None:
+            return self._sealed_section(name)
         section, dtype, shape = self._next(name)
         out = np.empty(shape, dtype=dtype)
         view = out.reshape(-1).view(np.uint8).data
         self._handle.seek(section["offset"])
-        if self._key is not None:
-            self._open_sealed(name, section, view)
-            return out
         for start in range(0, view.nbytes, CHUNK):
             chunk = view[start : start + CHUNK]
             if self._handle.readinto(chunk) != chunk.nbytes:
@@ -141,26 +171,12 @@ class SnapshotReader:
             self._hash.update(chunk)
         return out
 
-    def _open_sealed(self, name: str, section: dict[str, Any], plain: memoryview) -> None:
-        """Decrypt straight from the mapped file into ``plain``: no buffer to fill in between."""
-        assert self._key is not None
-        if section["nbytes"] == 0:
-            return
-        sealer = SectionSealer(self._key, user_manifest(self.manifest), section, name)
-        mapped = np.memmap(self._handle, np.uint8, mode="r", offset=section["offset"], shape=section["nbytes"])
-        stored = mapped.data
-        for index, start in enumerate(range(0, plain.nbytes, CHUNK)):
-            target = plain[start : start + CHUNK]
-            chunk = stored[start + index * TAG_BYTES : start + (index + 1) * TAG_BYTES + target.nbytes]
-            self._hash.update(chunk)
-            sealer.open_into(index, chunk, target, f"{self.path}: section {name!r}")
-
     def map(self, name: str) -> np.ndarray:
         """Map section ``name`` privately (copy-on-write): no copy is made, and writes to the
         array never reach the file. Hashed like :meth:`read`. A sealed section cannot be
-        searched where it lies: it is read and decrypted into memory instead."""
+        searched where it lies: it is decrypted instead, as :meth:`read` does."""
         if self._key is not None:
-            return self.read(name)
+            return self._sealed_section(name)
         section, dtype, shape = self._next(name)
         if section["nbytes"] == 0:
             return np.empty(shape, dtype=dtype)
@@ -170,22 +186,77 @@ class SnapshotReader:
             self._hash.update(view[start : start + CHUNK])
         return mapped
 
+    def _sealed_section(self, name: str) -> np.ndarray:
+        if name not in self.manifest["sections"]:
+            raise SnapshotError(f"{self.path}: no section {name!r}")
+        if self._opened is None:
+            self._opened = self._open_sealed()
+        return self._opened[name]
+
+    def _open_sealed(self) -> dict[str, np.ndarray]:
+        """Every section decrypted: into a shared copy when one can be had, else privately."""
+        layout = plain_layout(self.manifest)
+        for part in layout:
+            section = self.manifest["sections"][part.name]
+            if section.get("plain_nbytes") != part.nbytes or section["nbytes"] != sealed_size(part.nbytes):
+                raise SnapshotError(f"{self.path}: section {part.name!r} has an inconsistent size")
+        if self._plain_copies is not None:
+            try:
+                fill = partial(self._decrypt_into, layout)
+                base = self._plain_copies.map(self.path, self.manifest, plain_nbytes(layout), fill)
+            except OSError as error:  # full, or gone: this process decrypts its own copy
+                log.warning(
+                    "decrypting a snapshot privately: no shared copy (%s)",
+                    error,
+                    extra={"event": {"path": str(self.path)}},
+                )
+            else:
+                return {part.name: part.view(base) for part in layout}
+        arrays = {part.name: np.empty(part.shape, part.dtype) for part in layout}
+        self._decrypt_all(layout, {name: array.reshape(-1).view(np.uint8) for name, array in arrays.items()})
+        return arrays
+
+    def _decrypt_into(self, layout: list[PlainSection], plain: np.ndarray) -> None:
+        """Decrypt every section into ``plain`` (uint8), laid out as ``layout`` says."""
+        self._decrypt_all(layout, {part.name: plain[part.start : part.start + part.nbytes] for part in layout})
+
+    def _decrypt_all(self, layout: list[PlainSection], targets: dict[str, np.ndarray]) -> None:
+        """Open every chunk of every section straight from the mapped file into its target, the
+        chunks spread over the threads this process may use."""
+        assert self._key is not None
+        key, manifest = self._key, user_manifest(self.manifest)
+        tasks: list[Callable[[], None]] = []
+        for part in layout:
+            section = self.manifest["sections"][part.name]
+            if part.nbytes == 0:
+                continue
+            sealer = SectionSealer(key, manifest, section, part.name)
+            stored = np.memmap(self._handle, np.uint8, mode="r", offset=section["offset"], shape=section["nbytes"])
+            plain, where = targets[part.name].data, f"{self.path}: section {part.name!r}"
+            for index, start in enumerate(range(0, part.nbytes, CHUNK)):
+                end = min(start + CHUNK, part.nbytes)
+                chunk = stored.data[start + index * TAG_BYTES : end + (index + 1) * TAG_BYTES]
+                tasks.append(partial(sealer.open_into, index, chunk, plain[start:end], where))
+        run_in_parallel(tasks)
+
     def _next(self, name: str) -> tuple[dict[str, Any], np.dtype[Any], tuple[int, ...]]:
         section = self._section(name)
         if section["offset"] != self._next_offset:
             raise SnapshotError(f"{self.path}: section {name!r} read out of order")
         dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
         plain = int(np.prod(shape)) * dtype.itemsize
-        sealed = self._key is not None
-        if section.get("plain_nbytes", plain) != plain or section["nbytes"] != (
-            sealed_size(plain) if sealed else plain
-        ):
+        if section.get("plain_nbytes", plain) != plain or section["nbytes"] != plain:
             raise SnapshotError(f"{self.path}: section {name!r} has an inconsistent size")
         self._next_offset = section["offset"] + section["nbytes"]
         return section, dtype, shape
 
     def verify(self) -> None:
-        """Raise unless every section was read and the payload checksum matches."""
+        """Raise unless every section was read and (in clear) the payload checksum matches; a
+        sealed snapshot's sections were all authenticated as they were opened."""
+        if self._key is not None:
+            if self._opened is None:
+                raise SnapshotError(f"{self.path}: not every section was read")
+            return
         expected_end = max((s["offset"] + s["nbytes"] for s in self.manifest["sections"].values()), default=len(MAGIC))
         if self._next_offset != expected_end:
             raise SnapshotError(f"{self.path}: not every section was read")
@@ -198,6 +269,37 @@ class SnapshotReader:
         except KeyError:
             raise SnapshotError(f"{self.path}: no section {name!r}") from None
         return section
+
+
+@dataclass(frozen=True)
+class PlainSection:
+    """Where a sealed section lies once opened into one buffer of all sections."""
+
+    name: str
+    dtype: np.dtype[Any]
+    shape: tuple[int, ...]
+    start: int
+    nbytes: int
+
+    def view(self, plain: np.ndarray) -> np.ndarray:
+        """The section as its array, a view of ``plain`` (uint8) without a copy."""
+        return plain[self.start : self.start + self.nbytes].view(self.dtype).reshape(self.shape)
+
+
+def plain_layout(manifest: dict[str, Any]) -> list[PlainSection]:
+    """The sections in file order, each starting on a page of its own, so that every array of a
+    shared copy is page-aligned and a write to one never touches another's pages."""
+    layout, start = [], 0
+    for name, section in sorted(manifest["sections"].items(), key=lambda item: item[1]["offset"]):
+        dtype, shape = np.dtype(section["dtype"]), tuple(section["shape"])
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        layout.append(PlainSection(name, dtype, shape, start, nbytes))
+        start += -(-nbytes // mmap.PAGESIZE) * mmap.PAGESIZE
+    return layout
+
+
+def plain_nbytes(layout: list[PlainSection]) -> int:
+    return layout[-1].start + layout[-1].nbytes if layout else 0
 
 
 def user_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
