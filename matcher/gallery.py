@@ -23,7 +23,7 @@ from matcher.formats import TemplateFormat
 from matcher.fusion import SearchResult, fuse_per_record
 from matcher.sealing import SnapshotKey
 from matcher.shortlist import ShortlistIndex
-from matcher.snapshot import SnapshotReader, write_snapshot
+from matcher.snapshot import PlainCopies, Section, SnapshotReader, write_snapshot
 from matcher.store import TemplateStore
 from matcher.tuning import configure_faiss, use_threads_for
 from matcher.validation import prepare_ids, prepare_templates
@@ -140,7 +140,7 @@ class GalleryIndex:
         with self._lock.gen_rlock():
             size = self._store.size
             rows = np.random.default_rng(seed).choice(size, size=min(count, size), replace=False)
-            return self._store.labels[rows], np.ascontiguousarray(self._store.vectors()[rows])
+            return self._store.labels[rows], self._store.take(rows)
 
     def nonmated_top_scores(self, searches: int, seed: int = 0) -> np.ndarray:
         """Best non-mated score of ``searches`` leave-one-out searches (see
@@ -160,7 +160,7 @@ class GalleryIndex:
             left, right = left[keep], right[keep]
             chunks = []
             for start in range(0, left.size, 8192):  # bounded memory: 8192 probes at a time
-                probes = np.ascontiguousarray(self._store.vectors()[left[start : start + 8192]])
+                probes = self._store.take(left[start : start + 8192])
                 chunks.append(self._store.rescore(probes, right[start : start + 8192, None])[1].ravel())
         return np.concatenate(chunks) if chunks else np.empty(0, dtype=np.float32)
 
@@ -220,7 +220,7 @@ class GalleryIndex:
     def _append(self, labels: np.ndarray, templates: np.ndarray) -> None:
         self._store.add(labels, templates)
         if self._shortlist is not None:
-            self._shortlist.add(templates, self._store.vectors())
+            self._shortlist.add(templates, self._store.vectors)
         self._max_samples = max(self._max_samples, _max_samples_per_record(self._store.labels, labels))
 
     def _remove_rows(self, rows: np.ndarray) -> None:
@@ -228,7 +228,7 @@ class GalleryIndex:
             return
         self._store.remove_rows(rows)
         if self._shortlist is not None:
-            self._shortlist.remove_rows(rows, self._store.vectors())
+            self._shortlist.remove_rows(rows, self._store.vectors)
 
     def _wanted_kind(self) -> IndexKind:
         if self.policy.forced_kind is not None:
@@ -263,9 +263,9 @@ class GalleryIndex:
                 "max_samples": self._max_samples,
                 "change_seq": int(change_seq),
             }
-            sections: list[tuple[str, np.ndarray]] = [
+            sections: list[tuple[str, Section]] = [
                 ("labels", self._store.labels),
-                ("templates", self._store.vectors()),
+                ("templates", [rows for _, rows in self._store.segments()] or [self._store.vectors()]),
             ]
             if self._shortlist is not None:
                 parts = self._shortlist.serialize()
@@ -275,10 +275,17 @@ class GalleryIndex:
             self.change_seq = int(change_seq)
 
     @classmethod
-    def load(cls, path: Path, policy: IndexPolicy | None = None, key: SnapshotKey | None = None) -> Self:
+    def load(
+        cls,
+        path: Path,
+        policy: IndexPolicy | None = None,
+        key: SnapshotKey | None = None,
+        plain_copies: PlainCopies | None = None,
+    ) -> Self:
         """Load a snapshot written by :meth:`save` (with the same ``key``); raises SnapshotError
-        unless it is intact."""
-        with SnapshotReader(path, key) as reader:
+        unless it is intact. A sealed one is decrypted into ``plain_copies`` when given (one
+        copy a node, see :mod:`matcher.plain_copies`), else into this process's memory."""
+        with SnapshotReader(path, key, plain_copies) as reader:
             manifest = reader.manifest
             try:
                 template_format = TemplateFormat.from_dict(manifest["template_format"])

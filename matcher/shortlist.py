@@ -104,14 +104,14 @@ class ShortlistIndex:
     def _offsets(self) -> np.ndarray:
         return np.concatenate([[0], np.cumsum([part.ntotal for part in self.parts])]).astype(np.int64)
 
-    def add(self, vectors: np.ndarray, all_vectors: np.ndarray) -> None:
-        """Append codes of ``vectors`` (the store's new last rows; ``all_vectors`` is the whole
-        store, for a rebalance)."""
+    def add(self, vectors: np.ndarray, all_vectors: Callable[[], np.ndarray]) -> None:
+        """Append codes of ``vectors`` (the store's new last rows; ``all_vectors`` gives the
+        whole store, for a rebalance: a copy when the store is in two segments, so only then)."""
         self.parts[-1].add(vectors)
         self._rebalance(all_vectors)
 
-    def remove_rows(self, rows: np.ndarray, all_vectors: np.ndarray) -> None:
-        """Remove ``rows`` (the store has removed them too and is ``all_vectors`` now); FAISS
+    def remove_rows(self, rows: np.ndarray, all_vectors: Callable[[], np.ndarray]) -> None:
+        """Remove ``rows`` (the store has removed them too and ``all_vectors`` gives it); FAISS
         compacts in order, so every other code keeps its row's position."""
         offsets = self._offsets()
         for part, start, end in zip(self.parts, offsets[:-1], offsets[1:], strict=True):
@@ -120,10 +120,10 @@ class ShortlistIndex:
                 part.remove_ids(faiss.IDSelectorBatch(local.astype(np.int64)))
         self._rebalance(all_vectors)
 
-    def _rebalance(self, all_vectors: np.ndarray) -> None:
+    def _rebalance(self, all_vectors: Callable[[], np.ndarray]) -> None:
         sizes = np.array([part.ntotal for part in self.parts])
         if len(self.parts) > 1 and sizes.sum() >= REBALANCE_MIN and sizes.max() > REBALANCE_RATIO * sizes.mean():
-            self.parts = self._encode(self.parts[0], all_vectors, len(self.parts)).parts
+            self.parts = self._encode(self.parts[0], all_vectors(), len(self.parts)).parts
 
     def search(self, probes: np.ndarray, length: int, rescore: Rescorer) -> tuple[np.ndarray, np.ndarray]:
         """About ``length`` of the most promising templates per probe, as ``rescore`` scores

@@ -25,7 +25,7 @@ import logging
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from io import BufferedReader
@@ -60,11 +60,16 @@ class PlainCopies(Protocol):
         ...
 
 
+Section = np.ndarray | Sequence[np.ndarray]
+"""A section's data: one array, or arrays of one dtype and row shape stored as their
+concatenation along the first axis (a template store's two segments), without making it."""
+
+
 def write_snapshot(
-    path: Path, manifest: dict[str, Any], sections: Iterable[tuple[str, np.ndarray]], key: SnapshotKey | None = None
+    path: Path, manifest: dict[str, Any], sections: Iterable[tuple[str, Section]], key: SnapshotKey | None = None
 ) -> None:
-    """Write ``sections`` (name, contiguous array) and ``manifest`` to ``path`` atomically,
-    sealed with ``key`` when one is given."""
+    """Write ``sections`` (name, data) and ``manifest`` to ``path`` atomically, sealed with
+    ``key`` when one is given."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -73,30 +78,23 @@ def write_snapshot(
     try:
         with open(temporary, "wb") as out:
             out.write(MAGIC)
-            for name, array in sections:
-                contiguous = np.ascontiguousarray(array)
-                data = contiguous.reshape(-1).view(np.uint8).data
-                section: dict[str, Any] = {
-                    "offset": out.tell(),
-                    "nbytes": data.nbytes,
-                    "dtype": array.dtype.str,
-                    "shape": list(array.shape),
-                }
+            for name, data in sections:
+                parts = [data] if isinstance(data, np.ndarray) else list(data)
+                dtype, shape = _stacked(name, parts)
+                nbytes = int(np.prod(shape)) * dtype.itemsize
+                section: dict[str, Any] = {"offset": out.tell(), "nbytes": nbytes, "dtype": dtype.str, "shape": shape}
                 sealer, buffer = None, bytearray()
                 if key is not None:
                     section.update(
-                        nbytes=sealed_size(data.nbytes),
-                        plain_nbytes=data.nbytes,
-                        nonce_prefix=SectionSealer.new_prefix(),
+                        nbytes=sealed_size(nbytes), plain_nbytes=nbytes, nonce_prefix=SectionSealer.new_prefix()
                     )
                     sealer = SectionSealer(key, manifest, section, name)
-                    buffer = bytearray(min(data.nbytes, CHUNK) + TAG_BYTES)
+                    buffer = bytearray(min(nbytes, CHUNK) + TAG_BYTES)
                 layout[name] = section
-                for index, start in enumerate(range(0, data.nbytes, CHUNK)):
-                    chunk = data[start : start + CHUNK]
+                for index, chunk in enumerate(_chunks(parts)):
                     if sealer is not None:
                         chunk = sealer.seal_into(index, chunk, buffer)
-                    payload_hash.update(chunk)
+                    payload_hash.update(chunk)  # kept sealed too: earlier readers check it
                     out.write(chunk)
             body = dict(manifest, format_version=FORMAT_VERSION, sections=layout)
             if key is not None:
@@ -113,6 +111,38 @@ def write_snapshot(
         _fsync_folder(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def _stacked(name: str, parts: list[np.ndarray]) -> tuple[np.dtype[Any], list[int]]:
+    """The dtype and shape of ``parts`` stacked along their first axis."""
+    if not parts:
+        raise ValueError(f"section {name!r} has no data")
+    first = parts[0]
+    if any(part.dtype != first.dtype or part.shape[1:] != first.shape[1:] for part in parts):
+        raise ValueError(f"section {name!r}: parts of different dtypes or row shapes")
+    return first.dtype, [sum(part.shape[0] for part in parts), *first.shape[1:]]
+
+
+def _chunks(parts: list[np.ndarray]) -> Iterator[memoryview]:
+    """The parts' bytes, end to end, in chunks of ``CHUNK`` bytes (the last shorter): views of
+    the parts where a chunk lies in one, a copy only for a chunk that straddles two."""
+    views = [np.ascontiguousarray(part).reshape(-1).view(np.uint8).data for part in parts]
+    pending = bytearray()
+    for view in views:
+        start = 0
+        if pending:
+            start = min(CHUNK - len(pending), view.nbytes)
+            pending += view[:start]
+            if len(pending) < CHUNK:
+                continue
+            yield memoryview(pending)
+            pending = bytearray()
+        whole_end = start + (view.nbytes - start) // CHUNK * CHUNK
+        for offset in range(start, whole_end, CHUNK):
+            yield view[offset : offset + CHUNK]
+        pending += view[whole_end:]
+    if pending:
+        yield memoryview(pending)
 
 
 def read_manifest(path: Path) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import xxhash
 
-from matcher import GalleryIndex, IndexKind, IndexPolicy, SnapshotError, SnapshotKey, read_manifest
+from matcher import GalleryIndex, IndexKind, IndexPolicy, SnapshotError, SnapshotKey, read_manifest, sealing, snapshot
 from matcher.snapshot import MAGIC, TRAILER
 
 
@@ -145,3 +145,21 @@ def test_an_altered_sealed_snapshot_is_refused_even_with_its_checksums_recompute
     path.write_bytes(bytes(data[:payload_end]) + tail + struct.pack("<Q", len(tail)) + TRAILER)
     with pytest.raises(SnapshotError, match="cannot be decrypted"):
         GalleryIndex.load(path, key=key)
+
+
+@pytest.mark.parametrize("sealed", [False, True])
+def test_a_section_written_in_parts_reads_back_as_their_concatenation(tmp_path, monkeypatch, rng, sealed):
+    # Small chunks, so that the parts straddle chunk boundaries and a sealed section has many
+    # chunks, decrypted in parallel.
+    monkeypatch.setattr(sealing, "CHUNK", 4096)
+    monkeypatch.setattr(snapshot, "CHUNK", 4096)
+    parts = [rng.standard_normal((rows, 24)).astype(np.float32) for rows in (0, 5, 100, 43, 0, 64)]
+    key = SnapshotKey("k", os.urandom(32)) if sealed else None
+    path = tmp_path / "parts.snapshot"
+    snapshot.write_snapshot(path, {"what": "parts"}, [("rows", parts), ("one", parts[2])], key)
+    with snapshot.SnapshotReader(path, key) as reader:
+        rows, one = reader.read("rows"), reader.read("one")
+        reader.verify()
+    np.testing.assert_array_equal(rows, np.concatenate(parts))
+    np.testing.assert_array_equal(one, parts[2])
+    assert reader.manifest["sections"]["rows"].get("plain_nbytes", 0) == (212 * 24 * 4 if sealed else 0)
