@@ -81,6 +81,7 @@ def offline_runtime(settings: Settings) -> Iterator[Runtime]:
     except DomainError as error:  # a wrong master key, shards_unplaceable: one line, not a traceback
         fail(error.message)
     finally:
+        runtime.release_plain_copies()
         runtime.engine.dispose()
         lock.release()
 

@@ -32,6 +32,7 @@ from app.encryption.service import open_keyring
 from app.galleries import service as galleries
 from app.indexes.backends import MatcherIndex, make_backend
 from app.indexes.exceptions import ShardsUnplaceable
+from app.indexes.plain_copies import open_plain_copies
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.executor import SearchExecutor
@@ -41,6 +42,7 @@ from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy
+from matcher.plain_copies import SharedPlainCopies
 from matcher.tuning import set_thread_budget
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,8 @@ class Runtime:
     keyring: Keyring
     signer: Signer
     sequencer: Sequencer
+    plain_copies: SharedPlainCopies | None
+    """The node's decrypted snapshots this process maps (None: its own memory)."""
     ready: bool = False
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
@@ -80,7 +84,9 @@ class Runtime:
             exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length
         )
         keyring = Keyring(settings.encrypt_at_rest)
-        registry = IndexRegistry(settings.index_dir, policy, make_backend(settings, policy), keyring.snapshot_key)
+        plain_copies = open_plain_copies(settings)
+        backend = make_backend(settings, policy, plain_copies)
+        registry = IndexRegistry(settings.index_dir, policy, backend, keyring.snapshot_key)
         sessions = make_session_factory(engine)
         read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))
         keyring.install(sessions)
@@ -111,6 +117,7 @@ class Runtime:
             keyring,
             signer,
             sequencer,
+            plain_copies,
         )
 
     def open_keyring(self) -> None:
@@ -147,11 +154,19 @@ class Runtime:
         if self.ready:
             self.registry.snapshot_all()
         self.registry.close_all()
+        self.release_plain_copies()
         self.ready = False
         self.metrics.close()
         self.engine.dispose()
         if self.read_sessions.kw["bind"] is not self.engine:
             self.read_sessions.kw["bind"].dispose()
+
+    def release_plain_copies(self) -> None:
+        """Stop using the node's decrypted snapshots; the data folder's last process removes
+        them, so that no clear template outlives the service in memory."""
+        if self.plain_copies is not None:
+            removed = self.plain_copies.close()
+            log.info("shared decrypted snapshots released", extra={"event": {"removed": len(removed)}})
 
     def gallery_source(self, gallery_id: int) -> GallerySource:
         with self.sessions() as session:

@@ -72,9 +72,22 @@ class SharedPlainCopies:
             raise NotRamBacked(f"{folder} is on {kind or 'an unknown file system'}, not on tmpfs or ramfs")
         self.folder = Path(folder)
         self.prefix = f"readmit-{namespace}-"
-        self._users: IO[bytes] | None = open(self._lock_path("users"), "ab")  # noqa: SIM115 - held until close
-        os.fchmod(self._users.fileno(), 0o600)
-        fcntl.flock(self._users, fcntl.LOCK_SH)
+        self._users: IO[bytes] | None = self._join()
+
+    def _join(self) -> IO[bytes]:
+        """A shared lock on the namespace's users file, held until :meth:`close`: on the file
+        now at its path, not on one the last user removed while this process waited."""
+        path = self._lock_path("users")
+        while True:
+            handle = open(path, "ab")  # noqa: SIM115 - held until close
+            os.fchmod(handle.fileno(), 0o600)
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            try:
+                if os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    return handle
+            except FileNotFoundError:
+                pass
+            handle.close()
 
     def map(
         self, snapshot: Path, manifest: dict[str, Any], nbytes: int, fill: Callable[[np.ndarray], None]
@@ -106,8 +119,8 @@ class SharedPlainCopies:
         except BlockingIOError:
             pass  # another process of the data folder still maps them
         else:
-            removed = [path for path in self.folder.glob(f"{self.prefix}*") if path.name != self._users_name]
-            for path in removed:
+            removed = sorted(self.folder.glob(f"{self.prefix}*"))
+            for path in removed:  # the users file too: a process waiting for it joins a new one
                 path.unlink(missing_ok=True)
         self._users.close()  # releases the lock, after the removal: a starting process waits
         self._users = None
@@ -116,10 +129,6 @@ class SharedPlainCopies:
     def copies(self) -> list[Path]:
         """The namespace's decrypted copies now in the folder."""
         return sorted(self.folder.glob(f"{self.prefix}*{_COPY_SUFFIX}"))
-
-    @property
-    def _users_name(self) -> str:
-        return self._lock_path("users").name
 
     def _lock_path(self, name: str) -> Path:
         return self.folder / f"{self.prefix}{name}.lock"

@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     encrypt_at_rest: bool = Field(
         True, description="seal templates, probes and index snapshots (off: only to measure its cost)"
     )
+    share_decrypted_indexes: bool = Field(
+        True, description="the processes of a node map one decrypted copy of a sealed snapshot (off: one each)"
+    )
+    shared_memory_dir: Path = Field(
+        Path("/dev/shm"), description="where that copy is kept: a RAM-backed folder (tmpfs, ramfs), else none is"
+    )
     master_key: SecretStr | None = Field(None, description="the master key, base64; takes precedence over the file")
     master_key_file: Path | None = Field(
         None, description="the master key file; default: master.key in $XDG_CONFIG_HOME/readmit (~/.config/readmit)"

@@ -28,6 +28,7 @@ from matcher import (
     TemplateFormat,
     read_manifest,
 )
+from matcher.plain_copies import SharedPlainCopies
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +137,14 @@ class IndexBackend(Protocol):
 
 
 class LocalBackend:
-    """FAISS in this process: the default."""
+    """FAISS in this process: the default. ``plain_copies``: where sealed snapshots are
+    decrypted once for every process of the node (None: into each process's memory)."""
 
     name = "local"
 
-    def __init__(self, policy: IndexPolicy) -> None:
+    def __init__(self, policy: IndexPolicy, plain_copies: SharedPlainCopies | None = None) -> None:
         self.policy = policy
+        self.plain_copies = plain_copies
 
     def check_room(self) -> None:
         """Always room: an index here is this process's memory, which nothing reserves."""
@@ -165,7 +168,7 @@ class LocalBackend:
         return read_manifest(path)
 
     def load(self, gallery_id: int, path: Path, refill: Refill, key: SnapshotKey | None = None) -> MatcherIndex:
-        index = LocalIndex.load(path, self.policy, key)
+        index = LocalIndex.load(path, self.policy, key, self.plain_copies)
         index.snapshot_key = key
         return index
 
@@ -250,5 +253,6 @@ def placed(gallery: str) -> Iterator[None]:
         raise ShardsUnplaceable(f"{gallery} cannot be placed: {error}", details=details) from error
 
 
-def make_backend(settings: Settings, policy: IndexPolicy) -> IndexBackend:
-    return RayBackend(policy, settings) if settings.matcher_backend == "ray" else LocalBackend(policy)
+def make_backend(settings: Settings, policy: IndexPolicy, plain_copies: SharedPlainCopies | None) -> IndexBackend:
+    """``plain_copies`` serve the local backend; Ray's shard actors each load their own shard."""
+    return RayBackend(policy, settings) if settings.matcher_backend == "ray" else LocalBackend(policy, plain_copies)
