@@ -72,7 +72,8 @@ class SharedPlainCopies:
             raise NotRamBacked(f"{folder} is on {kind or 'an unknown file system'}, not on tmpfs or ramfs")
         self.folder = Path(folder)
         self.prefix = f"readmit-{namespace}-"
-        self._users: IO[bytes] | None = self._join()
+        self._users: IO[bytes] | None = None
+        """The namespace's users file, locked shared from the first map until :meth:`close`."""
 
     def _join(self) -> IO[bytes]:
         """A shared lock on the namespace's users file, held until :meth:`close`: on the file
@@ -100,6 +101,8 @@ class SharedPlainCopies:
         path = self.folder / f"{self.prefix}{stem}-{generation}-{_digest(_canonical(manifest))}{_COPY_SUFFIX}"
         if nbytes == 0:
             return np.empty(0, np.uint8)
+        if self._users is None:
+            self._users = self._join()
         with self._locked(stem):
             if not path.exists() or path.stat().st_size != nbytes:
                 self._write(path, nbytes, fill)
@@ -109,8 +112,8 @@ class SharedPlainCopies:
         return mapped
 
     def close(self) -> list[Path]:
-        """Stop using the copies; the last process of the namespace removes them all. Returns
-        the files removed."""
+        """Stop using the copies; the last process of the namespace to have mapped one removes
+        them all. Returns the files removed."""
         if self._users is None:
             return []
         removed: list[Path] = []
