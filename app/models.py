@@ -2,7 +2,15 @@
 complete (Alembic, tests)."""
 
 from app.agreements.models import Agreement
-from app.audit.models import AuditCheckpoint, AuditEvent, AuditEventCountry, AuditHead, AuditTreeHead, AuditTreeNode
+from app.audit.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditEventCountry,
+    AuditHead,
+    AuditPending,
+    AuditTreeHead,
+    AuditTreeNode,
+)
 from app.cases.models import Case
 from app.db.base import Base
 from app.encryption.models import DataKey
@@ -16,6 +24,7 @@ __all__ = [
     "AuditEvent",
     "AuditEventCountry",
     "AuditHead",
+    "AuditPending",
     "AuditTreeHead",
     "AuditTreeNode",
     "Base",

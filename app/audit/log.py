@@ -1,11 +1,13 @@
-"""The verifiable log's use cases: sequence committed events into the Merkle tree, sign
-checkpoints when due or on demand, and answer for the latest checkpoint and RFC 9162 proofs.
+"""The verifiable log's use cases: sequence committed events into the chain and the Merkle
+tree, sign checkpoints when due or on demand, and answer for the latest checkpoint and RFC 9162
+proofs.
 
-Appending stays in app/audit/service.py, in the caller's transaction and cheap; an event is
-durable (committed, hash-chained) before it is in the tree, and the sequencer puts every
-committed event in, in order, shortly after (``audit_sequence_interval_s``), also after a
-restart. A checkpoint commits the log to a tree size and root: once a party holds one, the
-operator cannot change or remove any event under it without that party seeing it.
+Appending stays in app/audit/service.py, in the caller's transaction and cheap: an event is
+durable (committed, pending) before it has a ``seq``, and the sequencer chains every committed
+event and puts it in the tree shortly after (``audit_sequence_interval_s``), also after a
+restart; every answer below sequences first. A checkpoint commits the log to a tree size and
+root: once a party holds one, the operator cannot change or remove any event under it without
+that party seeing it.
 """
 
 from __future__ import annotations
@@ -16,16 +18,13 @@ from datetime import datetime
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from app.audit import tree
+from app.audit import sequencing, tree
 from app.audit.exceptions import InvalidProofRange, NoCheckpoint, SigningKeyMismatch, TreeTooSmall
-from app.audit.models import AuditCheckpoint, AuditHead
+from app.audit.models import AuditCheckpoint
 from app.audit.notes import Checkpoint, NoteError, Signer
 from app.audit.service import Actor, visible_event
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
-
-SEQUENCE_BATCH = 5000
-"""Events put in the tree per transaction: a backlog (after an upgrade) is caught up in steps."""
+from app.db.session import Sessions
 
 
 @dataclass(frozen=True)
@@ -55,38 +54,43 @@ class SignedCheckpoint:
 class Sequenced:
     size: int
     delays_s: list[float]
-    """From append to being in the tree, one per event added."""
+    """From append to being chained and in the tree, one per event sequenced."""
     signed: SignedCheckpoint | None
 
 
-def idle(read_sessions: Sessions, policy: CheckpointPolicy) -> int | None:
-    """The tree's size when every committed event is in it and no checkpoint is due, else None:
-    read without a write transaction, so that an idle sequencer never takes SQLite's write lock
-    from the appends."""
+@dataclass(frozen=True)
+class Quiet:
+    """What the sequencer found without writing: ``size`` is the tree's."""
+
+    size: int
+    pending: int
+    idle: bool
+    """Nothing to sequence and no checkpoint due."""
+
+
+def quiet(read_sessions: Sessions, policy: CheckpointPolicy) -> Quiet:
+    """Read without a write transaction, so that an idle sequencer never takes SQLite's write
+    lock from the appends."""
     with read_sessions() as session:
-        committed = session.scalar(select(AuditHead.seq))
-        size = tree.head(session).size
-        due = policy.due(_latest(session), size, utcnow())
-    return size if committed == size and not due else None
+        backlog = sequencing.backlog(session)
+        due = policy.due(_latest(session), backlog.in_tree, utcnow())
+    return Quiet(backlog.in_tree, backlog.pending, backlog.empty and not due)
 
 
 def sequence(sessions: Sessions, signer: Signer, policy: CheckpointPolicy, force: bool = False) -> Sequenced:
-    """Put every committed event into the tree, one transaction per batch, and sign a
-    checkpoint when the policy says so (``force``: whenever the tree has grown since the last
-    one, as an auditor's request asks)."""
-    delays: list[float] = []
-    signed = None
-    while True:
-        with transaction(sessions) as session:
-            extension = tree.extend(session, SEQUENCE_BATCH)
-            now = utcnow()
-            delays += [(now - at).total_seconds() for at in extension.appended_at]
-            last = _latest(session)
-            size = extension.head.size
-            if policy.due(last, size, now) or (force and (last is None or size > last.size)):
-                signed = _sign(session, signer, extension.head, now)
-        if len(extension.appended_at) < SEQUENCE_BATCH:
-            return Sequenced(size, delays, signed)
+    """Chain every committed event and put it in the tree, one transaction per batch, and sign a
+    checkpoint in that transaction when the policy says so (``force``: whenever the tree has
+    grown since the last one, as an auditor's request asks)."""
+    signed: list[SignedCheckpoint] = []
+
+    def sign_if_due(session: Session, step: sequencing.Step) -> None:
+        now, last, size = utcnow(), _latest(session), step.head.size
+        if policy.due(last, size, now) or (force and (last is None or size > last.size)):
+            signed.append(_sign(session, signer, step.head, now))
+
+    steps = sequencing.catch_up(sessions, sign_if_due)
+    delays = [delay for step in steps for delay in step.delays_s]
+    return Sequenced(steps[-1].head.size, delays, signed[-1] if signed else None)
 
 
 def _sign(session: Session, signer: Signer, head: tree.TreeHead, now: datetime) -> SignedCheckpoint:
@@ -119,6 +123,9 @@ def check_signer(sessions: Sessions, signer: Signer) -> None:
 
 
 def latest_checkpoint(sessions: Sessions) -> SignedCheckpoint:
+    """The latest checkpoint signed, after sequencing what was committed before the call (which
+    the next checkpoint due, or one asked for, then covers)."""
+    sequencing.catch_up(sessions)
     with sessions() as session:
         latest = _latest(session)
     if latest is None:
@@ -150,7 +157,9 @@ def _check_size(session: Session, size: int) -> None:
 
 def inclusion(sessions: Sessions, actor: Actor, seq: int, tree_size: int) -> InclusionProof:
     """The proof that event ``seq`` is leaf ``seq - 1`` of the tree of ``tree_size`` events; an
-    event outside the actor's country is not found."""
+    event outside the actor's country is not found. Sequences first, so that an event
+    acknowledged before the call is found."""
+    sequencing.catch_up(sessions)
     with sessions() as session:
         visible_event(session, actor, seq)
         if seq > tree_size:
@@ -164,6 +173,7 @@ def consistency(sessions: Sessions, old_size: int, new_size: int) -> Consistency
     """The proof that the tree of ``old_size`` events is a prefix of the tree of ``new_size``."""
     if old_size > new_size:
         raise InvalidProofRange(f"no consistency proof from {old_size} back to {new_size}")
+    sequencing.catch_up(sessions)
     with sessions() as session:
         _check_size(session, new_size)
         return ConsistencyProof(old_size, new_size, tree.consistency_proof(session, old_size, new_size))

@@ -11,8 +11,28 @@ from app.db.base import Base, UTCDateTime
 SeqId = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class AuditPending(Base):
+    """An event its writer has committed and the sequencer has not yet chained. Writers only
+    insert here, each in its own transaction, reading and locking nothing shared, so that no
+    writer ever waits on another's transaction; the sequencer moves these rows, in ``id`` order,
+    into audit_events and deletes them. ``details`` already holds the countries the event
+    touches; ``at`` is the time of the change."""
+
+    __tablename__ = "audit_pending"
+
+    id: Mapped[int] = mapped_column(SeqId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    principal_id: Mapped[int | None] = mapped_column(Integer)
+    role: Mapped[str | None] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(64))
+    resource: Mapped[str] = mapped_column(String(200))
+    outcome: Mapped[str] = mapped_column(String(20))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 class AuditEvent(Base):
-    """One entry of the hash chain. Database triggers refuse UPDATE and DELETE on this table."""
+    """One entry of the hash chain, written by the sequencer only. Database triggers refuse
+    UPDATE and DELETE on this table."""
 
     __tablename__ = "audit_events"
 
@@ -29,8 +49,9 @@ class AuditEvent(Base):
 
 
 class AuditHead(Base):
-    """The chain's last sequence number and hash, one row, locked by every append so that
-    concurrent transactions extend the chain one after another, never fork it."""
+    """The chain's last sequence number and hash, one row, locked only by the sequencer while it
+    chains pending events, so that two sequencers (processes, nodes) extend the chain one after
+    another, never fork it; writers never touch it."""
 
     __tablename__ = "audit_head"
 
@@ -63,7 +84,7 @@ class AuditTreeNode(Base):
 
 class AuditTreeHead(Base):
     """How many events the sequencer has put in the tree, and its root; one row, locked by the
-    sequencer so that two processes never extend the tree at once."""
+    sequencer (after the chain's head) so that two processes never extend the tree at once."""
 
     __tablename__ = "audit_tree_head"
 

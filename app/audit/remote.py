@@ -22,8 +22,8 @@ from typing import Any
 import httpx
 
 from app.audit import merkle
+from app.audit.canonical import canonical_json
 from app.audit.notes import Checkpoint, NoteError, Verifier
-from app.audit.service import canonical_json
 
 PAGE = 1000
 

@@ -1,9 +1,11 @@
-"""The background thread that keeps the Merkle tree up with the hash chain and signs
-checkpoints, and the on-demand checkpoint an auditor may ask for.
+"""The background thread that sequences committed audit events (chain and Merkle tree) and
+signs checkpoints, and the on-demand checkpoint an auditor may ask for.
 
 It runs every ``interval_s`` (first at start, so that a restarted or upgraded service catches
-up at once), which bounds how long a committed event waits outside the tree; the wait is
-observed per event in ``readmit_audit_sequencing_delay_seconds``.
+up at once), which bounds how long a committed event waits unsequenced; the wait is observed
+per event in ``readmit_audit_sequencing_delay_seconds``, and the events waiting at each look in
+``readmit_audit_pending_events``. Every process runs one; the database lets one sequence at a
+time (app/audit/sequencing.py), the others finding the work done.
 """
 
 from __future__ import annotations
@@ -36,9 +38,11 @@ class Sequencer:
         self._thread: threading.Thread | None = None
 
     def run_once(self, force: bool = False) -> audit_log.Sequenced:
-        size = None if force else audit_log.idle(self.read_sessions, self.policy)
-        if size is not None:
-            return audit_log.Sequenced(size, [], None)
+        if not force:
+            quiet = audit_log.quiet(self.read_sessions, self.policy)
+            self.metrics.audit_pending.set(quiet.pending)
+            if quiet.idle:
+                return audit_log.Sequenced(quiet.size, [], None)
         with self._lock:
             result = audit_log.sequence(self.sessions, self.signer, self.policy, force)
         for delay in result.delays_s:
@@ -49,8 +53,8 @@ class Sequencer:
         return result
 
     def checkpoint_now(self) -> audit_log.SignedCheckpoint:
-        """Every event committed so far in the tree, under a checkpoint signed now if the tree
-        has grown since the last one."""
+        """Every event committed so far chained and in the tree, under a checkpoint signed now
+        if the tree has grown since the last one."""
         self.run_once(force=True)
         return audit_log.latest_checkpoint(self.sessions)
 

@@ -10,14 +10,13 @@ hash is final once its last leaf is in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.audit import merkle
+from app.audit.canonical import canonical_bytes
 from app.audit.models import AuditEvent, AuditTreeHead, AuditTreeNode
-from app.audit.service import canonical_bytes
 
 
 @dataclass(frozen=True)
@@ -31,8 +30,7 @@ class Extension:
     """What one call to :func:`extend` put in the tree."""
 
     head: TreeHead
-    appended_at: list[datetime]
-    """When each event added was appended, for the sequencing delay."""
+    added: int
 
 
 def head(session: Session, lock: bool = False) -> TreeHead:
@@ -70,9 +68,9 @@ def range_hashes(session: Session, ranges: list[merkle.Range]) -> list[bytes]:
 
 
 def extend(session: Session, limit: int) -> Extension:
-    """Put up to ``limit`` committed events after the tree's last leaf into the tree, in order,
-    in ``session``'s transaction. The head row is locked first: a second sequencer (another
-    process on the same PostgreSQL) waits, then finds these events already in."""
+    """Put up to ``limit`` chained events after the tree's last leaf into the tree, in order, in
+    ``session``'s transaction (the sequencer's, which holds the chain's head). The tree's head
+    row is locked too, so that the tree never forks whoever else writes to it."""
     current = head(session, lock=True)
     events = list(
         session.scalars(select(AuditEvent).where(AuditEvent.seq > current.size).order_by(AuditEvent.seq).limit(limit))
@@ -80,10 +78,9 @@ def extend(session: Session, limit: int) -> Extension:
     size = current.size
     known = subtree_hashes(session, merkle.perfect_subtrees(0, size))
     nodes: list[dict[str, object]] = []
-    appended_at = []
     for event in events:
         if event.seq != size + 1:
-            break  # never a gap: appends commit in seq order under the chain's head lock
+            break  # never a gap: the sequencer chains events in seq order under the chain's head lock
         level, idx, digest = 0, size, merkle.leaf_hash(canonical_bytes(event))
         known[(level, idx)] = digest
         nodes.append({"level": level, "idx": idx, "hash": digest})
@@ -93,14 +90,13 @@ def extend(session: Session, limit: int) -> Extension:
             known[(level, idx)] = digest
             nodes.append({"level": level, "idx": idx, "hash": digest})
         size += 1
-        appended_at.append(event.at)
     if size == current.size:
-        return Extension(current, [])
+        return Extension(current, 0)
     root = merkle.fold([known[subtree] for subtree in merkle.perfect_subtrees(0, size)])
     connection = session.connection()
     connection.execute(insert(AuditTreeNode), nodes)
     connection.execute(update(AuditTreeHead).where(AuditTreeHead.id == 1).values(size=size, root=root.hex()))
-    return Extension(TreeHead(size, root), appended_at)
+    return Extension(TreeHead(size, root), size - current.size)
 
 
 def inclusion_proof(session: Session, index: int, size: int) -> list[bytes]:

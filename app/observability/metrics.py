@@ -73,9 +73,16 @@ class Metrics:
         )
         self.audit_sequencing_delay = Histogram(
             "readmit_audit_sequencing_delay_seconds",
-            "from an audit event's append to its leaf in the Merkle tree",
+            "from an audit event's append (in the transaction of the change it records) to its sequencing: "
+            "seq, chain hash and Merkle leaf",
             buckets=LATENCY_BUCKETS,
             registry=r,
+        )
+        self.audit_pending = Gauge(
+            "readmit_audit_pending_events",
+            "audit events committed and not sequenced yet, at the sequencer's last look",
+            registry=r,
+            multiprocess_mode="livemax",
         )
         self.audit_tree_size = Gauge(
             "readmit_audit_tree_size", "audit events in the Merkle tree", registry=r, multiprocess_mode="livemax"

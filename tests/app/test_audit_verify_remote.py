@@ -12,9 +12,9 @@ import time
 import httpx
 from sqlalchemy import delete, select, text, update
 
+from app.audit.canonical import GENESIS_HASH, canonical_bytes
 from app.audit.models import AuditCheckpoint, AuditEvent, AuditHead, AuditTreeHead, AuditTreeNode
 from app.audit.notes import Signer
-from app.audit.service import GENESIS_HASH, canonical_bytes
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
 from tests.harness import ServerProcess, records
