@@ -41,6 +41,7 @@ class Sequencer:
         if not force:
             quiet = audit_log.quiet(self.read_sessions, self.policy)
             self.metrics.audit_pending.set(quiet.pending)
+            self.metrics.audit_tree_size.set(quiet.size)
             if quiet.idle:
                 return audit_log.Sequenced(quiet.size, [], None)
         with self._lock:
