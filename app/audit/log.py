@@ -84,9 +84,10 @@ def sequence(sessions: Sessions, signer: Signer, policy: CheckpointPolicy, force
     signed: list[SignedCheckpoint] = []
 
     def sign_if_due(session: Session, step: sequencing.Step) -> None:
-        now, last, size = utcnow(), _latest(session), step.head.size
-        if policy.due(last, size, now) or (force and (last is None or size > last.size)):
-            signed.append(_sign(session, signer, step.head, now))
+        head = tree.head(session, lock=True)  # one signer at a time, of the tree as it is now
+        now, last = utcnow(), _latest(session)
+        if policy.due(last, head.size, now) or (force and (last is None or head.size > last.size)):
+            signed.append(_sign(session, signer, head, now))
 
     steps = sequencing.catch_up(sessions, sign_if_due)
     delays = [delay for step in steps for delay in step.delays_s]
