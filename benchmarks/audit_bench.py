@@ -1,8 +1,8 @@
 """The verifiable audit log's costs, measured in one run on one database:
 
-- append latency of one event in its own transaction (commit included): the hash chain alone, as
-  before the log (no country touched, no sequencer running), then as the service now appends (two
-  countries), then the same with the sequencer running beside it at its default interval;
+- append latency of one event in its own transaction (commit included): touching no country, with
+  no sequencer running; touching two countries, as the service's events do; the same with the
+  sequencer running beside it at its default interval;
 - the sequencing delay of those events (append to chained and in the tree, as the service's
   metric observes it);
 - appends per second from ``--writers`` threads whose transactions each stay open ``--hold-ms``
