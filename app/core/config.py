@@ -75,7 +75,9 @@ class Settings(BaseSettings):
         1000, ge=1, description="... or as soon as this many events were added since the last checkpoint"
     )
     audit_sequence_interval_s: float = Field(
-        0.2, gt=0, description="how often committed audit events are put in the Merkle tree (bounds the delay)"
+        0.2,
+        gt=0,
+        description="how often committed audit events are sequenced: seq, chain hash, Merkle leaf (bounds the delay)",
     )
 
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
