@@ -3,10 +3,15 @@ whatever commits is chained exactly once, in a chain and a Merkle tree that veri
 sequencer in each of two processes at once; and an event acknowledged and never sequenced
 before a crash is sequenced by the next runtime."""
 
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 from sqlalchemy import create_engine, func, select
 
@@ -21,7 +26,7 @@ from app.audit.sequencer import Sequencer
 from app.db.session import Sessions, make_session_factory, transaction
 from app.observability.metrics import Metrics
 from tests.conftest import POSTGRES_URL
-from tests.harness import LOG_NAME, Service
+from tests.harness import LOG_NAME, ServerProcess, Service, principal
 
 LOCK_TIMEOUT_MS = 3000
 """A statement that waits this long on a lock fails: a writer that waited on another fails."""
@@ -179,3 +184,46 @@ def test_an_auditor_reads_every_acknowledged_event_at_once_whatever_the_sequence
         assert "readmit_audit_pending_events" in metrics
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.skipif(not POSTGRES_URL, reason="two nodes share PostgreSQL")
+def test_two_nodes_appending_at_once_keep_one_log_that_verifies(tmp_path, database_url):
+    """Two service nodes (real processes, each its own data folder, one key) on one database,
+    each sequencing: principals created through both at once are all in one chain and tree
+    that either node verifies, and that an outside verifier accepts whole."""
+    key = {"READMIT_AUDIT_KEY_FILE": str(tmp_path / "audit-log.key")}
+    first = ServerProcess(tmp_path / "a", database_url, **key)
+    second = ServerProcess(tmp_path / "b", database_url, **key)
+    try:
+        nodes = [first, second] * 20
+
+        def create(index: int) -> None:
+            with httpx.Client(base_url=nodes[index].base, timeout=30) as client:
+                principal(client, "registry", "SEN", admin=nodes[index].admin)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(create, range(len(nodes))))
+        auditor = first.principal("auditor")
+        for node in (second, first):
+            verified = httpx.get(f"{node.base}/v1/audit/verify", headers=auditor, timeout=30).json()
+            assert verified["ok"] is True, verified
+        listed = httpx.get(f"{second.base}/v1/audit/events?limit=1000", headers=auditor, timeout=30).json()["events"]
+        created = [e for e in listed if e["action"] == "principal.create" and e["role"] == "admin"]
+        assert len(created) == len(nodes) + 1  # and the auditor
+        assert [e["seq"] for e in listed] == list(range(1, len(listed) + 1))
+        httpx.post(f"{second.base}/v1/audit/checkpoint", headers=auditor, timeout=30).raise_for_status()
+        env = {**os.environ, "READMIT_API_KEY": auditor["Authorization"].removeprefix("Bearer ")}
+        assert first.verifier_key is not None
+        args = ["--url", first.base, "--key", first.verifier_key, "--state", str(tmp_path / "s.json"), "--whole-log"]
+        run = subprocess.run(
+            [sys.executable, "-m", "app", "audit", "verify-remote", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert run.returncode == 0, run.stderr
+    finally:
+        first.stop()
+        second.stop()
