@@ -59,7 +59,7 @@ class Sequenced:
 
 
 @dataclass(frozen=True)
-class Quiet:
+class Look:
     """What the sequencer found without writing: ``size`` is the tree's."""
 
     size: int
@@ -68,13 +68,13 @@ class Quiet:
     """Nothing to sequence and no checkpoint due."""
 
 
-def quiet(read_sessions: Sessions, policy: CheckpointPolicy) -> Quiet:
+def look(read_sessions: Sessions, policy: CheckpointPolicy) -> Look:
     """Read without a write transaction, so that an idle sequencer never takes SQLite's write
     lock from the appends."""
     with read_sessions() as session:
         backlog = sequencing.backlog(session)
         due = policy.due(_latest(session), backlog.in_tree, utcnow())
-    return Quiet(backlog.in_tree, backlog.pending, backlog.empty and not due)
+    return Look(backlog.in_tree, backlog.pending, backlog.empty and not due)
 
 
 def sequence(sessions: Sessions, signer: Signer, policy: CheckpointPolicy, force: bool = False) -> Sequenced:

@@ -39,11 +39,11 @@ class Sequencer:
 
     def run_once(self, force: bool = False) -> audit_log.Sequenced:
         if not force:
-            quiet = audit_log.quiet(self.read_sessions, self.policy)
-            self.metrics.audit_pending.set(quiet.pending)
-            self.metrics.audit_tree_size.set(quiet.size)
-            if quiet.idle:
-                return audit_log.Sequenced(quiet.size, [], None)
+            seen = audit_log.look(self.read_sessions, self.policy)
+            self.metrics.audit_pending.set(seen.pending)
+            self.metrics.audit_tree_size.set(seen.size)
+            if seen.idle:
+                return audit_log.Sequenced(seen.size, [], None)
         with self._lock:
             result = audit_log.sequence(self.sessions, self.signer, self.policy, force)
         for delay in result.delays_s:
