@@ -14,7 +14,18 @@ from fastapi.staticfiles import StaticFiles
 from app.api.errors import install_error_handlers
 from app.api.limits import BodySizeLimit
 from app.api.openapi import install_openapi, operation_id
-from app.api.routes import agreements, audit, cases, galleries, health, metrics, principals, review, searches
+from app.api.routes import (
+    agreements,
+    audit,
+    cases,
+    galleries,
+    health,
+    metrics,
+    principals,
+    review,
+    review_policies,
+    searches,
+)
 from app.core.config import Settings, get_settings
 from app.core.datalock import lock_for_serving, supervised
 from app.core.errors import DomainError
@@ -73,7 +84,7 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
     app.state.runtime = runtime
     install_error_handlers(app)
     install_openapi(app, settings)
-    for module in (health, metrics, principals, agreements, galleries, cases, searches, review, audit):
+    for module in (health, metrics, principals, agreements, galleries, cases, searches, review, review_policies, audit):
         app.include_router(module.router)
     app.include_router(web.router)
     app.mount("/review/static", StaticFiles(directory=Path(web.__file__).parent / "static"), name="review-static")

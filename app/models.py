@@ -17,6 +17,7 @@ from app.encryption.models import DataKey
 from app.galleries.models import Gallery, Record, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal, WebSession
+from app.review.models import ReviewPolicy
 
 __all__ = [
     "Agreement",
@@ -34,6 +35,7 @@ __all__ = [
     "Gallery",
     "Principal",
     "Record",
+    "ReviewPolicy",
     "Search",
     "Template",
     "WebSession",

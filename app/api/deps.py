@@ -87,4 +87,5 @@ Consular = Annotated[Principal, Depends(require(Role.CONSULAR))]
 Auditor = Annotated[Principal, Depends(require(Role.AUDITOR))]
 AdminOrRegistry = Annotated[Principal, Depends(require(Role.ADMIN, Role.REGISTRY))]
 RegistryOrConsular = Annotated[Principal, Depends(require(Role.REGISTRY, Role.CONSULAR))]
+AdminOrConsular = Annotated[Principal, Depends(require(Role.ADMIN, Role.CONSULAR))]
 """The roles a route admits, one alias per set, as its parameter's type: ``actor: Admin``."""

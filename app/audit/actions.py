@@ -29,6 +29,8 @@ class Action(enum.StrEnum):
     CANDIDATE_READ = "candidate.read"
     CANDIDATE_CONFIRM = "candidate.confirm"
     CANDIDATE_REJECT = "candidate.reject"
+    CANDIDATE_MARK_INCONCLUSIVE = "candidate.mark_inconclusive"
+    REVIEW_POLICY_SET = "review_policy.set"
     SESSION_SIGN_IN = "session.sign_in"
     SESSION_SIGN_OUT = "session.sign_out"
     AUDIT_READ = "audit.read"

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.cases.models import CaseStatus, LegalBasis
 from app.core.countries import Country
 from app.core.dates import Instant
+from app.review.schemas import REVIEW_STATES
 
 
 class CaseIn(BaseModel):
@@ -35,7 +36,8 @@ class CandidateState(BaseModel):
     rank: int
     score: float
     band: str
-    review_state: str
+    review_state: str = Field(description=REVIEW_STATES)
+    note: str | None = Field(None, description="the consul's note once the candidate is settled")
 
 
 class SearchSummary(BaseModel):

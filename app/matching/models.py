@@ -20,9 +20,15 @@ class SearchStatus(enum.StrEnum):
 
 
 class ReviewState(enum.StrEnum):
+    """Where a candidate stands in consular review. ``pending_second_review``: confirmed once
+    where the country requires two consuls (four-eyes), waiting for a different consul;
+    ``inconclusive``: the consul could neither confirm nor reject, the case stays open."""
+
     PENDING = "pending"
+    PENDING_SECOND_REVIEW = "pending_second_review"
     CONFIRMED = "confirmed"
     REJECTED = "rejected"
+    INCONCLUSIVE = "inconclusive"
 
 
 class Search(Base):
@@ -77,7 +83,12 @@ class Candidate(Base):
     band: Mapped[str] = mapped_column(String(16))
     match_threshold: Mapped[float] = mapped_column(Float)
     possible_threshold: Mapped[float] = mapped_column(Float)
-    review_state: Mapped[str] = mapped_column(String(16), default=ReviewState.PENDING.value, index=True)
+    review_state: Mapped[str] = mapped_column(String(32), default=ReviewState.PENDING.value, index=True)
     reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
+    """The consul whose decision settled the candidate (the second one under four-eyes)."""
     reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     note: Mapped[str | None] = mapped_column(String(2000))
+    first_reviewed_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
+    """Under four-eyes, the consul who confirmed first; kept whatever the second one decides."""
+    first_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    first_note: Mapped[str | None] = mapped_column(String(2000))

@@ -10,6 +10,7 @@ from app.core.countries import Country
 from app.core.ids import RowId
 from app.core.modalities import Modality
 from app.galleries.schemas import Sample, TemplateFormatIn
+from app.review.schemas import REVIEW_STATES
 
 PROBES = ConfigDict(
     json_schema_extra={
@@ -99,7 +100,11 @@ class CandidateOut(BaseModel):
         description="match: decision score at or above the gallery's threshold at the search's FPIR; possible: at 10x "
         "that FPIR"
     )
-    review_state: str
+    review_state: str = Field(description=REVIEW_STATES)
+    note: str | None = Field(
+        None, description="the consul's note once the candidate is settled (why confirmed, rejected or inconclusive)"
+    )
+    reviewed_at: datetime | None = Field(None, description="when the candidate was settled")
     attributes: dict[str, str] | None = Field(None, description="identity attributes, once confirmed")
 
 

@@ -14,6 +14,7 @@ from app.cases.models import Case
 from app.db.base import utcnow
 from app.galleries.models import Record
 from app.matching.models import Candidate, ReviewState, Search
+from app.principals.models import Principal
 
 
 @dataclass(frozen=True)
@@ -69,23 +70,52 @@ class CaseView:
 
 
 @dataclass(frozen=True)
+class OfficerView:
+    """A consul named in a candidate's review, as the country's other consuls see it."""
+
+    id: int
+    name: str
+
+
+@dataclass(frozen=True)
 class ReviewItemView(CandidateView):
-    """A candidate as a consular officer reviews it, with its case's urgency."""
+    """A candidate as a consular officer reviews it, with its case's urgency and the consuls who
+    decided on it: under four-eyes, the first confirmation stays beside the final decision."""
 
     case_id: int
     case_status: str
     deadline: datetime
     remaining_seconds: int
+    reviewed_by: OfficerView | None
+    first_reviewed_by: OfficerView | None
+    first_reviewed_at: datetime | None
+    first_note: str | None
 
 
-def review_item_view(candidate: Candidate, case: Case, attributes: dict[str, Any] | None) -> ReviewItemView:
+def review_item_view(
+    candidate: Candidate, case: Case, attributes: dict[str, Any] | None, officers: dict[int, OfficerView]
+) -> ReviewItemView:
+    """``officers``: the reviewers named on the candidate, from ``reviewing_officers``."""
     return ReviewItemView(
         **candidate_view(candidate, attributes).__dict__,
         case_id=case.id,
         case_status=case.status,
         deadline=case.deadline,
         remaining_seconds=max(0, int((case.deadline - utcnow()).total_seconds())),
+        reviewed_by=officers.get(candidate.reviewed_by) if candidate.reviewed_by else None,
+        first_reviewed_by=officers.get(candidate.first_reviewed_by) if candidate.first_reviewed_by else None,
+        first_reviewed_at=candidate.first_reviewed_at,
+        first_note=candidate.first_note,
     )
+
+
+def reviewing_officers(session: Session, candidates: list[Candidate]) -> dict[int, OfficerView]:
+    """The consuls who decided on ``candidates``, by id, read in one statement."""
+    ids = {i for c in candidates for i in (c.reviewed_by, c.first_reviewed_by) if i is not None}
+    if not ids:
+        return {}
+    rows = session.execute(select(Principal.id, Principal.name).where(Principal.id.in_(ids)))
+    return {officer_id: OfficerView(officer_id, name) for officer_id, name in rows}
 
 
 def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> CandidateView:

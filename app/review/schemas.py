@@ -5,6 +5,17 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StringConstraints
 
+REVIEW_STATES = (
+    "pending: awaiting a consul; pending_second_review: confirmed by one consul of a country that requires two "
+    "(four-eyes), awaiting a different consul; confirmed; rejected; inconclusive: the consul could neither confirm "
+    "nor reject, the case stays open"
+)
+
+
+class Officer(BaseModel):
+    id: int = Field(description="the consul's principal id")
+    name: str
+
 
 class ReviewItem(BaseModel):
     id: int
@@ -18,21 +29,50 @@ class ReviewItem(BaseModel):
     rank: int
     score: float
     band: str
-    review_state: str
+    review_state: str = Field(description=REVIEW_STATES)
     attributes: dict[str, str] | None = Field(description="the enrolled record's identity attributes")
-    note: str | None
-    reviewed_at: datetime | None
+    note: str | None = Field(description="the note of the decision that settled the candidate")
+    reviewed_at: datetime | None = Field(description="when the candidate was settled")
+    reviewed_by: Officer | None = Field(
+        description="the consul who settled the candidate (under four-eyes, the second one)"
+    )
+    first_reviewed_by: Officer | None = Field(
+        description="under four-eyes, the consul who confirmed first; kept whatever the second consul decided"
+    )
+    first_reviewed_at: datetime | None
+    first_note: str | None = Field(description="the first consul's note, under four-eyes")
 
 
 class DecisionIn(BaseModel):
-    decision: Literal["confirmed", "rejected"]
+    decision: Literal["confirmed", "rejected", "inconclusive"] = Field(
+        description="confirmed: the same person; rejected: not the same person; inconclusive: no conclusion from "
+        "what the consulate holds (the case stays open for other candidates and searches)"
+    )
     note: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = Field(
-        description="the officer's reasons, kept with the decision"
+        description="the officer's reasons, kept with the decision; required for every decision, and one of blanks "
+        "only is refused with note_required (422)"
     )
 
 
 class DecisionOut(BaseModel):
     id: int
-    review_state: str
+    review_state: str = Field(description=REVIEW_STATES)
     case_id: int
-    case_status: str
+    case_status: str = Field(description="identified once a confirmation is final; otherwise still open")
+    reviewed_by: int | None = Field(description="principal id of the consul who settled the candidate")
+    reviewed_at: datetime | None
+    first_reviewed_by: int | None = Field(description="under four-eyes, principal id of the consul who confirmed first")
+    first_reviewed_at: datetime | None
+
+
+class ReviewPolicyIn(BaseModel):
+    second_reviewer_required: bool = Field(
+        description="true: a confirmation of a candidate in this country needs a second, different consul of the "
+        "country (four-eyes); false: one consul's confirmation identifies the case"
+    )
+
+
+class ReviewPolicyOut(ReviewPolicyIn):
+    country: str
+    updated_at: datetime | None = Field(description="null: never set, the default (one consul) applies")
+    updated_by: int | None = Field(description="principal id of the admin who set it")

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from datetime import datetime
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -20,14 +21,27 @@ from app.galleries.exceptions import UnknownRecord
 from app.galleries.models import Record
 from app.galleries.service import RecordView, find_record, record_view
 from app.matching.models import Candidate, ReviewState, Search
-from app.matching.views import CandidateView, ReviewItemView, candidate_view, review_item_view
+from app.matching.views import CandidateView, ReviewItemView, candidate_view, review_item_view, reviewing_officers
 from app.principals.models import Principal
-from app.review.exceptions import AlreadyDecided, UnknownCandidate
+from app.review.exceptions import AlreadyDecided, NoteRequired, SameReviewer, UnknownCandidate
+from app.review.policies import second_reviewer_required
 
 
 class Decision(enum.StrEnum):
+    """A consul's answer on a candidate, as face examiners give it: the same person, not the
+    same person, or no conclusion from what the consulate holds."""
+
     CONFIRMED = "confirmed"
     REJECTED = "rejected"
+    INCONCLUSIVE = "inconclusive"
+
+
+ACTION_OF = {
+    Decision.CONFIRMED: Action.CANDIDATE_CONFIRM,
+    Decision.REJECTED: Action.CANDIDATE_REJECT,
+    Decision.INCONCLUSIVE: Action.CANDIDATE_MARK_INCONCLUSIVE,
+}
+AWAITING_DECISION = (ReviewState.PENDING.value, ReviewState.PENDING_SECOND_REVIEW.value)
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,10 @@ class DecisionView:
     review_state: str
     case_id: int
     case_status: str
+    reviewed_by: int | None
+    reviewed_at: datetime | None
+    first_reviewed_by: int | None
+    first_reviewed_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -72,8 +90,9 @@ def review_queue(
         query = query.where(Candidate.gallery_id == gallery_id)
     with transaction(sessions) as session:
         rows = session.execute(query).all()
-        attributes = _attributes(session, [candidate for candidate, _, _ in rows])
-        items = [review_item_view(c, case, attributes.get(c.record_id or 0)) for c, case, _ in rows]
+        candidates = [candidate for candidate, _, _ in rows]
+        attributes, officers = _attributes(session, candidates), reviewing_officers(session, candidates)
+        items = [review_item_view(c, case, attributes.get(c.record_id or 0), officers) for c, case, _ in rows]
         audit.append(
             session,
             actor,
@@ -92,36 +111,79 @@ def _attributes(session: Session, candidates: list[Candidate]) -> dict[int, dict
     return dict(session.execute(select(Record.id, Record.attributes).where(Record.id.in_(ids))).all())
 
 
-def _visible(session: Session, actor: Principal, candidate_id: int) -> tuple[Candidate, Case, Search]:
-    row = session.execute(_in_country(actor).where(Candidate.id == candidate_id)).first()
+def _visible(
+    session: Session, actor: Principal, candidate_id: int, *, lock: bool = False
+) -> tuple[Candidate, Case, Search]:
+    """The candidate if it points into the actor's country (404 otherwise); ``lock``: its row
+    locked until the transaction ends, so that decisions on one candidate queue and each reads
+    the state the previous one left."""
+    query = _in_country(actor).where(Candidate.id == candidate_id)
+    if lock:
+        query = query.with_for_update(of=Candidate).execution_options(populate_existing=True)
+    row = session.execute(query).first()
     if row is None:
         raise UnknownCandidate(f"candidate {candidate_id} not found")
     return row
 
 
 def decide(sessions: Sessions, actor: Principal, candidate_id: int, decision: Decision, note: str) -> DecisionView:
-    """Confirm or reject a candidate of the actor's country while its case is open; a
-    confirmation marks the case identified. The officer and the note are kept and audited."""
+    """Decide on a candidate of the actor's country while its case is open; the officer, the time
+    and the note are kept and audited with the outcome.
+
+    A confirmation marks the case identified, unless the country requires a second reviewer:
+    then the first confirmation leaves the candidate ``pending_second_review`` and only a
+    different consul's confirmation confirms it. That consul's rejection or inconclusive answer
+    settles it instead; the first confirmation stays on the candidate and in the audit trail.
+    Rejected and inconclusive candidates leave the case open for other candidates and searches.
+    """
+    if not note.strip():
+        raise NoteRequired("a decision needs a note: what was checked and why")
     with transaction(sessions) as session:
-        candidate, _, search = _visible(session, actor, candidate_id)
-        if candidate.review_state != ReviewState.PENDING.value:
+        candidate, _, search = _visible(session, actor, candidate_id, lock=True)
+        if candidate.review_state not in AWAITING_DECISION:
             raise AlreadyDecided(f"candidate {candidate_id} was already {candidate.review_state}")
+        second_review = candidate.review_state == ReviewState.PENDING_SECOND_REVIEW.value
+        if second_review and candidate.first_reviewed_by == actor.id:
+            raise SameReviewer(f"candidate {candidate_id} needs a second consul: you gave the first confirmation")
         case = session.scalars(select(Case).where(Case.id == search.case_id).with_for_update()).one()
         ensure_open(case)
-        confirmed = decision is Decision.CONFIRMED
-        candidate.review_state = (ReviewState.CONFIRMED if confirmed else ReviewState.REJECTED).value
-        candidate.reviewed_by, candidate.reviewed_at, candidate.note = actor.id, utcnow(), note
+        now = utcnow()
+        if (
+            decision is Decision.CONFIRMED
+            and not second_review
+            and second_reviewer_required(session, candidate.country)
+        ):
+            candidate.review_state = ReviewState.PENDING_SECOND_REVIEW.value
+            candidate.first_reviewed_by, candidate.first_reviewed_at, candidate.first_note = actor.id, now, note
+        else:
+            candidate.review_state = ReviewState(decision.value).value
+            candidate.reviewed_by, candidate.reviewed_at, candidate.note = actor.id, now, note
         audit.append(
             session,
             actor,
-            Action.CANDIDATE_CONFIRM if confirmed else Action.CANDIDATE_REJECT,
+            ACTION_OF[decision],
             f"candidate/{candidate.id}",
             [candidate.country, case.agency_country],
-            details={"case_id": case.id, "search_id": candidate.search_id},
+            outcome=decision.value,
+            details={
+                "case_id": case.id,
+                "search_id": candidate.search_id,
+                "review_state": candidate.review_state,
+                "officers": [officer for officer in (candidate.first_reviewed_by, candidate.reviewed_by) if officer],
+            },
         )
-        if confirmed:
+        if candidate.review_state == ReviewState.CONFIRMED.value:
             move(session, actor, case, CaseStatus.IDENTIFIED, f"candidate {candidate.id} confirmed")
-        return DecisionView(candidate.id, candidate.review_state, case.id, case.status)
+        return DecisionView(
+            candidate.id,
+            candidate.review_state,
+            case.id,
+            case.status,
+            candidate.reviewed_by,
+            candidate.reviewed_at,
+            candidate.first_reviewed_by,
+            candidate.first_reviewed_at,
+        )
 
 
 def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> CandidatePage:
@@ -147,7 +209,9 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
             details={"case_id": case.id},
         )
         return CandidatePage(
-            candidate=review_item_view(candidate, case, record.attributes if record else None),
+            candidate=review_item_view(
+                candidate, case, record.attributes if record else None, reviewing_officers(session, [candidate])
+            ),
             case_ref=case.external_ref,
             agency=case.agency,
             target_fpir=search.target_fpir,
@@ -157,9 +221,17 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
 
 
 def next_pending(sessions: Sessions, actor: Principal) -> int | None:
-    """The pending candidate of the officer's country whose case deadline is nearest."""
+    """The candidate of the officer's country awaiting this officer's decision (pending, or
+    waiting for a second review someone else began) whose case deadline is nearest."""
     query = _in_country(actor).where(
-        Candidate.review_state == ReviewState.PENDING.value, Case.status == CaseStatus.OPEN.value
+        Case.status == CaseStatus.OPEN.value,
+        or_(
+            Candidate.review_state == ReviewState.PENDING.value,
+            and_(
+                Candidate.review_state == ReviewState.PENDING_SECOND_REVIEW.value,
+                Candidate.first_reviewed_by != actor.id,
+            ),
+        ),
     )
     with sessions() as session:
         row = session.execute(query.limit(1)).first()

@@ -31,16 +31,24 @@ def list_review_candidates(
 @router.post(
     "/v1/candidates/{candidate_id}/decision",
     response_model=DecisionOut,
-    summary="Confirm or reject",
+    summary="Confirm, reject, or answer inconclusive",
     responses={
         409: refusal(
-            "already_decided: the candidate was decided before; case_not_open, deadline_passed: the case "
-            "can no longer be identified"
-        )
+            "already_decided: the candidate was decided before; same_reviewer: under four-eyes, the consul who "
+            "confirmed first cannot give the second decision; case_not_open, deadline_passed: the case can no "
+            "longer be identified"
+        ),
     },
 )
 def decide_candidate(
     candidate_id: RowId, body: DecisionIn, actor: Consular, sessions: SessionsDep
 ) -> service.DecisionView:
-    """A confirmation marks the case ``identified``. Every decision is audited with the officer."""
+    """A confirmation marks the case ``identified``. Where the candidate's country requires a
+    second reviewer (``PUT /v1/review-policies/{country}``), the first confirmation answers
+    ``pending_second_review`` with the case still open, and a different consul of the country
+    decides next: confirmed identifies the case, rejected or inconclusive settles the candidate
+    (the first confirmation stays on it). ``inconclusive`` leaves the case open; border police
+    see the state and the note in their case and search reads. A note of blanks only is
+    refused with ``note_required`` (422). Every decision is audited with the officer(s) and the
+    outcome."""
     return service.decide(sessions, actor, candidate_id, service.Decision(body.decision), body.note)
