@@ -1,6 +1,8 @@
 """Consular review: candidates pointing into the officer's own country, earliest case deadline
-first; a decision per candidate; a confirmation identifies the case. The API and the review
-pages call these same use cases, so both leave the same audit trail."""
+first; a decision per candidate (confirmed, rejected, inconclusive); a final confirmation
+identifies the case, and where the country's review policy asks for it, a confirmation is final
+only once a second, different consul confirms (four-eyes). The API and the review pages call
+these same use cases, so both leave the same audit trail."""
 
 from __future__ import annotations
 

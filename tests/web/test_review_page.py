@@ -77,6 +77,7 @@ def build_world(api):
         "other_consul": principal(api, "consular", "MLI"),
         "police": police,
         "cases": cases,
+        "people": people,
     }
 
 
@@ -193,3 +194,101 @@ def test_review_pages_send_security_headers_and_cookie_flags(server, page):
     sign_in(page, base, key_of(world["consul"]))
     cookie = next(c for c in page.context.cookies() if c["name"] == "readmit_session")
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+
+
+def candidate_of_new_case(api, world, ref, person):
+    """A new case whose identification puts ``person`` first; that candidate's id."""
+    police = world["police"]
+    case = api.post("/v1/cases", headers=police, json=case_body(ref, 10, legal_basis="readmission_agreement")).json()
+    probe = world["people"][person] + 0.05
+    result = api.post(f"/v1/cases/{case['id']}/identifications", headers=police, json=identification_body(probe))
+    top = result.json()["candidates"][0]
+    assert top["reference_id"] == f"SEN-{person:04d}", result.text
+    return case["id"], top["id"]
+
+
+def named_consul(api, name):
+    created = api.post("/v1/principals", json={"name": name, "role": "consular", "country": "SEN"}).json()
+    return created["api_key"]
+
+
+def seen_by_police(api, world, case_id, candidate_id):
+    case = api.get(f"/v1/cases/{case_id}", headers=world["police"]).json()
+    candidate = next(c for s in case["searches"] for c in s["candidates"] if c["id"] == candidate_id)
+    return case["status"], candidate["review_state"], candidate["note"]
+
+
+def test_inconclusive_needs_a_note_and_leaves_the_case_open(server, page):
+    base, api, world = server
+    case_id, candidate_id = candidate_of_new_case(api, world, "DCPAF-INCONCLUSIVE", 12)
+    sign_in(page, base, named_consul(api, "Awa Ndiaye, consulate in Paris"))
+    page.goto(f"{base}/review/candidates/{candidate_id}")
+    page.get_by_role("button", name="Inconclusive").click()  # the note is required: nothing is sent
+    assert page.url.endswith(f"/review/candidates/{candidate_id}")
+    assert seen_by_police(api, world, case_id, candidate_id) == ("open", "pending", None)
+
+    page.get_by_label("Note (required)").fill("The register holds no photograph younger than 15 years.")
+    page.get_by_role("button", name="Inconclusive").click()
+    assert seen_by_police(api, world, case_id, candidate_id) == (
+        "open",
+        "inconclusive",
+        "The register holds no photograph younger than 15 years.",
+    )
+    page.goto(f"{base}/review/candidates/{candidate_id}")
+    decision = page.locator("section", has=page.get_by_role("heading", name="Decision")).inner_text()
+    assert "Inconclusive by Awa Ndiaye, consulate in Paris" in decision and "The case is open" in decision
+    assert page.get_by_role("button", name="Confirm identity").count() == 0, "a settled candidate offers no form"
+
+
+def test_four_eyes_the_second_consul_sees_the_first_review_and_confirms(server, page, tmp_path):
+    base, api, world = server
+    api.put("/v1/review-policies/SEN", json={"second_reviewer_required": True}).raise_for_status()
+    try:
+        case_id, candidate_id = candidate_of_new_case(api, world, "DCPAF-FOUR-EYES", 17)
+        first = named_consul(api, "Moussa Fall, consulate in Lyon")
+        second = named_consul(api, "Fatou Sarr, consulate in Marseille")
+
+        sign_in(page, base, first)
+        page.goto(f"{base}/review/candidates/{candidate_id}")
+        page.get_by_label("Note (required)").fill("Matches the passport copy on file.")
+        page.get_by_role("button", name="Confirm identity").click()
+        assert seen_by_police(api, world, case_id, candidate_id)[:2] == ("open", "pending_second_review")
+        page.goto(f"{base}/review/candidates/{candidate_id}")
+        assert page.get_by_role("heading", name="Second review").is_visible()
+        assert "you cannot give both" in page.content()
+        assert page.get_by_role("button", name="Confirm identity").count() == 0, "no second confirmation by the first"
+        page.get_by_role("button", name="Sign out").click()
+
+        sign_in(page, base, second)
+        page.goto(f"{base}/review?state=pending_second_review")
+        row = page.locator("tbody tr", has_text="SEN-0017")
+        assert "confirmed first by Moussa Fall, consulate in Lyon" in row.inner_text()
+        row.get_by_role("link", name="SEN-0017").click()
+        first_review = page.locator("section", has=page.get_by_role("heading", name="First review")).inner_text()
+        assert "Confirmed by Moussa Fall, consulate in Lyon" in first_review
+        assert "Matches the passport copy on file." in first_review
+        page.screenshot(path=str(tmp_path / "second-review.png"), full_page=True)
+        if os.environ.get("READMIT_UPDATE_DOCS") or not (DOCS / "review-second-review.png").exists():
+            shutil.copy(tmp_path / "second-review.png", DOCS / "review-second-review.png")
+        page.get_by_label("Note (required)").fill("Fingerprint card agrees as well.")
+        page.get_by_role("button", name="Confirm identity").click()
+        assert seen_by_police(api, world, case_id, candidate_id) == (
+            "identified",
+            "confirmed",
+            "Fingerprint card agrees as well.",
+        )
+        page.goto(f"{base}/review/candidates/{candidate_id}")
+        settled = page.locator("section", has=page.get_by_role("heading", name="Decision")).inner_text()
+        assert "Confirmed by Fatou Sarr, consulate in Marseille" in settled and "The case is identified" in settled
+        first_review = page.locator("section", has=page.get_by_role("heading", name="First review")).inner_text()
+        assert "Confirmed by Moussa Fall, consulate in Lyon" in first_review, "the first review stays on the page"
+    finally:
+        api.put("/v1/review-policies/SEN", json={"second_reviewer_required": False}).raise_for_status()
+
+    auditor = principal(api, "auditor")
+    events = api.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    confirmations = [
+        e for e in events if e["action"] == "candidate.confirm" and e["resource"] == f"candidate/{candidate_id}"
+    ]
+    assert [e["details"]["review_state"] for e in confirmations] == ["pending_second_review", "confirmed"]
+    assert api.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
