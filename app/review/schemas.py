@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 REVIEW_STATES = (
     "pending: awaiting a consul; pending_second_review: confirmed by one consul of a country that requires two "
@@ -66,7 +66,7 @@ class DecisionOut(BaseModel):
 
 
 class ReviewPolicyIn(BaseModel):
-    second_reviewer_required: bool = Field(
+    second_reviewer_required: StrictBool = Field(
         description="true: a confirmation of a candidate in this country needs a second, different consul of the "
         "country (four-eyes); false: one consul's confirmation identifies the case"
     )
