@@ -59,9 +59,12 @@ class DecisionOut(BaseModel):
     review_state: str = Field(description=REVIEW_STATES)
     case_id: int
     case_status: str = Field(description="identified once a confirmation is final; otherwise still open")
-    reviewed_by: int | None = Field(description="principal id of the consul who settled the candidate")
+    reviewed_by: Officer | None = Field(
+        description="the consul who settled the candidate (under four-eyes, the second one); null while a second "
+        "review is awaited"
+    )
     reviewed_at: datetime | None
-    first_reviewed_by: int | None = Field(description="under four-eyes, principal id of the consul who confirmed first")
+    first_reviewed_by: Officer | None = Field(description="under four-eyes, the consul who confirmed first")
     first_reviewed_at: datetime | None
 
 

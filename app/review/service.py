@@ -23,7 +23,14 @@ from app.galleries.exceptions import UnknownRecord
 from app.galleries.models import Record
 from app.galleries.service import RecordView, find_record, record_view
 from app.matching.models import Candidate, ReviewState, Search
-from app.matching.views import CandidateView, ReviewItemView, candidate_view, review_item_view, reviewing_officers
+from app.matching.views import (
+    CandidateView,
+    OfficerView,
+    ReviewItemView,
+    candidate_view,
+    review_item_view,
+    reviewing_officers,
+)
 from app.principals.models import Principal
 from app.review.exceptions import AlreadyDecided, NoteRequired, SameReviewer, UnknownCandidate
 from app.review.policies import second_reviewer_required
@@ -52,9 +59,9 @@ class DecisionView:
     review_state: str
     case_id: int
     case_status: str
-    reviewed_by: int | None
+    reviewed_by: OfficerView | None
     reviewed_at: datetime | None
-    first_reviewed_by: int | None
+    first_reviewed_by: OfficerView | None
     first_reviewed_at: datetime | None
 
 
@@ -176,14 +183,15 @@ def decide(sessions: Sessions, actor: Principal, candidate_id: int, decision: De
         )
         if candidate.review_state == ReviewState.CONFIRMED.value:
             move(session, actor, case, CaseStatus.IDENTIFIED, f"candidate {candidate.id} confirmed")
+        officers = reviewing_officers(session, [candidate])
         return DecisionView(
             candidate.id,
             candidate.review_state,
             case.id,
             case.status,
-            candidate.reviewed_by,
+            officers.get(candidate.reviewed_by) if candidate.reviewed_by else None,
             candidate.reviewed_at,
-            candidate.first_reviewed_by,
+            officers.get(candidate.first_reviewed_by) if candidate.first_reviewed_by else None,
             candidate.first_reviewed_at,
         )
 

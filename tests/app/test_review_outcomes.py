@@ -96,7 +96,7 @@ def test_inconclusive_needs_a_note_keeps_the_case_open_and_the_police_see_it(wor
     answer = world.decide(world.first, "inconclusive", note="the register's photograph is 20 years old")
     assert answer.status_code == 200, answer.text
     assert answer.json()["review_state"] == "inconclusive" and answer.json()["case_status"] == "open"
-    assert answer.json()["reviewed_by"] == world.first_id
+    assert answer.json()["reviewed_by"] == {"id": world.first_id, "name": "SEN consul Dakar desk"}
 
     case = world.case_file()
     assert case["status"] == "open"
@@ -161,7 +161,7 @@ def test_four_eyes_needs_two_different_consuls_before_the_case_is_identified(wor
     first = world.decide(world.first, "confirmed", note="matches the passport copy")
     assert first.status_code == 200, first.text
     assert first.json()["review_state"] == "pending_second_review" and first.json()["case_status"] == "open"
-    assert (first.json()["first_reviewed_by"], first.json()["reviewed_by"]) == (world.first_id, None)
+    assert (first.json()["first_reviewed_by"]["id"], first.json()["reviewed_by"]) == (world.first_id, None)
     assert world.case_file()["status"] == "open"
     assert world.seen_by_police()["review_state"] == "pending_second_review"
     assert world.seen_by_police()["attributes"] is None, "not confirmed yet: no identity for the police"
@@ -178,7 +178,10 @@ def test_four_eyes_needs_two_different_consuls_before_the_case_is_identified(wor
     second = world.decide(world.second, "confirmed", note="fingerprint card agrees too")
     assert second.status_code == 200, second.text
     assert second.json()["review_state"] == "confirmed" and second.json()["case_status"] == "identified"
-    assert (second.json()["first_reviewed_by"], second.json()["reviewed_by"]) == (world.first_id, world.second_id)
+    assert (second.json()["first_reviewed_by"]["id"], second.json()["reviewed_by"]["id"]) == (
+        world.first_id,
+        world.second_id,
+    )
     assert world.case_file()["status"] == "identified"
     assert world.seen_by_police()["attributes"] == {"family_name": "Sow2"}, "confirmed: the police learn who it is"
 
