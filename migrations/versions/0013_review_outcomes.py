@@ -6,7 +6,7 @@ consul who settled them (reviewed_by, reviewed_at, note); review_state widens fo
 needs a second consul; a country without a row needs one, as before.
 
 Revision ID: 0013
-Revises: 0009
+Revises: 0011
 Create Date: 2026-11-27
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import app.db.base
 
 revision = "0013"
-down_revision = "0009"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
