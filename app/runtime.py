@@ -35,7 +35,9 @@ from app.indexes.exceptions import ShardsUnplaceable
 from app.indexes.plain_copies import open_plain_copies
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
+from app.matching.claims import Claimer
 from app.matching.executor import SearchExecutor
+from app.matching.leases import Leases
 from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
@@ -60,6 +62,7 @@ class Runtime:
     thresholds: ThresholdBook
     executor: SearchExecutor
     scheduler: Scheduler
+    claimer: Claimer
     metrics: Metrics
     throttle: Throttle
     keys: KeyCache
@@ -93,9 +96,11 @@ class Runtime:
         keyring.install(read_sessions)
         metrics = Metrics()
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
-        executor = SearchExecutor(sessions, registry, thresholds, metrics)
+        leases = Leases(settings.search_lease_s)
+        executor = SearchExecutor(sessions, registry, thresholds, metrics, leases)
         scheduler = Scheduler(executor.run, settings.search_workers, settings.max_batch_searches)
-        metrics.watch_queue(lambda: scheduler.depth)
+        claimer = Claimer(sessions, leases, scheduler, metrics, settings.search_claim_poll_s)
+        metrics.watch_queue(lambda: scheduler.depth, lambda: leases.count)
         metrics.watch_indexes(registry.sizes)
         throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)
         keys = KeyCache(settings.key_cache_s)
@@ -111,6 +116,7 @@ class Runtime:
             thresholds,
             executor,
             scheduler,
+            claimer,
             metrics,
             throttle,
             keys,
@@ -128,13 +134,12 @@ class Runtime:
         check_signer(self.sessions, self.signer)
 
     def start_indexes(self) -> None:
-        """Open every gallery's index (keyring open), resume the searches left queued or
-        running by the last process, then report ready. The audit log's sequencer starts first:
-        it needs no index."""
+        """Open every gallery's index (keyring open), claim the searches no live process holds
+        (those left by the last process among them), then report ready. The audit log's
+        sequencer starts first: it needs no index."""
         self.sequencer.start()
         self.open_indexes()
-        for search_id, deadline, searched_galleries in search_queue.requeue_pending(self.sessions):
-            self.scheduler.submit(search_id, deadline, searched_galleries)
+        self.claimer.start()
         self.scheduler.start()
         self.ready = True
         loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
@@ -148,6 +153,7 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
         self.scheduler.stop()
+        self.claimer.stop()
         self.sequencer.stop()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -212,7 +218,9 @@ class Runtime:
         with transaction(self.sessions) as session:
             expire_due_cases(session)
             erase_old_probes(session, self.settings.probe_retention_days)
-            self.metrics.searches.labels("expired").inc(len(search_queue.expire_queued(session)))
+            self.metrics.searches.labels("expired").inc(
+                len(search_queue.expire_queued(session, self.executor.leases.owner))
+            )
 
     def _expiry_loop(self) -> None:
         while not self._stop.wait(self.settings.expiry_interval_s):

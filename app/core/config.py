@@ -38,6 +38,12 @@ class Settings(BaseSettings):
     )
     search_workers: int = Field(2, description="threads running searches, earliest deadline first")
     max_batch_searches: int = Field(64, description="searches coalesced into one matcher call (1: no batching)")
+    search_lease_s: float = Field(
+        10.0, gt=0, description="a search held by a process that stops renewing it is claimed by another after this"
+    )
+    search_claim_poll_s: float = Field(
+        1.0, gt=0, description="how often a process looks for searches to claim without being notified"
+    )
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")
     expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")

@@ -29,7 +29,7 @@ from datetime import datetime
 from typing import Any, cast
 
 import numpy as np
-from sqlalchemy import CursorResult, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, CursorResult, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
@@ -43,6 +43,7 @@ from app.encryption.exceptions import SealedValueRefused
 from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
+from app.matching.leases import PENDING, Leases
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
 from app.matching.probes import open_probes, seal_probes
 from app.matching.thresholds import DECISION, ThresholdBook
@@ -141,9 +142,15 @@ class Hit:
 
 class SearchExecutor:
     def __init__(
-        self, sessions: sessionmaker[Session], registry: IndexRegistry, thresholds: ThresholdBook, metrics: Metrics
+        self,
+        sessions: sessionmaker[Session],
+        registry: IndexRegistry,
+        thresholds: ThresholdBook,
+        metrics: Metrics,
+        leases: Leases,
     ) -> None:
         self.sessions = sessions
+        self.leases = leases
         self.registry = registry
         self.thresholds = thresholds
         self.metrics = metrics
@@ -173,9 +180,10 @@ class SearchExecutor:
                 self._awaited[job.ticket] = None
 
     def write_now(self, ticket: int) -> int | None:
-        """Write a search its caller stops waiting for, queued, with its ``search.submit`` event;
-        returns its id, or None when its batch is already ending (the batch writes it: wait for
-        the batch, then :meth:`collect`). Its eventual outcome is then only in the database.
+        """Write a search its caller stops waiting for, queued, with its ``search.submit`` event
+        and this process's lease (it stays in this process's scheduler); returns its id, or None
+        when its batch is already ending (the batch writes it: wait for the batch, then
+        :meth:`collect`). Its eventual outcome is then only in the database.
 
         The lock is held while writing, so that the batch that runs the search meanwhile finds
         it written; no batch holds a transaction while it waits for this lock (see :meth:`_claim`)."""
@@ -185,9 +193,10 @@ class SearchExecutor:
                 return None
             self._awaited.pop(ticket, None)
             with transaction(self.sessions) as session:
-                search_id, submitted = write_admitted(session, admission, {})
+                search_id, submitted = write_admitted(session, admission, self.leases.values(utcnow()))
                 audit.append_many(session, [submitted])
             self._written[ticket] = search_id
+            self.leases.hold([search_id])
             return search_id
 
     def collect(self, ticket: int) -> Finished | None:
@@ -196,6 +205,16 @@ class SearchExecutor:
             return self._awaited.pop(ticket, None)
 
     def run(self, tickets: list[int]) -> None:
+        """Run a batch; whatever becomes of it, this process holds none of its searches after:
+        one the batch could not end is left to lapse and be claimed again."""
+        try:
+            self._run(tickets)
+        finally:
+            with self._lock:
+                written = [t for t in tickets if t > 0] + [self._written.pop(t) for t in tickets if t in self._written]
+            self.leases.drop(written)
+
+    def _run(self, tickets: list[int]) -> None:
         started = utcnow()
         jobs = self._runnable(tickets, started)
         if not jobs:
@@ -233,11 +252,16 @@ class SearchExecutor:
 
     def _load(self, search_ids: list[int]) -> tuple[list[Job], list[Job]]:
         """The queued searches' jobs, and apart those whose stored probes do not open (altered
-        or moved): they fail, rather than stop the worker or be searched with garbage."""
+        or moved): they fail, rather than stop the worker or be searched with garbage. A search
+        whose lease this process lost since it claimed it is another's: not loaded."""
         loaded, refused = [], []
         with self.sessions() as session:
             searches = session.scalars(
-                select(Search).where(Search.id.in_(search_ids), Search.status == SearchStatus.QUEUED.value)
+                select(Search).where(
+                    Search.id.in_(search_ids),
+                    Search.status == SearchStatus.QUEUED.value,
+                    Search.lease_owner == self.leases.owner,
+                )
             )
             for search in searches:
                 try:
@@ -430,8 +454,8 @@ class SearchExecutor:
             ids = {job.ticket: self._written.pop(job.ticket, job.ticket) for job in jobs if job.ticket not in admitted}
         return Claim(admitted, ids)
 
-    @staticmethod
     def _end(
+        self,
         session: Session,
         jobs: list[Job],
         claim: Claim,
@@ -440,11 +464,13 @@ class SearchExecutor:
         now: datetime,
     ) -> tuple[dict[int, int], list[audit.Event]]:
         """End each job's search with the values ``ending`` gives it: a search not yet written is
-        written ended; a written one is updated if still queued (expiry may have ended it first).
-        Returns ticket -> search id of those ended, and the ``search.submit`` events of those
-        written here, for the caller to append before the events that end them."""
+        written ended; a written one is updated if still pending and still leased to this
+        process (see :meth:`_discard`). Returns ticket -> search id of those ended, and the
+        ``search.submit`` events of those written here, for the caller to append before the
+        events that end them."""
         ended: dict[int, int] = {}
         submitted: list[audit.Event] = []
+        discarded: list[int] = []
         connection = session.connection()
         for job in jobs:
             values = {"started_at": started, "finished_at": now, "error": None, "missing_shards": None, **ending(job)}
@@ -452,11 +478,26 @@ class SearchExecutor:
             if admission is not None:
                 ended[job.ticket], event = write_admitted(session, admission, values)
                 submitted.append(event)
-            elif cast(
-                CursorResult[Any], connection.execute(_END_SEARCH, {"search_id": claim.ids[job.ticket], **values})
-            ).rowcount:
-                ended[job.ticket] = claim.ids[job.ticket]
+                continue
+            search_id = claim.ids[job.ticket]
+            updated = connection.execute(_END_SEARCH, {"search_id": search_id, "owner": self.leases.owner, **values})
+            if cast(CursorResult[Any], updated).rowcount:
+                ended[job.ticket] = search_id
+            else:
+                discarded.append(search_id)
+        if discarded:
+            self._discard(connection, discarded)
+        self.leases.drop(claim.ids.values())
         return ended, submitted
+
+    def _discard(self, connection: Connection, search_ids: list[int]) -> None:
+        """Searches this batch ran but may not end: another process took them over after their
+        lease lapsed here (it runs them, once), or they ended meanwhile (expired, or ended by
+        that other process). Nothing of this batch's is written for them."""
+        for row in connection.execute(_OWNERS, {"ids": search_ids}):
+            reason = "taken_over" if row.status in PENDING else "ended_elsewhere"
+            self.metrics.search_ends_discarded.labels(reason).inc()
+            log.warning("search result discarded", extra={"event": {"search_id": row.id, "reason": reason}})
 
 
 def write_admitted(session: Session, admission: Admission, ending: dict[str, Any]) -> tuple[int, audit.Event]:
@@ -485,16 +526,24 @@ _RECORDS = (
 _INSERT_CANDIDATES = insert(Candidate).returning(Candidate.id, Candidate.search_id, Candidate.rank)
 _END_SEARCH = (
     update(Search)
-    .where(Search.id == bindparam("search_id"), Search.status == SearchStatus.QUEUED.value)
+    .where(
+        Search.id == bindparam("search_id"),
+        Search.status.in_(PENDING),
+        Search.lease_owner == bindparam("owner"),
+    )
     .values(
         status=bindparam("status"),
         started_at=bindparam("started_at"),
         finished_at=bindparam("finished_at"),
         error=bindparam("error"),
         missing_shards=bindparam("missing_shards"),
+        lease_owner=None,
+        lease_expires=None,
     )
 )
-"""Built once, run per search: ends a search only if it is still queued."""
+"""Built once, run per search: ends a search only if it is still pending and leased to this
+process (on PostgreSQL the row lock makes a concurrent claim and this end exclude each other)."""
+_OWNERS = select(Search.id, Search.status).where(Search.id.in_(bindparam("ids", expanding=True)))
 
 
 def candidate_from_row(candidate_id: int, row: dict[str, Any]) -> CandidateView:

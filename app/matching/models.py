@@ -63,6 +63,11 @@ class Search(Base):
     allow_partial: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     missing_shards: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     """Per gallery, the shards that did not answer a search that accepted partial results."""
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    """The process holding the queued or running search (app/matching/leases.py); none when no
+    live process holds it in memory, so that any may claim it."""
+    lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    """Until when the lease holds unless renewed: past it, the search may be claimed by another."""
 
 
 class Candidate(Base):

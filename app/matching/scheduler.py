@@ -51,6 +51,7 @@ class Scheduler:
         self._paused = False
         self._stopping = False
         self._threads: list[threading.Thread] = []
+        self._after_batch: list[Callable[[], None]] = []
         self.batches_run = 0
 
     # -- producers ----------------------------------------------------------------------------
@@ -81,9 +82,20 @@ class Scheduler:
         self.when_done(search_id, done.set)
         return done.wait(timeout_s)
 
+    def after_batch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` from the worker after each batch: room has freed up."""
+        self._after_batch.append(callback)
+
     @property
     def depth(self) -> int:
         return len(self._heap)
+
+    @property
+    def room(self) -> int:
+        """Searches it can take without any waiting longer than a round of batches: one full
+        batch per worker, less those already queued. Searches claimed from the shared queue
+        beyond it would be held here while other processes could run them."""
+        return max(0, self._workers_count * self.max_batch - self.depth)
 
     # -- control ------------------------------------------------------------------------------
 
@@ -142,5 +154,5 @@ class Scheduler:
                 self.batches_run += 1
                 with self._cond:
                     callbacks = [call for entry in batch for call in self._waiters.pop(entry.search_id, [])]
-                for call in callbacks:
+                for call in [*callbacks, *self._after_batch]:
                     call()

@@ -71,6 +71,24 @@ class Metrics:
         self.queue_depth = Gauge(
             "readmit_search_queue_depth", "searches waiting for a worker", registry=r, multiprocess_mode="liveall"
         )
+        self.search_claims = Counter(
+            "readmit_search_claims",
+            "searches this process claimed from the shared queue, by the lease they had (free, expired: taken over)",
+            ["lease"],
+            registry=r,
+        )
+        self.search_ends_discarded = Counter(
+            "readmit_search_ends_discarded",
+            "searches run here whose end was not written: lease taken over by another process, or ended elsewhere",
+            ["reason"],
+            registry=r,
+        )
+        self.search_leases_held = Gauge(
+            "readmit_search_leases_held",
+            "written searches this process holds (queued here or running)",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self.audit_sequencing_delay = Histogram(
             "readmit_audit_sequencing_delay_seconds",
             "from an audit event's append (in the transaction of the change it records) to its sequencing: "
@@ -111,11 +129,13 @@ class Metrics:
             multiprocess_mode="liveall",
         )
         self._queue_depth: Callable[[], int] = lambda: 0
+        self._leases_held: Callable[[], int] = lambda: 0
         self._index_sizes: Callable[[], list[IndexSize]] = list
         self._kinds: dict[int, str] = {}
 
-    def watch_queue(self, depth: Callable[[], int]) -> None:
+    def watch_queue(self, depth: Callable[[], int], leases_held: Callable[[], int]) -> None:
         self._queue_depth = depth
+        self._leases_held = leases_held
 
     def watch_indexes(self, sizes: Callable[[], list[IndexSize]]) -> None:
         """``sizes()`` describes every loaded index."""
@@ -126,6 +146,7 @@ class Metrics:
         (a rebuild) reports 0 under its old kind: in multiprocess mode a label set cannot be
         removed from the other processes' view."""
         self.queue_depth.set(self._queue_depth())
+        self.search_leases_held.set(self._leases_held())
         for size in self._index_sizes():
             gallery = str(size.gallery_id)
             old_kind = self._kinds.get(size.gallery_id)
