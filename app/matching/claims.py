@@ -71,11 +71,13 @@ class Claimer:
     def claim(self) -> int:
         """One claim pass: as many searches as the scheduler has room for."""
         room = self.scheduler.room
+        if room == 0:
+            return 0
         claimed = self.leases.claim(self.sessions, room)
         for search in claimed:
             self.scheduler.submit(search.search_id, search.deadline, search.searched_galleries)
             self.metrics.search_claims.labels("expired" if search.taken_over else "free").inc()
-        self._more = room > 0 and len(claimed) == room
+        self._more = len(claimed) == room
         if claimed:
             log.info(
                 "searches claimed",
