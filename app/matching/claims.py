@@ -24,6 +24,9 @@ from app.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+LISTEN_CHECK_S = 0.5
+"""How often the listener looks up from its connection to see whether it should stop."""
+
 
 class Claimer:
     def __init__(
@@ -97,8 +100,9 @@ class Claimer:
     def _keep(self) -> None:
         renewal_s = self.leases.duration.total_seconds() / 3
         next_renewal = time.monotonic() + renewal_s
+        next_poll = time.monotonic() + self.poll_s
         while not self._stopping.is_set():
-            self._wakeup.wait(min(self.poll_s, max(0.0, next_renewal - time.monotonic())))
+            woken = self._wakeup.wait(max(0.0, min(next_poll, next_renewal) - time.monotonic()))
             self._wakeup.clear()
             if self._stopping.is_set():
                 return
@@ -106,7 +110,9 @@ class Claimer:
                 if time.monotonic() >= next_renewal:
                     next_renewal = time.monotonic() + renewal_s
                     self.renew()
-                self.claim()
+                if woken or time.monotonic() >= next_poll:
+                    next_poll = time.monotonic() + self.poll_s
+                    self.claim()
             except Exception:
                 log.exception("search queue pass failed")
 
@@ -120,7 +126,7 @@ class Claimer:
                     connection.execute(f"LISTEN {CHANNEL}")
                     self.wake()  # what was released while nobody listened
                     while not self._stopping.is_set():
-                        for _ in connection.notifies(timeout=self.poll_s, stop_after=1):
+                        for _ in connection.notifies(timeout=LISTEN_CHECK_S, stop_after=1):
                             self.wake()
                 finally:
                     connection.close()

@@ -37,7 +37,8 @@ def node(data_dir: Path, database_url: str, audit_key: Path | None = None, **ove
     if audit_key is not None:
         overrides["audit_key_file"] = audit_key
     overrides.setdefault("expiry_interval_s", 3600)
-    return Service(data_dir, database_url, search_lease_s=LEASE_S, search_claim_poll_s=POLL_S, **overrides)
+    overrides.setdefault("search_claim_poll_s", POLL_S)
+    return Service(data_dir, database_url, search_lease_s=LEASE_S, **overrides)
 
 
 @pytest.fixture
@@ -125,9 +126,10 @@ def test_a_search_whose_lease_lapses_is_run_by_another_process_and_ended_once(
 
 
 def test_claims_follow_deadlines_across_processes(tmp_path, postgres_url, people):
-    """Six searches handed back to the queue; two processes, each with room for two (one worker,
-    batches of two), claim the four earliest deadlines between them, and each runs its share
-    earliest deadline first; the rest are claimed as room frees up, and every search runs once."""
+    """Six searches handed back to the queue by a process that stops; two processes, woken by its
+    notification (they do not poll), each with room for two (one worker, batches of two), claim
+    the four earliest deadlines between them, and each runs its share earliest deadline first;
+    the rest are claimed as room frees up, and every search runs once."""
     first = node(tmp_path / "a", postgres_url)
     _, police = searchable_sen_gallery(first, people)
     first.runtime.scheduler.pause()
@@ -138,7 +140,7 @@ def test_claims_follow_deadlines_across_processes(tmp_path, postgres_url, people
         response = identify(first, police, case["id"], people.mated_probes[0], wait_ms=0)
         ids[days] = response.json()["id"]
     key = first.settings.audit_key_path
-    overrides = {"search_workers": 1, "max_batch_searches": 2}
+    overrides = {"search_workers": 1, "max_batch_searches": 2, "search_claim_poll_s": 3600}  # woken, not polling
     nodes = [node(tmp_path / name, postgres_url, key, **overrides) for name in ("b", "c")]
     try:
         for other in nodes:
