@@ -171,8 +171,11 @@ def test_an_altered_or_moved_ciphertext_is_refused(service):
         with pytest.raises(SealedValueRefused):  # another search's place
             open_probes(session, search.id + 1, search.probes)
         assert len(open_probes(session, search.id, search.probes)) == 4 * DIMENSION
-        # as a search left queued by a previous process, with its probes altered
-        session.execute(update(Search).values(status="queued", probes=bytes(altered), finished_at=None))
+        # as a search left queued by a previous process, with its probes altered, claimed by this one
+        owner = service.runtime.executor.leases.owner
+        session.execute(
+            update(Search).values(status="queued", probes=bytes(altered), finished_at=None, lease_owner=owner)
+        )
     service.runtime.executor.run([search.id])
     with service.runtime.sessions() as session:
         failed = session.get(Search, search.id)
