@@ -3,10 +3,10 @@
 A search accepted by this process is handed over in memory (:meth:`SearchExecutor.accept`),
 probes included, so that running it reads nothing back; only searches claimed from the shared
 queue (app/matching/leases.py: left by a process that stopped or died) are read from the
-database, and a written search is ended only while this process holds its lease. A search whose caller waits for its result is not
-written when it is accepted: it is written once, ended (done, failed or expired) with its
-candidates and both its audit events (submitted, ended), in the one transaction of plain Core
-statements that ends its whole batch. Only when its caller stops waiting first
+database, and a written search is ended only while this process holds its lease. A search
+whose caller waits for its result is not written when it is accepted: it is written once, ended
+(done, failed or expired) with its candidates and both its audit events (submitted, ended), in
+the one transaction of plain Core statements that ends its whole batch. Only when its caller stops waiting first
 (:meth:`SearchExecutor.write_now`) is it written queued, so that the answer "queued, poll
 later" is never given for a search a restart would lose; a search nobody was told of is nobody's
 loss. Searches whose deadline has passed are marked ``expired`` and never run late. The probes
