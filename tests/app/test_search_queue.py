@@ -69,8 +69,11 @@ def written_outcome(service: Service, search_id: int) -> tuple[list[int], int]:
         ranks = connection.execute(
             text("SELECT rank FROM candidates WHERE search_id = :id ORDER BY rank"), {"id": search_id}
         ).scalars()
-        completions = connection.execute(
-            text("SELECT count(*) FROM audit_events WHERE action = 'search.complete' AND resource LIKE :r"),
+        completions = connection.execute(  # chained, or committed and not yet chained: one snapshot
+            text(
+                "SELECT (SELECT count(*) FROM audit_events WHERE action = 'search.complete' AND resource LIKE :r)"
+                " + (SELECT count(*) FROM audit_pending WHERE action = 'search.complete' AND resource LIKE :r)"
+            ),
             {"r": f"%/search/{search_id}"},
         ).scalar_one()
     return list(ranks), completions
