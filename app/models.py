@@ -14,7 +14,7 @@ from app.audit.models import (
 from app.cases.models import Case
 from app.db.base import Base
 from app.encryption.models import DataKey
-from app.galleries.models import Gallery, Record, Template
+from app.galleries.models import Gallery, GalleryChange, Record, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal, WebSession
 from app.review.models import ReviewPolicy
@@ -33,6 +33,7 @@ __all__ = [
     "Case",
     "DataKey",
     "Gallery",
+    "GalleryChange",
     "Principal",
     "Record",
     "ReviewPolicy",

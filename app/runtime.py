@@ -3,8 +3,10 @@
 Start applies migrations, then opens every gallery's index; until that is done ``ready`` is
 false and /readyz answers 503. A gallery whose shards the Ray cluster cannot place is refused
 within seconds rather than waited for: the other galleries load and serve, and /readyz stays 503
-naming it (``unplaced``) until the service is restarted on a cluster with the CPUs. A background
-thread snapshots changed indexes periodically.
+naming it (``unplaced``) until the service is restarted on a cluster with the CPUs. Before it
+reports ready, the index follower catches up on what other processes committed meanwhile; it
+then keeps following them (app/indexes/follower.py). A background thread snapshots changed
+indexes periodically.
 """
 
 from __future__ import annotations
@@ -26,12 +28,15 @@ from app.audit.sequencer import Sequencer
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
+from app.db.notify import GALLERY_CHANGES, Listener
 from app.db.session import make_engine, make_session_factory, transaction
 from app.encryption.keyring import Keyring
 from app.encryption.service import open_keyring
 from app.galleries import service as galleries
+from app.galleries.changes import DatabaseChangeFeed
 from app.indexes.backends import MatcherIndex, make_backend
 from app.indexes.exceptions import ShardsUnplaceable
+from app.indexes.follower import Follower
 from app.indexes.plain_copies import open_plain_copies
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
@@ -74,6 +79,7 @@ class Runtime:
     ready: bool = False
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
+    follower: Follower | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -89,12 +95,19 @@ class Runtime:
         keyring = Keyring(settings.encrypt_at_rest)
         plain_copies = open_plain_copies(settings)
         backend = make_backend(settings, policy, plain_copies)
-        registry = IndexRegistry(settings.index_dir, policy, backend, keyring.snapshot_key)
         sessions = make_session_factory(engine)
         read_sessions = make_session_factory(make_engine(settings.sqlalchemy_url, read_only=True))
         keyring.install(sessions)
         keyring.install(read_sessions)
         metrics = Metrics()
+        registry = IndexRegistry(
+            settings.index_dir,
+            policy,
+            DatabaseChangeFeed(read_sessions),
+            backend,
+            keyring.snapshot_key,
+            metrics.index_change_lag.observe,
+        )
         thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
         leases = Leases(settings.search_lease_s)
         executor = SearchExecutor(sessions, registry, thresholds, metrics, leases)
@@ -139,9 +152,12 @@ class Runtime:
         sequencer starts first: it needs no index."""
         self.sequencer.start()
         self.open_indexes()
+        self.follower = self._follower()
+        self.follower.run_once()  # what other processes committed while the indexes opened
         self.claimer.start()
         self.scheduler.start()
         self.ready = True
+        self.follower.start()
         loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
         if multiprocess_dir() is not None:
             loops.append((self._metrics_loop, "metrics-sampler"))
@@ -155,6 +171,8 @@ class Runtime:
         self.scheduler.stop()
         self.claimer.stop()
         self.sequencer.stop()
+        if self.follower is not None:
+            self.follower.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.ready:
@@ -176,10 +194,10 @@ class Runtime:
 
     def gallery_source(self, gallery_id: int) -> GallerySource:
         with self.sessions() as session:
-            gallery = session.get(galleries.Gallery, gallery_id)
-            if gallery is None:
+            state = galleries.indexed_state(session, gallery_id)
+            if state is None:
                 raise KeyError(gallery_id)
-            _, template_count = galleries.gallery_counts(session, gallery_id)
+            gallery, template_count = state
             return GallerySource(gallery.id, galleries.template_format(gallery), gallery.change_seq, template_count)
 
     def stream_templates(self, gallery_id: int, dimension: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -206,11 +224,27 @@ class Runtime:
 
     def open_indexes(self) -> None:
         for gallery_id in self.gallery_ids():
-            try:
-                self.open_index(gallery_id)
-            except ShardsUnplaceable as error:
-                log.error("index not loaded", extra={"event": {"gallery_id": gallery_id, "reason": error.message}})
-                self.unplaced.append(error.message)
+            self.open_placed_index(gallery_id)
+
+    def open_placed_index(self, gallery_id: int) -> None:
+        """Open the gallery's index; one whose shards the cluster cannot place is left without,
+        named by /readyz."""
+        try:
+            self.open_index(gallery_id)
+        except ShardsUnplaceable as error:
+            log.error("index not loaded", extra={"event": {"gallery_id": gallery_id, "reason": error.message}})
+            self.unplaced.append(error.message)
+
+    def _follower(self) -> Follower:
+        """The thread that applies what other processes commit (app/indexes/follower.py)."""
+        return Follower(
+            self.registry,
+            self.registry.feed,
+            self.open_placed_index,
+            self.rebuild_index,
+            Listener.for_engine(self.engine, GALLERY_CHANGES),
+            self.settings.change_poll_s,
+        )
 
     def expire_due(self) -> None:
         """Cases and queued searches past their deadline become expired; probes of cases over

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         10.0, gt=0, description="how long a gallery's shards wait for CPUs held by others before shards_unplaceable"
     )
     snapshot_interval_s: float = Field(300.0, description="how often changed indexes are snapshotted")
+    change_poll_s: float = Field(
+        0.5,
+        gt=0,
+        description="how often each process reads the change feed even without a notification (bounds the delay "
+        "before a change committed by another process is searchable here; the only wake-up on SQLite)",
+    )
 
     requests_per_minute: int = Field(1200, description="per principal; beyond it 429 with Retry-After")
     failed_auth_per_minute: int = Field(30, description="per client address; beyond it 429 with Retry-After")

@@ -9,7 +9,8 @@ refused on its own, with its position and a code), new records get their ids res
 statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), their templates sealed in one pass beforehand (app/galleries/stored.py), changed
 ones are replaced, identical ones left alone (idempotence by reference id), with one
-``change_seq`` step and one audit event per committed batch.
+``change_seq`` step, one change log row (the ids upserted, for the other processes' indexes) and
+one audit event per committed batch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from app.core.prefetch import prefetched
 from app.db.base import utcnow
 from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
+from app.galleries.changes import log_change
 from app.galleries.exceptions import (
     BatchTooLarge,
     DuplicateReference,
@@ -38,7 +40,7 @@ from app.galleries.exceptions import (
     TooManyTemplates,
 )
 from app.galleries.models import Gallery, Record, Template
-from app.galleries.service import bump_change_seq, template_format, writable_gallery, writing
+from app.galleries.service import template_format, writable_gallery, writing
 from app.galleries.stored import open_templates, seal_templates
 from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
@@ -133,7 +135,10 @@ def enrol(
             outcome, change, seq = stage(
                 session, actor, writable_gallery(session, actor, gallery_id), submissions, limits
             )
-        registry.apply(gallery_id, seq, change)
+        if change is None:  # nothing new: but what is unchanged here may be new to this process's index
+            registry.catch_up(gallery_id, seq)
+        else:
+            registry.apply(gallery_id, seq, change)
     return outcome
 
 
@@ -171,9 +176,10 @@ def stage(
     gallery: Gallery,
     batch: Batch,
     limits: EnrolmentLimits,
-) -> tuple[EnrolmentOutcome, IndexChange, int]:
+) -> tuple[EnrolmentOutcome, IndexChange | None, int]:
     """Write one batch in ``session``'s transaction; returns what happened, the change the
-    index must take once it commits, and the gallery's change number after it."""
+    index must take once it commits (None: no record changed), and the gallery's change number
+    after it."""
     outcome = EnrolmentOutcome()
     accepted = _decode(gallery, batch, limits, outcome)
     existing: dict[str, int] = dict(
@@ -189,7 +195,8 @@ def stage(
     outcome.inserted = len(new)
     replaced = _replace(session, accepted, existing, now, outcome)
     session.flush()
-    seq = bump_change_seq(session, gallery) if ids or replaced else gallery.change_seq
+    upserted = ids + list(replaced.values())
+    seq = log_change(session, gallery, upserted=upserted) if upserted else gallery.change_seq
     audit.append(
         session,
         actor,
@@ -205,7 +212,7 @@ def stage(
             "reference_ids": accepted.reference_ids,
         },
     )
-    return outcome, accepted.change(new + list(replaced), ids + list(replaced.values())), seq
+    return outcome, accepted.change(new + list(replaced), upserted) if upserted else None, seq
 
 
 @dataclass(frozen=True)
@@ -236,8 +243,6 @@ class _Accepted:
     def change(self, records: Sequence[int], ids: Sequence[int]) -> IndexChange:
         """The index change that gives each of ``records`` (now stored under ``ids``) exactly
         its templates."""
-        if not records:
-            return IndexChange()
         rows = self.rows(records)
         return IndexChange(
             record_ids=np.repeat(np.asarray(ids, dtype=np.int64), self.counts[np.asarray(records)]),

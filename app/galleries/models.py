@@ -29,6 +29,24 @@ class Gallery(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class GalleryChange(Base):
+    """One committed change transaction of a gallery, written in that transaction with its
+    ``change_seq`` step: the change feed other processes follow to keep their indexes current
+    (app/indexes/follower.py). The ids are little-endian int64 arrays, one row per transaction
+    whatever its size, so that a bulk load does not pay a row per record; the templates are not
+    here (a follower reads the records' current ones, sealed, from ``templates``)."""
+
+    __tablename__ = "gallery_changes"
+
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"), primary_key=True)
+    change_seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    upserted: Mapped[bytes] = mapped_column(LargeBinary)
+    """records new or replaced: each now has exactly its stored templates"""
+    removed: Mapped[bytes] = mapped_column(LargeBinary)
+    committed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    """the writer's clock at the end of the transaction (another host's clock for a follower)"""
+
+
 class Record(Base):
     """A person enrolled in a gallery: a reference id unique in the gallery, minimal identity
     attributes, and one or more templates. ``id`` is the record's id inside the matcher."""

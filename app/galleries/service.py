@@ -1,8 +1,9 @@
 """Galleries and their records: creation, scoped reads, deletion (enrolment: enrolment.py).
 
-Every change is committed to the database together with its audit event and the gallery's
-``change_seq`` bump, and only then applied to the gallery's matcher index, under the gallery's
-write lock so that the index sees changes in commit order.
+Every change is committed to the database together with its audit event, the gallery's
+``change_seq`` step and its change log row (app/galleries/changes.py), and only then applied to
+this process's index of the gallery, under the gallery's write lock so that the index sees
+changes in commit order; the other processes apply it from the log.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
@@ -22,6 +23,7 @@ from app.audit.actions import Action
 from app.core.countries import check_country
 from app.db.session import Sessions, insert, transaction
 from app.encryption.keyring import Keyring, gallery_scope
+from app.galleries.changes import announce_gallery, log_change
 from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.stored import open_templates
@@ -108,6 +110,7 @@ def create_gallery(
             [country],
             details={"country": country, "modality": modality, "model": fmt.model},
         )
+        announce_gallery(session, gallery.id)
     registry.create_empty(gallery.id, fmt)
     return _view(registry, gallery, 0, 0)
 
@@ -181,6 +184,18 @@ def gallery_counts(session: Session, gallery_id: int) -> tuple[int, int]:
     return int(records or 0), int(templates or 0)
 
 
+def indexed_state(session: Session, gallery_id: int) -> tuple[Gallery, int] | None:
+    """The gallery and its template count, read in one statement so that they agree (its
+    change number and count as of one commit), or None."""
+    templates = (
+        select(func.coalesce(func.sum(Record.template_count), 0))
+        .where(Record.gallery_id == gallery_id)
+        .scalar_subquery()
+    )
+    row = session.execute(select(Gallery, templates).where(Gallery.id == gallery_id)).one_or_none()
+    return None if row is None else (row[0], int(row[1]))
+
+
 def all_galleries(session: Session) -> list[Gallery]:
     return list(session.scalars(select(Gallery).order_by(Gallery.id)))
 
@@ -201,13 +216,6 @@ def iter_gallery_templates(
             ids,
             from_bytes(open_templates(session, gallery_id, [(row[0], row[1], row[2]) for row in partition]), dimension),
         )
-
-
-def bump_change_seq(session: Session, gallery: Gallery) -> int:
-    """One more committed change to the gallery's records; returns the new number."""
-    session.execute(update(Gallery).where(Gallery.id == gallery.id).values(change_seq=Gallery.change_seq + 1))
-    session.refresh(gallery, ["change_seq"])
-    return gallery.change_seq
 
 
 def find_record(session: Session, gallery_id: int, reference_id: str, country: str | None) -> Record:
@@ -253,7 +261,7 @@ def delete_record(
             record = find_record(session, gallery_id, reference_id, gallery.country)
             record_id = record.id
             session.delete(record)
-            seq = bump_change_seq(session, gallery)
+            seq = log_change(session, gallery, removed=[record_id])
             audit.append(
                 session, actor, Action.RECORD_DELETE, f"gallery/{gallery_id}/record/{reference_id}", [gallery.country]
             )

@@ -16,3 +16,10 @@ class ShardsUnplaceable(Unavailable):
     other galleries): the same request may succeed once CPUs are added or freed, so a 503."""
 
     code = "shards_unplaceable"
+
+
+class ChangeLogGap(Unavailable):
+    """The change log does not hold every change after an index's number (changes committed
+    before the log existed): that index is rebuilt from the database instead of caught up."""
+
+    code = "change_log_gap"

@@ -1,10 +1,17 @@
 """The matcher index of every gallery, kept in step with the database.
 
 The database is the source of truth; an index is a cache of it, held by the configured backend
-(in this process, or over Ray shard actors: :mod:`app.indexes.backends`). At start each gallery's index is
-loaded from its snapshot when the snapshot's change sequence and template count match the
-database, else rebuilt from the database and snapshotted again. Changes are applied after their
-transaction commits, under the gallery's write lock, so the index sees them in commit order.
+(in this process, or over Ray shard actors: :mod:`app.indexes.backends`). At start each gallery's
+index is loaded from its snapshot when the snapshot's change sequence and template count match
+the database; a snapshot behind the database is loaded and caught up from the change log when
+the log holds every change since (and they are fewer than it holds); else the index is rebuilt
+from the database and snapshotted again.
+
+One ordering rule for every change, this process's or another's: under the gallery's write lock,
+change ``n`` is applied only after ``n - 1``, and never twice. A writer of this process applies
+its own change right after its commit (so that it is searchable when the call returns), first
+catching up from the log on the changes other processes committed before it; the follower
+(app/indexes/follower.py) applies from the log what is not applied yet.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from app.indexes.backends import IndexBackend, LocalBackend, MatcherIndex, Refill
-from app.indexes.exceptions import IndexUnavailable
+from app.indexes.changes import ChangeFeed, LoggedChange, fold, in_updates
+from app.indexes.exceptions import ChangeLogGap, IndexUnavailable
 from app.observability.metrics import IndexSize
 from matcher import IndexKind, IndexPolicy, MatcherError, SnapshotError, SnapshotKey, TemplateFormat
 
@@ -57,11 +66,22 @@ class _Entry:
     index: MatcherIndex
     applied_seq: int
     snapshot_seq: int
+    database_seq: int = 0
+    """the gallery's change number in the database when last read here"""
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def changes_behind(self) -> int:
+        return max(0, self.database_seq - self.applied_seq)
 
 
 SnapshotKeys = Callable[[int], SnapshotKey | None]
 """gallery id -> the key its snapshots are sealed with (None: stored in clear)."""
+
+
+CATCH_UP_FLOOR = 10_000
+"""Records a start may catch up from the log whatever its snapshot holds: beyond both, a
+rebuild (one pass over the gallery) costs less than replaying the changes (a bulk load)."""
 
 
 class IndexRegistry:
@@ -69,13 +89,19 @@ class IndexRegistry:
         self,
         index_dir: Path,
         policy: IndexPolicy,
+        feed: ChangeFeed,
         backend: IndexBackend | None = None,
         snapshot_keys: SnapshotKeys = lambda gallery_id: None,
+        observe_lag: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """``observe_lag``: told, for each change applied from the log after start, the seconds
+        from its commit (the writer's clock) to now (this host's)."""
         self.index_dir = index_dir
         self.policy = policy
+        self.feed = feed
         self.backend = backend or LocalBackend(policy)
         self.snapshot_keys = snapshot_keys
+        self.observe_lag = observe_lag
         self._entries: dict[int, _Entry] = {}
         self._guard = threading.Lock()
         self.load_events: list[dict[str, Any]] = []
@@ -86,20 +112,26 @@ class IndexRegistry:
         return self.index_dir / f"gallery-{gallery_id}.snapshot"
 
     def open(self, source: GallerySource, stream: TemplateStream) -> str:
-        """Load a gallery's index from a current snapshot or rebuild it; returns how
-        ("snapshot", "rebuilt: <why>")."""
+        """Load a gallery's index from a current snapshot, or one behind that the change log
+        catches up, or rebuild it; returns how ("snapshot", "caught up: changes <from> to <to>
+        from the log", "rebuilt: <why>")."""
         path = self.snapshot_path(source.gallery_id)
         refill = self._refill(source, stream)
         index: MatcherIndex | None = None
         try:
             manifest = self.backend.read_manifest(path)
-            if manifest["change_seq"] != source.change_seq or manifest["template_count"] != source.template_count:
+            snapshot_seq, snapshot_templates = manifest["change_seq"], manifest["template_count"]
+            if snapshot_seq > source.change_seq or (
+                snapshot_seq == source.change_seq and snapshot_templates != source.template_count
+            ):
                 how = (
-                    f"rebuilt: stale snapshot (seq {manifest['change_seq']} vs {source.change_seq}, "
-                    f"{manifest['template_count']} vs {source.template_count} templates)"
+                    f"rebuilt: stale snapshot (seq {snapshot_seq} vs {source.change_seq}, "
+                    f"{snapshot_templates} vs {source.template_count} templates)"
                 )
             elif TemplateFormat.from_dict(manifest["template_format"]) != source.template_format:
                 how = "rebuilt: snapshot of another template format"
+            elif snapshot_seq < source.change_seq:
+                index, how = self._load_and_catch_up(source, path, refill, snapshot_seq, snapshot_templates)
             else:
                 key = self.snapshot_keys(source.gallery_id)
                 index, how = self.backend.load(source.gallery_id, path, refill, key), "snapshot"
@@ -110,8 +142,9 @@ class IndexRegistry:
         if index is None:
             index = self._rebuild(source, refill)
             index.save(path, source.change_seq)
+        saved_seq = -1 if how.startswith("caught up") else source.change_seq  # the snapshotter saves one caught up
         with self._guard:
-            self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
+            self._entries[source.gallery_id] = _Entry(index, source.change_seq, saved_seq, source.change_seq)
         event = {
             "gallery_id": source.gallery_id,
             "source": how,
@@ -119,8 +152,32 @@ class IndexRegistry:
             "kind": index.kind.value,
         }
         self.load_events.append(event)
-        log.log(logging.INFO if how == "snapshot" else logging.WARNING, "index loaded", extra={"event": event})
+        log.log(logging.WARNING if how.startswith("rebuilt") else logging.INFO, "index loaded", extra={"event": event})
         return how
+
+    def _load_and_catch_up(
+        self, source: GallerySource, path: Path, refill: Refill, snapshot_seq: int, snapshot_templates: int
+    ) -> tuple[MatcherIndex | None, str]:
+        """The snapshot brought to ``source.change_seq`` by the log, and how; (None, why) when it
+        cannot be: the log lacks changes, holds more than the snapshot, or ends elsewhere than
+        the database."""
+        stale = f"stale snapshot (seq {snapshot_seq} vs {source.change_seq})"
+        try:
+            changes = self.feed.changes_after(source.gallery_id, snapshot_seq, source.change_seq)
+        except ChangeLogGap:
+            return None, f"rebuilt: {stale}, not covered by the change log"
+        touched = len(fold(changes).touched)
+        if touched > max(snapshot_templates, CATCH_UP_FLOOR):
+            return None, f"rebuilt: {stale}, {touched} records changed since"
+        index = self.backend.load(source.gallery_id, path, refill, self.snapshot_keys(source.gallery_id))
+        self._apply_logged(source.gallery_id, index, changes)
+        if index.template_count != source.template_count:
+            index.close()
+            return None, (
+                f"rebuilt: {stale}, caught up to {index.template_count} templates where the database has "
+                f"{source.template_count}"
+            )
+        return index, f"caught up: changes {snapshot_seq + 1} to {source.change_seq} from the log"
 
     def create_empty(self, gallery_id: int, template_format: TemplateFormat) -> None:
         """A gallery just created: empty at change 0, for every backend."""
@@ -133,7 +190,9 @@ class IndexRegistry:
             key=self.snapshot_keys(gallery_id),
         )
         with self._guard:
-            self._entries[gallery_id] = _Entry(index, 0, -1)
+            opened = self._entries.setdefault(gallery_id, _Entry(index, 0, -1))
+        if opened.index is not index:  # the follower saw the gallery committed and opened it first
+            index.close()
 
     def check_room(self) -> None:
         """Raise ShardsUnplaceable before a new gallery is stored if its index would not fit."""
@@ -160,7 +219,9 @@ class IndexRegistry:
                 index.rebuild(kind)
             index.save(self.snapshot_path(source.gallery_id), source.change_seq)
             with self._guard:
-                self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq)
+                self._entries[source.gallery_id] = _Entry(
+                    index, source.change_seq, source.change_seq, source.change_seq
+                )
             if entry is not None:
                 entry.index.close()
 
@@ -186,7 +247,12 @@ class IndexRegistry:
         """Every loaded index, for metrics."""
         return [
             IndexSize(
-                gid, e.index.kind.value, e.index.template_count, e.index.shard_count, len(e.index.unavailable_shards())
+                gid,
+                e.index.kind.value,
+                e.index.template_count,
+                e.index.shard_count,
+                len(e.index.unavailable_shards()),
+                e.changes_behind,
             )
             for gid, e in list(self._entries.items())
         ]
@@ -205,10 +271,47 @@ class IndexRegistry:
             yield
 
     def apply(self, gallery_id: int, change_seq: int, change: IndexChange) -> None:
-        """Apply a committed change; call inside :meth:`writing`."""
+        """Apply this process's change ``change_seq`` right after its commit; call inside
+        :meth:`writing`. Changes before it that other processes committed are applied first,
+        from the log."""
+        self.catch_up(gallery_id, change_seq - 1)
         entry = self._entries[gallery_id]
         entry.index.apply(change_seq, change.removed, change.record_ids, change.templates)
         entry.applied_seq = change_seq
+        entry.database_seq = max(entry.database_seq, change_seq)
+
+    def catch_up(self, gallery_id: int, database_seq: int) -> int:
+        """Apply from the log every change up to ``database_seq`` (the gallery's number as the
+        database has it) not applied yet; call inside :meth:`writing`. Returns how many."""
+        entry = self._entries[gallery_id]
+        entry.database_seq = max(entry.database_seq, database_seq)
+        if entry.applied_seq >= database_seq:
+            return 0
+        changes = self.feed.changes_after(gallery_id, entry.applied_seq, database_seq)
+        self._apply_logged(gallery_id, entry.index, changes, entry)
+        now = datetime.now(UTC)
+        for change in changes:
+            self.observe_lag(max(0.0, (now - change.committed_at).total_seconds()))
+        return len(changes)
+
+    def is_behind(self, gallery_id: int, database_seq: int) -> bool:
+        """Whether the gallery's index has not applied ``database_seq`` yet (read without its
+        lock: :meth:`catch_up` checks again under it)."""
+        entry = self._entries[gallery_id]
+        entry.database_seq = max(entry.database_seq, database_seq)
+        return entry.applied_seq < database_seq
+
+    def _apply_logged(
+        self, gallery_id: int, index: MatcherIndex, changes: list[LoggedChange], entry: _Entry | None = None
+    ) -> None:
+        """Apply logged changes in order, several at a time: each group's records leave the
+        index and those upserted come back as the database holds them now."""
+        for group in in_updates(changes):
+            folded = fold(group)
+            record_ids, templates = self.feed.current_templates(gallery_id, index.format.dimension, folded.upserted)
+            index.apply(folded.change_seq, folded.touched, record_ids, templates if len(record_ids) else None)
+            if entry is not None:
+                entry.applied_seq = folded.change_seq
 
     @contextmanager
     def snapshot_lock(self, gallery_id: int) -> Iterator[None]:

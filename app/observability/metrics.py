@@ -29,6 +29,7 @@ class IndexSize:
     templates: int
     shards: int
     unavailable_shards: int
+    changes_behind: int
 
 
 class Metrics:
@@ -66,6 +67,12 @@ class Metrics:
         )
         self.enrolled = Counter(
             "readmit_enrolled_records", "records inserted or updated", ["gallery", "change"], registry=r
+        )
+        self.index_change_lag = Histogram(
+            "readmit_index_change_lag_seconds",
+            "from a change's commit in another process (its host's clock) to its application to this process's index",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.index_loads = Counter("readmit_index_loads", "index loads at start, by source", ["source"], registry=r)
         self.queue_depth = Gauge(
@@ -128,6 +135,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
+        self.index_changes_behind = Gauge(
+            "readmit_index_changes_behind",
+            "changes committed to the gallery (as last read from the database) not yet applied to this process's index",
+            ["gallery"],
+            registry=r,
+            multiprocess_mode="liveall",
+        )
         self._queue_depth: Callable[[], int] = lambda: 0
         self._leases_held: Callable[[], int] = lambda: 0
         self._index_sizes: Callable[[], list[IndexSize]] = list
@@ -156,6 +170,7 @@ class Metrics:
             self.index_templates.labels(gallery, size.kind).set(size.templates)
             self.index_shards.labels(gallery).set(size.shards)
             self.index_shards_unavailable.labels(gallery).set(size.unavailable_shards)
+            self.index_changes_behind.labels(gallery).set(size.changes_behind)
 
     def exposition(self) -> bytes:
         """The text a scrape answers: this process's metrics, or every live process's in

@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from sqlalchemy import delete
 
+from app.galleries.models import GalleryChange
 from tests.harness import Service, records
 
 
@@ -28,13 +30,30 @@ def test_a_graceful_restart_loads_the_snapshot(populated):
     assert top_score(service, gallery_id, batch[7]["templates"][0]) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_a_crash_after_changes_leaves_a_stale_snapshot_that_is_rebuilt(populated):
+def test_a_crash_after_changes_leaves_a_snapshot_behind_that_the_change_log_catches_up(populated):
     service, gallery_id, registry, batch = populated
     service.runtime.registry.snapshot(gallery_id)
     service.client.delete(f"/v1/galleries/{gallery_id}/records/REF-00003", headers=registry)
+    replaced = {**batch[5], "templates": records(1, seed=9)[0]["templates"]}
+    service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": [replaced]}, headers=registry)
     service.restart(graceful=False)
     (event,) = service.runtime.registry.load_events
-    assert event["source"].startswith("rebuilt: stale snapshot") and event["templates"] == 38
+    assert event["source"] == "caught up: changes 2 to 3 from the log" and event["templates"] == 38
+    assert top_score(service, gallery_id, batch[3]["templates"][0]) < 0.9
+    assert top_score(service, gallery_id, batch[5]["templates"][0]) < 0.9
+    assert top_score(service, gallery_id, replaced["templates"][1]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_snapshot_behind_changes_the_log_does_not_hold_is_rebuilt(populated):
+    service, gallery_id, registry, batch = populated
+    service.runtime.registry.snapshot(gallery_id)
+    service.client.delete(f"/v1/galleries/{gallery_id}/records/REF-00003", headers=registry)
+    with service.runtime.sessions.begin() as session:  # as for changes made before the log existed
+        session.execute(delete(GalleryChange).where(GalleryChange.gallery_id == gallery_id))
+    service.restart(graceful=False)
+    (event,) = service.runtime.registry.load_events
+    assert event["source"] == "rebuilt: stale snapshot (seq 1 vs 2), not covered by the change log"
+    assert event["templates"] == 38
     assert top_score(service, gallery_id, batch[3]["templates"][0]) < 0.9
 
 

@@ -1,0 +1,80 @@
+"""PostgreSQL ``LISTEN/NOTIFY``: how a process learns at once that another committed a change.
+
+A notification sent in a transaction is delivered at its commit, and not at all if it rolls
+back, so a listener woken by one finds the change committed. It only wakes the listener up: what
+changed is read from the database, and polling covers a notification lost while the listening
+connection was down. SQLite has no such thing; there the listener is absent and followers poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import psycopg
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+GALLERY_CHANGES = "readmit_gallery_changes"
+"""The channel of committed gallery changes; the payload is ``<gallery id>:<change_seq>``."""
+
+
+def notify(session: Session, channel: str, payload: str) -> None:
+    """Send ``payload`` on ``channel`` when ``session``'s transaction commits (PostgreSQL only)."""
+    if session.connection().dialect.name == "postgresql":
+        session.execute(select(func.pg_notify(channel, payload)))
+
+
+class Listener:
+    """A connection of its own that LISTENs on one channel, for one thread to wait on. It
+    reconnects on the next wait after losing the server; until then waits only time out."""
+
+    def __init__(self, engine: Engine, channel: str) -> None:
+        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.channel = channel
+        self._connection: psycopg.Connection[Any] | None = None
+        self._closed = threading.Event()
+
+    @staticmethod
+    def for_engine(engine: Engine, channel: str) -> Listener | None:
+        """A listener on PostgreSQL; None on a database without notifications."""
+        return Listener(engine, channel) if engine.dialect.name == "postgresql" else None
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until a notification arrives (True, all those pending consumed) or ``timeout_s``
+        passes (False)."""
+        import psycopg
+
+        try:
+            connection = self._connect()
+            woken = False
+            for _ in connection.notifies(timeout=timeout_s, stop_after=1):
+                woken = True
+            if woken:  # drain what else is pending: one pass will read every change
+                for _ in connection.notifies(timeout=0):
+                    pass
+            return woken
+        except psycopg.Error as error:
+            log.warning("change notifications interrupted; polling", extra={"event": {"reason": str(error)}})
+            self._drop()
+            self._closed.wait(timeout_s)
+            return False
+
+    def close(self) -> None:
+        self._closed.set()
+        self._drop()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._connection is None:
+            connection = psycopg.connect(self.conninfo, autocommit=True)
+            connection.execute(f"LISTEN {self.channel}")
+            self._connection = connection
+        return self._connection
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
