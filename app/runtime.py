@@ -30,7 +30,7 @@ from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.notify import GALLERY_CHANGES, Listener
 from app.db.session import make_engine, make_session_factory, transaction
-from app.encryption.keyring import Keyring
+from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.service import open_keyring
 from app.galleries import service as galleries
 from app.galleries.changes import DatabaseChangeFeed
@@ -210,7 +210,9 @@ class Runtime:
 
     def open_index(self, gallery_id: int) -> str:
         """Load the gallery's index from a current snapshot, or rebuild it from the database and
-        snapshot it; returns how ("snapshot", "rebuilt: <why>")."""
+        snapshot it; returns how ("snapshot", "caught up: ...", "rebuilt: <why>")."""
+        with self.read_sessions() as session:  # created by another process: its data key is new here
+            self.keyring.learn(session, gallery_scope(gallery_id))
         with self.registry.snapshot_lock(gallery_id):  # a snapshot rebuilt once for every process
             how = self.registry.open(self.gallery_source(gallery_id), self.stream_templates)
         self.metrics.index_loads.labels(how.split(":")[0]).inc()

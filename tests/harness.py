@@ -64,6 +64,10 @@ class Service:
     def close(self) -> None:
         self.client.__exit__(None, None, None)
 
+    def reopen(self) -> None:
+        """Start the app again after :meth:`close`, on whatever happened to its data meanwhile."""
+        self.client = self._start()
+
     def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
         return principal(self.client, role, country, agency, self.admin)
 

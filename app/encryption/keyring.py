@@ -116,14 +116,30 @@ class Keyring:
             raise WrongMasterKey(f"no data key unwrapped for {scope}")
         return SnapshotKey(f"{scope}:{hashlib.sha256(key).hexdigest()[:16]}", key)
 
+    def learn(self, session: Session, scope: str) -> None:
+        """Unwrap ``scope``'s data key if another process stored it since this one unlocked (a
+        gallery created there, whose index this process is about to open)."""
+        if self.enabled:
+            with self._lock:
+                known = scope in self._keys
+            if not known:
+                self._load(session, scope)
+
+    def _load(self, session: Session, scope: str) -> bytes | None:
+        """The stored data key of ``scope``, unwrapped and kept; None if there is none."""
+        stored = session.get(DataKey, scope)
+        if stored is None:
+            return None
+        key = self._unlocked().unwrap(stored.wrapped)
+        with self._lock:
+            self._keys[scope] = key
+        return key
+
     def _load_or_make(self, session: Session, scope: str) -> bytes:
         master = self._unlocked()
-        stored = session.get(DataKey, scope)
-        if stored is not None:  # committed by another process since this one unlocked
-            key = master.unwrap(stored.wrapped)
-            with self._lock:
-                self._keys[scope] = key
-            return key
+        stored = self._load(session, scope)  # committed by another process since this one unlocked
+        if stored is not None:
+            return stored
         key = random_key()
         now = utcnow()
         session.add(
