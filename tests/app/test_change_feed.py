@@ -5,9 +5,13 @@ from the change log. On PostgreSQL the follower is woken by NOTIFY, on SQLite it
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.orm import Session
 
-from tests.harness import Service, case_body, identification_body, records
+from app.db.notify import GALLERY_CHANGES, Listener, notify
+from tests.harness import ServerProcess, Service, case_body, identification_body, records
 
 AGREEMENT = {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
 
@@ -117,3 +121,88 @@ def test_a_node_started_with_an_old_snapshot_catches_up_from_the_log(nodes):
     assert set(b.runtime.registry.get(gallery).record_ids().tolist()) == set(
         a.runtime.registry.get(gallery).record_ids().tolist()
     )
+
+
+def identified_through(server: ServerProcess, police: dict[str, str], case_id: int, probe) -> list[str]:
+    body = identification_body(probe)
+    response = httpx.post(f"{server.base}/v1/cases/{case_id}/identifications", headers=police, json=body, timeout=30)
+    assert response.status_code == 200, response.text
+    return [candidate["reference_id"] for candidate in response.json()["candidates"]]
+
+
+def eventually(check, timeout_s: float = 10) -> bool:
+    """Whether ``check()`` becomes true within ``timeout_s``, asked as a client would retry."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_two_serve_processes_on_one_postgresql(tmp_path, database_url):
+    """Two real ``readmit serve`` processes on loopback, each with its own data folder: enrolled
+    through A, found through B; deleted through A, gone from B; B restarted on its old snapshot
+    catches up from the log before it reports ready."""
+    if database_url is None:
+        pytest.skip("several processes share a PostgreSQL database")
+    a = ServerProcess(tmp_path / "a", database_url)
+    b = ServerProcess(tmp_path / "b", database_url, READMIT_AUDIT_KEY_FILE=str(tmp_path / "a" / "audit-log.key"))
+    try:
+        with httpx.Client(base_url=a.base, timeout=30) as client:
+            gallery = client.post(
+                "/v1/galleries",
+                headers=a.admin,
+                json={
+                    "country": "SEN",
+                    "modality": "face",
+                    "template_format": {"model": "arcface-r100", "dimension": 64},
+                },
+            ).json()["id"]
+            client.post("/v1/agreements", headers=a.admin, json=AGREEMENT)
+            registry, police = a.principal("registry", "SEN"), a.principal("border_police", "FRA", "FRA-DCPAF")
+            batch = records(40)
+            client.post(f"/v1/galleries/{gallery}/records:batch", headers=registry, json={"records": batch[:20]})
+        case = httpx.post(f"{b.base}/v1/cases", headers=police, json=case_body("C-1", countries=("SEN",))).json()
+        assert eventually(
+            lambda: identified_through(b, police, case["id"], batch[3]["templates"][0])[:1] == ["REF-00003"]
+        )
+
+        httpx.delete(f"{a.base}/v1/galleries/{gallery}/records/REF-00003", headers=registry)
+        assert eventually(
+            lambda: "REF-00003" not in identified_through(b, police, case["id"], batch[3]["templates"][0])
+        )
+
+        b.stop()  # graceful: its snapshot is current
+        httpx.post(
+            f"{a.base}/v1/galleries/{gallery}/records:batch", headers=registry, json={"records": batch[20:]}, timeout=30
+        )
+        b.start()  # ready only once caught up: no waiting here
+        assert identified_through(b, police, case["id"], batch[33]["templates"][1])[:1] == ["REF-00033"]
+        metrics = httpx.get(f"{b.base}/metrics", headers=b.admin).text
+        assert 'readmit_index_loads_total{source="caught up"} 1.0' in metrics
+    finally:
+        b.stop()
+        a.stop()
+
+
+def test_a_committed_change_wakes_the_listener_and_a_rolled_back_one_does_not(database_url):
+    if database_url is None:
+        pytest.skip("SQLite has no notifications: followers poll")
+    engine = create_engine(database_url)
+    listener = Listener.for_engine(engine, GALLERY_CHANGES)
+    assert listener is not None
+    try:
+        assert listener.wait(0.01) is False  # listening from here on
+        with Session(engine) as session, session.begin():
+            notify(session, GALLERY_CHANGES, "1:1")
+            assert listener.wait(0.2) is False, "delivered at commit, not before"
+        assert listener.wait(5) is True
+        with Session(engine) as session:
+            session.begin()
+            notify(session, GALLERY_CHANGES, "1:2")
+            session.rollback()
+        assert listener.wait(0.2) is False
+    finally:
+        listener.close()
+        engine.dispose()
