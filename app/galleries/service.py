@@ -9,7 +9,7 @@ changes in commit order; the other processes apply it from the log.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -98,20 +98,22 @@ def create_gallery(
         metric=fmt.metric.value,
         change_seq=0,
     )
-    with transaction(sessions) as session:
-        conflict = DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}")
-        insert(session, gallery, on_conflict=conflict)
-        Keyring.of(session).ensure_key(session, gallery_scope(gallery.id))
-        audit.append(
-            session,
-            actor,
-            Action.GALLERY_CREATE,
-            f"gallery/{gallery.id}",
-            [country],
-            details={"country": country, "modality": modality, "model": fmt.model},
-        )
-        announce_gallery(session, gallery.id)
-    registry.create_empty(gallery.id, fmt)
+    with ExitStack() as creating:  # the follower leaves the gallery to this process until it is opened
+        with transaction(sessions) as session:
+            conflict = DuplicateGallery(f"{country} already has a {modality} gallery for model {fmt.model}")
+            insert(session, gallery, on_conflict=conflict)
+            creating.enter_context(registry.creating(gallery.id))
+            Keyring.of(session).ensure_key(session, gallery_scope(gallery.id))
+            audit.append(
+                session,
+                actor,
+                Action.GALLERY_CREATE,
+                f"gallery/{gallery.id}",
+                [country],
+                details={"country": country, "modality": modality, "model": fmt.model},
+            )
+            announce_gallery(session, gallery.id)
+        registry.create_empty(gallery.id, fmt)
     return _view(registry, gallery, 0, 0)
 
 

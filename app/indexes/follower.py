@@ -56,6 +56,8 @@ class Follower:
         applied = 0
         for gallery_id, database_seq in self.feed.seqs().items():
             try:
+                if self.registry.is_being_created(gallery_id):
+                    continue  # by this process, which opens its index
                 if not self.registry.is_loaded(gallery_id):
                     self._open(gallery_id)
                 elif self.registry.is_behind(gallery_id, database_seq):

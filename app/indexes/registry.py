@@ -103,6 +103,7 @@ class IndexRegistry:
         self.snapshot_keys = snapshot_keys
         self.observe_lag = observe_lag
         self._entries: dict[int, _Entry] = {}
+        self._creating: set[int] = set()
         self._guard = threading.Lock()
         self.load_events: list[dict[str, Any]] = []
 
@@ -141,10 +142,10 @@ class IndexRegistry:
             how = f"rebuilt: corrupt snapshot ({error})"
         if index is None:
             index = self._rebuild(source, refill)
+        if how != "snapshot":  # what opened the index leaves a current snapshot (`readmit enrol`)
             index.save(path, source.change_seq)
-        saved_seq = -1 if how.startswith("caught up") else source.change_seq  # the snapshotter saves one caught up
         with self._guard:
-            self._entries[source.gallery_id] = _Entry(index, source.change_seq, saved_seq, source.change_seq)
+            self._entries[source.gallery_id] = _Entry(index, source.change_seq, source.change_seq, source.change_seq)
         event = {
             "gallery_id": source.gallery_id,
             "source": how,
@@ -179,6 +180,21 @@ class IndexRegistry:
             )
         return index, f"caught up: changes {snapshot_seq + 1} to {source.change_seq} from the log"
 
+    @contextmanager
+    def creating(self, gallery_id: int) -> Iterator[None]:
+        """While this process commits a new gallery, and until :meth:`create_empty` gives it its
+        index, the follower leaves it alone (it would build a second one)."""
+        with self._guard:
+            self._creating.add(gallery_id)
+        try:
+            yield
+        finally:
+            with self._guard:
+                self._creating.discard(gallery_id)
+
+    def is_being_created(self, gallery_id: int) -> bool:
+        return gallery_id in self._creating
+
     def create_empty(self, gallery_id: int, template_format: TemplateFormat) -> None:
         """A gallery just created: empty at change 0, for every backend."""
         index = self.backend.create(
@@ -190,9 +206,7 @@ class IndexRegistry:
             key=self.snapshot_keys(gallery_id),
         )
         with self._guard:
-            opened = self._entries.setdefault(gallery_id, _Entry(index, 0, -1))
-        if opened.index is not index:  # the follower saw the gallery committed and opened it first
-            index.close()
+            self._entries[gallery_id] = _Entry(index, 0, -1)
 
     def check_room(self) -> None:
         """Raise ShardsUnplaceable before a new gallery is stored if its index would not fit."""

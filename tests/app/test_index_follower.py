@@ -194,3 +194,11 @@ def test_concurrent_writers_and_follower_apply_every_change_once_in_order(regist
     assert applied[-1] == 200
     assert records_in(registry) == set(database.templates)
     assert all(found(registry, database, record_id) for record_id in database.templates)
+
+
+def test_a_gallery_this_process_is_creating_is_left_to_it(registry, database):
+    database.log[7] = []
+    opened = []
+    with registry.creating(7):  # committed, its index not given yet
+        follower(registry, database, opened.append).run_once()
+    assert opened == []
