@@ -5,7 +5,7 @@ Galleries changed before this revision have no rows for those changes: a process
 snapshot is older than the database rebuilds that index, as before, rather than catching up.
 
 Revision ID: 0010
-Revises: 0011
+Revises: 0012
 Create Date: 2026-11-27
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import app.db.base
 
 revision = "0010"
-down_revision = "0011"  # main merged 0011 after 0009 first: the lead renumbers this one 0012
+down_revision = "0012"  # main's head (0009, 0011, 0013, 0012) when this was rebased: the lead renumbers it
 branch_labels = None
 depends_on = None
 
