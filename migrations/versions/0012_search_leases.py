@@ -3,7 +3,7 @@ several processes and nodes on one database share one queue and a search whose p
 claimed again by another
 
 Revision ID: 0012
-Revises: 0013
+Revises: 0011
 Create Date: 2026-11-27
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.db.base
 
 revision = "0012"
-down_revision = "0013"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

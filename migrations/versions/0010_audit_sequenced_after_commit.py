@@ -4,7 +4,7 @@ Appending an audit event no longer reads and locks the chain's head in the write
 the event goes into audit_pending, and the sequencer gives it its seq and hash after commit.
 Events already chained stay as they are; nothing is moved.
 
-Revision ID: 0011
+Revision ID: 0010
 Revises: 0009
 Create Date: 2026-11-27
 """
@@ -14,7 +14,7 @@ from alembic import op
 
 import app.db.base
 
-revision = "0011"
+revision = "0010"
 down_revision = "0009"
 branch_labels = None
 depends_on = None

@@ -5,8 +5,8 @@ consul who settled them (reviewed_by, reviewed_at, note); review_state widens fo
 ``pending_second_review``. review_policies holds, per country of origin, whether a confirmation
 needs a second consul; a country without a row needs one, as before.
 
-Revision ID: 0013
-Revises: 0011
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-27
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import app.db.base
 
-revision = "0013"
-down_revision = "0011"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 

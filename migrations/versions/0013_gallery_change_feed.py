@@ -4,7 +4,7 @@ upserted and removed, as little-endian int64 arrays), written with the gallery's
 Galleries changed before this revision have no rows for those changes: a process whose index
 snapshot is older than the database rebuilds that index, as before, rather than catching up.
 
-Revision ID: 0010
+Revision ID: 0013
 Revises: 0012
 Create Date: 2026-11-27
 """
@@ -14,8 +14,8 @@ from alembic import op
 
 import app.db.base
 
-revision = "0010"
-down_revision = "0012"  # main's head (0009, 0011, 0013, 0012) when this was rebased: the lead renumbers it
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
