@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.errors import DomainError
-from app.core.prefetch import prefetched
 from app.db.base import utcnow
 from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
@@ -160,7 +159,7 @@ def load(
             raise UnknownPrincipal(f"principal {actor_id} not found")
         writable_gallery(session, actor, gallery_id)
     total = EnrolmentOutcome()
-    for batch in prefetched(source):  # the next batch is read while this one is written
+    for batch in source:
         for start in range(0, len(batch), limits.max_records):
             with transaction(sessions) as session:
                 gallery = writable_gallery(session, actor, gallery_id)

@@ -51,8 +51,7 @@ def _metadata_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 def read_paired(templates_path: Path, records_path: Path, batch: int = 1000) -> Iterator[RecordBlock]:
     """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes,
-    in blocks of ``batch`` records. A block's templates are copied out of the memory-mapped
-    file here, so that a reader thread (app/core/prefetch.py) does the disk reads too."""
+    in blocks of ``batch`` records."""
     templates = _load_templates(templates_path)
     rows = _metadata_rows(records_path)
     position = 0
@@ -61,7 +60,7 @@ def read_paired(templates_path: Path, records_path: Path, batch: int = 1000) -> 
             raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
         references, attributes = zip(*chunk, strict=True)
         yield RecordBlock(
-            position, list(references), list(attributes), np.array(templates[position : position + len(chunk)])
+            position, list(references), list(attributes), np.asarray(templates[position : position + len(chunk)])
         )
         position += len(chunk)
     if position != len(templates):
