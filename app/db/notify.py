@@ -22,7 +22,7 @@ GALLERY_CHANGES = "readmit_gallery_changes"
 """The channel of committed gallery changes; the payload is ``<gallery id>:<change_seq>``."""
 
 
-def notify(session: Session, channel: str, payload: str) -> None:
+def notify(session: Session, channel: str, payload: str = "") -> None:
     """Send ``payload`` on ``channel`` when ``session``'s transaction commits (PostgreSQL only)."""
     if session.connection().dialect.name == "postgresql":
         session.execute(select(func.pg_notify(channel, payload)))
@@ -33,7 +33,7 @@ class Listener:
     reconnects on the next wait after losing the server; until then waits only time out."""
 
     def __init__(self, engine: Engine, channel: str) -> None:
-        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.engine = engine
         self.channel = channel
         self._connection: psycopg.Connection[Any] | None = None
         self._closed = threading.Event()
@@ -68,8 +68,13 @@ class Listener:
         self._drop()
 
     def _connect(self) -> psycopg.Connection[Any]:
+        """A driver connection of its own (not from the pool, which it would hold for ever),
+        made as the engine makes its own, in autocommit: notifications arrive between
+        transactions."""
         if self._connection is None:
-            connection = psycopg.connect(self.conninfo, autocommit=True)
+            cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+            connection = self.engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+            connection.autocommit = True
             connection.execute(f"LISTEN {self.channel}")
             self._connection = connection
         return self._connection

@@ -15,8 +15,7 @@ import threading
 import time
 from typing import Any
 
-from sqlalchemy import Engine
-
+from app.db.notify import Listener
 from app.db.session import Sessions, engine_of
 from app.matching.leases import CHANNEL, Leases, forget_dead_leases
 from app.matching.scheduler import Scheduler
@@ -52,8 +51,9 @@ class Claimer:
             forget_dead_leases(self.sessions)
         self.claim()
         self._spawn(self._keep, "search-claimer")
-        if engine.dialect.name == "postgresql":
-            self._spawn(lambda: self._listen(engine), "search-queue-listener")
+        listener = Listener.for_engine(engine, CHANNEL)
+        if listener is not None:
+            self._spawn(lambda: self._listen(listener), "search-queue-listener")
 
     def stop(self) -> None:
         """Stop claiming and hand back every search still held (after the scheduler stopped):
@@ -116,34 +116,17 @@ class Claimer:
             except Exception:
                 log.exception("search queue pass failed")
 
-    def _listen(self, engine: Engine) -> None:
-        """Wake the claimer on every notification; reconnect after a failure (polling covers the
-        gap)."""
-        while not self._stopping.is_set():
-            try:
-                connection = _notification_connection(engine)
-                try:
-                    connection.execute(f"LISTEN {CHANNEL}")
-                    self.wake()  # what was released while nobody listened
-                    while not self._stopping.is_set():
-                        for _ in connection.notifies(timeout=LISTEN_CHECK_S, stop_after=1):
-                            self.wake()
-                finally:
-                    connection.close()
-            except Exception as error:
-                log.warning("search queue listener reconnecting", extra={"event": {"reason": type(error).__name__}})
-                self._stopping.wait(self.poll_s)
+    def _listen(self, listener: Listener) -> None:
+        """Wake the claimer on every notification (a lost connection is made again by the
+        listener; polling covers the gap)."""
+        try:
+            while not self._stopping.is_set():
+                if listener.wait(LISTEN_CHECK_S):
+                    self.wake()
+        finally:
+            listener.close()
 
     def _spawn(self, target: Any, name: str) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
-
-
-def _notification_connection(engine: Engine) -> Any:
-    """A driver connection of its own (not from the pool, which it would hold for ever), made as
-    the engine makes its own, in autocommit: notifications arrive between transactions."""
-    cargs, cparams = engine.dialect.create_connect_args(engine.url)
-    connection = engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
-    connection.autocommit = True
-    return connection

@@ -28,10 +28,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, text, update
+from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import utcnow
+from app.db.notify import notify
 from app.db.session import Sessions, transaction
 from app.matching.models import Search, SearchStatus
 
@@ -143,8 +144,7 @@ def forget_dead_leases(sessions: Sessions) -> int:
 def notify_claimable(session: Session) -> None:
     """Wake the processes listening (PostgreSQL), when the transaction commits: searches became
     claimable. Elsewhere nothing listens: their claimers poll."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text(f"NOTIFY {CHANNEL}"))
+    notify(session, CHANNEL)
 
 
 _CLAIMABLE = (
