@@ -89,6 +89,17 @@ def start_service(
     )
 
 
+def case_body(external_ref: str) -> dict[str, object]:
+    """A case detained now, presumed Senegalese: what the benchmark's gallery and agreement cover."""
+    return {
+        "external_ref": external_ref,
+        "detained_at": datetime.now(UTC).isoformat(),
+        "detention_limit_days": 45,
+        "presumed_countries": ["SEN"],
+        "legal_basis": "readmission_agreement",
+    }
+
+
 async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> dict[str, object]:
     """``clients`` border police systems, each with its own case, sending identifications of
     one probe (``probes_b64``) back to back for ``seconds``; the requests go through the lean
@@ -97,16 +108,7 @@ async def load(key: str, probes: np.ndarray, clients: int, seconds: float) -> di
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{PORT}", headers=headers, timeout=120) as client:
         cases = []
         for number in range(clients):
-            response = await client.post(
-                "/v1/cases",
-                json={
-                    "external_ref": f"BENCH-{time.time_ns()}-{number}",
-                    "detained_at": datetime.now(UTC).isoformat(),
-                    "detention_limit_days": 45,
-                    "presumed_countries": ["SEN"],
-                    "legal_basis": "readmission_agreement",
-                },
-            )
+            response = await client.post("/v1/cases", json=case_body(f"BENCH-{time.time_ns()}-{number}"))
             cases.append(response.json()["id"])
     body = {"modality": "face", "template_format": {"model": "synthetic-arcface", "dimension": 512}, "wait_ms": 30_000}
     payloads = [

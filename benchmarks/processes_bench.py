@@ -29,7 +29,6 @@ import signal
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -148,16 +147,7 @@ def failover(folder: Path, data_dir: Path, url: str, key: str, probes: np.ndarra
         node_a, node_b_url = f"http://127.0.0.1:{http_bench.PORT}", f"http://127.0.0.1:{NODE_B_PORT}"
         with httpx.Client(base_url=node_a, headers={"Authorization": f"Bearer {key}"}) as api:
             cases = [
-                api.post(
-                    "/v1/cases",
-                    json={
-                        "external_ref": f"FAILOVER-{time.time_ns()}-{number}",
-                        "detained_at": datetime.now(UTC).isoformat(),
-                        "detention_limit_days": 45,
-                        "presumed_countries": ["SEN"],
-                        "legal_basis": "readmission_agreement",
-                    },
-                ).json()["id"]
+                api.post("/v1/cases", json=http_bench.case_body(f"FAILOVER-{time.time_ns()}-{number}")).json()["id"]
                 for number in range(FAILOVER_CLIENTS)
             ]
         before, _, refused_a = asyncio.run(identify_until(node_a, key, cases, probes, time.monotonic() + 3))
