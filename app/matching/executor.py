@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import countries_of_cases
+from app.cases.models import Case
 from app.core.errors import DomainError
 from app.db.base import utcnow
 from app.db.bulk import reserve_ids
@@ -68,10 +68,13 @@ class Job:
     fpir: float
     deadline: datetime
     submitted_at: datetime
+    countries: list[str]
+    """Those its events touch (app/cases/service.py, touched_countries), known when the search
+    is admitted or loaded: a case's countries never change, so ending it need not read them."""
     allow_partial: bool = False
 
     @classmethod
-    def of(cls, ticket: int, search: Search, probes: np.ndarray) -> Job:
+    def of(cls, ticket: int, search: Search, probes: np.ndarray, countries: list[str]) -> Job:
         return cls(
             ticket,
             search.case_id,
@@ -81,6 +84,7 @@ class Job:
             search.target_fpir,
             search.deadline,
             search.submitted_at,
+            countries,
             search.allow_partial,
         )
 
@@ -257,20 +261,23 @@ class SearchExecutor:
         whose lease this process lost since it claimed it is another's: not loaded."""
         loaded, refused = [], []
         with self.sessions() as session:
-            searches = session.scalars(
-                select(Search).where(
+            rows = session.execute(
+                select(Search, Case.agency_country, Case.presumed_countries)
+                .join(Case, Case.id == Search.case_id)
+                .where(
                     Search.id.in_(search_ids),
                     Search.status == SearchStatus.QUEUED.value,
                     Search.lease_owner == self.leases.owner,
                 )
             )
-            for search in searches:
+            for search, agency_country, presumed_countries in rows:
+                countries = [agency_country, *presumed_countries]
                 try:
                     probes = from_bytes([open_probes(session, search.id, search.probes)], search.dimension)
                 except SealedValueRefused:
-                    refused.append(Job.of(search.id, search, np.empty((0, search.dimension), np.float32)))
+                    refused.append(Job.of(search.id, search, np.empty((0, search.dimension), np.float32), countries))
                     continue
-                loaded.append(Job.of(search.id, search, probes))
+                loaded.append(Job.of(search.id, search, probes, countries))
         return loaded, refused
 
     def _publish(self, finished: dict[int, Finished]) -> None:
@@ -347,7 +354,6 @@ class SearchExecutor:
             records = (
                 {row.id: row for row in connection.execute(_RECORDS, {"ids": list(record_ids)})} if record_ids else {}
             )
-            countries = countries_of_cases(session, [job.case_id for job in jobs])
             now = utcnow()
             ended, submitted = self._end(
                 session,
@@ -390,9 +396,7 @@ class SearchExecutor:
                 if missing[job.ticket]:
                     details["missing_shards"] = missing[job.ticket]
                 resource = search_resource(job, search_id)
-                events.append(
-                    audit.Event(None, Action.SEARCH_COMPLETE, resource, countries[job.case_id], "ok", details)
-                )
+                events.append(audit.Event(None, Action.SEARCH_COMPLETE, resource, job.countries, "ok", details))
             audit.append_many(session, events)
             ids = (
                 {(row.search_id, row.rank): row.id for row in connection.execute(_INSERT_CANDIDATES, rows)}
@@ -433,11 +437,8 @@ class SearchExecutor:
             ended, submitted = self._end(
                 session, jobs, claim, lambda _: {"status": status.value, "error": error}, started, now
             )
-            countries = countries_of_cases(session, [job.case_id for job in jobs])
             closed = [
-                audit.Event(
-                    None, action, search_resource(job, ended[job.ticket]), countries[job.case_id], status.value, details
-                )
+                audit.Event(None, action, search_resource(job, ended[job.ticket]), job.countries, status.value, details)
                 for job in jobs
                 if job.ticket in ended
             ]

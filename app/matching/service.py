@@ -82,7 +82,7 @@ async def identify(
         search.id = await to_thread.run_sync(_write_at_once, sessions, admission)
         return search_view(search, [])
     ticket = executor.ticket()
-    executor.accept(Job.of(ticket, search, probes), awaited=True, admission=admission)
+    executor.accept(Job.of(ticket, search, probes, countries), awaited=True, admission=admission)
     scheduler.submit(ticket, search.deadline, tuple(sorted(search.searched_galleries)))
     try:
         if not await batch_ended(scheduler, ticket, wait_s):
