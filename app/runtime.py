@@ -108,7 +108,7 @@ class Runtime:
             keyring.snapshot_key,
             metrics.index_change_lag.observe,
         )
-        thresholds = ThresholdBook(registry, searches=settings.calibration_searches)
+        thresholds = ThresholdBook(registry, sessions, metrics, searches=settings.calibration_searches)
         leases = Leases(settings.search_lease_s)
         executor = SearchExecutor(sessions, registry, thresholds, metrics, leases)
         scheduler = Scheduler(executor.run, settings.search_workers, settings.max_batch_searches)

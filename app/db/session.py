@@ -16,7 +16,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic_core import to_json
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,6 +128,14 @@ def transaction(factory: Sessions) -> Iterator[Session]:
     """A session whose work is committed on success and rolled back on any error."""
     with factory() as session, session.begin():
         yield session
+
+
+def upsert_statement(session: Session, table: type[Any] | Table) -> PostgresqlInsert | SqliteInsert:
+    """An INSERT of the session's dialect, which takes ``ON CONFLICT`` clauses: both databases
+    have them, under one syntax that SQLAlchemy's generic insert does not carry."""
+    if session.connection().dialect.name == "postgresql":
+        return postgresql_insert(table)
+    return sqlite_insert(table)
 
 
 def insert(session: Session, row: Row, *, on_conflict: DomainError | None = None) -> Row:

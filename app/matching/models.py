@@ -97,3 +97,23 @@ class Candidate(Base):
     """Under four-eyes, the consul who confirmed first; kept whatever the second one decides."""
     first_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     first_note: Mapped[str | None] = mapped_column(String(2000))
+
+
+class StoredCalibration(Base):
+    """A gallery's calibration sample, as one process drew it (app/matching/calibrations.py):
+    every process and node of the service reads the same one, so that a probe gets the same band
+    whichever answers it, and none pays the leave-one-out searches again after a start. Scores,
+    not templates: nothing biometric is stored here."""
+
+    __tablename__ = "gallery_calibrations"
+
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id", ondelete="CASCADE"), primary_key=True)
+    statistic: Mapped[str] = mapped_column(String(128))
+    """The decision statistic the sample was drawn with: a sample of another is not reused."""
+    template_count: Mapped[int] = mapped_column(Integer)
+    """The gallery's size when the sample was drawn; a sample is redrawn past a tenth of drift."""
+    nonmated_decisions: Mapped[bytes] = mapped_column(LargeBinary)
+    """Leave-one-out best non-mated decision scores, little-endian float64 (as drawn)."""
+    nonmated_pairs: Mapped[bytes] = mapped_column(LargeBinary)
+    """Non-mated comparison scores of random pairs, little-endian float32 (as drawn)."""
+    drawn_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -7,8 +7,9 @@ probe's cohort) at the gallery's real size and in its model's own score space (s
 FPIR and the ``possible`` threshold at ten times that. For 1:1, random pairs of different records give
 non-mated comparison scores, read at the requested FMR. A sample too small to resolve a rate
 yields the most conservative threshold it supports (just above its highest non-mated score), and
-says so. Samples are cached per gallery and drawn again when the gallery has grown or shrunk by
-more than a tenth.
+says so. Samples are drawn again when the gallery has grown or shrunk by more than a tenth, and
+kept in the database (app/matching/calibrations.py), so that every process and node reads the
+same thresholds and a restart draws none.
 """
 
 from __future__ import annotations
@@ -18,20 +19,21 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from app.db.locks import database_lock
+from app.db.session import Sessions, engine_of
+from app.indexes.backends import MatcherIndex
 from app.indexes.registry import IndexRegistry
+from app.matching import calibrations
+from app.matching.calibrations import GalleryCalibration
+from app.observability.metrics import Metrics
 from matcher import Calibration, CohortMargin, Thresholds, leave_one_out_decision_scores
 
 POSSIBLE_FACTOR = 10.0
 MAX_READ_RATES = 1024
 DECISION = CohortMargin()
 """The identification decision statistic of every gallery (its calibration and its candidates)."""
-
-
-@dataclass(frozen=True)
-class GalleryCalibration:
-    template_count: int
-    nonmated_decisions: np.ndarray
-    nonmated_pairs: np.ndarray
+STATISTIC = repr(DECISION)
+"""How a stored calibration sample names the statistic it was drawn with."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,15 @@ class CalibratedThresholds:
 
 
 class ThresholdBook:
-    def __init__(self, registry: IndexRegistry, searches: int = 2000, pairs: int = 200_000) -> None:
-        self.registry = registry
+    def __init__(
+        self,
+        registry: IndexRegistry,
+        sessions: Sessions,
+        metrics: Metrics,
+        searches: int = 2000,
+        pairs: int = 200_000,
+    ) -> None:
+        self.registry, self.sessions, self.metrics = registry, sessions, metrics
         self.searches = searches
         self.pairs = pairs
         self._cache: dict[int, GalleryCalibration] = {}
@@ -52,16 +61,30 @@ class ThresholdBook:
 
     def _calibration(self, gallery_id: int) -> GalleryCalibration:
         index = self.registry.get(gallery_id)
-        cached = self._cache.get(gallery_id)
         size = index.template_count
-        if cached is None or abs(size - cached.template_count) > 0.1 * max(cached.template_count, 1):
+        cached = self._cache.get(gallery_id)
+        if cached is None or not cached.fits(size):
             with self._lock:
-                decisions = leave_one_out_decision_scores(
-                    DECISION, index.search, *index.sample_templates(self.searches)
-                )
-                cached = GalleryCalibration(size, decisions, index.nonmated_pair_scores(self.pairs))
-                self._cache[gallery_id] = cached
+                cached = self._cache.get(gallery_id)
+                if cached is None or not cached.fits(size):
+                    cached = self._shared(gallery_id, index, size)
+                    self._cache[gallery_id] = cached
         return cached
+
+    def _shared(self, gallery_id: int, index: MatcherIndex, size: int) -> GalleryCalibration:
+        """The stored sample if it still fits the gallery, else one drawn here and stored. The
+        database's lock makes processes starting together wait for the first one's draw rather
+        than each draw its own (and answer with thresholds of its own)."""
+        with database_lock(engine_of(self.sessions), f"calibration/{gallery_id}"):
+            stored = calibrations.load(self.sessions, gallery_id, STATISTIC)
+            if stored is not None and stored.fits(size):
+                self.metrics.calibrations.labels("stored").inc()
+                return stored
+            decisions = leave_one_out_decision_scores(DECISION, index.search, *index.sample_templates(self.searches))
+            drawn = GalleryCalibration(size, decisions, index.nonmated_pair_scores(self.pairs))
+            calibrations.store(self.sessions, gallery_id, STATISTIC, drawn)
+            self.metrics.calibrations.labels("drawn").inc()
+            return drawn
 
     def for_identification(self, gallery_id: int, fpir: float) -> CalibratedThresholds:
         """Thresholds on the decision score (not the raw score). ``fpir`` a fraction, as

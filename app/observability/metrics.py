@@ -78,6 +78,13 @@ class Metrics:
         self.queue_depth = Gauge(
             "readmit_search_queue_depth", "searches waiting for a worker", registry=r, multiprocess_mode="liveall"
         )
+        self.calibrations = Counter(
+            "readmit_calibrations",
+            "gallery calibration samples this process took, by source (drawn: leave-one-out searches run here; "
+            "stored: read from the database, drawn by another process or an earlier start)",
+            ["source"],
+            registry=r,
+        )
         self.search_claims = Counter(
             "readmit_search_claims",
             "searches this process claimed from the shared queue, by the lease they had (free, expired: taken over)",

@@ -8,15 +8,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
+from app.db.session import Sessions, transaction, upsert_statement
 from app.principals.models import Principal, Role
 from app.review.exceptions import UnknownReviewPolicy
 from app.review.models import ReviewPolicy
@@ -56,9 +54,8 @@ def _locked(session: Session, actor: Principal, country: str) -> ReviewPolicy:
     """The country's policy row, created with the default if absent, locked for this
     transaction: two admins setting a new country's policy at once queue on the row rather than
     both inserting it."""
-    dialect_insert = postgresql_insert if session.connection().dialect.name == "postgresql" else sqlite_insert
     session.execute(
-        dialect_insert(ReviewPolicy)
+        upsert_statement(session, ReviewPolicy)
         .values(country=country, second_reviewer_required=False, updated_at=utcnow(), updated_by=actor.id)
         .on_conflict_do_nothing(index_elements=[ReviewPolicy.country])
     )
