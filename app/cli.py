@@ -31,11 +31,15 @@ admin_cli = typer.Typer(help="Principals and keys", no_args_is_help=True)
 index_cli = typer.Typer(help="Matcher indexes (run with the service stopped)", no_args_is_help=True)
 audit_cli = typer.Typer(help="The audit trail", no_args_is_help=True)
 keys_cli = typer.Typer(help="Master key of encryption at rest", no_args_is_help=True)
+node_cli = typer.Typer(help="This node's identity in a federation", no_args_is_help=True)
+peer_cli = typer.Typer(help="Peer nodes this node trusts", no_args_is_help=True)
 cli.add_typer(db_cli, name="db")
 cli.add_typer(admin_cli, name="admin")
 cli.add_typer(index_cli, name="index")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(node_cli, name="node")
+cli.add_typer(peer_cli, name="peer")
 
 
 def fail(message: str) -> NoReturn:
@@ -525,6 +529,81 @@ def audit_verify_remote(
         f"audit log verified: tree size {outcome.checkpoint.size} ({since}), "
         f"{outcome.events_checked} events included; checkpoint stored in {state}"
     )
+
+
+@node_cli.command("init")
+def node_init(
+    country: Annotated[str, typer.Option(help="the country this node answers for (ISO 3166-1 alpha-3)")],
+    name: Annotated[str, typer.Option(help="the node's name, as its peers see it")],
+) -> None:
+    """Create the node's Ed25519 key pair (READMIT_NODE_KEY_FILE, or node.key in the data folder;
+    mode 0600, outside the database; never overwritten) and print its public key, which each
+    peer's operator registers with ``readmit peer add``.
+
+    Example: readmit node init --country FRA --name "France, DCPAF node"
+    """
+    from app.core.errors import InvalidCountry
+    from app.federation.exceptions import NodeKeyInvalid
+    from app.federation.node import create_node
+
+    path = get_settings().node_key_path
+    try:
+        node = create_node(path, country, name)
+    except (FileExistsError, InvalidCountry, NodeKeyInvalid) as error:
+        fail(str(error))
+    typer.echo(f"node {node.country} ({node.name}) key written to {path} (mode 0600); its public key:", err=True)
+    typer.echo(node.public_key_b64)
+
+
+@peer_cli.command("add")
+def peer_add(
+    country: Annotated[str, typer.Option(help="the only country the peer is trusted for")],
+    url: Annotated[str, typer.Option(help="the peer's base URL, e.g. https://readmit.example.sn")],
+    public_key: Annotated[str, typer.Option(help="the peer's public key, as its `readmit node init` printed it")],
+) -> None:
+    """Trust a peer node for one country. Example: readmit peer add --country SEN --url https://… --public-key …"""
+    from app.core.errors import DomainError
+    from app.db.session import make_session_factory
+    from app.federation.node import load_node
+    from app.federation.peers import add_peer
+
+    settings = get_settings()
+    with database(settings) as engine:
+        try:
+            peer = add_peer(
+                make_session_factory(engine), None, load_node(settings.node_key_path), country, url, public_key
+            )
+        except DomainError as error:
+            fail(error.message)
+    typer.echo(f"peer {peer.id}: {peer.country} at {peer.url}, keyid {peer.key_id}")
+
+
+@peer_cli.command("list")
+def peer_list() -> None:
+    """The peers trusted now. Example: readmit peer list"""
+    from app.db.session import make_session_factory
+    from app.federation.peers import list_peers
+
+    with database(get_settings()) as engine:
+        for peer in list_peers(make_session_factory(engine)):
+            typer.echo(f"{peer.id}\t{peer.country}\t{peer.url}\t{peer.key_id}")
+
+
+@peer_cli.command("remove")
+def peer_remove(peer_id: Annotated[int, typer.Argument(help="the peer's id (readmit peer list)")]) -> None:
+    """Stop trusting a peer (with the service stopped, or within READMIT_KEY_CACHE_S of a running
+    one). Example: readmit peer remove 2"""
+    from app.core.errors import DomainError
+    from app.db.session import make_session_factory
+    from app.federation.peers import remove_peer
+    from app.principals.key_cache import KeyCache
+
+    with database(get_settings()) as engine:
+        try:
+            remove_peer(make_session_factory(engine), KeyCache(0), None, peer_id)
+        except DomainError as error:
+            fail(error.message)
+    typer.echo(f"peer {peer_id} removed")
 
 
 @cli.command()

@@ -18,9 +18,12 @@ from app.api.routes import (
     agreements,
     audit,
     cases,
+    federation,
     galleries,
     health,
     metrics,
+    node,
+    peers,
     principals,
     review,
     review_policies,
@@ -84,7 +87,21 @@ def create_app(settings: Settings | None = None, *, load_indexes_in_background: 
     app.state.runtime = runtime
     install_error_handlers(app)
     install_openapi(app, settings)
-    for module in (health, metrics, principals, agreements, galleries, cases, searches, review, review_policies, audit):
+    for module in (
+        health,
+        metrics,
+        principals,
+        agreements,
+        galleries,
+        cases,
+        searches,
+        review,
+        review_policies,
+        audit,
+        node,
+        peers,
+        federation,
+    ):
         app.include_router(module.router)
     app.include_router(web.router)
     app.mount("/review/static", StaticFiles(directory=Path(web.__file__).parent / "static"), name="review-static")

@@ -14,6 +14,7 @@ from app.audit.models import (
 from app.cases.models import Case
 from app.db.base import Base
 from app.encryption.models import DataKey
+from app.federation.models import InboundSearch, OutboundSearch, Peer, RemoteCandidate, SeenNonce
 from app.galleries.models import Gallery, GalleryChange, Record, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal, WebSession
@@ -34,10 +35,15 @@ __all__ = [
     "DataKey",
     "Gallery",
     "GalleryChange",
+    "InboundSearch",
+    "OutboundSearch",
+    "Peer",
     "Principal",
     "Record",
+    "RemoteCandidate",
     "ReviewPolicy",
     "Search",
+    "SeenNonce",
     "Template",
     "WebSession",
 ]

@@ -32,6 +32,9 @@ from app.db.notify import GALLERY_CHANGES, Listener
 from app.db.session import make_engine, make_session_factory, transaction
 from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.service import open_keyring
+from app.federation.channel import PeerChannel
+from app.federation.node import NodeIdentity, load_node
+from app.federation.notifier import follow_outbound, notify_changes
 from app.galleries import service as galleries
 from app.galleries.changes import DatabaseChangeFeed
 from app.indexes.backends import MatcherIndex, make_backend
@@ -76,6 +79,10 @@ class Runtime:
     sequencer: Sequencer
     plain_copies: SharedPlainCopies | None
     """The node's decrypted snapshots this process maps (None: its own memory)."""
+    node: NodeIdentity | None = None
+    """This node's identity in a federation (None: no node key, in no federation)."""
+    channel: PeerChannel | None = None
+    """Signed messages to peer nodes (None without a node identity)."""
     ready: bool = False
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
@@ -115,11 +122,19 @@ class Runtime:
         claimer = Claimer(sessions, leases, scheduler, metrics, settings.search_claim_poll_s)
         metrics.watch_queue(lambda: scheduler.depth, lambda: leases.count)
         metrics.watch_indexes(registry.sizes)
-        throttle = Throttle(settings.requests_per_minute, settings.failed_auth_per_minute)
+        throttle = Throttle(
+            settings.requests_per_minute, settings.failed_auth_per_minute, settings.federation_requests_per_minute
+        )
         keys = KeyCache(settings.key_cache_s)
         signer = load_signing_key(settings.audit_key_path)
         checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
         sequencer = Sequencer(sessions, read_sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics)
+        node = load_node(settings.node_key_path)
+        channel = (
+            PeerChannel(node, metrics, settings.federation_timeout_s, settings.federation_signature_window_s)
+            if node is not None
+            else None
+        )
         return cls(
             settings,
             engine,
@@ -137,6 +152,8 @@ class Runtime:
             signer,
             sequencer,
             plain_copies,
+            node,
+            channel,
         )
 
     def open_keyring(self) -> None:
@@ -161,6 +178,8 @@ class Runtime:
         loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
         if multiprocess_dir() is not None:
             loops.append((self._metrics_loop, "metrics-sampler"))
+        if self.channel is not None:
+            loops += [(self._notify_loop, "peer-notifier"), (self._follow_loop, "peer-follower")]
         for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -181,6 +200,8 @@ class Runtime:
         self.release_plain_copies()
         self.ready = False
         self.metrics.close()
+        if self.channel is not None:
+            self.channel.close()
         self.engine.dispose()
         if self.read_sessions.kw["bind"] is not self.engine:
             self.read_sessions.kw["bind"].dispose()
@@ -264,6 +285,24 @@ class Runtime:
                 self.expire_due()
             except Exception:
                 log.exception("expiry pass failed")
+
+    def _notify_loop(self) -> None:
+        """Peers are told of changes to the searches they asked for (app/federation/notifier.py)."""
+        assert self.channel is not None
+        while not self._stop.wait(self.settings.federation_notify_interval_s):
+            try:
+                notify_changes(self.sessions, self.channel)
+            except Exception:
+                log.exception("peer notification pass failed")
+
+    def _follow_loop(self) -> None:
+        """This node's searches at peers are resent or polled (app/federation/notifier.py)."""
+        assert self.channel is not None
+        while not self._stop.wait(self.settings.federation_poll_interval_s):
+            try:
+                follow_outbound(self.sessions, self.channel)
+            except Exception:
+                log.exception("peer follow pass failed")
 
     def _snapshot_loop(self) -> None:
         while not self._stop.wait(self.settings.snapshot_interval_s):

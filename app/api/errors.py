@@ -21,6 +21,7 @@ from app.core.errors import (
     Invalid,
     NotFound,
     RateLimited,
+    TooLarge,
     Unauthenticated,
     Unavailable,
 )
@@ -33,6 +34,7 @@ STATUS_OF_KIND: dict[type[DomainError], int] = {
     NotFound: 404,
     Conflict: 409,
     Invalid: 422,
+    TooLarge: 413,
     RateLimited: 429,
     Unavailable: 503,
 }

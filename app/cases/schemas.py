@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.cases.models import CaseStatus, LegalBasis
 from app.core.countries import Country
 from app.core.dates import Instant
+from app.federation.schemas import RemoteSearchOut
 from app.review.schemas import REVIEW_STATES
 
 
@@ -46,6 +47,7 @@ class SearchSummary(BaseModel):
     submitted_at: datetime
     finished_at: datetime | None
     candidates: list[CandidateState]
+    remote_searches: list[RemoteSearchOut] = Field(default_factory=list)
 
 
 class CaseOut(BaseModel):

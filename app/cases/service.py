@@ -86,6 +86,45 @@ def open_case(
         return case_view(session, case)
 
 
+def remote_case(
+    session: Session, peer: Principal, reference: str, deadline: datetime, country: str, legal_basis: str
+) -> Case:
+    """The case a peer node's search is run under here, in the caller's transaction: found by the
+    pseudonymous reference the peer gave, or opened for it (agency ``peer.agency``, presumed
+    country this node's own, the deadline and legal basis the peer sent). It holds nothing of the
+    receiving state's case file; ``detained_at`` is when this node first heard of it."""
+    case = session.scalar(select(Case).where(Case.agency == peer.agency, Case.external_ref == reference))
+    if case is not None:
+        return case
+    now = utcnow()
+    if deadline <= now:
+        raise DeadlinePassed(f"the detention deadline {deadline.isoformat()} has passed")
+    case = Case(
+        agency=peer.agency,
+        agency_country=peer.country,
+        external_ref=reference,
+        detained_at=now,
+        detention_limit_days=max(1, -(-(deadline - now) // timedelta(days=1))),
+        deadline=deadline,
+        presumed_countries=[country],
+        legal_basis=LegalBasis(legal_basis).value,
+        status=CaseStatus.OPEN.value,
+        created_by=peer.id,
+        created_at=now,
+        status_changed_at=now,
+    )
+    insert(session, case)
+    audit.append(
+        session,
+        peer,
+        Action.CASE_OPEN,
+        f"case/{case.id}",
+        touched_countries(case),
+        details={"legal_basis": case.legal_basis, "presumed_countries": case.presumed_countries, "remote": True},
+    )
+    return case
+
+
 def read_case(sessions: Sessions, actor: Principal, case_id: int) -> CaseView:
     """The case with its searches and candidate states; the read is audited."""
     with transaction(sessions) as session:

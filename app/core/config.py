@@ -94,6 +94,29 @@ class Settings(BaseSettings):
 
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 
+    node_key_file: Path | None = Field(
+        None,
+        description="the node's Ed25519 identity for federation (readmit node init); default: node.key in data_dir",
+    )
+    federation_timeout_s: float = Field(
+        10.0, gt=0, description="how long a peer has to answer one message before it counts as peer_unavailable"
+    )
+    federation_poll_interval_s: float = Field(
+        30.0,
+        gt=0,
+        description="how often remote searches not settled are polled at their peer (notifications' fallback)",
+    )
+    federation_notify_interval_s: float = Field(
+        1.0, gt=0, description="how often this node looks for review changes of peers' searches to notify them of"
+    )
+    federation_signature_window_s: int = Field(
+        300, ge=1, description="a signed message created longer ago (or further ahead) than this is refused"
+    )
+    federation_max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, description="larger messages from a peer get 413 payload_too_large"
+    )
+    federation_requests_per_minute: int = Field(600, ge=1, description="per peer; beyond it 429 with Retry-After")
+
     encrypt_at_rest: bool = Field(
         True, description="seal templates, probes and index snapshots (off: only to measure its cost)"
     )
@@ -125,6 +148,10 @@ class Settings(BaseSettings):
         """The embedded default (SQLite in the data folder) before its first start: no database
         file yet, so no audit log any key ever signed."""
         return self.database_url is None and not (self.data_dir / "readmit.db").exists()
+
+    @property
+    def node_key_path(self) -> Path:
+        return self.node_key_file or self.data_dir / "node.key"
 
     @property
     def index_dir(self) -> Path:

@@ -46,6 +46,12 @@ class Invalid(DomainError):
     code = "validation_error"
 
 
+class TooLarge(DomainError):
+    """A message over a size limit, refused before it is read."""
+
+    code = "payload_too_large"
+
+
 class RateLimited(DomainError):
     code = "rate_limited"
 

@@ -17,10 +17,11 @@ class TooManyFailedAuthentications(RateLimited):
 
 
 class Throttle:
-    def __init__(self, requests_per_minute: int, failed_auth_per_minute: int) -> None:
+    def __init__(self, requests_per_minute: int, failed_auth_per_minute: int, peer_per_minute: int = 600) -> None:
         self._limiter = strategies.MovingWindowRateLimiter(storage.MemoryStorage())
         self._requests = RateLimitItemPerMinute(requests_per_minute)
         self._failures = RateLimitItemPerMinute(failed_auth_per_minute)
+        self._peer_messages = RateLimitItemPerMinute(peer_per_minute)
 
     def check_address(self, address: str) -> None:
         """Refuse an address that failed authentication too often in the last minute."""
@@ -38,6 +39,14 @@ class Throttle:
             raise RateLimited(
                 "request rate limit reached for this key; wait and retry",
                 retry_after_s=self._retry(self._requests, "principal", str(principal_id)),
+            )
+
+    def hit_peer(self, peer_id: int) -> None:
+        """Count a signed message of a peer node (they carry no API key)."""
+        if not self._limiter.hit(self._peer_messages, "peer", str(peer_id)):
+            raise RateLimited(
+                "message rate limit reached for this peer; wait and retry",
+                retry_after_s=self._retry(self._peer_messages, "peer", str(peer_id)),
             )
 
     def _retry(self, item: RateLimitItemPerMinute, *keys: str) -> int:

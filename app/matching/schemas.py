@@ -9,6 +9,7 @@ from pydantic.config import JsonDict
 from app.core.countries import Country
 from app.core.ids import RowId
 from app.core.modalities import Modality
+from app.federation.schemas import RemoteSearchOut
 from app.galleries.schemas import Sample, TemplateFormatIn
 from app.review.schemas import REVIEW_STATES
 
@@ -70,6 +71,11 @@ class IdentificationIn(BaseModel):
         json_schema_extra=RATE,
     )
     wait_ms: int = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
+    retry_unavailable_peers: bool = Field(
+        False,
+        description="a country searched at a peer node that does not answer is skipped with peer_unavailable; "
+        "true: the request is resent until the case's deadline, and its candidates appear when the peer answers",
+    )
     allow_partial_results: bool = Field(
         False,
         description="on a sharded gallery (Ray backend) with a shard down: answer from the shards that are up and "
@@ -79,7 +85,10 @@ class IdentificationIn(BaseModel):
 
 class SkippedCountry(BaseModel):
     country: str
-    reason: str = Field(description="no_agreement, no_gallery")
+    reason: str = Field(
+        description="no_agreement, no_gallery; for a country searched at a peer node: peer_unavailable, or the "
+        "peer's refusal (no_agreement at the peer)"
+    )
 
 
 class CandidateOut(BaseModel):
@@ -131,6 +140,11 @@ class SearchOut(BaseModel):
     missing_shards: list[MissingShards] = Field(
         default_factory=list,
         description="only for a search with allow_partial_results: galleries searched without some of their shards",
+    )
+    remote_searches: list[RemoteSearchOut] = Field(
+        default_factory=list,
+        description="countries with no gallery here searched at their peer node: status, candidates and their "
+        "review states as the peer's consuls leave them",
     )
 
 

@@ -3,7 +3,7 @@ database in one place for every front door: the API, the review pages, and adapt
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from app.cases.models import Case
 from app.db.base import utcnow
+from app.federation.views import RemoteSearchView, remote_searches_of, with_remote
 from app.galleries.models import Record
 from app.matching.models import Candidate, ReviewState, Search
 from app.principals.models import Principal
@@ -52,6 +53,8 @@ class SearchView:
     skipped: list[dict[str, str]]
     candidates: list[CandidateView]
     missing_shards: list[dict[str, Any]]
+    remote_searches: list[RemoteSearchView] = field(default_factory=list)
+    """The parts sent to peer nodes (app/federation), one per country."""
 
 
 @dataclass(frozen=True)
@@ -158,17 +161,28 @@ def search_views(session: Session, searches: list[Search]) -> list[SearchView]:
         if confirmed
         else {}
     )
+    remote = remote_searches_of(session, [s.id for s in searches])
     return [
-        search_view(
-            search,
-            [
-                candidate_view(c, attributes.get(c.record_id) if c.record_id else None)
-                for c in candidates
-                if c.search_id == search.id
-            ],
+        _with_remote(
+            search_view(
+                search,
+                [
+                    candidate_view(c, attributes.get(c.record_id) if c.record_id else None)
+                    for c in candidates
+                    if c.search_id == search.id
+                ],
+            ),
+            remote.get(search.id, []),
         )
         for search in searches
     ]
+
+
+def _with_remote(view: SearchView, remote: list[RemoteSearchView]) -> SearchView:
+    if not remote:
+        return view
+    status, skipped = with_remote(view.status, view.skipped, remote)
+    return replace(view, status=status, skipped=skipped, remote_searches=remote)
 
 
 def search_view(search: Search, candidates: list[CandidateView]) -> SearchView:

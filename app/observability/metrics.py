@@ -120,6 +120,26 @@ class Metrics:
             "readmit_audit_tree_size", "audit events in the Merkle tree", registry=r, multiprocess_mode="livemax"
         )
         self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
+        self.peer_messages = Counter(
+            "readmit_peer_messages",
+            "signed messages exchanged with a peer node, by kind (search, poll, notification), direction (sent, "
+            "received) and outcome (the answer's status, or the refusal's code)",
+            ["peer", "kind", "direction", "outcome"],
+            registry=r,
+        )
+        self.peer_latency = Histogram(
+            "readmit_peer_message_seconds",
+            "a message sent to a peer until its verified answer",
+            ["peer", "kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.peer_failures = Counter(
+            "readmit_peer_failures",
+            "messages sent to a peer without a valid answer: unreachable, timeout, server_error, invalid_signature",
+            ["peer", "kind", "reason"],
+            registry=r,
+        )
 
         self.index_templates = Gauge(
             "readmit_index_templates",

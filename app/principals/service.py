@@ -36,6 +36,15 @@ def create_principal(
         raise MissingAgency("a border_police principal needs an agency")
     if country:
         check_country(country)
+    with transaction(sessions) as session:
+        return add_principal(session, actor, name, role, country, agency)
+
+
+def add_principal(
+    session: Session, actor: Principal | None, name: str, role: Role, country: str | None, agency: str | None
+) -> tuple[Principal, str]:
+    """:func:`create_principal`'s insert and audit, in the caller's transaction (a federation
+    peer and the principal it acts as are created together)."""
     key = issue_key()
     principal = Principal(
         name=name,
@@ -45,16 +54,15 @@ def create_principal(
         key_prefix=key.prefix,
         key_hash=key.digest,
     )
-    with transaction(sessions) as session:
-        insert(session, principal)
-        audit.append(
-            session,
-            actor,
-            Action.PRINCIPAL_CREATE,
-            f"principal/{principal.id}",
-            [country],
-            details={"role": role.value, "country": country, "agency": principal.agency},
-        )
+    insert(session, principal)
+    audit.append(
+        session,
+        actor,
+        Action.PRINCIPAL_CREATE,
+        f"principal/{principal.id}",
+        [country],
+        details={"role": role.value, "country": country, "agency": principal.agency},
+    )
     return principal, key.token
 
 
@@ -64,9 +72,15 @@ def revoke_principal(sessions: Sessions, keys: KeyCache, actor: Principal, princ
         principal = session.get(Principal, principal_id)
         if principal is None or principal.revoked_at is not None:
             raise UnknownPrincipal(f"principal {principal_id} not found")
-        principal.revoked_at = utcnow()
-        audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal_id}", [principal.country])
+        revoke(session, actor, principal)
     keys.forget(principal_id)
+
+
+def revoke(session: Session, actor: Principal | None, principal: Principal) -> None:
+    """:func:`revoke_principal` in the caller's transaction; the caller drops the key from the
+    cache of keys once committed."""
+    principal.revoked_at = utcnow()
+    audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal.id}", [principal.country])
 
 
 def cached_principal(keys: KeyCache, token: str) -> Principal | None:

@@ -8,6 +8,7 @@ from app.cases import service
 from app.cases.models import CaseStatus
 from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
 from app.core.ids import RowId
+from app.federation import searches as federated
 from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
 from app.matching import verification
@@ -89,17 +90,15 @@ async def identify(
         target_fpir=body.target_fpir,
         allow_partial_results=body.allow_partial_results,
     )
-    view = await matching.identify(
+    parts = federated.Searching(
         runtime.sessions,
         runtime.read_sessions,
         runtime.scheduler,
         runtime.executor,
         runtime.settings,
-        actor,
-        case_id,
-        request,
-        body.wait_ms / 1000,
+        runtime.channel,
     )
+    view = await federated.identify(parts, actor, case_id, request, body.wait_ms / 1000, body.retry_unavailable_peers)
     if view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value):
         response.status_code = 202
     return view

@@ -1,0 +1,260 @@
+"""The origin node's side: a peer's search request decided here, run here, reviewed here.
+
+This node checks its own agreements (the receiving country is the peer's registered country; the
+modality; today), opens its own remote case under the pseudonymous reference the peer sent, and
+runs the search through its own queue, earliest deadline first by the deadline sent, exactly as
+a local agency's: its consuls review the candidates on their own API and review pages. The peer
+is told candidate ids, reference ids, ranks, scores, bands and review states, and a confirmed
+candidate's identity attributes; what it was told last is kept, so that a change is notified
+once (app/federation/notifier.py) and a poll in between is answered from the same state.
+
+A request is idempotent by its ``request_id``: a resend after a lost answer returns the search
+already accepted, so nothing is run twice and nothing is half-applied."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from anyio import to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.agreements.service import countries_in_force
+from app.audit import service as audit
+from app.audit.actions import Action
+from app.cases.models import Case, CaseStatus
+from app.cases.service import remote_case
+from app.core.config import Settings
+from app.db.base import utcnow
+from app.db.session import Sessions, transaction
+from app.federation.exceptions import NoAgreement, UnknownRemoteSearch, WrongCountry
+from app.federation.models import InboundSearch, Peer
+from app.federation.node import NodeIdentity
+from app.federation.signatures import Proof
+from app.federation.wire import FederatedCandidate, FederatedSearchRequest, FederatedSearchState
+from app.galleries.models import Record
+from app.galleries.templates import EncodedTemplates
+from app.matching import service as matching
+from app.matching.executor import SearchExecutor
+from app.matching.models import Candidate, ReviewState, Search, SearchStatus
+from app.matching.scheduler import Scheduler
+from app.principals.models import Principal
+from matcher import TemplateFormat
+
+ENDED = {SearchStatus.DONE.value, SearchStatus.FAILED.value, SearchStatus.EXPIRED.value}
+SETTLED_REVIEW = {ReviewState.CONFIRMED.value, ReviewState.REJECTED.value}
+
+
+@dataclass(frozen=True)
+class Matching:
+    """The parts of this node a peer's search runs on."""
+
+    sessions: Sessions
+    readers: Sessions
+    scheduler: Scheduler
+    executor: SearchExecutor
+    settings: Settings
+
+
+async def receive_search(
+    parts: Matching, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
+) -> FederatedSearchState:
+    """Accept (or refuse) a peer's search and run it, answering its state within
+    ``request.wait_ms`` (queued or running beyond)."""
+    inbound_id, principal, fresh = await to_thread.run_sync(_accept, parts.sessions, node, peer, proof, request)
+    if fresh:
+        identification = matching.IdentificationRequest(
+            modality=request.modality,
+            template_format=TemplateFormat(request.model, request.dimension, request.metric),
+            probes=EncodedTemplates(base64=request.probes_b64),
+            max_candidates=request.max_candidates,
+            target_fpir=request.target_fpir,
+        )
+        case_id = await to_thread.run_sync(_case_of, parts.sessions, inbound_id)
+        view = await matching.identify(
+            parts.sessions,
+            parts.readers,
+            parts.scheduler,
+            parts.executor,
+            parts.settings,
+            principal,
+            case_id,
+            identification,
+            request.wait_ms / 1000,
+        )
+        await to_thread.run_sync(_link, parts.sessions, inbound_id, view.id)
+    return await to_thread.run_sync(read_state, parts.sessions, peer, inbound_id)
+
+
+def _accept(
+    sessions: Sessions, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
+) -> tuple[int, Principal, bool]:
+    """The inbound search (new, or the one this request id already made) and whether it still
+    has to be run. A refusal is audited, with the peer's signature, before it is answered."""
+    if request.requesting_country != peer.country:
+        raise WrongCountry(f"this peer is trusted for {peer.country} only, not {request.requesting_country}")
+    details = {
+        "peer": peer.country,
+        "request_id": request.request_id,
+        "case_reference": request.case_reference,
+        "modality": request.modality,
+        "probe_count": len(request.probes_b64),
+        "request_signature": proof.as_details(),
+    }
+    countries = [peer.country, node.country]
+    with transaction(sessions) as session:
+        principal = session.get(Principal, peer.principal_id)
+        assert principal is not None
+        existing = session.scalar(
+            select(InboundSearch).where(
+                InboundSearch.peer_id == peer.id, InboundSearch.request_id == request.request_id
+            )
+        )
+        if existing is not None:
+            return existing.id, principal, existing.search_id is None
+        allowed = countries_in_force(session, peer.country, [node.country], request.modality, utcnow().date())
+        if not allowed:
+            audit.append(
+                session,
+                principal,
+                Action.FEDERATION_REQUEST_RECEIVE,
+                f"peer/{peer.id}/request/{request.request_id}",
+                countries,
+                outcome=NoAgreement.code,
+                details=details,
+            )
+    if not allowed:
+        raise NoAgreement(
+            f"no agreement in force lets {peer.country} search {node.country}'s {request.modality} galleries"
+        )
+    with transaction(sessions) as session:
+        principal = session.get(Principal, peer.principal_id)
+        assert principal is not None
+        case = remote_case(
+            session, principal, request.case_reference, request.deadline, node.country, request.legal_basis.value
+        )
+        inbound = InboundSearch(peer_id=peer.id, request_id=request.request_id, case_id=case.id)
+        session.add(inbound)
+        session.flush()
+        audit.append(
+            session,
+            principal,
+            Action.FEDERATION_REQUEST_RECEIVE,
+            f"case/{case.id}/inbound/{inbound.id}",
+            countries,
+            details=details,
+        )
+        return inbound.id, principal, True
+
+
+def _case_of(sessions: Sessions, inbound_id: int) -> int:
+    with sessions() as session:
+        inbound = session.get(InboundSearch, inbound_id)
+        assert inbound is not None
+        return inbound.case_id
+
+
+def _link(sessions: Sessions, inbound_id: int, search_id: int) -> None:
+    with transaction(sessions) as session:
+        inbound = session.get(InboundSearch, inbound_id)
+        assert inbound is not None
+        inbound.search_id = search_id
+
+
+def read_state(sessions: Sessions, peer: Peer, inbound_id: int) -> FederatedSearchState:
+    """What the peer may know of its search: 404 for a search of another peer."""
+    with sessions() as session:
+        inbound = session.get(InboundSearch, inbound_id)
+        if inbound is None or inbound.peer_id != peer.id:
+            raise UnknownRemoteSearch(f"search {inbound_id} not found")
+        return state_of(session, inbound)
+
+
+def state_of(session: Session, inbound: InboundSearch) -> FederatedSearchState:
+    case = session.get(Case, inbound.case_id)
+    assert case is not None
+    search = session.get(Search, inbound.search_id) if inbound.search_id else None
+    candidates = (
+        list(session.scalars(select(Candidate).where(Candidate.search_id == search.id).order_by(Candidate.rank)))
+        if search
+        else []
+    )
+    confirmed = [c.record_id for c in candidates if c.review_state == ReviewState.CONFIRMED.value and c.record_id]
+    attributes: dict[int, dict[str, str]] = (
+        dict(session.execute(select(Record.id, Record.attributes).where(Record.id.in_(confirmed))).tuples().all())
+        if confirmed
+        else {}
+    )
+    return FederatedSearchState(
+        reference=inbound.id,
+        request_id=inbound.request_id,
+        status=search.status if search else SearchStatus.QUEUED.value,
+        error=search.error if search else None,
+        case_status=case.status,
+        candidates=[
+            FederatedCandidate(
+                id=c.id,
+                reference_id=c.reference_id,
+                rank=c.rank,
+                score=c.score,
+                band=c.band,
+                review_state=c.review_state,
+                attributes=attributes.get(c.record_id) if c.record_id else None,
+            )
+            for c in candidates
+        ],
+    )
+
+
+def digest(state: FederatedSearchState) -> str:
+    """What identifies a state the peer was told, to tell it only of changes."""
+    return hashlib.sha256(json.dumps(state.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+
+
+def settled(state: FederatedSearchState) -> bool:
+    """Nothing about it can change any more: its case is over, or its search ended and every
+    candidate was confirmed or rejected."""
+    if state.case_status != CaseStatus.OPEN.value:
+        return state.status in ENDED
+    return state.status in ENDED and all(c.review_state in SETTLED_REVIEW for c in state.candidates)
+
+
+def answer_poll(sessions: Sessions, peer: Peer, proof: Proof, inbound_id: int) -> FederatedSearchState:
+    """A peer asks for its search's state (the fallback of notifications): answered, audited
+    with the peer's signature, and remembered as delivered."""
+    with transaction(sessions) as session:
+        inbound = session.get(InboundSearch, inbound_id)
+        if inbound is None or inbound.peer_id != peer.id:
+            raise UnknownRemoteSearch(f"search {inbound_id} not found")
+        state = state_of(session, inbound)
+        record_delivery(session, inbound, state, "poll", {"peer_signature": proof})
+        return state
+
+
+def record_delivery(
+    session: Session, inbound: InboundSearch, state: FederatedSearchState, how: str, signatures: dict[str, Proof]
+) -> None:
+    """The peer was given ``state`` (notified, or answered a poll): audited with the signatures
+    of the exchange, and remembered so that the same state is not notified again."""
+    inbound.notified_digest = digest(state)
+    inbound.settled = settled(state)
+    peer = session.get(Peer, inbound.peer_id)
+    assert peer is not None
+    audit.append(
+        session,
+        None,
+        Action.FEDERATION_STATE_SEND,
+        f"case/{inbound.case_id}/inbound/{inbound.id}",
+        [peer.country],
+        details={
+            "how": how,
+            "peer": peer.country,
+            "status": state.status,
+            "case_status": state.case_status,
+            "candidates": [{"id": c.id, "review_state": c.review_state} for c in state.candidates],
+            "attributes_sent": [c.id for c in state.candidates if c.attributes],
+            **{name: proof.as_details() for name, proof in signatures.items()},
+        },
+    )
