@@ -165,7 +165,7 @@ def verify(
             message,
             max_age=timedelta(seconds=window_s),
             expect_tag=TAG,
-            require_components=(*required, "content-digest"),
+            require_components=required,
             body=body,
         )
     except HTTPMessageSignaturesException as error:
