@@ -146,7 +146,7 @@ def eventually(read: Any, done: Any, timeout_s: float = 20) -> Any:
 
 def events(node: Node, action: str) -> list[dict[str, Any]]:
     auditor = node.server.principal("auditor")
-    listed = node.call("GET", "/v1/audit/events?limit=1000", auditor).json()
+    listed = node.call("GET", "/v1/audit/events?limit=1000", auditor).json()["events"]
     return [event for event in listed if event["action"] == action]
 
 
@@ -242,7 +242,7 @@ def test_tampered_replayed_unsigned_and_oversized_messages_are_refused(federatio
     fra, sen = federation.fra, federation.sen
     with httpx.Client(timeout=30) as client:
         genuine = signed_request(fra, sen, search_message("A", federation.people[1]))
-        assert client.send(genuine).status_code == 200
+        assert client.send(genuine).status_code in (200, 202)
         replayed = client.send(genuine)
         assert (replayed.status_code, replayed.json()["error"]["code"]) == (401, "replayed_message")
 
@@ -251,10 +251,7 @@ def test_tampered_replayed_unsigned_and_oversized_messages_are_refused(federatio
         answer = client.send(tampered)
         assert (answer.status_code, answer.json()["error"]["code"]) == (401, "invalid_signature")
 
-        unsigned = httpx.Request("POST", sen.base + "/v1/federation/searches", content=search_message("C", {}))
-        answer = client.send(unsigned) if False else client.post(
-            sen.base + "/v1/federation/searches", content=search_message("C", federation.people[1])
-        )
+        answer = client.post(sen.base + "/v1/federation/searches", content=search_message("C", federation.people[1]))
         assert (answer.status_code, answer.json()["error"]["code"]) == (401, "invalid_signature")
 
         oversized = signed_request(fra, sen, b" " * 70_000 + search_message("D", federation.people[1]))
