@@ -3,7 +3,7 @@ signed messages seen within the signature window, the searches sent to peers wit
 they reported, and the searches peers sent here with what was last notified to them
 
 Revision ID: 0017
-Revises: 0013 (siblings 0014-0016 are re-chained before it at merge)
+Revises: 0014 (main's head at rebase; siblings 0015-0016 re-chained before it at merge)
 Create Date: 2026-11-28
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import app.db.base
 
 revision = "0017"
-down_revision = "0013"
+down_revision = "0014"
 branch_labels = None
 depends_on = None
 
