@@ -2,8 +2,8 @@
 signed messages seen within the signature window, the searches sent to peers with the candidates
 they reported, and the searches peers sent here with what was last notified to them
 
-Revision ID: 0017
-Revises: 0014 (main's head at rebase; siblings 0015-0016 re-chained before it at merge)
+Revision ID: 0015
+Revises: 0014
 Create Date: 2026-11-28
 """
 
@@ -12,7 +12,7 @@ from alembic import op
 
 import app.db.base
 
-revision = "0017"
+revision = "0015"
 down_revision = "0014"
 branch_labels = None
 depends_on = None
