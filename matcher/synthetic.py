@@ -75,14 +75,18 @@ def make_synthetic_set(
     model: FaceModel | None = None,
     seed: int = 0,
     chunk: int = 100_000,
+    mated_ids: np.ndarray | None = None,
 ) -> SyntheticSet:
     """Draw a gallery of ``identities`` records with ``samples_per_identity`` samples each,
     ``mated_probes`` fresh samples of enrolled identities and ``nonmated_probes`` samples of
-    people not enrolled. Record ids are 0..identities-1. Generated in chunks to bound memory."""
+    people not enrolled. Record ids are 0..identities-1. Generated in chunks to bound memory.
+    ``mated_ids`` (sorted) chooses the identities probed instead of ``mated_probes`` random ones
+    (see :func:`make_linked_sets`)."""
     model = model or FaceModel()
     rng = np.random.default_rng(seed)
     gallery = np.empty((identities * samples_per_identity, model.dimension), dtype=np.float32)
-    mated_ids = np.sort(rng.choice(identities, size=min(mated_probes, identities), replace=False))
+    if mated_ids is None:
+        mated_ids = np.sort(rng.choice(identities, size=min(mated_probes, identities), replace=False))
     mated = np.empty((mated_ids.size, model.dimension), dtype=np.float32)
     for start in range(0, identities, chunk):
         stop = min(identities, start + chunk)
@@ -96,6 +100,23 @@ def make_synthetic_set(
     nonmated = model._samples(rng, model._centres(rng, nonmated_probes))
     gallery_ids = np.repeat(np.arange(identities, dtype=np.int64), samples_per_identity)
     return SyntheticSet(gallery, gallery_ids, mated, mated_ids.astype(np.int64), nonmated)
+
+
+def make_linked_sets(
+    identities: int, models: list[FaceModel], mated_probes: int = 100, nonmated_probes: int = 100, seed: int = 0
+) -> list[SyntheticSet]:
+    """One set per modality (``models``), of the same people: record ``i`` is the same person in
+    every set, mated probe ``j`` of every set is a sample of the same enrolled person, non-mated
+    probe ``j`` of every set a sample of the same person not enrolled. The modalities' samples
+    are drawn independently (independent noise, independent feature spaces)."""
+    rng = np.random.default_rng(seed)
+    mated_ids = np.sort(rng.choice(identities, size=min(mated_probes, identities), replace=False))
+    return [
+        make_synthetic_set(
+            identities, 1, nonmated_probes=nonmated_probes, model=model, seed=seed + 1 + i, mated_ids=mated_ids
+        )
+        for i, model in enumerate(models)
+    ]
 
 
 @dataclass(frozen=True)
