@@ -7,7 +7,7 @@ import socket
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     max_batch_records: int = Field(1000, description="records per enrolment call")
     max_templates_per_record: int = Field(20, description="samples per record in one call")
     max_probes: int = Field(10, description="probe samples per search")
+    min_probe_quality: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict,
+        description="per modality, the lowest probe sample quality searched (0-100, ISO/IEC 29794: NFIQ 2 for "
+        'fingers, OFIQ for faces), as JSON: {"finger": 20, "face": 30}. Lower samples are dropped; a probe with '
+        "none left is refused (low_quality). A modality not named, or a sample sent without quality, is not screened",
+    )
 
     default_fpir: float = Field(0.001, description="FPIR for the match band when a request names none")
     default_fmr: float = Field(0.0001, description="FMR of a verification decision when a request names none")

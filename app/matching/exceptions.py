@@ -32,3 +32,16 @@ class SearchNotRecorded(Unavailable):
     again is safe."""
 
     code = "search_not_recorded"
+
+
+class LowQuality(Invalid):
+    """Every sample of the probe is below its modality's minimum quality: searching it would
+    return noise. ``details.samples`` names them, each with its quality and the minimum."""
+
+    code = "low_quality"
+
+
+class InvalidQuality(Invalid):
+    """``qualities`` does not have one entry per probe sample."""
+
+    code = "invalid_quality"

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -44,6 +44,8 @@ from app.encryption.exceptions import SealedValueRefused
 from app.galleries.models import Gallery, Record
 from app.galleries.templates import from_bytes
 from app.indexes.registry import IndexRegistry
+from app.matching.fused import GalleryRows, ModalPart, SearchedGallery, fused_hits, parts_of
+from app.matching.hits import Hit
 from app.matching.leases import PENDING, Leases
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
 from app.matching.probes import open_probes, seal_probes
@@ -72,9 +74,14 @@ class Job:
     """Those its events touch (app/cases/service.py, touched_countries), known when the search
     is admitted or loaded: a case's countries never change, so ending it need not read them."""
     allow_partial: bool = False
+    parts: tuple[ModalPart, ...] = ()
+    """A multi-modal search's modalities (``probes`` is then empty): its candidates are people,
+    fused over the modalities (app/matching/fused.py)."""
 
     @classmethod
-    def of(cls, ticket: int, search: Search, probes: np.ndarray, countries: list[str]) -> Job:
+    def of(
+        cls, ticket: int, search: Search, probes: np.ndarray, countries: list[str], parts: tuple[ModalPart, ...] = ()
+    ) -> Job:
         return cls(
             ticket,
             search.case_id,
@@ -86,6 +93,7 @@ class Job:
             search.submitted_at,
             countries,
             search.allow_partial,
+            parts,
         )
 
 
@@ -130,19 +138,10 @@ class Outcome:
     partial results (per search, per gallery), and the searches that needed a missing shard."""
 
     hits: dict[int, list[Hit]] = field(default_factory=lambda: defaultdict(list))
+    rows: dict[int, list[GalleryRows]] = field(default_factory=lambda: defaultdict(list))
+    """Of a multi-modal search, each gallery's listed records, for fusion."""
     missing: dict[int, dict[int, list[int]]] = field(default_factory=lambda: defaultdict(dict))
     unavailable: set[int] = field(default_factory=set)
-
-
-@dataclass(frozen=True)
-class Hit:
-    gallery_id: int
-    record_id: int
-    score: float
-    decision_score: float
-    band: Band
-    match_threshold: float
-    possible_threshold: float
 
 
 class SearchExecutor:
@@ -273,11 +272,15 @@ class SearchExecutor:
             for search, agency_country, presumed_countries in rows:
                 countries = [agency_country, *presumed_countries]
                 try:
-                    probes = from_bytes([open_probes(session, search.id, search.probes)], search.dimension)
+                    stored = open_probes(session, search.id, search.probes)
                 except SealedValueRefused:
                     refused.append(Job.of(search.id, search, np.empty((0, search.dimension), np.float32), countries))
                     continue
-                loaded.append(Job.of(search.id, search, probes, countries))
+                if search.modalities:
+                    parts = parts_of(search.modalities, stored)
+                    loaded.append(Job.of(search.id, search, np.empty((0, 0), np.float32), countries, parts))
+                else:
+                    loaded.append(Job.of(search.id, search, from_bytes([stored], search.dimension), countries))
         return loaded, refused
 
     def _publish(self, finished: dict[int, Finished]) -> None:
@@ -292,9 +295,18 @@ class SearchExecutor:
         One matcher call per gallery, or two when the batch mixes searches that accept partial
         results with searches that do not (only the former may be answered without a shard)."""
         groups: dict[tuple[int, bool], list[Job]] = defaultdict(list)
+        fused: list[Job] = []
         for job in jobs:
+            if job.parts:
+                fused.append(job)
+                for part in job.parts:  # each modality searched as a search of its own, for fusion
+                    member = replace(job, probes=part.probes, searched_galleries=part.galleries, parts=())
+                    for gallery_id in part.galleries:
+                        groups[(gallery_id, job.allow_partial)].append(member)
+                continue
             for gallery_id in job.searched_galleries:
                 groups[(gallery_id, job.allow_partial)].append(job)
+        fused_tickets = {job.ticket for job in fused}
         outcome = Outcome()
         for (gallery_id, allow_partial), members in groups.items():
             try:
@@ -306,8 +318,18 @@ class SearchExecutor:
             for position, job in enumerate(members):
                 if result.missing_shards:
                     outcome.missing[job.ticket][gallery_id] = list(result.missing_shards)
-                calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
                 listed = result.record_ids[position] != NO_RECORD
+                if fused_tickets and job.ticket in fused_tickets:
+                    outcome.rows[job.ticket].append(
+                        GalleryRows(
+                            gallery_id,
+                            result.record_ids[position][listed],
+                            result.scores[position][listed],
+                            decisions[position][listed],
+                        )
+                    )
+                    continue
+                calibrated = self.thresholds.for_identification(gallery_id, job.fpir).thresholds
                 for record_id, score, decision in zip(
                     result.record_ids[position][listed].tolist(),
                     result.scores[position][listed].tolist(),
@@ -319,10 +341,33 @@ class SearchExecutor:
                         outcome.hits[job.ticket].append(
                             Hit(gallery_id, record_id, score, decision, band, calibrated.match, calibrated.possible)
                         )
+        if fused:
+            self._fuse([job for job in fused if job.ticket not in outcome.unavailable], outcome)
         for job in jobs:
             ranked = sorted(outcome.hits[job.ticket], key=lambda h: (-h.score, h.gallery_id, h.record_id))
             outcome.hits[job.ticket] = ranked[: job.max_candidates]
         return outcome
+
+    def _fuse(self, jobs: list[Job], outcome: Outcome) -> None:
+        """The hits of multi-modal searches: people, their records linked across a country's
+        galleries by reference id (read in two statements for the batch)."""
+        rows = [row for job in jobs for row in outcome.rows[job.ticket]]
+        record_ids = list({r for row in rows for r in row.record_ids.tolist()})
+        with self.sessions() as session:
+            connection = session.connection()
+            records = (
+                {row.id: row.reference_id for row in connection.execute(_RECORDS, {"ids": record_ids})}
+                if record_ids
+                else {}
+            )
+            galleries = {
+                row.id: SearchedGallery(row.country, row.modality)
+                for row in connection.execute(_GALLERIES, {"ids": list({row.gallery_id for row in rows})})
+            }
+        for job in jobs:
+            outcome.hits[job.ticket] = fused_hits(
+                outcome.rows.pop(job.ticket, []), records, galleries, self.thresholds, job.fpir
+            )
 
     def _search(self, gallery_id: int, members: list[Job], allow_partial: bool) -> SearchResult:
         index = self.registry.get(gallery_id)
@@ -384,6 +429,7 @@ class SearchExecutor:
                         "match_threshold": hit.match_threshold,
                         "possible_threshold": hit.possible_threshold,
                         "review_state": ReviewState.PENDING.value,
+                        "modalities": hit.modalities,
                     }
                     for rank, hit in enumerate(kept, start=1)
                 ]
@@ -524,6 +570,9 @@ _RECORDS = (
     select(Record.id, Record.reference_id, Gallery.country)
     .join(Gallery, Gallery.id == Record.gallery_id)
     .where(Record.id.in_(bindparam("ids", expanding=True)))
+)
+_GALLERIES = select(Gallery.id, Gallery.country, Gallery.modality).where(
+    Gallery.id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_CANDIDATES = insert(Candidate).returning(Candidate.id, Candidate.search_id, Candidate.rank)
 _END_SEARCH = (

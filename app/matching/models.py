@@ -68,6 +68,16 @@ class Search(Base):
     live process holds it in memory, so that any may claim it."""
     lease_expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
     """Until when the lease holds unless renewed: past it, the search may be claimed by another."""
+    modalities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """A multi-modal search's modalities, in the order their probes follow one another in
+    ``probes``: each ``{modality, model, dimension, metric, probe_count, galleries}``; none for a
+    single-modality search (its modality and format are the columns above)."""
+    probe_qualities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """The quality (0-100) of each probe sample searched that came with one: ``{modality, index,
+    quality}``, ``index`` its position in the request."""
+    dropped_samples: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """Probe samples not searched, being below the modality's minimum quality: ``{modality,
+    index, quality, minimum}``."""
 
 
 class Candidate(Base):
@@ -97,6 +107,11 @@ class Candidate(Base):
     """Under four-eyes, the consul who confirmed first; kept whatever the second one decides."""
     first_reviewed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     first_note: Mapped[str | None] = mapped_column(String(2000))
+    modalities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    """On a multi-modal search, the person's score in each modality it was found in: ``{modality,
+    gallery_id, record_id, score, decision_score, tail_probability, band_alone}``; ``score`` and
+    ``decision_score`` of the candidate then hold the fused score, and ``gallery_id`` and
+    ``record_id`` the modality that weighed most."""
 
 
 class StoredCalibration(Base):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -29,9 +30,18 @@ from app.galleries.exceptions import InvalidTemplate
 from app.galleries.models import Gallery
 from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
-from app.matching.exceptions import CountryNotPresumed, InvalidFmr, InvalidFpir, SearchNotRecorded, UnknownSearch
+from app.matching.exceptions import (
+    CountryNotPresumed,
+    InvalidFmr,
+    InvalidFpir,
+    LowQuality,
+    SearchNotRecorded,
+    UnknownSearch,
+)
 from app.matching.executor import Admission, Job, SearchExecutor, write_admitted
+from app.matching.fused import ModalPart
 from app.matching.models import Search, SearchStatus
+from app.matching.quality import Screening, screen
 from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
 from app.matching.views import SearchView, search_view, search_views
@@ -40,10 +50,21 @@ from matcher import CalibrationError, TemplateFormat
 
 
 @dataclass(frozen=True)
-class IdentificationRequest:
+class ProbeSet:
+    """One modality's probe samples, with their qualities (0-100, None where unknown) if sent."""
+
     modality: str
     template_format: TemplateFormat
     probes: EncodedTemplates
+    qualities: Sequence[float | None] | None = None
+
+
+@dataclass(frozen=True)
+class IdentificationRequest:
+    probe_sets: tuple[ProbeSet, ...]
+    """One for a single-modality identification; each modality's for a fused one."""
+    fused: bool = False
+    """Candidates are people, scored over every modality (the request's ``modalities`` form)."""
     countries: list[str] | None = None
     """Default: the case's presumed countries."""
     max_candidates: int = 30
@@ -82,7 +103,7 @@ async def identify(
         search.id = await to_thread.run_sync(_write_at_once, sessions, admission)
         return search_view(search, [])
     ticket = executor.ticket()
-    executor.accept(Job.of(ticket, search, probes, countries), awaited=True, admission=admission)
+    executor.accept(Job.of(ticket, search, probes[0], countries, probes[1]), awaited=True, admission=admission)
     scheduler.submit(ticket, search.deadline, tuple(sorted(search.searched_galleries)))
     try:
         if not await batch_ended(scheduler, ticket, wait_s):
@@ -126,9 +147,14 @@ async def batch_ended(scheduler: Scheduler, ticket: int, timeout_s: float) -> bo
     return True
 
 
+Probes = tuple[np.ndarray, tuple[ModalPart, ...]]
+"""A search's probes as its job takes them: a single-modality search's, or a fused search's
+modalities (then the array is empty)."""
+
+
 def _admitted(
     readers: Sessions, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> tuple[Search, np.ndarray, dict[str, Any], list[str]]:
+) -> tuple[Search, Probes, dict[str, Any], list[str]]:
     with readers() as session:
         return admit(session, settings, actor, case_id, request)
 
@@ -147,29 +173,138 @@ write transaction); only a stuck database makes it wait that long."""
 
 def admit(
     session: Session, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
-) -> tuple[Search, np.ndarray, dict[str, Any], list[str]]:
+) -> tuple[Search, Probes, dict[str, Any], list[str]]:
     """Validate an identification: the search to write (not yet written, without an id), its
     decoded probes, its ``search.submit`` event's details and the countries its events touch. A
-    search with no gallery to search (every country skipped) is done at once, with no candidate."""
+    search with no gallery to search (every country skipped) is done at once, with no candidate.
+    Probe samples below their modality's minimum quality are dropped (app/matching/quality.py)."""
     case = searchable_case(session, actor, case_id)
     ensure_open(case)
-    probes = request.probes.decode(request.template_format, settings.max_probes, what="probe")
     fpir = requested_rate(request.target_fpir or settings.default_fpir, InvalidFpir)
     countries = sorted(set(request.countries or case.presumed_countries))
     outside = [c for c in countries if c not in case.presumed_countries]
     if outside:
         raise CountryNotPresumed(f"not presumed countries of this case: {', '.join(outside)}")
-    searched, skipped = resolve_galleries(session, case, request.modality, request.template_format, countries)
+    if request.fused:
+        return _admit_fused(session, settings, actor, case, request, fpir, countries)
+    [probe_set] = request.probe_sets
+    fmt = probe_set.template_format
+    probes = probe_set.probes.decode(fmt, settings.max_probes, what="probe")
+    screening = None
+    if probe_set.qualities is not None:
+        [screening] = _screened([probe_set], [probes], settings)
+        probes = probes[screening.kept]
+    searched, skipped = resolve_galleries(session, case, probe_set.modality, fmt, countries)
+    search = _search(actor, case, request, fpir, searched, skipped, probes=to_bytes(probes), probe_count=len(probes))
+    search.modality, search.model, search.dimension, search.metric = (
+        probe_set.modality,
+        fmt.model,
+        fmt.dimension,
+        fmt.metric.value,
+    )
+    details = {"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir}
+    if screening is not None:
+        search.probe_qualities, search.dropped_samples = screening.qualities or None, screening.dropped or None
+        if screening.dropped:
+            details["dropped_samples"] = screening.dropped
+    return search, (probes, ()), details, touched_countries(case)
+
+
+def _admit_fused(
+    session: Session,
+    settings: Settings,
+    actor: Principal,
+    case: CaseTerms,
+    request: IdentificationRequest,
+    fpir: float,
+    countries: list[str],
+) -> tuple[Search, Probes, dict[str, Any], list[str]]:
+    """A multi-modal search: each modality resolved to its galleries like a search of its own;
+    a modality none of whose samples passes the quality screen is not searched (the others
+    are: the Eurodac recast falls back to the face when fingerprints are unusable)."""
+    decoded = [ps.probes.decode(ps.template_format, settings.max_probes, what="probe") for ps in request.probe_sets]
+    screenings = _screened(request.probe_sets, decoded, settings)
+    parts, modalities, searched, skipped = [], [], [], []
+    for probe_set, probes, screening in zip(request.probe_sets, decoded, screenings, strict=True):
+        if screening.empty:
+            continue
+        probes = probes[screening.kept]
+        fmt = probe_set.template_format
+        galleries, passed_over = resolve_galleries(session, case, probe_set.modality, fmt, countries)
+        parts.append(ModalPart(probe_set.modality, probes, galleries))
+        modalities.append(
+            {
+                "modality": probe_set.modality,
+                "template_format": {"model": fmt.model, "dimension": fmt.dimension, "metric": fmt.metric.value},
+                "probe_count": len(probes),
+                "searched_galleries": galleries,
+            }
+        )
+        searched += galleries
+        skipped += [{**entry, "modality": probe_set.modality} for entry in passed_over]
+    search = _search(
+        actor,
+        case,
+        request,
+        fpir,
+        searched,
+        skipped,
+        probes=b"".join(to_bytes(part.probes) for part in parts),
+        probe_count=sum(len(part.probes) for part in parts),
+    )
+    search.modality, search.model, search.dimension, search.metric = FUSED, FUSED, 0, FUSED
+    search.modalities = modalities
+    search.probe_qualities = [q for screening in screenings for q in screening.qualities] or None
+    search.dropped_samples = [d for screening in screenings for d in screening.dropped] or None
+    details = {
+        "modalities": [m["modality"] for m in modalities],
+        "searched_galleries": searched,
+        "skipped": skipped,
+        "probe_count": search.probe_count,
+        "fpir": fpir,
+    }
+    if search.dropped_samples:
+        details["dropped_samples"] = search.dropped_samples
+    return search, (np.empty((0, 0), np.float32), tuple(parts)), details, touched_countries(case)
+
+
+FUSED = "fused"
+"""The modality, model and metric columns of a multi-modal search (its own are in ``modalities``)."""
+
+
+def _screened(probe_sets: Sequence[ProbeSet], decoded: list[np.ndarray], settings: Settings) -> list[Screening]:
+    """Each probe set's quality screen; refused with low_quality when no sample of any is left."""
+    screenings = [
+        screen(ps.modality, ps.qualities, len(probes), settings.min_probe_quality.get(ps.modality))
+        if ps.qualities is not None
+        else Screening(list(range(len(probes))))
+        for ps, probes in zip(probe_sets, decoded, strict=True)
+    ]
+    if all(screening.empty for screening in screenings):
+        dropped = [d for screening in screenings for d in screening.dropped]
+        raise LowQuality(
+            "every probe sample is below its modality's minimum quality: capture better samples",
+            details={"samples": dropped},
+        )
+    return screenings
+
+
+def _search(
+    actor: Principal,
+    case: CaseTerms,
+    request: IdentificationRequest,
+    fpir: float,
+    searched: list[int],
+    skipped: list[dict[str, str]],
+    probes: bytes,
+    probe_count: int,
+) -> Search:
+    """The search row to write, before its modality and format columns are set."""
     now = utcnow()
-    fmt = request.template_format
-    search = Search(
+    return Search(
         case_id=case.id,
-        modality=request.modality,
-        model=fmt.model,
-        dimension=fmt.dimension,
-        metric=fmt.metric.value,
-        probes=to_bytes(probes),
-        probe_count=len(probes),
+        probes=probes,
+        probe_count=probe_count,
         searched_galleries=searched,
         skipped=skipped,
         max_candidates=request.max_candidates,
@@ -183,9 +318,10 @@ def admit(
         error=None,
         started_at=None,
         missing_shards=None,
+        modalities=None,
+        probe_qualities=None,
+        dropped_samples=None,
     )
-    details = {"searched_galleries": searched, "skipped": skipped, "probe_count": len(probes), "fpir": fpir}
-    return search, probes, details, touched_countries(case)
 
 
 def _row(search: Search) -> dict[str, Any]:

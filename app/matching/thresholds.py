@@ -27,6 +27,7 @@ from app.matching import calibrations
 from app.matching.calibrations import GalleryCalibration
 from app.observability.metrics import Metrics
 from matcher import Calibration, CohortMargin, Thresholds, leave_one_out_decision_scores
+from matcher.score_fusion import NonmatedTail
 
 POSSIBLE_FACTOR = 10.0
 MAX_READ_RATES = 1024
@@ -57,6 +58,7 @@ class ThresholdBook:
         self.pairs = pairs
         self._cache: dict[int, GalleryCalibration] = {}
         self._read: dict[tuple[int, str, float], tuple[GalleryCalibration, CalibratedThresholds]] = {}
+        self._tails: dict[int, tuple[GalleryCalibration, NonmatedTail]] = {}
         self._lock = threading.Lock()
 
     def _calibration(self, gallery_id: int) -> GalleryCalibration:
@@ -90,6 +92,16 @@ class ThresholdBook:
         """Thresholds on the decision score (not the raw score). ``fpir`` a fraction, as
         :func:`app.matching.rates.rate_from_request` gives it."""
         return self._thresholds(gallery_id, "nonmated_decisions", fpir)
+
+    def nonmated_tail(self, gallery_id: int) -> NonmatedTail:
+        """The tail probabilities of the gallery's non-mated decision scores, which fuse it with
+        other modalities (matcher/score_fusion.py); fitted once while the sample stands."""
+        calibration = self._calibration(gallery_id)
+        cached = self._tails.get(gallery_id)
+        if cached is None or cached[0] is not calibration:
+            cached = (calibration, NonmatedTail.fit(calibration.nonmated_decisions))
+            self._tails[gallery_id] = cached
+        return cached[1]
 
     def for_verification(self, gallery_id: int, fmr: float) -> CalibratedThresholds:
         """``fmr`` a fraction, as :func:`app.matching.rates.rate_from_request` gives it."""

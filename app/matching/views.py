@@ -36,6 +36,8 @@ class CandidateView:
     """The enrolled record's identity attributes, only where the viewer may read them."""
     note: str | None
     reviewed_at: datetime | None
+    modalities: list[dict[str, Any]] | None
+    """On a multi-modal search, what each modality said of the person."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,9 @@ class SearchView:
     skipped: list[dict[str, str]]
     candidates: list[CandidateView]
     missing_shards: list[dict[str, Any]]
+    modalities: list[dict[str, Any]] | None
+    probe_qualities: list[dict[str, Any]]
+    dropped_samples: list[dict[str, Any]]
     remote_searches: list[RemoteSearchView] = field(default_factory=list)
     """The parts sent to peer nodes (app/federation), one per country."""
 
@@ -93,10 +98,17 @@ class ReviewItemView(CandidateView):
     first_reviewed_by: OfficerView | None
     first_reviewed_at: datetime | None
     first_note: str | None
+    probe_qualities: list[dict[str, Any]]
+    """The quality of each probe sample the search used (as sent), so that the consul can weigh
+    a candidate found with a poor probe."""
 
 
 def review_item_view(
-    candidate: Candidate, case: Case, attributes: dict[str, Any] | None, officers: dict[int, OfficerView]
+    candidate: Candidate,
+    case: Case,
+    search: Search,
+    attributes: dict[str, Any] | None,
+    officers: dict[int, OfficerView],
 ) -> ReviewItemView:
     """``officers``: the reviewers named on the candidate, from ``reviewing_officers``."""
     return ReviewItemView(
@@ -109,6 +121,7 @@ def review_item_view(
         first_reviewed_by=officers.get(candidate.first_reviewed_by) if candidate.first_reviewed_by else None,
         first_reviewed_at=candidate.first_reviewed_at,
         first_note=candidate.first_note,
+        probe_qualities=list(search.probe_qualities or []),
     )
 
 
@@ -138,6 +151,7 @@ def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> C
         attributes=attributes,
         note=candidate.note,
         reviewed_at=candidate.reviewed_at,
+        modalities=candidate.modalities,
     )
 
 
@@ -200,6 +214,9 @@ def search_view(search: Search, candidates: list[CandidateView]) -> SearchView:
         skipped=list(search.skipped or []),
         candidates=candidates,
         missing_shards=list(search.missing_shards or []),
+        modalities=search.modalities,
+        probe_qualities=list(search.probe_qualities or []),
+        dropped_samples=list(search.dropped_samples or []),
     )
 
 

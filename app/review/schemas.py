@@ -5,6 +5,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
+from app.matching.score_schemas import ModalityScoreOut, SampleQuality
+
 REVIEW_STATES = (
     "pending: awaiting a consul; pending_second_review: confirmed by one consul of a country that requires two "
     "(four-eyes), awaiting a different consul; confirmed; rejected; inconclusive: the consul could neither confirm "
@@ -41,6 +43,13 @@ class ReviewItem(BaseModel):
     )
     first_reviewed_at: datetime | None
     first_note: str | None = Field(description="the first consul's note, under four-eyes")
+    modalities: list[ModalityScoreOut] | None = Field(
+        None, description="multi-modal search only: what each modality said of the person (see the search's candidates)"
+    )
+    probe_qualities: list[SampleQuality] = Field(
+        default_factory=list,
+        description="the quality (0-100, ISO/IEC 29794) of each probe sample the search used that came with one",
+    )
 
 
 class DecisionIn(BaseModel):

@@ -101,7 +101,9 @@ def review_queue(
         rows = session.execute(query).all()
         candidates = [candidate for candidate, _, _ in rows]
         attributes, officers = _attributes(session, candidates), reviewing_officers(session, candidates)
-        items = [review_item_view(c, case, attributes.get(c.record_id or 0), officers) for c, case, _ in rows]
+        items = [
+            review_item_view(c, case, search, attributes.get(c.record_id or 0), officers) for c, case, search in rows
+        ]
         audit.append(
             session,
             actor,
@@ -220,7 +222,7 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
         )
         return CandidatePage(
             candidate=review_item_view(
-                candidate, case, record.attributes if record else None, reviewing_officers(session, [candidate])
+                candidate, case, search, record.attributes if record else None, reviewing_officers(session, [candidate])
             ),
             case_ref=case.external_ref,
             agency=case.agency,

@@ -13,7 +13,7 @@ from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
 from app.matching import verification
 from app.matching.models import SearchStatus
-from app.matching.schemas import IdentificationIn, SearchOut, VerificationIn, VerificationOut
+from app.matching.schemas import IdentificationIn, ModalityProbesIn, SearchOut, VerificationIn, VerificationOut
 from app.matching.views import CaseView, SearchView
 from matcher import TemplateFormat
 
@@ -69,6 +69,11 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
     responses={
         202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"},
         409: NOT_SEARCHABLE,
+        422: refusal(
+            "low_quality: every probe sample is below its modality's minimum quality (details.samples names each, "
+            "with its quality and the minimum); invalid_quality: not one quality per probe sample; validation_error: "
+            "both the single-modality form and modalities, or neither, or a modality twice"
+        ),
     },
 )
 async def identify(
@@ -79,12 +84,16 @@ async def identify(
     in ``skipped``. One candidate per record (best over probe and record samples), above the
     ``possible`` threshold at 10x ``target_fpir``; ``match`` above the threshold at ``target_fpir``.
     An empty list means no candidate. Answers 200 with the result when it is ready within
-    ``wait_ms``, else 202: the search runs in deadline order and can be polled."""
-    fmt = body.template_format
+    ``wait_ms``, else 202: the search runs in deadline order and can be polled.
+
+    With ``modalities`` (fingerprints and a face, say), each modality is searched in the
+    country's gallery of that modality and candidates are people, ranked by a fused score (see
+    ``modalities``), each with what every modality said. Probe samples below
+    ``READMIT_MIN_PROBE_QUALITY`` are dropped and listed in ``dropped_samples``."""
+    entries: list[IdentificationIn | ModalityProbesIn] = [*body.modalities] if body.modalities else [body]
     request = matching.IdentificationRequest(
-        modality=body.modality,
-        template_format=TemplateFormat(fmt.model, fmt.dimension, fmt.metric),
-        probes=EncodedTemplates(body.probes, body.probes_b64),
+        probe_sets=tuple(_probe_set(entry) for entry in entries),
+        fused=body.modalities is not None,
         countries=body.countries,
         max_candidates=body.max_candidates,
         target_fpir=body.target_fpir,
@@ -102,6 +111,19 @@ async def identify(
     if view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value):
         response.status_code = 202
     return view
+
+
+def _probe_set(entry: IdentificationIn | ModalityProbesIn) -> matching.ProbeSet:
+    """One modality's probes (the body itself, in the single-modality form, which its schema
+    has checked names the modality and the format)."""
+    assert entry.modality is not None and entry.template_format is not None
+    fmt = entry.template_format
+    return matching.ProbeSet(
+        entry.modality,
+        TemplateFormat(fmt.model, fmt.dimension, fmt.metric),
+        EncodedTemplates(entry.probes, entry.probes_b64),
+        entry.qualities,
+    )
 
 
 @router.post(
