@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from matcher.synthetic import FaceModel, SyntheticSet, make_linked_sets
-from tests.app.conftest import BACKENDS
 from tests.harness import Service, case_body, settled
 
 FACE, FINGER = FaceModel(dimension=128), FaceModel(dimension=96, spread_median=1.0, spectrum_decay=0.3)
@@ -24,11 +23,10 @@ def linked() -> list[SyntheticSet]:
     return make_linked_sets(PEOPLE, [FACE, FINGER], mated_probes=PEOPLE, nonmated_probes=4, seed=5)
 
 
-@pytest.fixture(params=BACKENDS)
-def registry_of_two_modalities(request, tmp_path, linked) -> Iterator[tuple[Service, dict[str, str]]]:
+@pytest.fixture
+def registry_of_two_modalities(tmp_path, database_url, linked) -> Iterator[tuple[Service, dict[str, str]]]:
     """SEN's face and finger galleries (linked by reference id) under a FRA-SEN agreement covering
     both; READMIT_MIN_PROBE_QUALITY {"face": 30, "finger": 20}."""
-    database_url = request.getfixturevalue("database_url") if request.param == "postgresql" else None
     service = Service(tmp_path / "data", database_url, min_probe_quality={"face": 30, "finger": 20})
     try:
         registry = service.principal("registry", "SEN")
