@@ -62,8 +62,6 @@ class Record(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enrolled_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    sample_qualities: Mapped[list[float | None] | None] = mapped_column(JSON)
-    """The quality (0-100, ISO/IEC 29794) of each sample as enrolled, when the registry gave it."""
 
     templates: Mapped[list[Template]] = relationship(
         back_populates="record", cascade="all, delete-orphan", order_by="Template.sample", lazy="selectin"

@@ -4,8 +4,7 @@ A multi-modal search keeps its modalities (per modality: its template format, pr
 galleries) beside its probes, which stay in ``searches.probes``, sealed as before (one blob, each
 modality's float32 rows in turn), so that retention erases them all at once. A search keeps its
 probe samples' qualities and the samples it dropped below the configured minimum; a candidate of
-a multi-modal search keeps its per-modality scores; a record keeps its samples' qualities
-(ISO/IEC 29794, 0-100). None of these columns holds biometric data.
+a multi-modal search keeps its per-modality scores. None of these columns holds biometric data.
 
 Revision ID: 0014_multimodal
 Revises: 0014 (gallery_calibrations, main's head when this was rebased; the lead renumbers)
@@ -28,13 +27,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("dropped_samples", sa.JSON(), nullable=True))
     with op.batch_alter_table("candidates") as batch:
         batch.add_column(sa.Column("modalities", sa.JSON(), nullable=True))
-    with op.batch_alter_table("records") as batch:
-        batch.add_column(sa.Column("sample_qualities", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("records") as batch:
-        batch.drop_column("sample_qualities")
     with op.batch_alter_table("candidates") as batch:
         batch.drop_column("modalities")
     with op.batch_alter_table("searches") as batch:
