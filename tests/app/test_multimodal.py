@@ -4,6 +4,7 @@ samples dropped or refused, and a queued multi-modal search resumed after a rest
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -208,3 +209,20 @@ def test_a_queued_multi_modal_search_survives_a_restart(registry_of_two_modaliti
     assert result["status"] == "done"
     assert result["candidates"][0]["reference_id"] == "SEN-0011"
     assert {m["modality"] for m in result["candidates"][0]["modalities"]} == {"face", "finger"}
+
+
+def test_the_review_page_shows_each_modality_and_the_probe_qualities(registry_of_two_modalities, linked):
+    service, police = registry_of_two_modalities
+    case_id = open_case(service, police)
+    body = {"modalities": modalities(linked, 13, face=[64], finger=[None])}
+    candidate = identify(service, police, case_id, body).json()["candidates"][0]
+    consul = service.principal("consular", "SEN")
+    client = service.client
+    form = client.get("/review/sign-in").text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert csrf is not None
+    key = consul["Authorization"].removeprefix("Bearer ")
+    assert client.post("/review/sign-in", data={"api_key": key, "csrf": csrf.group(1)}).status_code == 200
+    page = client.get(f"/review/candidates/{candidate['id']}").text
+    assert "face sample 1: 64/100" in page
+    assert "Scores per modality" in page and "<td>finger</td>" in page and "<td>face</td>" in page
