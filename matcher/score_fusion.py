@@ -17,9 +17,9 @@ contributes nothing: a person enrolled by face only is ranked on the face.
 
 The tail is smoothed so that no probability is zero, and so that its extreme part does not rest
 on the sample's two or three highest scores (whose chance positions would move a threshold read
-there by a factor of 2): below the sample's top tenth it is ``(c + 1) / (n + 1)``, ``c`` of the
+there by a factor of 2): below the sample's top twentieth it is ``(c + 1) / (n + 1)``, ``c`` of the
 ``n`` non-mated scores reaching the score (a valid, slightly conservative p-value); over the top
-tenth, from the score ``u`` just below it, it is ``(k + 1) / (n + 1) * exp(-(s - u) / beta)``,
+twentieth, from the score ``u`` just below it, it is ``(k + 1) / (n + 1) * exp(-(s - u) / beta)``,
 ``k`` the scores above ``u``: the peaks-over-threshold estimate with a generalised Pareto tail of
 shape 0 (Pickands-Balkema-de Haan: the excesses of a maximum-type, light-tailed score over a high
 threshold are exponential), ``beta`` the mean excess over ``u``. It extends beyond the sample's
@@ -32,7 +32,7 @@ integral transform), so ``-log`` of it is exponential with mean 1; and in a gall
 the best non-mated person of one modality is, but for chance, not among the best of another, so
 the best fused score of a non-mated search is the *maximum* over modalities of independent
 exponential draws, not their sum (the sum would set the threshold several times too high: at
-FPIR 0.001 with two modalities, a fifth of the target). Hence the closed form
+FPIR 0.001 with two modalities, a fifth of the target or less). Hence the closed form
 ``P(max >= t) = 1 - (1 - exp(-t))^M`` solved for ``t``; it equals what combining independent
 draws of each modality's non-mated sample gives (tests/matcher/test_score_fusion.py checks
 both), without the sampling noise, and benchmarks/fusion_bench.py measures the FPIR it achieves
@@ -51,8 +51,11 @@ import numpy as np
 
 from matcher.calibration import check_rate
 
-TAIL_FRACTION = 0.1
-"""The share of the non-mated sample (its highest scores) the exponential tail is fitted on."""
+TAIL_FRACTION = 0.05
+"""The share of the non-mated sample (its highest scores) the exponential tail is fitted on: the
+best non-mated score of a large gallery's search has a tail a little lighter than exponential,
+so a fit lower down overstates the far tail (benchmarks/fusion_bench.py at 20,000 people: a
+tenth gave a third of the target FPIR, a twentieth 0.6 of it)."""
 MIN_TAIL_SCORES = 10
 """Fewer exceedances than this fit no tail."""
 

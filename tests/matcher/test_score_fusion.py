@@ -41,7 +41,7 @@ def test_tail_probabilities_of_fresh_non_mated_scores_are_uniform_beyond_the_sam
     tail = NonmatedTail.fit(rng.gumbel(size=2000))
     fresh = tail.probability(rng.gumbel(size=400_000))
     for rate in (0.1, 0.01, 0.001, 0.0002):
-        assert np.mean(fresh <= rate) == pytest.approx(rate, rel=0.5)
+        assert rate / 2 <= np.mean(fresh <= rate) <= rate * 2
 
 
 def test_the_closed_form_threshold_is_what_independent_non_mated_draws_of_each_modality_give() -> None:
