@@ -65,10 +65,13 @@ async def receive_search(
     ``request.wait_ms`` (queued or running beyond)."""
     inbound_id, principal, fresh = await to_thread.run_sync(_accept, parts.sessions, node, peer, proof, request)
     if fresh:
+        probes = matching.ProbeSet(
+            request.modality,
+            TemplateFormat(request.model, request.dimension, request.metric),
+            EncodedTemplates(base64=request.probes_b64),
+        )
         identification = matching.IdentificationRequest(
-            modality=request.modality,
-            template_format=TemplateFormat(request.model, request.dimension, request.metric),
-            probes=EncodedTemplates(base64=request.probes_b64),
+            probe_sets=(probes,),
             max_candidates=request.max_candidates,
             target_fpir=request.target_fpir,
         )

@@ -58,8 +58,8 @@ async def identify(
         wait_s,
     )
     remote = [entry["country"] for entry in view.skipped if entry["reason"] == NO_GALLERY]
-    if parts.channel is None or not remote:
-        return view
+    if parts.channel is None or not remote or view.modalities is not None:
+        return view  # a multi-modal search is fused here, over local galleries only (README)
     channel = parts.channel
     outbound_ids = await to_thread.run_sync(
         outbound.open_outbound, parts.sessions, view.id, remote, retry_unavailable_peers

@@ -6,16 +6,16 @@ modality's float32 rows in turn), so that retention erases them all at once. A s
 probe samples' qualities and the samples it dropped below the configured minimum; a candidate of
 a multi-modal search keeps its per-modality scores. None of these columns holds biometric data.
 
-Revision ID: 0014_multimodal
-Revises: 0014 (gallery_calibrations, main's head when this was rebased; the lead renumbers)
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-11-28
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014_multimodal"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
