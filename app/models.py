@@ -15,7 +15,7 @@ from app.cases.models import Case
 from app.db.base import Base
 from app.encryption.models import DataKey
 from app.federation.models import InboundSearch, OutboundSearch, Peer, RemoteCandidate, SeenNonce
-from app.galleries.models import Gallery, GalleryChange, Record, Template
+from app.galleries.models import Gallery, GalleryChange, Record, RecordVersion, Template
 from app.matching.models import Candidate, Search
 from app.principals.models import Principal, WebSession
 from app.review.models import ReviewPolicy
@@ -40,6 +40,7 @@ __all__ = [
     "Peer",
     "Principal",
     "Record",
+    "RecordVersion",
     "RemoteCandidate",
     "ReviewPolicy",
     "Search",

@@ -14,6 +14,7 @@ class Action(enum.StrEnum):
     GALLERY_CREATE = "gallery.create"
     RECORD_ENROL = "record.enrol"
     RECORD_READ = "record.read"
+    RECORD_READ_HISTORY = "record.read_history"
     RECORD_DELETE = "record.delete"
     RECORD_VERIFY = "record.verify"
     CASE_OPEN = "case.open"

@@ -8,9 +8,10 @@ templates of all its records are checked and normalised as one block (a bad reco
 refused on its own, with its position and a code), new records get their ids reserved in one
 statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), their templates sealed in one pass beforehand (app/galleries/stored.py), changed
-ones are replaced, identical ones left alone (idempotence by reference id), with one
-``change_seq`` step, one change log row (the ids upserted, for the other processes' indexes) and
-one audit event per committed batch.
+ones are replaced (the versions they end kept in the record history, app/galleries/history.py),
+identical ones left alone (idempotence by reference id), with one ``change_seq`` step, one change
+log row (the ids upserted, for the other processes' indexes) and one audit event per committed
+batch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from app.core.errors import DomainError
 from app.db.base import utcnow
 from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
+from app.galleries import history
 from app.galleries.changes import log_change
 from app.galleries.exceptions import (
     BatchTooLarge,
@@ -40,7 +42,7 @@ from app.galleries.exceptions import (
 )
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.service import template_format, writable_gallery, writing
-from app.galleries.stored import open_templates, seal_templates
+from app.galleries.stored import record_templates, seal_templates
 from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry
 from app.principals.exceptions import UnknownPrincipal
@@ -192,7 +194,7 @@ def stage(
     new = [i for i, reference in enumerate(accepted.reference_ids) if reference not in existing]
     ids = _insert(session, actor, gallery, accepted, new, now)
     outcome.inserted = len(new)
-    replaced = _replace(session, accepted, existing, now, outcome)
+    replaced = _replace(session, actor, accepted, existing, now, outcome)
     session.flush()
     upserted = ids + list(replaced.values())
     seq = log_change(session, gallery, upserted=upserted) if upserted else gallery.change_seq
@@ -349,6 +351,8 @@ RECORD_COLUMNS = (
     "enrolled_at",
     "enrolled_by",
     "updated_at",
+    "updated_by",
+    "version",
 )
 TEMPLATE_COLUMNS = ("record_id", "gallery_id", "sample", "vector")
 
@@ -362,6 +366,7 @@ def _insert(
         return []
     records, templates = cast(Table, Record.__table__), cast(Table, Template.__table__)
     ids = reserve_ids(session, records, len(new))
+    versions = history.next_versions(session, gallery.id, [accepted.reference_ids[i] for i in new])
     as_json = bind(session, records.c.attributes)
     at = bind(session, records.c.enrolled_at)(now)
     counts, starts = accepted.counts.tolist(), accepted.starts.tolist()
@@ -380,6 +385,8 @@ def _insert(
                 at,
                 actor_id,
                 at,
+                actor_id,
+                versions.get(accepted.reference_ids[i], 1),
             )
             for record_id, i in zip(ids, new, strict=True)
         ],
@@ -402,24 +409,33 @@ def _insert(
 
 
 def _replace(
-    session: Session, accepted: _Accepted, existing: dict[str, int], now: datetime, outcome: EnrolmentOutcome
+    session: Session,
+    actor: Principal,
+    accepted: _Accepted,
+    existing: dict[str, int],
+    now: datetime,
+    outcome: EnrolmentOutcome,
 ) -> dict[int, int]:
     """Give the records already stored their templates and attributes as sent, through the
-    ORM (a replacement is rare next to inserts); returns {accepted's index: record id} of those
-    that changed."""
+    ORM (a replacement is rare next to inserts), each changed one's version before kept in its
+    history; returns {accepted's index: record id} of those that changed."""
     if not existing:
         return {}
     index = {reference: i for i, reference in enumerate(accepted.reference_ids)}
-    replaced: dict[int, int] = {}
+    changed: list[tuple[Record, list[bytes]]] = []
     for record in session.scalars(select(Record).where(one_of(session, Record.id, list(existing.values())))):
         i = index[record.reference_id]
-        vectors = accepted.vectors(i)
-        held = open_templates(session, record.gallery_id, [(record.id, t.sample, t.vector) for t in record.templates])
-        if held == vectors and record.attributes == accepted.attributes[i]:
+        held = record_templates(session, record)
+        if held == accepted.vectors(i) and record.attributes == accepted.attributes[i]:
             outcome.unchanged += 1
-            continue
-        placed = [(record.id, sample, vector) for sample, vector in enumerate(vectors)]
-        record.replace(seal_templates(session, record.gallery_id, placed), accepted.attributes[i], now)
+        else:
+            changed.append((record, held))
+    history.supersede(session, changed)
+    replaced: dict[int, int] = {}
+    for record, _ in changed:
+        i = index[record.reference_id]
+        placed = [(record.id, sample, vector) for sample, vector in enumerate(accepted.vectors(i))]
+        record.replace(seal_templates(session, record.gallery_id, placed), accepted.attributes[i], now, actor.id)
         replaced[i] = record.id
         outcome.updated += 1
     return replaced

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, ForeignKey, Integer, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db.base import Base, UTCDateTime, utcnow
@@ -49,7 +49,8 @@ class GalleryChange(Base):
 
 class Record(Base):
     """A person enrolled in a gallery: a reference id unique in the gallery, minimal identity
-    attributes, and one or more templates. ``id`` is the record's id inside the matcher."""
+    attributes, and one or more templates. ``id`` is the record's id inside the matcher. The row
+    is the record's current version; the versions it replaced are in ``record_versions``."""
 
     __tablename__ = "records"
     __table_args__ = (UniqueConstraint("gallery_id", "reference_id", name="gallery_reference"),)
@@ -62,15 +63,23 @@ class Record(Base):
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     enrolled_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    """When the current version was written (its enrolment, or the update that made it)."""
+    updated_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
+    """Who wrote the current version; null on records not updated since revision 0015, whose
+    current version is their enrolment (``enrolled_by``)."""
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
+    """1 at enrolment, one more at each update; a record enrolled again after an erasure goes on
+    from its erasure's number, so that a reference id's versions never repeat."""
 
     templates: Mapped[list[Template]] = relationship(
         back_populates="record", cascade="all, delete-orphan", order_by="Template.sample", lazy="selectin"
     )
 
-    def replace(self, vectors: list[bytes], attributes: dict[str, Any], now: datetime) -> None:
+    def replace(self, vectors: list[bytes], attributes: dict[str, Any], now: datetime, by: int) -> None:
         """Make ``vectors`` (as stored: see app/galleries/stored.py) the record's samples and
-        ``attributes`` its attributes."""
+        ``attributes`` its attributes: its next version, written by principal ``by``."""
         self.attributes, self.template_count, self.updated_at = attributes, len(vectors), now
+        self.updated_by, self.version = by, self.version + 1
         self.templates = [Template(gallery_id=self.gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)]
 
 
@@ -87,3 +96,27 @@ class Template(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)
 
     record: Mapped[Record] = relationship(back_populates="templates")
+
+
+class RecordVersion(Base):
+    """A version of a record that is no longer current, or the erasure that ended a record.
+
+    Kept by reference id, not by record, so that a record's history outlives its deletion. Holds
+    the attributes of the version and a SHA-256 digest of its templates (app/galleries/history.py),
+    never the templates. An erasure keeps no attributes: the tombstone and the versions before it
+    keep only their digests and who changed what when."""
+
+    __tablename__ = "record_versions"
+
+    gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"), primary_key=True)
+    reference_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    change: Mapped[str] = mapped_column(String(16))
+    """What made this version: enrolled, updated, or erased (a tombstone)."""
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """None once the record is erased."""
+    template_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    """None on a tombstone, which has no templates."""
+    template_count: Mapped[int] = mapped_column(Integer)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    changed_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))

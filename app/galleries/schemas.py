@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
 
@@ -106,4 +106,40 @@ class RecordOut(BaseModel):
     template_count: int = Field(description="templates (samples) enrolled for the record")
     sample_count: int = Field(deprecated=True, description="the same as template_count, its former name")
     enrolled_at: datetime
-    updated_at: datetime
+    updated_at: datetime = Field(description="when the current version was written")
+    version: int = Field(
+        description="the record's current version: 1 at enrolment, one more at each update (its earlier versions: "
+        "GET .../history)"
+    )
+
+
+class Author(BaseModel):
+    id: int = Field(description="principal id")
+    name: str
+
+
+class RecordVersionOut(BaseModel):
+    version: int
+    change: Literal["enrolled", "updated", "erased"] = Field(
+        description="what made this version: enrolled (also again after an erasure), updated (re-enrolled with other "
+        "templates or attributes), erased (the record was deleted: a tombstone)"
+    )
+    attributes: dict[str, str] | None = Field(
+        description="the version's identity attributes; null on every version of an erased record (erasure takes "
+        "them out of the service, the history keeps only digests and who changed what when)"
+    )
+    template_digest: str | None = Field(
+        description="SHA-256 (hex) of the version's templates as stored in clear: normalised little-endian float32, "
+        "samples in order, concatenated; equal digests, same templates. Null on an erasure. The templates themselves "
+        "are never kept in the history"
+    )
+    template_count: int
+    changed_at: datetime
+    changed_by: Author = Field(description="the principal who wrote this version")
+
+
+class RecordHistoryOut(BaseModel):
+    gallery_id: int
+    reference_id: str
+    version: int | None = Field(description="the current version; null once the record is erased")
+    versions: list[RecordVersionOut] = Field(description="newest first, the current version included")

@@ -21,8 +21,10 @@ from sqlalchemy.orm import Session
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.core.countries import check_country
+from app.db.base import utcnow
 from app.db.session import Sessions, insert, transaction
 from app.encryption.keyring import Keyring, gallery_scope
+from app.galleries import history
 from app.galleries.changes import announce_gallery, log_change
 from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
@@ -60,6 +62,7 @@ class RecordView:
     template_count: int
     enrolled_at: datetime
     updated_at: datetime
+    version: int
 
 
 class Formatted(Protocol):
@@ -241,6 +244,7 @@ def record_view(record: Record) -> RecordView:
         record.template_count,
         record.enrolled_at,
         record.updated_at,
+        record.version,
     )
 
 
@@ -256,12 +260,14 @@ def read_record(sessions: Sessions, actor: Principal, gallery_id: int, reference
 def delete_record(
     sessions: Sessions, registry: IndexRegistry, actor: Principal, gallery_id: int, reference_id: str
 ) -> None:
-    """Delete a record and its templates; it is gone from matching when this returns."""
+    """Delete a record and its templates; it is gone from matching when this returns. Its
+    history keeps a tombstone and loses the attributes of every version (app/galleries/history.py)."""
     with writing(sessions, registry, actor, gallery_id):
         with transaction(sessions) as session:
             gallery = writable_gallery(session, actor, gallery_id)
             record = find_record(session, gallery_id, reference_id, gallery.country)
             record_id = record.id
+            history.erase(session, record, actor, utcnow())
             session.delete(record)
             seq = log_change(session, gallery, removed=[record_id])
             audit.append(

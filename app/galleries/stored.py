@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.sealing import template_place
+from app.galleries.models import Record
 
 Placed = tuple[int, int, bytes]
 """(record id, sample, bytes) of one template."""
@@ -33,3 +34,8 @@ def open_templates(session: Session, gallery_id: int, stored: Sequence[Placed]) 
     if sealer is None:
         return [value for _, _, value in stored]
     return [sealer.open(value, template_place(gallery_id, record_id, sample)) for record_id, sample, value in stored]
+
+
+def record_templates(session: Session, record: Record) -> list[bytes]:
+    """The float32 bytes of a record's stored templates, in sample order."""
+    return open_templates(session, record.gallery_id, [(record.id, t.sample, t.vector) for t in record.templates])

@@ -421,6 +421,7 @@ class SearchExecutor:
                         "gallery_id": hit.gallery_id,
                         "record_id": hit.record_id,
                         "reference_id": records[hit.record_id].reference_id,
+                        "record_version": records[hit.record_id].version,
                         "country": records[hit.record_id].country,
                         "rank": rank,
                         "score": hit.score,
@@ -567,7 +568,7 @@ def search_resource(job: Job, search_id: int) -> str:
 
 _INSERT_SEARCH = insert(Search)
 _RECORDS = (
-    select(Record.id, Record.reference_id, Gallery.country)
+    select(Record.id, Record.reference_id, Record.version, Gallery.country)
     .join(Gallery, Gallery.id == Record.gallery_id)
     .where(Record.id.in_(bindparam("ids", expanding=True)))
 )
@@ -599,6 +600,8 @@ _OWNERS = select(Search.id, Search.status).where(Search.id.in_(bindparam("ids", 
 
 def candidate_from_row(candidate_id: int, row: dict[str, Any]) -> CandidateView:
     """The view of a candidate just inserted, from the values it was inserted with: nothing is
-    read back."""
+    read back (its record's version is the one it pins)."""
     fields = {name: value for name, value in row.items() if name != "record_id"}
-    return CandidateView(id=candidate_id, attributes=None, note=None, reviewed_at=None, **fields)
+    return CandidateView(
+        id=candidate_id, attributes=None, note=None, reviewed_at=None, record_changed_since=False, **fields
+    )

@@ -90,6 +90,9 @@ class Candidate(Base):
     gallery_id: Mapped[int] = mapped_column(ForeignKey("galleries.id"))
     record_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("records.id", ondelete="SET NULL"))
     reference_id: Mapped[str] = mapped_column(String(128))
+    record_version: Mapped[int | None] = mapped_column(Integer)
+    """The record's version when the candidate was found (none before revision 0015): the
+    consul sees whether the record changed since."""
     country: Mapped[str] = mapped_column(String(3), index=True)
     rank: Mapped[int] = mapped_column(Integer)
     score: Mapped[float] = mapped_column(Float)

@@ -12,7 +12,7 @@ from app.core.modalities import Modality
 from app.federation.schemas import RemoteSearchOut
 from app.galleries.schemas import Sample, TemplateFormatIn
 from app.matching.score_schemas import DroppedSample, ModalityScoreOut, SampleQuality
-from app.review.schemas import REVIEW_STATES
+from app.review.schemas import RECORD_CHANGED_SINCE, RECORD_VERSION, REVIEW_STATES
 
 PROBE_CHOICE: JsonDict = {
     # if/then/else rather than oneOf, so that a generated client keeps one model class
@@ -168,6 +168,8 @@ class CandidateOut(BaseModel):
     gallery_id: int
     country: str
     reference_id: str
+    record_version: int | None = Field(None, description=RECORD_VERSION)
+    record_changed_since: bool = Field(False, description=RECORD_CHANGED_SINCE)
     rank: int
     score: float = Field(
         description="the comparison score of the probe and the record, in the gallery's metric; on a multi-modal "

@@ -38,6 +38,10 @@ class CandidateView:
     reviewed_at: datetime | None
     modalities: list[dict[str, Any]] | None
     """On a multi-modal search, what each modality said of the person."""
+    record_version: int | None
+    """The version of the record the candidate was found in (None before versions existed)."""
+    record_changed_since: bool
+    """The record was updated or erased since: what the consul reads is not what matched."""
 
 
 @dataclass(frozen=True)
@@ -109,10 +113,12 @@ def review_item_view(
     search: Search,
     attributes: dict[str, Any] | None,
     officers: dict[int, OfficerView],
+    versions: dict[int, int],
 ) -> ReviewItemView:
-    """``officers``: the reviewers named on the candidate, from ``reviewing_officers``."""
+    """``officers``: the reviewers named on the candidate, from ``reviewing_officers``;
+    ``versions``: its record's current version, from ``current_versions``."""
     return ReviewItemView(
-        **candidate_view(candidate, attributes).__dict__,
+        **candidate_view(candidate, attributes, versions).__dict__,
         case_id=case.id,
         case_status=case.status,
         deadline=case.deadline,
@@ -134,7 +140,18 @@ def reviewing_officers(session: Session, candidates: list[Candidate]) -> dict[in
     return {officer_id: OfficerView(officer_id, name) for officer_id, name in rows}
 
 
-def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> CandidateView:
+def current_versions(session: Session, candidates: list[Candidate]) -> dict[int, int]:
+    """The current version of the records ``candidates`` point to, by record id, read in one
+    statement; an erased record is absent."""
+    ids = {c.record_id for c in candidates if c.record_id is not None}
+    if not ids:
+        return {}
+    return dict(session.execute(select(Record.id, Record.version).where(Record.id.in_(ids))).tuples().all())
+
+
+def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None, versions: dict[int, int]) -> CandidateView:
+    """``versions``: the current version of the candidate's record, from ``current_versions``."""
+    current = versions.get(candidate.record_id) if candidate.record_id is not None else None
     return CandidateView(
         id=candidate.id,
         search_id=candidate.search_id,
@@ -152,6 +169,8 @@ def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None) -> C
         note=candidate.note,
         reviewed_at=candidate.reviewed_at,
         modalities=candidate.modalities,
+        record_version=candidate.record_version,
+        record_changed_since=candidate.record_version is not None and current != candidate.record_version,
     )
 
 
@@ -176,12 +195,13 @@ def search_views(session: Session, searches: list[Search]) -> list[SearchView]:
         else {}
     )
     remote = remote_searches_of(session, [s.id for s in searches])
+    versions = current_versions(session, candidates)
     return [
         _with_remote(
             search_view(
                 search,
                 [
-                    candidate_view(c, attributes.get(c.record_id) if c.record_id else None)
+                    candidate_view(c, attributes.get(c.record_id) if c.record_id else None, versions)
                     for c in candidates
                     if c.search_id == search.id
                 ],

@@ -7,6 +7,14 @@ from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
 from app.matching.score_schemas import ModalityScoreOut, SampleQuality
 
+RECORD_VERSION = (
+    "the version of the record the candidate was found in (GET /v1/galleries/{id}/records/{reference_id}/history "
+    "lists them); null on candidates found before records had versions"
+)
+RECORD_CHANGED_SINCE = (
+    "true when the record was updated or erased after the candidate was found: the attributes read now are not "
+    "those of the version that matched"
+)
 REVIEW_STATES = (
     "pending: awaiting a consul; pending_second_review: confirmed by one consul of a country that requires two "
     "(four-eyes), awaiting a different consul; confirmed; rejected; inconclusive: the consul could neither confirm "
@@ -33,6 +41,8 @@ class ReviewItem(BaseModel):
     band: str
     review_state: str = Field(description=REVIEW_STATES)
     attributes: dict[str, str] | None = Field(description="the enrolled record's identity attributes")
+    record_version: int | None = Field(description=RECORD_VERSION)
+    record_changed_since: bool = Field(description=RECORD_CHANGED_SINCE)
     note: str | None = Field(description="the note of the decision that settled the candidate")
     reviewed_at: datetime | None = Field(description="when the candidate was settled")
     reviewed_by: Officer | None = Field(

@@ -28,6 +28,7 @@ from app.matching.views import (
     OfficerView,
     ReviewItemView,
     candidate_view,
+    current_versions,
     review_item_view,
     reviewing_officers,
 )
@@ -101,8 +102,10 @@ def review_queue(
         rows = session.execute(query).all()
         candidates = [candidate for candidate, _, _ in rows]
         attributes, officers = _attributes(session, candidates), reviewing_officers(session, candidates)
+        versions = current_versions(session, candidates)
         items = [
-            review_item_view(c, case, search, attributes.get(c.record_id or 0), officers) for c, case, search in rows
+            review_item_view(c, case, search, attributes.get(c.record_id or 0), officers, versions)
+            for c, case, search in rows
         ]
         audit.append(
             session,
@@ -203,15 +206,18 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
     with transaction(sessions) as session:
         candidate, case, search = _visible(session, actor, candidate_id)
         record = session.get(Record, candidate.record_id) if candidate.record_id else None
-        siblings = session.scalars(
-            select(Candidate)
-            .where(
-                Candidate.search_id == candidate.search_id,
-                Candidate.country == actor.country,
-                Candidate.id != candidate.id,
+        siblings = list(
+            session.scalars(
+                select(Candidate)
+                .where(
+                    Candidate.search_id == candidate.search_id,
+                    Candidate.country == actor.country,
+                    Candidate.id != candidate.id,
+                )
+                .order_by(Candidate.rank)
             )
-            .order_by(Candidate.rank)
         )
+        versions = current_versions(session, [candidate, *siblings])
         audit.append(
             session,
             actor,
@@ -222,13 +228,18 @@ def candidate_page(sessions: Sessions, actor: Principal, candidate_id: int) -> C
         )
         return CandidatePage(
             candidate=review_item_view(
-                candidate, case, search, record.attributes if record else None, reviewing_officers(session, [candidate])
+                candidate,
+                case,
+                search,
+                record.attributes if record else None,
+                reviewing_officers(session, [candidate]),
+                versions,
             ),
             case_ref=case.external_ref,
             agency=case.agency,
             target_fpir=search.target_fpir,
             record=record_view(record) if record else None,
-            siblings=[candidate_view(sibling, None) for sibling in siblings],
+            siblings=[candidate_view(sibling, None, versions) for sibling in siblings],
         )
 
 

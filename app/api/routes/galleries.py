@@ -5,8 +5,8 @@ from fastapi import APIRouter, Response
 from app.api.deps import Admin, AdminOrRegistry, Registry, RegistryOrConsular, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
 from app.core.ids import RowId
-from app.galleries import enrolment, service
-from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordOut
+from app.galleries import enrolment, history, service
+from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordHistoryOut, RecordOut
 from app.galleries.templates import EncodedTemplates
 from app.principals.models import Role
 from app.review import service as review
@@ -89,6 +89,22 @@ def read_record(
     read = review.read_candidate_record if actor.role == Role.CONSULAR.value else service.read_record
     record = read(sessions, actor, gallery_id, reference_id)
     return {**record.__dict__, "sample_count": record.template_count}
+
+
+@router.get(
+    "/{gallery_id}/records/{reference_id}/history",
+    response_model=RecordHistoryOut,
+    summary="Read a record's versions (never its templates)",
+    responses={404: refusal("not_found: no such record ever enrolled in a gallery the caller may read")},
+)
+def read_record_history(
+    gallery_id: RowId, reference_id: str, actor: AdminOrRegistry, sessions: SessionsDep
+) -> history.HistoryView:
+    """Every version of the record, newest first: its attributes, a digest of its templates,
+    when and by whom it was written, and what made it (enrolled, updated, erased). Registry: its
+    own country's records; admin: any. An erased record keeps its versions without attributes,
+    after a tombstone. The read is audited (``record.read_history``)."""
+    return history.read_history(sessions, actor, gallery_id, reference_id)
 
 
 @router.delete("/{gallery_id}/records/{reference_id}", status_code=204, summary="Delete a record")
