@@ -105,6 +105,13 @@ def table(w: World) -> list[tuple[str, str, str, object, dict[str, int]]]:
             {**scoped_registry, "consular": 200, "consular_other": 404},
         ),
         (
+            "GET",
+            "/v1/galleries/{gallery_id}/records/{reference_id}/history",
+            f"/v1/galleries/{g}/records/REF-0/history",
+            None,
+            {"admin": 200, **scoped_registry},
+        ),
+        (
             "DELETE",
             "/v1/galleries/{gallery_id}/records/{reference_id}",
             f"/v1/galleries/{g}/records/REF-3",

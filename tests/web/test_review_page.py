@@ -74,6 +74,8 @@ def build_world(api):
         cases[ref] = case["id"]
     return {
         "consul": principal(api, "consular", "SEN"),
+        "registry": registry,
+        "gallery_id": gallery["id"],
         "other_consul": principal(api, "consular", "MLI"),
         "police": police,
         "cases": cases,
@@ -292,3 +294,37 @@ def test_four_eyes_the_second_consul_sees_the_first_review_and_confirms(server, 
     ]
     assert [e["details"]["review_state"] for e in confirmations] == ["pending_second_review", "confirmed"]
     assert api.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
+
+
+def test_the_consul_sees_that_the_record_changed_since_the_match(server, page):
+    base, api, world = server
+    _, candidate_id = candidate_of_new_case(api, world, "DCPAF-RECORD-CHANGED", 23)
+    sign_in(page, base, key_of(world["consul"]))
+    page.goto(f"{base}/review/candidates/{candidate_id}")
+    assert described(page, "Record version matched") == "1"
+    assert page.get_by_role("note").count() == 0
+
+    updated = {
+        "reference_id": "SEN-0023",
+        "templates": [world["people"][23].tolist()],
+        "attributes": {"family_name": "Diop23", "given_names": "Awa23", "date_of_birth": "1994-03-20"},
+    }
+    response = api.post(
+        f"/v1/galleries/{world['gallery_id']}/records:batch", json={"records": [updated]}, headers=world["registry"]
+    )
+    assert response.json()["updated"] == 1, response.text
+
+    page.goto(f"{base}/review")
+    row = page.locator("tbody tr", has_text="SEN-0023")
+    assert "record changed since" in row.inner_text().lower()
+    row.get_by_role("link", name="SEN-0023").click()
+    assert described(page, "Record version matched").lower() == "1 changed since"
+    note = page.get_by_role("note").inner_text()
+    assert "matched version 1" in note and "now at version 2" in note
+    assert described(page, "date of birth") == "1994-03-20", "the current version's attributes"
+    assert described(page, "Current version").startswith("2, written ")
+
+
+def described(page, term):
+    """The text of the definition of ``term`` in the page's description lists."""
+    return page.locator("dt", has_text=term).locator("xpath=following-sibling::dd[1]").inner_text().strip()
