@@ -146,7 +146,8 @@ def current_versions(session: Session, candidates: list[Candidate]) -> dict[int,
     ids = {c.record_id for c in candidates if c.record_id is not None}
     if not ids:
         return {}
-    return dict(session.execute(select(Record.id, Record.version).where(Record.id.in_(ids))).tuples().all())
+    rows = session.execute(select(Record.id, Record.version).where(Record.id.in_(ids)))
+    return {record_id: version for record_id, version in rows}
 
 
 def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None, versions: dict[int, int]) -> CandidateView:
