@@ -219,7 +219,7 @@ def _updated_before(session: Session, gallery_id: int, records: Sequence[Record]
 
 
 def _author_id(record: Record) -> int:
-    """Who wrote the record's current version: records not updated since revision 0015 have
+    """Who wrote the record's current version: records not updated since revision 0016 have
     no ``updated_by``, their current version being their enrolment."""
     return record.updated_by if record.updated_by is not None else record.enrolled_by
 

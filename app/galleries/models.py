@@ -65,7 +65,7 @@ class Record(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     """When the current version was written (its enrolment, or the update that made it)."""
     updated_by: Mapped[int | None] = mapped_column(ForeignKey("principals.id"))
-    """Who wrote the current version; null on records not updated since revision 0015, whose
+    """Who wrote the current version; null on records not updated since revision 0016, whose
     current version is their enrolment (``enrolled_by``)."""
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     """1 at enrolment, one more at each update; a record enrolled again after an erasure goes on

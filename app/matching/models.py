@@ -91,7 +91,7 @@ class Candidate(Base):
     record_id: Mapped[int | None] = mapped_column(BigId, ForeignKey("records.id", ondelete="SET NULL"))
     reference_id: Mapped[str] = mapped_column(String(128))
     record_version: Mapped[int | None] = mapped_column(Integer)
-    """The record's version when the candidate was found (none before revision 0015): the
+    """The record's version when the candidate was found (none before revision 0016): the
     consul sees whether the record changed since."""
     country: Mapped[str] = mapped_column(String(3), index=True)
     rank: Mapped[int] = mapped_column(Integer)
