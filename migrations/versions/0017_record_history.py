@@ -11,8 +11,8 @@ the templates). Records enrolled before this revision are at version 1 and have 
 The columns are added in place (no copy of the records table, which may hold millions of rows):
 SQLite takes a column with a foreign key in ALTER TABLE when its default is null.
 
-Revision ID: 0016
-Revises: 0015
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-11-28
 """
 
@@ -21,8 +21,8 @@ from alembic import op
 
 import app.db.base
 
-revision = "0016"
-down_revision = "0015"
+revision = "0017"
+down_revision = "0016"
 branch_labels = None
 depends_on = None
 
