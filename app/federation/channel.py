@@ -39,17 +39,30 @@ class Exchange:
 
 
 class PeerChannel:
+    """One HTTP client shared by every thread that talks to peers (httpx's connection pool is
+    thread-safe): the searches of one identification are sent to their peers at once."""
+
     def __init__(self, node: NodeIdentity, metrics: Metrics, timeout_s: float, window_s: int) -> None:
         self.node = node
         self.metrics = metrics
         self.window_s = window_s
         self.client = httpx.Client(timeout=timeout_s)
 
-    def send(self, peer: Peer, kind: str, method: str, path: str, payload: dict[str, Any] | None) -> Exchange:
-        """Sign and send one message to ``peer``; raise PeerUnavailable without a valid answer."""
+    def send(
+        self,
+        peer: Peer,
+        kind: str,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None,
+        timeout_s: float | None = None,
+    ) -> Exchange:
+        """Sign and send one message to ``peer``; raise PeerUnavailable without a valid answer
+        within ``timeout_s`` (default: ``federation_timeout_s``)."""
         content = json.dumps(payload, separators=(",", ":")).encode() if payload is not None else b""
         headers = {"content-type": "application/json"} if payload is not None else {}
-        request = self.client.build_request(method, peer.url + path, content=content, headers=headers)
+        timeout = self.client.timeout if timeout_s is None else httpx.Timeout(timeout_s)
+        request = self.client.build_request(method, peer.url + path, content=content, headers=headers, timeout=timeout)
         sent = sign_request(self.node, request)
         started = time.perf_counter()
         try:

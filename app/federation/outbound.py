@@ -75,8 +75,11 @@ def open_outbound(sessions: Sessions, search_id: int, countries: list[str], retr
         return [row.id for row in rows]
 
 
-def send(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_ms: int) -> None:
-    """Send (or resend) an outbound search to its peer and apply the answer."""
+def send(
+    sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_ms: int, timeout_s: float | None = None
+) -> None:
+    """Send (or resend) an outbound search to its peer, asking for its answer within
+    ``wait_ms``, and apply the answer; no answer within ``timeout_s`` is peer_unavailable."""
     with sessions() as session:
         outbound = session.get(OutboundSearch, outbound_id)
         assert outbound is not None
@@ -84,7 +87,7 @@ def send(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_ms: in
         assert peer is not None
         payload = _request(session, channel, outbound, wait_ms)
     try:
-        exchange = channel.send(peer, "search", "POST", SEARCHES_PATH, payload)
+        exchange = channel.send(peer, "search", "POST", SEARCHES_PATH, payload, timeout_s)
     except PeerUnavailable as failure:
         _unavailable(sessions, outbound_id, failure.reason)
         return

@@ -1,13 +1,14 @@
 """Identification across the federation: the local search as always (app/matching/service.py),
 then, for each country of the case with no gallery here but a live peer, the same probes sent
-to that peer (app/federation/outbound.py). The answer shows both: local candidates, and per
-peer country its status and the candidates it reported."""
+to that peer (app/federation/outbound.py), to every peer at once. The answer shows both: local
+candidates, and per peer country its status and the candidates it reported."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from anyio import to_thread
+from anyio import create_task_group, to_thread
 
 from app.core.config import Settings
 from app.db.session import Sessions
@@ -21,6 +22,11 @@ from app.matching.views import SearchView, search_views
 from app.principals.models import Principal
 
 NO_GALLERY = "no_gallery"
+
+ANSWER_MARGIN_S = 2.0
+"""What a peer has, beyond the wait it was told, to answer (accept the search, write it, sign
+the state it has): milliseconds on a national link, seconds on a loaded node. A peer silent
+longer is peer_unavailable for this answer (and resent, if asked, by the poller)."""
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,11 @@ async def identify(
     wait_s: float,
     retry_unavailable_peers: bool,
 ) -> SearchView:
-    """Search locally, then at the peers of the countries without a local gallery. The peers
-    are asked within what is left of ``wait_s``; one that does not answer in time is
-    ``peer_unavailable`` (retried until the deadline with ``retry_unavailable_peers``)."""
+    """Search locally, then at the peers of the countries without a local gallery, all at once:
+    each is asked to answer within what is left of ``wait_s``, and one that does not (plus
+    :data:`ANSWER_MARGIN_S`) is ``peer_unavailable`` (retried until the deadline with
+    ``retry_unavailable_peers``), so that a slow peer delays no other country's answer."""
+    started = time.monotonic()
     view = await matching.identify(
         parts.sessions,
         parts.readers,
@@ -66,9 +74,18 @@ async def identify(
     )
     if not outbound_ids:
         return view
-    for outbound_id in outbound_ids:
-        await to_thread.run_sync(outbound.send, parts.sessions, channel, outbound_id, int(wait_s * 1000))
+    left_s = max(0.0, wait_s - (time.monotonic() - started))
+    async with create_task_group() as peers:
+        for outbound_id in outbound_ids:
+            peers.start_soon(_ask, parts.sessions, channel, outbound_id, left_s)
     return await to_thread.run_sync(_reread, parts.sessions, view.id)
+
+
+async def _ask(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_s: float) -> None:
+    """One peer's part, in a worker thread of its own."""
+    await to_thread.run_sync(
+        outbound.send, sessions, channel, outbound_id, int(wait_s * 1000), wait_s + ANSWER_MARGIN_S
+    )
 
 
 def _reread(sessions: Sessions, search_id: int) -> SearchView:

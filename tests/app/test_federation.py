@@ -12,16 +12,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.federation.node import load_node
 from app.federation.signatures import sign_request
@@ -31,7 +34,7 @@ DIM = 64
 FAST = {
     "READMIT_FEDERATION_POLL_INTERVAL_S": "0.5",
     "READMIT_FEDERATION_NOTIFY_INTERVAL_S": "0.2",
-    "READMIT_FEDERATION_TIMEOUT_S": "5",
+    "READMIT_FEDERATION_TIMEOUT_S": "60",  # an identification's peers are bounded by its wait, not this
     "READMIT_FEDERATION_MAX_BODY_BYTES": "65536",
 }
 
@@ -76,8 +79,13 @@ def peer(at: Node, other: Node) -> None:
     assert response.status_code == 201, response.text
 
 
-def agreement(at: Node, receiving: str) -> None:
-    body = {"receiving_country": receiving, "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
+def agreement(at: Node, receiving: str, origin: str = "SEN") -> None:
+    body = {
+        "receiving_country": receiving,
+        "origin_country": origin,
+        "modalities": ["face"],
+        "valid_from": "2020-01-01",
+    }
     assert at.admin("POST", "/v1/agreements", json=body).status_code == 201
 
 
@@ -126,8 +134,15 @@ def probe_of(person: dict[str, Any], seed: int = 1) -> np.ndarray:
     return template + np.random.default_rng(seed).normal(0, 0.05, DIM).astype(np.float32)
 
 
-def identify(node: Node, police: dict[str, str], ref: str, probe: np.ndarray, **extra: Any) -> dict[str, Any]:
-    case = node.call("POST", "/v1/cases", police, json=case_body(ref)).json()
+def identify(
+    node: Node,
+    police: dict[str, str],
+    ref: str,
+    probe: np.ndarray,
+    countries: tuple[str, ...] = ("SEN",),
+    **extra: Any,
+) -> dict[str, Any]:
+    case = node.call("POST", "/v1/cases", police, json=case_body(ref, countries=countries)).json()
     response = node.call(
         "POST", f"/v1/cases/{case['id']}/identifications", police, json=identification_body(probe, **extra)
     )
@@ -283,3 +298,51 @@ def test_an_origin_down_is_peer_unavailable_and_nothing_is_lost_when_it_returns(
     assert read["remote_searches"][0]["candidates"][0]["reference_id"] == "REF-00011"
     pending = sen.call("GET", "/v1/review/candidates?state=pending", federation.consul).json()
     assert [c["reference_id"] for c in pending].count("REF-00011") == 1, "the resent request ran once"
+
+
+class SilentPeer:
+    """A node that accepts a connection and never answers (until the test ends): the slowest
+    peer there is."""
+
+    def __init__(self) -> None:
+        released = self.released = threading.Event()
+
+        class Hold(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                released.wait(120)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hold)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        self.public_key = base64.b64encode(key).decode()
+
+    def close(self) -> None:
+        self.released.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_silent_peer_delays_no_other_countrys_answer(federation):
+    fra = federation.fra
+    silent = SilentPeer()
+    try:
+        body = {"country": "GIN", "url": silent.url, "public_key": silent.public_key}
+        assert fra.admin("POST", "/v1/peers", json=body).status_code == 201
+        agreement(fra, "FRA", origin="GIN")
+        # FRA's peers may take 60 s to answer a message: were GIN asked before SEN, and waited
+        # for, this answer would come after the test client's 30 s
+        search = identify(
+            fra, federation.police["FRA"], "FRA-3", probe_of(federation.people[21]), ("GIN", "SEN"), wait_ms=3000
+        )
+    finally:
+        silent.close()
+    remote = {r["country"]: r for r in search["remote_searches"]}
+    assert remote["SEN"]["status"] == "done"
+    assert remote["SEN"]["candidates"][0]["reference_id"] == "REF-00021"
+    assert (remote["GIN"]["status"], remote["GIN"]["error"]) == ("unavailable", "peer_unavailable")
+    assert search["skipped"] == [{"country": "GIN", "reason": "peer_unavailable"}]
