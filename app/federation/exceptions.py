@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from app.core.errors import Conflict, Forbidden, Invalid, NotFound, RateLimited, TooLarge, Unauthenticated
+from app.core.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    RateLimited,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
 
 
 class NodeNotInitialised(Conflict):
@@ -68,3 +77,10 @@ class UnknownRemoteSearch(NotFound):
 
 class InvalidMessage(Invalid):
     code = "invalid_message"
+
+
+class RequestInProgress(Unavailable):
+    """A resent request that another process of this node is still running: the peer resends it
+    later, and is then answered from that run."""
+
+    code = "request_in_progress"

@@ -8,17 +8,22 @@ is told candidate ids, reference ids, ranks, scores, bands and review states, an
 candidate's identity attributes; what it was told last is kept, so that a change is notified
 once (app/federation/notifier.py) and a poll in between is answered from the same state.
 
-A request is idempotent by its ``request_id``: a resend after a lost answer returns the search
-already accepted, so nothing is run twice and nothing is half-applied."""
+A request is idempotent by its ``request_id``: a resend after a lost answer, or after a crash of
+this node at any point, returns the search already accepted, so nothing is run twice and nothing
+is half-applied (app/federation/idempotency.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import time
 from dataclasses import dataclass
 
+import anyio
 from anyio import to_thread
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.agreements.service import countries_in_force
@@ -28,8 +33,9 @@ from app.cases.models import Case, CaseStatus
 from app.cases.service import remote_case
 from app.core.config import Settings
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
-from app.federation.exceptions import NoAgreement, UnknownRemoteSearch, WrongCountry
+from app.db.session import Sessions, engine_of, transaction
+from app.federation.exceptions import NoAgreement, RequestInProgress, UnknownRemoteSearch, WrongCountry
+from app.federation.idempotency import Step, claim, link, take
 from app.federation.models import InboundSearch, Peer
 from app.federation.node import NodeIdentity
 from app.federation.signatures import Proof
@@ -42,6 +48,8 @@ from app.matching.models import Candidate, ReviewState, Search, SearchStatus
 from app.matching.scheduler import Scheduler
 from app.principals.models import Principal
 from matcher import TemplateFormat
+
+log = logging.getLogger(__name__)
 
 ENDED = {SearchStatus.DONE.value, SearchStatus.FAILED.value, SearchStatus.EXPIRED.value}
 SETTLED_REVIEW = {ReviewState.CONFIRMED.value, ReviewState.REJECTED.value}
@@ -61,20 +69,27 @@ class Matching:
 async def receive_search(
     parts: Matching, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
 ) -> FederatedSearchState:
-    """Accept (or refuse) a peer's search and run it, answering its state within
-    ``request.wait_ms`` (queued or running beyond)."""
-    inbound_id, principal, fresh = await to_thread.run_sync(_accept, parts.sessions, node, peer, proof, request)
-    if fresh:
-        probes = matching.ProbeSet(
-            request.modality,
-            TemplateFormat(request.model, request.dimension, request.metric),
-            EncodedTemplates(base64=request.probes_b64),
-        )
-        identification = matching.IdentificationRequest(
-            probe_sets=(probes,),
-            max_candidates=request.max_candidates,
-            target_fpir=request.target_fpir,
-        )
+    """Accept (or refuse) a peer's search and run it, once (app/federation/idempotency.py),
+    answering its state within ``request.wait_ms`` (queued or running beyond). A resend while
+    another process still runs it waits as long for that one's answer, then is told to come back
+    (503 request_in_progress)."""
+    probes = matching.ProbeSet(
+        request.modality,
+        TemplateFormat(request.model, request.dimension, request.metric),
+        EncodedTemplates(base64=request.probes_b64),
+    )
+    identification = matching.IdentificationRequest(
+        probe_sets=(probes,), max_candidates=request.max_candidates, target_fpir=request.target_fpir
+    )
+    taking = _Taking(parts, identification, request.wait_ms / 1000)
+    inbound_id, principal, step = await to_thread.run_sync(_accept, taking, node, peer, proof, request)
+    give_up = time.monotonic() + taking.wait_s
+    while step is Step.WAIT:
+        if time.monotonic() >= give_up:
+            raise RequestInProgress("this request is being run by another process here: resend it later")
+        await anyio.sleep(CLAIM_CHECK_S)
+        step = await to_thread.run_sync(_take, taking, inbound_id)
+    if step is Step.RUN:
         case_id = await to_thread.run_sync(_case_of, parts.sessions, inbound_id)
         view = await matching.identify(
             parts.sessions,
@@ -85,17 +100,52 @@ async def receive_search(
             principal,
             case_id,
             identification,
-            request.wait_ms / 1000,
+            taking.wait_s,
         )
         await to_thread.run_sync(_link, parts.sessions, inbound_id, view.id)
     return await to_thread.run_sync(read_state, parts.sessions, peer, inbound_id)
 
 
+CLAIM_CHECK_S = 0.1
+"""How often a resend waiting on another process's run looks for its link."""
+
+
+@dataclass(frozen=True)
+class _Taking:
+    """What deciding whether to run a request needs: this process's identity, the request."""
+
+    parts: Matching
+    identification: matching.IdentificationRequest
+    wait_s: float
+
+    @property
+    def owner(self) -> str:
+        return self.parts.executor.leases.owner
+
+    @property
+    def single_process(self) -> bool:
+        return engine_of(self.parts.sessions).dialect.name == "sqlite"
+
+
+def _take(taking: _Taking, inbound_id: int) -> Step:
+    with transaction(taking.parts.sessions) as session:
+        inbound = session.scalars(select(InboundSearch).where(InboundSearch.id == inbound_id).with_for_update()).one()
+        return take(
+            session,
+            inbound,
+            taking.owner,
+            taking.single_process,
+            taking.identification,
+            taking.parts.settings.max_probes,
+            taking.wait_s,
+        )
+
+
 def _accept(
-    sessions: Sessions, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
-) -> tuple[int, Principal, bool]:
-    """The inbound search (new, or the one this request id already made) and whether it still
-    has to be run. A refusal is audited, with the peer's signature, before it is answered."""
+    taking: _Taking, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
+) -> tuple[int, Principal, Step]:
+    """The inbound search (new, or the one this request id already made) and what to do with it.
+    A refusal is audited, with the peer's signature, before it is answered."""
     if request.requesting_country != peer.country:
         raise WrongCountry(f"this peer is trusted for {peer.country} only, not {request.requesting_country}")
     details = {
@@ -107,16 +157,19 @@ def _accept(
         "request_signature": proof.as_details(),
     }
     countries = [peer.country, node.country]
-    with transaction(sessions) as session:
+    sessions = taking.parts.sessions
+    with sessions() as session:
         principal = session.get(Principal, peer.principal_id)
         assert principal is not None
+        session.expunge(principal)
         existing = session.scalar(
-            select(InboundSearch).where(
+            select(InboundSearch.id).where(
                 InboundSearch.peer_id == peer.id, InboundSearch.request_id == request.request_id
             )
         )
-        if existing is not None:
-            return existing.id, principal, existing.search_id is None
+    if existing is not None:
+        return existing, principal, _take(taking, existing)
+    with transaction(sessions) as session:
         allowed = countries_in_force(session, peer.country, [node.country], request.modality, utcnow().date())
         if not allowed:
             audit.append(
@@ -132,24 +185,26 @@ def _accept(
         raise NoAgreement(
             f"no agreement in force lets {peer.country} search {node.country}'s {request.modality} galleries"
         )
-    with transaction(sessions) as session:
-        principal = session.get(Principal, peer.principal_id)
-        assert principal is not None
-        case = remote_case(
-            session, principal, request.case_reference, request.deadline, node.country, request.legal_basis.value
-        )
-        inbound = InboundSearch(peer_id=peer.id, request_id=request.request_id, case_id=case.id)
-        session.add(inbound)
-        session.flush()
-        audit.append(
-            session,
-            principal,
-            Action.FEDERATION_REQUEST_RECEIVE,
-            f"case/{case.id}/inbound/{inbound.id}",
-            countries,
-            details=details,
-        )
-        return inbound.id, principal, True
+    try:
+        with transaction(sessions) as session:
+            case = remote_case(
+                session, principal, request.case_reference, request.deadline, node.country, request.legal_basis.value
+            )
+            inbound = InboundSearch(peer_id=peer.id, request_id=request.request_id, case_id=case.id)
+            claim(inbound, taking.owner, taking.wait_s)
+            session.add(inbound)
+            session.flush()
+            audit.append(
+                session,
+                principal,
+                Action.FEDERATION_REQUEST_RECEIVE,
+                f"case/{case.id}/inbound/{inbound.id}",
+                countries,
+                details=details,
+            )
+            return inbound.id, principal, Step.RUN
+    except IntegrityError:  # the same request, resent while this one was being accepted
+        return _accept(taking, node, peer, proof, request)
 
 
 def _case_of(sessions: Sessions, inbound_id: int) -> int:
@@ -160,10 +215,15 @@ def _case_of(sessions: Sessions, inbound_id: int) -> int:
 
 
 def _link(sessions: Sessions, inbound_id: int, search_id: int) -> None:
+    """The search run here is the request's, unless a resend took the request over after this
+    process's claim lapsed (a database stalled past a batch's end): then it ran twice, and the
+    one linked first answers."""
     with transaction(sessions) as session:
-        inbound = session.get(InboundSearch, inbound_id)
-        assert inbound is not None
-        inbound.search_id = search_id
+        inbound = session.scalars(select(InboundSearch).where(InboundSearch.id == inbound_id).with_for_update()).one()
+        if inbound.search_id is None:
+            link(inbound, search_id)
+        else:
+            log.warning("request run twice", extra={"event": {"inbound_search": inbound_id, "search": search_id}})
 
 
 def read_state(sessions: Sessions, peer: Peer, inbound_id: int) -> FederatedSearchState:

@@ -110,3 +110,6 @@ class InboundSearch(Base):
     notified_digest: Mapped[str | None] = mapped_column(String(64))
     settled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false(), index=True)
     """Its state can no longer change: no more notifications."""
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    """The process running it until it is linked to its search (app/federation/idempotency.py)."""
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime())

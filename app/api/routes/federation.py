@@ -30,6 +30,7 @@ SIGNED: dict[int | str, dict[str, Any]] = {
     413: refusal("payload_too_large: over READMIT_FEDERATION_MAX_BODY_BYTES"),
     422: refusal("invalid_message: the body is not the documented message"),
     429: refusal("rate_limited: the peer's messages per minute (READMIT_FEDERATION_REQUESTS_PER_MINUTE)"),
+    503: refusal("request_in_progress: a resent request another process here still runs; resend it later"),
 }
 
 

@@ -1,0 +1,136 @@
+"""A peer's search request runs once at the origin node: resent after a lost answer, while it
+still runs, or after the origin crashed before or after writing its search. The origin is the
+real app (in-process, SQLite and PostgreSQL); the peer is this test, signing with its own node
+key as a requesting node would."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import update
+
+from app.db.base import utcnow
+from app.db.session import transaction
+from app.federation import inbound
+from app.federation.models import InboundSearch
+from app.federation.node import NodeIdentity, create_node
+from app.federation.signatures import sign_request
+from app.matching import service as matching
+from tests.harness import Service, records
+
+DIM = 64
+PEOPLE = records(30, DIM, seed=9)
+
+
+@pytest.fixture
+def origin(tmp_path, database_url) -> Iterator[Service]:
+    """SEN's node, holding SEN's gallery, with FRA as its peer under an agreement."""
+    create_node(tmp_path / "data" / "node.key", "SEN", "SEN node")
+    service = Service(tmp_path / "data", database_url)
+    try:
+        yield service
+    finally:
+        service.close()
+
+
+@pytest.fixture
+def fra(origin: Service) -> NodeIdentity:
+    node = NodeIdentity("FRA", "FRA node", Ed25519PrivateKey.generate())
+    peer = {"country": "FRA", "url": "http://127.0.0.1:9", "public_key": node.public_key_b64}
+    assert origin.client.post("/v1/peers", json=peer, headers=origin.admin).status_code == 201
+    agreement = {
+        "receiving_country": "FRA",
+        "origin_country": "SEN",
+        "modalities": ["face"],
+        "valid_from": "2020-01-01",
+    }
+    assert origin.client.post("/v1/agreements", json=agreement, headers=origin.admin).status_code == 201
+    gallery = origin.gallery("SEN", dimension=DIM)
+    registry = origin.principal("registry", "SEN")
+    enrolled = origin.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": PEOPLE}, headers=registry)
+    assert enrolled.json()["inserted"] == len(PEOPLE)
+    return node
+
+
+def search_request(request_id: str, person: int, wait_ms: int) -> bytes:
+    probe = np.asarray(PEOPLE[person]["templates"][0], dtype="<f4")
+    message = {
+        "request_id": request_id,
+        "requesting_country": "FRA",
+        "case_reference": "pseudonym-of-case-1",
+        "deadline": (utcnow() + timedelta(days=30)).isoformat(),
+        "legal_basis": "consent",
+        "modality": "face",
+        "model": "arcface-r100",
+        "dimension": DIM,
+        "metric": "cosine",
+        "probes_b64": [base64.b64encode(probe.tobytes()).decode()],
+        "target_fpir": 0.001,
+        "max_candidates": 5,
+        "wait_ms": wait_ms,
+    }
+    return json.dumps(message).encode()
+
+
+def send(origin: Service, node: NodeIdentity, body: bytes) -> httpx.Response:
+    """Signed afresh each time, as a requesting node resends: a new nonce, the same request."""
+    request = httpx.Request(
+        "POST", "http://testserver/v1/federation/searches", content=body, headers={"content-type": "application/json"}
+    )
+    sign_request(node, request)
+    return origin.client.send(request)
+
+
+def pending_for(origin: Service, reference_id: str) -> int:
+    """How many candidates SEN's consuls are asked to review for the record: one per run."""
+    consul = origin.principal("consular", "SEN")
+    listed = origin.client.get("/v1/review/candidates?state=pending", headers=consul).json()
+    return [c["reference_id"] for c in listed].count(reference_id)
+
+
+def test_a_resend_of_the_same_request_is_answered_by_the_same_search(origin, fra):
+    body = search_request(uuid.uuid4().hex, person=4, wait_ms=5000)
+    first, again = send(origin, fra, body), send(origin, fra, body)
+    assert first.status_code == again.status_code == 200, first.text
+    assert again.json()["reference"] == first.json()["reference"]
+    assert [c["id"] for c in again.json()["candidates"]] == [c["id"] for c in first.json()["candidates"]]
+    assert first.json()["candidates"][0]["reference_id"] == "REF-00004"
+    assert pending_for(origin, "REF-00004") == 1
+
+
+def crash(*args: Any, **kwargs: Any) -> Any:
+    raise RuntimeError("the origin's process died here")
+
+
+@pytest.mark.parametrize("point", ["before_its_search_is_written", "after_its_search_is_written"])
+def test_a_request_resent_after_the_origin_crashed_runs_once(origin, fra, database_url, monkeypatch, point):
+    request_id = uuid.uuid4().hex
+    with monkeypatch.context() as patched:
+        if point == "before_its_search_is_written":
+            patched.setattr(matching, "identify", crash)
+        else:
+            patched.setattr(inbound, "_link", crash)
+        with pytest.raises(RuntimeError):
+            send(origin, fra, search_request(request_id, person=7, wait_ms=5000))
+
+    # the process that took the request lives on, and may still be running it: not run again
+    meanwhile = send(origin, fra, search_request(request_id, person=7, wait_ms=0))
+    assert (meanwhile.status_code, meanwhile.json()["error"]["code"]) == (503, "request_in_progress")
+
+    origin.restart(graceful=False)
+    if database_url is not None:  # several processes may serve one PostgreSQL: the claim lapses
+        with transaction(origin.runtime.sessions) as session:
+            session.execute(update(InboundSearch).values(claimed_until=utcnow() - timedelta(seconds=1)))
+    resent = send(origin, fra, search_request(request_id, person=7, wait_ms=5000))
+    assert resent.status_code == 200, resent.text
+    assert resent.json()["candidates"][0]["reference_id"] == "REF-00007"
+    assert pending_for(origin, "REF-00007") == 1, "run once"
