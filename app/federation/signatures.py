@@ -12,6 +12,11 @@ that a nonce was never seen before is checked by the receiver against its store.
 Each side keeps a :class:`Proof` of every signature it made or checked: the signature base (the
 exact text signed: method, URI, digests, parameters; never a body), the signature and the key
 id, from which anyone holding the signer's public key can check it again, later, offline.
+
+The same two functions that sign and check readmit's messages (:func:`sign_with`, :func:`check`)
+reproduce and accept the RFC's own Ed25519 example (Appendix B.2.6,
+tests/app/test_federation_signatures.py); readmit's profile is what :func:`sign` and
+:func:`verify` add to them.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from typing import Any, Protocol, cast
 
 import http_sf
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from http_message_signatures import HTTPMessageSigner, HTTPMessageVerifier, HTTPSignatureKeyResolver, algorithms
+from http_message_signatures import (
+    HTTPMessageSigner,
+    HTTPMessageVerifier,
+    HTTPSignatureKeyResolver,
+    VerifyResult,
+    algorithms,
+)
 from http_message_signatures.exceptions import HTTPMessageSignaturesException
 
 from app.federation.exceptions import InvalidSignature, ReplayedMessage
@@ -95,33 +106,50 @@ class _OneKey(HTTPSignatureKeyResolver):
         return self.public
 
 
-def sign(node: NodeIdentity, message: Any, body: bytes, components: tuple[str, ...]) -> Proof:
-    """Sign ``message`` (an httpx.Request, or a :class:`ResponseMessage`) in place: adds the
-    Content-Digest, Signature-Input and Signature headers."""
+@dataclass(frozen=True)
+class Parameters:
+    """A signature's parameters (RFC 9421 §2.3) and label. readmit's own: :func:`sign`; any
+    other (the RFC's test vectors) through :func:`sign_with` as well, so that one path makes both."""
+
+    key_id: str
+    created: datetime
+    nonce: str | None
+    tag: str | None
+    label: str = LABEL
+    alg: bool = True
+
+
+def sign_with(
+    private_key: Ed25519PrivateKey, message: Any, body: bytes | None, components: tuple[str, ...], given: Parameters
+) -> tuple[str, str]:
+    """Sign ``message`` (an httpx.Request, or a :class:`ResponseMessage`) in place over
+    ``components`` (and, with a ``body``, its Content-Digest, added): adds the Signature-Input and
+    Signature headers. Returns the signature base and the base64 signature."""
     signer = HTTPMessageSigner(
-        signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(node.key_id, node.private_key, None)
+        signature_algorithm=algorithms.ED25519, key_resolver=_OneKey(given.key_id, private_key, None)
     )
-    nonce = secrets.token_urlsafe(18)
-    created = datetime.now(UTC)
     prepared = signer.prepare(
         message,
-        key_id=node.key_id,
-        created=created,
-        nonce=nonce,
-        label=LABEL,
-        tag=TAG,
+        key_id=given.key_id,
+        created=given.created,
+        nonce=given.nonce,
+        label=given.label,
+        tag=given.tag,
+        include_alg=given.alg,
         covered_component_ids=components,
         body=body,
     )
-    signature = node.private_key.sign(prepared.signature_base)
+    signature = private_key.sign(prepared.signature_base)
     signer.apply(message, prepared, signature)
-    return Proof(
-        node.key_id,
-        nonce,
-        int(created.timestamp()),
-        prepared.signature_base.decode(),
-        base64.b64encode(signature).decode(),
-    )
+    return prepared.signature_base.decode(), base64.b64encode(signature).decode()
+
+
+def sign(node: NodeIdentity, message: Any, body: bytes, components: tuple[str, ...]) -> Proof:
+    """Sign ``message`` as this node: readmit's label, tag, a fresh nonce, the body's digest."""
+    given = Parameters(node.key_id, datetime.now(UTC), secrets.token_urlsafe(18), TAG)
+    base, signature = sign_with(node.private_key, message, body, components, given)
+    assert given.nonce is not None
+    return Proof(node.key_id, given.nonce, int(given.created.timestamp()), base, signature)
 
 
 def sign_request(node: NodeIdentity, request: Any) -> Proof:
@@ -155,21 +183,11 @@ def verify(
     required: tuple[str, ...],
 ) -> Proof:
     """The proof of ``message``'s signature by ``public_key`` over at least ``required`` and the
-    body's digest, created within ``window_s`` of now; InvalidSignature or ReplayedMessage
-    (too old, or ahead of the clock by more than the window) otherwise."""
-    verifier = HTTPMessageVerifier(
-        signature_algorithm=algorithms.ED25519,
-        key_resolver=_OneKey(key_id, None, Ed25519PublicKey.from_public_bytes(public_key)),
-    )
-    verifier.max_clock_skew = timedelta(seconds=window_s)
+    body's digest, created within ``window_s`` of now, with readmit's tag and a nonce;
+    InvalidSignature or ReplayedMessage (too old, or ahead of the clock by more than the window)
+    otherwise."""
     try:
-        [result] = verifier.verify(
-            message,
-            max_age=timedelta(seconds=window_s),
-            expect_tag=TAG,
-            require_components=required,
-            body=body,
-        )
+        result = check(message, key_id, public_key, required, timedelta(seconds=window_s), TAG, body)
     except HTTPMessageSignaturesException as error:
         if str(error).startswith(_STALE):
             raise ReplayedMessage(f"the message was not signed within {window_s} s of now") from None
@@ -178,9 +196,34 @@ def verify(
         raise InvalidSignature(f"the message's signature does not verify: {error}") from None
     if not result.nonce:
         raise InvalidSignature("the signature carries no nonce")
-    base = "\n".join(f"{name}: {value}" for name, value in result.covered_components.items())
     signature = _signature_of(message)
-    return Proof(key_id, str(result.nonce), int(result.parameters["created"]), base, signature)
+    return Proof(key_id, str(result.nonce), int(result.parameters["created"]), signature_base_of(result), signature)
+
+
+def check(
+    message: Any,
+    key_id: str,
+    public_key: bytes,
+    required: tuple[str, ...],
+    max_age: timedelta | None,
+    tag: str | None,
+    body: bytes | None,
+) -> VerifyResult:
+    """RFC 9421 verification of ``message``'s one signature by ``public_key`` (and, with a
+    ``body``, of its Content-Digest): the library's exceptions when it does not verify."""
+    verifier = HTTPMessageVerifier(
+        signature_algorithm=algorithms.ED25519,
+        key_resolver=_OneKey(key_id, None, Ed25519PublicKey.from_public_bytes(public_key)),
+    )
+    if max_age is not None:
+        verifier.max_clock_skew = max_age
+    [result] = verifier.verify(message, max_age=max_age, expect_tag=tag, require_components=required, body=body)
+    return result
+
+
+def signature_base_of(result: VerifyResult) -> str:
+    """The exact text that was signed (RFC 9421 §2.5), rebuilt from what was verified."""
+    return "\n".join(f"{name}: {value}" for name, value in result.covered_components.items())
 
 
 def _signature_of(message: Any) -> str:
