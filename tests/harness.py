@@ -140,6 +140,17 @@ def records(count: int, dimension: int = 64, samples: int = 2, seed: int = 0, pr
     ]
 
 
+def metric(text: str, name: str, **labels: str) -> float:
+    """A sample of a /metrics page as Prometheus scrapes it (0 when not there yet)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now, for a server started by a test."""
     import socket

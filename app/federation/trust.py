@@ -10,6 +10,7 @@ from datetime import timedelta
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
+from app.core.errors import RateLimited
 from app.core.throttle import Throttle
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
@@ -44,7 +45,11 @@ def authenticate_peer(
     except (InvalidSignature, ReplayedMessage) as refusal:
         metrics.peer_messages.labels(peer.country, "any", "received", refusal.code).inc()
         raise
-    throttle.hit_peer(peer.id)
+    try:
+        throttle.hit_peer(peer.id)
+    except RateLimited as refusal:
+        metrics.peer_messages.labels(peer.country, "any", "received", refusal.code).inc()
+        raise
     return Verified(peer, proof)
 
 

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.federation.node import load_node
 from app.federation.signatures import sign_request
-from tests.harness import ServerProcess, case_body, identification_body, records
+from tests.harness import ServerProcess, case_body, free_port, identification_body, metric, records
 
 DIM = 64
 FAST = {
@@ -346,3 +346,30 @@ def test_a_silent_peer_delays_no_other_countrys_answer(federation):
     assert remote["SEN"]["candidates"][0]["reference_id"] == "REF-00021"
     assert (remote["GIN"]["status"], remote["GIN"]["error"]) == ("unavailable", "peer_unavailable")
     assert search["skipped"] == [{"country": "GIN", "reason": "peer_unavailable"}]
+
+
+def test_each_peers_messages_latency_and_failures_are_in_the_operators_metrics(federation):
+    fra, bel, sen = federation.fra, federation.bel, federation.sen
+    sent = {"name": "readmit_peer_messages_total", "peer": "SEN", "kind": "search", "direction": "sent"}
+    timed = {"name": "readmit_peer_message_seconds_count", "peer": "SEN", "kind": "search"}
+    received = {"name": "readmit_peer_messages_total", "peer": "FRA", "kind": "searches", "direction": "received"}
+
+    def scrape() -> tuple[str, str]:
+        return fra.admin("GET", "/metrics").text, sen.admin("GET", "/metrics").text
+
+    fra_before, sen_before = scrape()
+    identify(fra, federation.police["FRA"], "FRA-4", probe_of(federation.people[31]), wait_ms=5000)
+    fra_after, sen_after = scrape()
+    assert metric(fra_after, **sent, outcome="200") - metric(fra_before, **sent, outcome="200") == 1
+    assert metric(fra_after, **timed) - metric(fra_before, **timed) == 1
+    assert metric(sen_after, **received, outcome="200") - metric(sen_before, **received, outcome="200") == 1
+
+    # BEL's peer for GNB listens nowhere
+    key = Ed25519PrivateKey.generate().public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    nowhere = {"country": "GNB", "url": f"http://127.0.0.1:{free_port()}", "public_key": base64.b64encode(key).decode()}
+    assert bel.admin("POST", "/v1/peers", json=nowhere).status_code == 201
+    agreement(bel, "BEL", origin="GNB")
+    search = identify(bel, federation.police["BEL"], "BEL-2", probe_of(federation.people[31]), ("GNB",), wait_ms=1000)
+    assert search["skipped"] == [{"country": "GNB", "reason": "peer_unavailable"}]
+    failures = {"peer": "GNB", "kind": "search", "reason": "unreachable"}
+    assert metric(bel.admin("GET", "/metrics").text, "readmit_peer_failures_total", **failures) == 1

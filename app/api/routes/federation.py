@@ -12,24 +12,27 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ValidationError
 
 from app.api.deps import RuntimeDep
-from app.api.errors import error_body, status_of
+from app.api.errors import error_body, headers_of, status_of
 from app.api.openapi import refusal
-from app.core.errors import DomainError
+from app.core.errors import DomainError, Unauthenticated
 from app.core.ids import RowId
 from app.federation import inbound, outbound
 from app.federation.exceptions import InvalidMessage, MessageTooLarge, NodeNotInitialised
-from app.federation.signatures import RequestMessage, ResponseMessage, sign_response
+from app.federation.signatures import LABEL, TAG, RequestMessage, ResponseMessage, sign_response
 from app.federation.trust import Verified, authenticate_peer
 from app.federation.wire import Acknowledged, FederatedSearchRequest, FederatedSearchState
 from app.runtime import Runtime
 
 router = APIRouter(prefix="/v1/federation", tags=["federation"])
 SIGNED: dict[int | str, dict[str, Any]] = {
-    401: refusal("invalid_signature: unsigned, altered, or signed by no peer's key; replayed_message"),
+    401: refusal(
+        "invalid_signature: unsigned, altered, or signed by no peer's key; replayed_message "
+        "(Accept-Signature says how to sign)"
+    ),
     403: refusal("no_agreement: no agreement in force here for the peer's country and modality; wrong_country"),
     413: refusal("payload_too_large: over READMIT_FEDERATION_MAX_BODY_BYTES"),
     422: refusal("invalid_message: the body is not the documented message"),
-    429: refusal("rate_limited: the peer's messages per minute (READMIT_FEDERATION_REQUESTS_PER_MINUTE)"),
+    429: refusal("rate_limited: the peer's messages per minute (READMIT_FEDERATION_REQUESTS_PER_MINUTE); Retry-After"),
     503: refusal("request_in_progress: a resent request another process here still runs; resend it later"),
 }
 
@@ -106,20 +109,33 @@ async def _signed_exchange(request: Request, runtime: Runtime, handle: Any) -> R
             body,
         )
     except DomainError as error:  # nobody known to sign for: answered unsigned
-        return _answer(None, message, status_of(error), error_body(error.code, error.message, error.details))
+        return _refusal(None, message, error)
     kind = request.url.path.split("/")[3]
     try:
         status, payload = await handle(verified, body)
     except DomainError as error:
         runtime.metrics.peer_messages.labels(verified.peer.country, kind, "received", error.code).inc()
-        return _answer(node, message, status_of(error), error_body(error.code, error.message, error.details))
+        return _refusal(node, message, error)
     runtime.metrics.peer_messages.labels(verified.peer.country, kind, "received", str(status)).inc()
     return _answer(node, message, status, payload.model_dump(mode="json"))
 
 
-def _answer(node: Any, request: RequestMessage, status: int, payload: dict[str, Any]) -> Response:
+ACCEPT_SIGNATURE = f'{LABEL}=("@method" "@target-uri" "content-digest");created;nonce;tag="{TAG}";alg="ed25519"'
+"""How a peer is to sign (RFC 9421 §5.1, Accept-Signature), told with every 401: a peer is not
+authenticated by a bearer token, and RFC 9421 defines no WWW-Authenticate scheme."""
+
+
+def _refusal(node: Any, request: RequestMessage, error: DomainError) -> Response:
+    signature = {"accept-signature": ACCEPT_SIGNATURE}
+    headers = signature if isinstance(error, Unauthenticated) else headers_of(error) or {}
+    return _answer(node, request, status_of(error), error_body(error.code, error.message, error.details), headers)
+
+
+def _answer(
+    node: Any, request: RequestMessage, status: int, payload: dict[str, Any], extra: dict[str, str] | None = None
+) -> Response:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    headers = {"content-type": "application/json"}
+    headers = {"content-type": "application/json", **(extra or {})}
     if node is not None:
         sign_response(node, ResponseMessage(status, headers, request), body)
     return Response(body, status_code=status, headers=headers)

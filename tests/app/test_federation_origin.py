@@ -1,7 +1,8 @@
-"""A peer's search request runs once at the origin node: resent after a lost answer, while it
-still runs, or after the origin crashed before or after writing its search. The origin is the
-real app (in-process, SQLite and PostgreSQL); the peer is this test, signing with its own node
-key as a requesting node would."""
+"""The origin node as a peer sees it: the real app (in-process, SQLite and PostgreSQL), the peer
+this test, signing with its own node key as a requesting node would. A search request runs once,
+resent after a lost answer, while it still runs, or after the origin crashed before or after
+writing its search; a peer over its rate limit is told when to come back; a message not signed
+right is told how to sign; the operator's /metrics counts each peer's messages."""
 
 from __future__ import annotations
 
@@ -25,9 +26,11 @@ from app.federation.models import InboundSearch
 from app.federation.node import NodeIdentity, create_node
 from app.federation.signatures import sign_request
 from app.matching import service as matching
-from tests.harness import Service, records
+from tests.harness import Service, metric, records
 
 DIM = 64
+RATE = 12
+"""FRA's messages per minute at SEN."""
 PEOPLE = records(30, DIM, seed=9)
 
 
@@ -35,7 +38,7 @@ PEOPLE = records(30, DIM, seed=9)
 def origin(tmp_path, database_url) -> Iterator[Service]:
     """SEN's node, holding SEN's gallery, with FRA as its peer under an agreement."""
     create_node(tmp_path / "data" / "node.key", "SEN", "SEN node")
-    service = Service(tmp_path / "data", database_url)
+    service = Service(tmp_path / "data", database_url, federation_requests_per_minute=RATE)
     try:
         yield service
     finally:
@@ -134,3 +137,35 @@ def test_a_request_resent_after_the_origin_crashed_runs_once(origin, fra, databa
     assert resent.status_code == 200, resent.text
     assert resent.json()["candidates"][0]["reference_id"] == "REF-00007"
     assert pending_for(origin, "REF-00007") == 1, "run once"
+
+
+def scraped(origin: Service, name: str, **labels: str) -> float:
+    return metric(origin.client.get("/metrics", headers=origin.admin).text, name, **labels)
+
+
+def test_a_peer_over_its_rate_limit_is_told_when_to_come_back(origin, fra):
+    received = {"name": "readmit_peer_messages_total", "peer": "FRA", "direction": "received"}
+    answered = send(origin, fra, search_request(uuid.uuid4().hex, person=2, wait_ms=2000))
+    assert answered.status_code == 200
+    assert scraped(origin, **received, kind="searches", outcome="200") == 1
+    statuses = [
+        send(origin, fra, search_request(uuid.uuid4().hex, person=2, wait_ms=0)).status_code for _ in range(RATE)
+    ]
+    assert statuses.count(429) == 1 and statuses[-1] == 429
+    refused = send(origin, fra, search_request(uuid.uuid4().hex, person=2, wait_ms=0))
+    assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert scraped(origin, **received, kind="any", outcome="rate_limited") == 2
+
+
+def test_a_message_not_signed_right_is_told_how_to_sign_not_asked_for_a_bearer_token(origin, fra):
+    body = search_request(uuid.uuid4().hex, person=3, wait_ms=0)
+    unsigned = origin.client.post("/v1/federation/searches", content=body)
+    stranger = NodeIdentity("FRA", "not FRA's node", Ed25519PrivateKey.generate())
+    for refused in (unsigned, send(origin, stranger, body)):
+        assert (refused.status_code, refused.json()["error"]["code"]) == (401, "invalid_signature")
+        assert "www-authenticate" not in refused.headers
+        assert refused.headers["accept-signature"] == (
+            'readmit=("@method" "@target-uri" "content-digest");created;nonce;tag="readmit-federation";alg="ed25519"'
+        )
+    assert scraped(origin, "readmit_peer_messages_total", peer="unknown", outcome="invalid_signature") == 1
