@@ -1,5 +1,6 @@
 """Federation between national nodes, each a real service process with its own data folder on
-loopback: FRA and BEL are receiving states, SEN the country of origin holding the only gallery.
+loopback: FRA and BEL are receiving states, SEN the country of origin holding the only gallery
+(on PostgreSQL when READMIT_TEST_POSTGRES_URL is set).
 A FRA case is identified from SEN's registry and confirmed by SEN's consul on SEN's node; BEL,
 without an agreement at SEN, is refused there and both nodes audit it; tampered, replayed,
 unsigned and oversized messages are refused; SEN down gives peer_unavailable and nothing is lost
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -28,6 +30,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from app.federation.node import load_node
 from app.federation.signatures import sign_request
+from tests.app.conftest import postgres_database
+from tests.conftest import POSTGRES_URL
 from tests.harness import ServerProcess, case_body, free_port, identification_body, metric, records
 
 DIM = 64
@@ -57,12 +61,12 @@ class Node:
         return self.call(method, path, self.server.admin, **kwargs)
 
 
-def start_node(root: Path, country: str) -> Node:
+def start_node(root: Path, country: str, database_url: str | None = None) -> Node:
     data_dir = root / country
     env = {**os.environ, "READMIT_DATA_DIR": str(data_dir)}
     init = [sys.executable, "-m", "app", "node", "init", "--country", country, "--name", f"{country} node"]
     printed = subprocess.run(init, env=env, capture_output=True, text=True, check=True).stdout.strip()
-    server = ServerProcess(data_dir, **FAST)
+    server = ServerProcess(data_dir, database_url, **FAST)
     node = Node(country, server, printed, data_dir)
     assert node.call("GET", "/v1/node", {}).json() == {
         "country": country,
@@ -101,32 +105,38 @@ class Federation:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """FRA and BEL on SQLite; SEN, the origin, on PostgreSQL when a test server is given."""
     root = tmp_path_factory.mktemp("federation")
-    nodes = [start_node(root, country) for country in ("FRA", "BEL", "SEN")]
-    fra, bel, sen = nodes
-    try:
-        for requester in (fra, bel):
-            peer(requester, sen)
-            peer(sen, requester)
-            agreement(requester, requester.country)  # each receiving state records its agreement
-        agreement(sen, "FRA")  # SEN has one with FRA only
-        gallery = sen.admin(
-            "POST",
-            "/v1/galleries",
-            json={"country": "SEN", "modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM}},
-        ).json()["id"]
-        people = records(60, DIM, seed=5)
-        registry = sen.server.principal("registry", "SEN")
-        enrolled = sen.call("POST", f"/v1/galleries/{gallery}/records:batch", registry, json={"records": people})
-        assert enrolled.json()["inserted"] == 60
-        police = {
-            "FRA": fra.server.principal("border_police", "FRA", "FRA-DCPAF"),
-            "BEL": bel.server.principal("border_police", "BEL", "BEL-OE"),
-        }
-        yield Federation(fra, bel, sen, people, police, sen.server.principal("consular", "SEN"))
-    finally:
-        for node in nodes:
-            node.server.stop()
+    with ExitStack() as stack:
+        databases = {"SEN": stack.enter_context(postgres_database()) if POSTGRES_URL else None}
+        nodes = []
+        for country in ("FRA", "BEL", "SEN"):
+            nodes.append(start_node(root, country, databases.get(country)))
+            stack.callback(nodes[-1].server.stop)
+        yield federate(*nodes)
+
+
+def federate(fra: Node, bel: Node, sen: Node) -> Federation:
+    """Peers on both sides, agreements, SEN's gallery and the officers of each node."""
+    for requester in (fra, bel):
+        peer(requester, sen)
+        peer(sen, requester)
+        agreement(requester, requester.country)  # each receiving state records its agreement
+    agreement(sen, "FRA")  # SEN has one with FRA only
+    gallery = sen.admin(
+        "POST",
+        "/v1/galleries",
+        json={"country": "SEN", "modality": "face", "template_format": {"model": "arcface-r100", "dimension": DIM}},
+    ).json()["id"]
+    people = records(60, DIM, seed=5)
+    registry = sen.server.principal("registry", "SEN")
+    enrolled = sen.call("POST", f"/v1/galleries/{gallery}/records:batch", registry, json={"records": people})
+    assert enrolled.json()["inserted"] == 60
+    police = {
+        "FRA": fra.server.principal("border_police", "FRA", "FRA-DCPAF"),
+        "BEL": bel.server.principal("border_police", "BEL", "BEL-OE"),
+    }
+    return Federation(fra, bel, sen, people, police, sen.server.principal("consular", "SEN"))
 
 
 def probe_of(person: dict[str, Any], seed: int = 1) -> np.ndarray:
