@@ -1,7 +1,7 @@
 """federation follow-up: a peer's search request is claimed by the process running it until it
 is linked to its search, so that a resend after a crash runs it once
 
-Revision ID: 0019
+Revision ID: 0018
 Revises: 0017
 Create Date: 2026-11-29
 """
@@ -11,7 +11,7 @@ from alembic import op
 
 import app.db.base
 
-revision = "0019"
+revision = "0018"
 down_revision = "0017"
 branch_labels = None
 depends_on = None
