@@ -362,7 +362,7 @@ def test_each_peers_messages_latency_and_failures_are_in_the_operators_metrics(f
     fra, bel, sen = federation.fra, federation.bel, federation.sen
     sent = {"name": "readmit_peer_messages_total", "peer": "SEN", "kind": "search", "direction": "sent"}
     timed = {"name": "readmit_peer_message_seconds_count", "peer": "SEN", "kind": "search"}
-    received = {"name": "readmit_peer_messages_total", "peer": "FRA", "kind": "searches", "direction": "received"}
+    received = {"name": "readmit_peer_messages_total", "peer": "FRA", "kind": "search", "direction": "received"}
 
     def scrape() -> tuple[str, str]:
         return fra.admin("GET", "/metrics").text, sen.admin("GET", "/metrics").text

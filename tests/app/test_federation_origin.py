@@ -147,7 +147,7 @@ def test_a_peer_over_its_rate_limit_is_told_when_to_come_back(origin, fra):
     received = {"name": "readmit_peer_messages_total", "peer": "FRA", "direction": "received"}
     answered = send(origin, fra, search_request(uuid.uuid4().hex, person=2, wait_ms=2000))
     assert answered.status_code == 200
-    assert scraped(origin, **received, kind="searches", outcome="200") == 1
+    assert scraped(origin, **received, kind="search", outcome="200") == 1
     statuses = [
         send(origin, fra, search_request(uuid.uuid4().hex, person=2, wait_ms=0)).status_code for _ in range(RATE)
     ]

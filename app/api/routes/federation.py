@@ -55,7 +55,7 @@ async def receive_search(request: Request, runtime: RuntimeDep) -> Response:
         state = await inbound.receive_search(parts, _node(runtime), verified.peer, verified.proof, message)
         return (202 if state.status in ("queued", "running") else 200), state
 
-    return await _signed_exchange(request, runtime, handle)
+    return await _signed_exchange(request, runtime, handle, "search")
 
 
 @router.get(
@@ -69,7 +69,7 @@ async def poll_search(reference: RowId, request: Request, runtime: RuntimeDep) -
         state = await run_in_threadpool(inbound.answer_poll, runtime.sessions, verified.peer, verified.proof, reference)
         return 200, state
 
-    return await _signed_exchange(request, runtime, handle)
+    return await _signed_exchange(request, runtime, handle, "poll")
 
 
 @router.post(
@@ -84,11 +84,13 @@ async def receive_notification(request: Request, runtime: RuntimeDep) -> Respons
         await run_in_threadpool(outbound.receive_notification, runtime.sessions, verified.peer, verified.proof, state)
         return 200, Acknowledged(received=True)
 
-    return await _signed_exchange(request, runtime, handle)
+    return await _signed_exchange(request, runtime, handle, "notification")
 
 
-async def _signed_exchange(request: Request, runtime: Runtime, handle: Any) -> Response:
-    """Check the size and the signature, run ``handle``, sign its answer or the refusal."""
+async def _signed_exchange(request: Request, runtime: Runtime, handle: Any, kind: str) -> Response:
+    """Check the size and the signature, run ``handle``, sign its answer or the refusal.
+    ``kind`` names the message in the per-peer metrics as its sender names it (search, poll,
+    notification), so that both sides' counts of one exchange line up."""
     settings = runtime.settings
     message = RequestMessage(request.method, str(request.url), request.headers)
     try:
@@ -110,7 +112,6 @@ async def _signed_exchange(request: Request, runtime: Runtime, handle: Any) -> R
         )
     except DomainError as error:  # nobody known to sign for: answered unsigned
         return _refusal(None, message, error)
-    kind = request.url.path.split("/")[3]
     try:
         status, payload = await handle(verified, body)
     except DomainError as error:
