@@ -70,15 +70,26 @@ class Record(Base):
     version: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
     """1 at enrolment, one more at each update; a record enrolled again after an erasure goes on
     from its erasure's number, so that a reference id's versions never repeat."""
+    qualities: Mapped[list[float | None] | None] = mapped_column(JSON(none_as_null=True))
+    """The quality (0-100, ISO/IEC 29794) of each template, in sample order, None where unknown;
+    None when no sample came with one. Metadata, not biometric: kept in clear."""
 
     templates: Mapped[list[Template]] = relationship(
         back_populates="record", cascade="all, delete-orphan", order_by="Template.sample", lazy="selectin"
     )
 
-    def replace(self, vectors: list[bytes], attributes: dict[str, Any], now: datetime, by: int) -> None:
-        """Make ``vectors`` (as stored: see app/galleries/stored.py) the record's samples and
-        ``attributes`` its attributes: its next version, written by principal ``by``."""
+    def replace(
+        self,
+        vectors: list[bytes],
+        qualities: list[float | None] | None,
+        attributes: dict[str, Any],
+        now: datetime,
+        by: int,
+    ) -> None:
+        """Make ``vectors`` (as stored: see app/galleries/stored.py) the record's samples, of
+        ``qualities``, and ``attributes`` its attributes: its next version, written by ``by``."""
         self.attributes, self.template_count, self.updated_at = attributes, len(vectors), now
+        self.qualities = qualities
         self.updated_by, self.version = by, self.version + 1
         self.templates = [Template(gallery_id=self.gallery_id, sample=i, vector=v) for i, v in enumerate(vectors)]
 
@@ -118,5 +129,7 @@ class RecordVersion(Base):
     template_digest: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     """None on a tombstone, which has no templates."""
     template_count: Mapped[int] = mapped_column(Integer)
+    qualities: Mapped[list[float | None] | None] = mapped_column(JSON(none_as_null=True))
+    """The version's template qualities (see ``Record.qualities``); None once the record is erased."""
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime())
     changed_by: Mapped[int] = mapped_column(ForeignKey("principals.id"))

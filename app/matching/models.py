@@ -115,6 +115,10 @@ class Candidate(Base):
     gallery_id, record_id, score, decision_score, tail_probability, band_alone}``; ``score`` and
     ``decision_score`` of the candidate then hold the fused score, and ``gallery_id`` and
     ``record_id`` the modality that weighed most."""
+    enrolment_qualities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
+    """The quality of each enrolled sample of the record version matched (of each modality's
+    record, on a multi-modal search) that came with one: ``{modality, index, quality}``, ``index``
+    the sample's position in the record; none when no sample had one (or found before 0018)."""
 
 
 class StoredCalibration(Base):
