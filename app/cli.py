@@ -282,7 +282,13 @@ def enrol(
     as_principal: Annotated[int, typer.Option("--as", help="id of a registry principal of the gallery's country")],
     templates: Annotated[Path | None, typer.Option(help=".npy/.npz of (n, d) or (n, samples, d) float32")] = None,
     records: Annotated[Path | None, typer.Option(help="CSV (reference_id + attribute columns) or JSON Lines")] = None,
-    jsonl: Annotated[Path | None, typer.Option(help="JSON Lines with inline templates instead")] = None,
+    jsonl: Annotated[
+        Path | None, typer.Option(help="JSON Lines with inline templates (and optional qualities) instead")
+    ] = None,
+    qualities: Annotated[
+        Path | None,
+        typer.Option(help=".npy of the templates' qualities 0-100, (n,) or (n, samples), NaN where unknown"),
+    ] = None,
     batch: Annotated[int, typer.Option(help="records per transaction")] = 5000,
     report: Annotated[Path, typer.Option(help="where rejected records and the summary go")] = Path(
         "enrol-report.jsonl"
@@ -303,15 +309,17 @@ def enrol(
     settings = get_settings()
     source: Iterable[enrolment.Batch]
     try:
-        if jsonl is not None:
+        if jsonl is not None and qualities is not None:
+            fail("--qualities goes with --templates; JSON Lines carry their qualities inline")
+        elif jsonl is not None:
             source, total = read_inline(jsonl, batch), _count_rows(jsonl)
         elif templates is not None and records is not None:
-            source, total = read_paired(templates, records, batch), _count_rows(records)
+            source, total = read_paired(templates, records, batch, qualities), _count_rows(records)
         else:
             fail("give --templates and --records, or --jsonl")
     except (OSError, ValueError) as error:
         fail(str(error))
-    limits = enrolment.EnrolmentLimits(max_records=batch, max_templates_per_record=settings.max_templates_per_record)
+    limits = enrolment.EnrolmentLimits(batch, settings.max_templates_per_record, settings.min_enrolment_quality)
     with offline_runtime(settings) as runtime:
         started = time.perf_counter()
         columns = [

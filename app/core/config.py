@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         'fingers, OFIQ for faces), as JSON: {"finger": 20, "face": 30}. Lower samples are dropped; a probe with '
         "none left is refused (low_quality). A modality not named, or a sample sent without quality, is not screened",
     )
+    min_enrolment_quality: dict[str, Annotated[float, Field(ge=0, le=100)]] = Field(
+        default_factory=dict,
+        description='per modality, the minimum enrolment sample quality (0-100), as JSON: {"finger": 20}. A record '
+        "whose every template is below it is refused (low_quality); one with some templates above it keeps them all. "
+        "A modality not named, or a template sent without quality, is not screened",
+    )
 
     default_fpir: float = Field(0.001, description="FPIR for the match band when a request names none")
     default_fmr: float = Field(0.0001, description="FMR of a verification decision when a request names none")

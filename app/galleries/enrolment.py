@@ -5,7 +5,8 @@ do around the core: the API applies each committed batch to the live index under
 write lock; the bulk load commits batch after batch with the service stopped and rebuilds the
 index at the end. Both go through :func:`stage`, which works on a batch as arrays: the
 templates of all its records are checked and normalised as one block (a bad record is still
-refused on its own, with its position and a code), new records get their ids reserved in one
+refused on its own, with its position and a code), their qualities checked if sent
+(app/galleries/qualities.py), new records get their ids reserved in one
 statement and are written without RETURNING (``executemany`` on SQLite, ``COPY`` on
 PostgreSQL), their templates sealed in one pass beforehand (app/galleries/stored.py), changed
 ones are replaced (the versions they end kept in the record history, app/galleries/history.py),
@@ -31,7 +32,7 @@ from app.core.errors import DomainError
 from app.db.base import utcnow
 from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
-from app.galleries import history
+from app.galleries import history, qualities
 from app.galleries.changes import log_change
 from app.galleries.exceptions import (
     BatchTooLarge,
@@ -41,6 +42,7 @@ from app.galleries.exceptions import (
     TooManyTemplates,
 )
 from app.galleries.models import Gallery, Record, Template
+from app.galleries.qualities import SampleQualities
 from app.galleries.service import template_format, writable_gallery, writing
 from app.galleries.stored import record_templates, seal_templates
 from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
@@ -60,18 +62,22 @@ class RecordSubmission:
     reference_id: str
     templates: EncodedTemplates
     attributes: dict[str, Any] = field(default_factory=dict)
+    qualities: Sequence[float | None] | None = None
+    """One quality (0-100) per template, None where unknown; None: none sent (app/galleries/qualities.py)."""
 
 
 @dataclass(frozen=True)
 class RecordBlock:
     """Records read together from a file, their templates in one array: row i of ``templates``
     ((n, d), or (n, samples, d)) belongs to ``reference_ids[i]`` with ``attributes[i]``, and
-    stood at ``first_position + i`` in the file."""
+    stood at ``first_position + i`` in the file; row i of ``qualities`` ((n,) or (n, samples),
+    NaN where unknown), if any, holds the qualities of its templates."""
 
     first_position: int
     reference_ids: Sequence[str]
     attributes: Sequence[dict[str, Any]]
     templates: np.ndarray
+    qualities: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.reference_ids)
@@ -79,7 +85,11 @@ class RecordBlock:
     def __getitem__(self, part: slice) -> RecordBlock:
         start, _, _ = part.indices(len(self))
         return RecordBlock(
-            self.first_position + start, self.reference_ids[part], self.attributes[part], self.templates[part]
+            self.first_position + start,
+            self.reference_ids[part],
+            self.attributes[part],
+            self.templates[part],
+            self.qualities[part] if self.qualities is not None else None,
         )
 
 
@@ -117,6 +127,9 @@ class EnrolmentOutcome:
 class EnrolmentLimits:
     max_records: int
     max_templates_per_record: int
+    min_quality: dict[str, float] = field(default_factory=dict)
+    """Per modality, the minimum enrolment quality below which every template of a record may
+    not all be (READMIT_MIN_ENROLMENT_QUALITY)."""
 
 
 def enrol(
@@ -219,12 +232,17 @@ def stage(
 @dataclass(frozen=True)
 class _Accepted:
     """The valid records of a batch, in the order sent: record i has the templates in rows
-    ``starts[i]`` to ``starts[i] + counts[i]`` of ``templates`` (checked, normalised)."""
+    ``starts[i]`` to ``starts[i] + counts[i]`` of ``templates`` (checked, normalised), of
+    qualities ``qualities[i]`` (``qualities`` None: the batch sent none)."""
 
     reference_ids: list[str]
     attributes: list[dict[str, Any]]
     templates: np.ndarray
     counts: np.ndarray
+    qualities: list[SampleQualities | None] | None
+
+    def qualities_of(self, record: int) -> SampleQualities | None:
+        return self.qualities[record] if self.qualities is not None else None
 
     @property
     def starts(self) -> np.ndarray:
@@ -253,21 +271,36 @@ class _Accepted:
 
 def _decode(gallery: Gallery, batch: Batch, limits: EnrolmentLimits, outcome: EnrolmentOutcome) -> _Accepted:
     """The valid records; the others go to ``outcome.rejected`` with their position and code,
-    checked in this order: reference id missing, reference id already in this batch, templates."""
+    checked in this order: reference id missing, reference id already in this batch, templates,
+    qualities."""
     fmt = template_format(gallery)
+    sent_qualities: Sequence[object] | None
     if isinstance(batch, RecordBlock):
         positions: Sequence[int] = range(batch.first_position, batch.first_position + len(batch))
         references, attributes = batch.reference_ids, batch.attributes
         block, counts, errors = _block_templates(batch.templates, fmt, limits)
+        if batch.qualities is None:
+            sent_qualities = None
+        else:
+            sent_qualities = qualities.from_array(batch.qualities.reshape(len(batch), -1))
     else:
         positions = [submission.position for submission in batch]
         references = [submission.reference_id for submission in batch]
         attributes = [submission.attributes for submission in batch]
         block, counts, errors = _submitted_templates(batch, fmt, limits)
+        sent_qualities = [submission.qualities for submission in batch]
+        if all(sent is None for sent in sent_qualities):
+            sent_qualities = None
     checked, faults = screen_templates(block, fmt)
     ends = np.cumsum(counts)
     for record in np.unique(np.searchsorted(ends, np.flatnonzero(faults), side="right")).tolist():
         errors[record] = InvalidTemplate(fault_message(faults[ends[record] - counts[record] : ends[record]]))
+    stored_qualities: list[SampleQualities | None] | None = None
+    if sent_qualities is not None:
+        minimum = limits.min_quality.get(gallery.modality)
+        stored_qualities, refused = qualities.all_checked(sent_qualities, counts.tolist(), minimum)
+        for record, refusal in refused.items():
+            errors[record] = errors[record] or refusal
     kept: list[int] = []
     seen: set[str] = set()
     for record, reference in enumerate(references):
@@ -284,7 +317,7 @@ def _decode(gallery: Gallery, batch: Batch, limits: EnrolmentLimits, outcome: En
         else:
             outcome.rejected.append(RejectedRecord(positions[record], reference, error.code, error.message))
     if len(kept) == len(references):
-        return _Accepted(list(references), list(attributes), checked, counts)
+        return _Accepted(list(references), list(attributes), checked, counts, stored_qualities)
     keep = np.zeros(len(references), dtype=bool)
     keep[kept] = True
     return _Accepted(
@@ -292,6 +325,7 @@ def _decode(gallery: Gallery, batch: Batch, limits: EnrolmentLimits, outcome: En
         [attributes[i] for i in kept],
         checked[np.repeat(keep, counts)],
         counts[keep],
+        [stored_qualities[i] for i in kept] if stored_qualities is not None else None,
     )
 
 
@@ -353,6 +387,7 @@ RECORD_COLUMNS = (
     "updated_at",
     "updated_by",
     "version",
+    "qualities",
 )
 TEMPLATE_COLUMNS = ("record_id", "gallery_id", "sample", "vector")
 
@@ -367,7 +402,7 @@ def _insert(
     records, templates = cast(Table, Record.__table__), cast(Table, Template.__table__)
     ids = reserve_ids(session, records, len(new))
     versions = history.next_versions(session, gallery.id, [accepted.reference_ids[i] for i in new])
-    as_json = bind(session, records.c.attributes)
+    as_json, as_qualities = bind(session, records.c.attributes), bind(session, records.c.qualities)
     at = bind(session, records.c.enrolled_at)(now)
     counts, starts = accepted.counts.tolist(), accepted.starts.tolist()
     gallery_id, actor_id = gallery.id, actor.id  # read once, not through the ORM's descriptors per row
@@ -387,6 +422,7 @@ def _insert(
                 at,
                 actor_id,
                 versions.get(accepted.reference_ids[i], 1),
+                as_qualities(accepted.qualities_of(i)),
             )
             for record_id, i in zip(ids, new, strict=True)
         ],
@@ -426,7 +462,11 @@ def _replace(
     for record in session.scalars(select(Record).where(one_of(session, Record.id, list(existing.values())))):
         i = index[record.reference_id]
         held = record_templates(session, record)
-        if held == accepted.vectors(i) and record.attributes == accepted.attributes[i]:
+        if (
+            held == accepted.vectors(i)
+            and record.attributes == accepted.attributes[i]
+            and record.qualities == accepted.qualities_of(i)
+        ):
             outcome.unchanged += 1
         else:
             changed.append((record, held))
@@ -435,7 +475,8 @@ def _replace(
     for record, _ in changed:
         i = index[record.reference_id]
         placed = [(record.id, sample, vector) for sample, vector in enumerate(accepted.vectors(i))]
-        record.replace(seal_templates(session, record.gallery_id, placed), accepted.attributes[i], now, actor.id)
+        sealed = seal_templates(session, record.gallery_id, placed)
+        record.replace(sealed, accepted.qualities_of(i), accepted.attributes[i], now, actor.id)
         replaced[i] = record.id
         outcome.updated += 1
     return replaced

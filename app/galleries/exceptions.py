@@ -39,3 +39,15 @@ class MissingReference(Invalid):
 
 class BatchTooLarge(DomainError):
     code = "batch_too_large"
+
+
+class InvalidQuality(Invalid):
+    """Not one quality per template, or one outside 0-100 or not a number."""
+
+    code = "invalid_quality"
+
+
+class LowQuality(Invalid):
+    """Every template of the record is below its modality's minimum enrolment quality."""
+
+    code = "low_quality"

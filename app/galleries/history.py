@@ -3,14 +3,15 @@ said when, and a consul whether a record changed since a candidate was found.
 
 A record's current version is its row in ``records`` (``version``, ``updated_at``,
 ``updated_by``); an update first copies the version it ends into ``record_versions``, and an
-erasure leaves a tombstone there. Versions carry the attributes and a SHA-256 digest of the
+erasure leaves a tombstone there. Versions carry the attributes, the templates' qualities (new
+qualities alone make a new version: a consul weighs a match by them) and a SHA-256 digest of the
 templates as stored in clear (normalised little-endian float32, samples in order, taken before
 sealing), never the templates: the digest shows whether two versions had the same templates and
 nothing more. A bulk enrolment writes no version row (its records are at their first version);
 an update writes one row per record it changes, all in one statement per batch.
 
 An erasure (deleting a record) is the registry taking the person's data out of the service: the
-attributes of every version of the record go with it, and what stays is who changed what, when,
+attributes and qualities of every version of the record go with it, and what stays is who changed what, when,
 and the digests.
 """
 
@@ -61,6 +62,9 @@ class VersionView:
     template_digest: str | None
     """SHA-256 of the version's templates, hex; None on an erasure."""
     template_count: int
+    qualities: list[float | None] | None
+    """The quality (0-100) of each template, None where unknown; None when none was given or the
+    record is erased."""
     changed_at: datetime
     changed_by: Author
 
@@ -101,7 +105,8 @@ _ANY_HISTORY = select(RecordVersion.version).where(RecordVersion.gallery_id == b
 
 def supersede(session: Session, ending: Sequence[tuple[Record, list[bytes]]], keep_attributes: bool = True) -> None:
     """Keep the current version of each record (with its templates in clear, from which only the
-    digest is kept) before an update or an erasure ends it: one statement for them all."""
+    digest is kept) before an update or an erasure ends it: one statement for them all. Without
+    ``keep_attributes`` (an erasure), neither its attributes nor its qualities are kept."""
     if not ending:
         return
     updated_before = _updated_before(session, ending[0][0].gallery_id, [record for record, _ in ending])
@@ -116,6 +121,7 @@ def supersede(session: Session, ending: Sequence[tuple[Record, list[bytes]]], ke
                 "attributes": record.attributes if keep_attributes else None,
                 "template_digest": template_digest(samples),
                 "template_count": record.template_count,
+                "qualities": record.qualities if keep_attributes else None,
                 "changed_at": record.updated_at,
                 "changed_by": _author_id(record),
             }
@@ -125,13 +131,13 @@ def supersede(session: Session, ending: Sequence[tuple[Record, list[bytes]]], ke
 
 
 def erase(session: Session, record: Record, actor: Principal, now: datetime) -> None:
-    """Before ``record`` is deleted: its earlier versions lose their attributes, its current
-    version is kept without them, and a tombstone records the erasure."""
+    """Before ``record`` is deleted: its earlier versions lose their attributes and qualities, its
+    current version is kept without them, and a tombstone records the erasure."""
     samples = record_templates(session, record)
     session.execute(
         update(RecordVersion)
         .where(RecordVersion.gallery_id == record.gallery_id, RecordVersion.reference_id == record.reference_id)
-        .values(attributes=None)
+        .values(attributes=None, qualities=None)
     )
     supersede(session, [(record, samples)], keep_attributes=False)
     session.add(
@@ -199,6 +205,7 @@ def _current_version(session: Session, record: Record, earlier: list[RecordVersi
         attributes=record.attributes,
         template_digest=template_digest(samples),
         template_count=record.template_count,
+        qualities=record.qualities,
         changed_at=record.updated_at,
         changed_by=_author_id(record),
     )
@@ -236,6 +243,7 @@ def _view(version: RecordVersion, authors: dict[int, Author]) -> VersionView:
         attributes=version.attributes,
         template_digest=version.template_digest.hex() if version.template_digest is not None else None,
         template_count=version.template_count,
+        qualities=version.qualities,
         changed_at=version.changed_at,
         changed_by=authors[version.changed_by],
     )

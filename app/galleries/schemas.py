@@ -21,6 +21,11 @@ Sample = list[Annotated[float, Strict()]]
 """One template or probe: JSON numbers only. Strict, so that ``true`` or ``"0.5"`` is refused as
 the schema says rather than read as a number."""
 
+QUALITIES_OUT = (
+    "the quality (0-100, ISO/IEC 29794: NFIQ 2 for fingers, OFIQ for faces) of each template, in sample order, null "
+    "where unknown; null when no template came with one"
+)
+
 
 class TemplateFormatIn(BaseModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -59,6 +64,7 @@ class RecordIn(BaseModel):
             "example": {
                 "reference_id": "NIC-000123",
                 "templates": [[0.01, -0.02, 0.03]],
+                "qualities": [72],
                 "attributes": {"family_name": "Doe", "given_names": "Jane", "date_of_birth": "1990-01-31"},
             }
         }
@@ -75,6 +81,14 @@ class RecordIn(BaseModel):
         None,
         description="samples as base64 of little-endian float32 (faster for bulk), 4 bytes a dimension; a record "
         "that cannot be decoded is listed in errors (invalid_template)",
+    )
+    qualities: list[Annotated[float, Strict()] | None] | None = Field(
+        None,
+        description="one quality score per template (of templates or templates_b64, in order), 0-100 as ISO/IEC "
+        "29794 has it (NFIQ 2 for fingers, OFIQ for faces), null where unknown; shown to consuls beside the probe's. A "
+        "record with not one per template or one outside 0-100 is listed in errors (invalid_quality); one whose every "
+        "template is below READMIT_MIN_ENROLMENT_QUALITY for the gallery's modality is listed in errors (low_quality, "
+        "its message giving the qualities and the minimum). Other qualities alone make a new version of the record",
     )
     attributes: Attributes = Field(default_factory=dict, description="minimal identity attributes")
 
@@ -105,6 +119,7 @@ class RecordOut(BaseModel):
     attributes: dict[str, str]
     template_count: int = Field(description="templates (samples) enrolled for the record")
     sample_count: int = Field(deprecated=True, description="the same as template_count, its former name")
+    qualities: list[float | None] | None = Field(description=QUALITIES_OUT)
     enrolled_at: datetime
     updated_at: datetime = Field(description="when the current version was written")
     version: int = Field(
@@ -134,6 +149,9 @@ class RecordVersionOut(BaseModel):
         "are never kept in the history"
     )
     template_count: int
+    qualities: list[float | None] | None = Field(
+        description=QUALITIES_OUT + "; null on every version of an erased record"
+    )
     changed_at: datetime
     changed_by: Author = Field(description="the principal who wrote this version")
 

@@ -60,6 +60,8 @@ class RecordView:
     reference_id: str
     attributes: dict[str, Any]
     template_count: int
+    qualities: list[float | None] | None
+    """The quality (0-100) of each template, None where unknown; None when none was given."""
     enrolled_at: datetime
     updated_at: datetime
     version: int
@@ -242,6 +244,7 @@ def record_view(record: Record) -> RecordView:
         record.reference_id,
         record.attributes,
         record.template_count,
+        record.qualities,
         record.enrolled_at,
         record.updated_at,
         record.version,

@@ -1,7 +1,8 @@
 """Record sources for bulk enrolment, read as streams so that millions of records never sit in
 memory at once: ``.npy``/``.npz`` templates beside a CSV or JSON Lines file of reference ids and
-attributes (row i of one is row i of the other), read in blocks of records whose templates are
-one array; or JSON Lines with inline templates, read in lists of records."""
+attributes (row i of one is row i of the other), with optionally a ``.npy`` of the templates'
+qualities ((n,) or (n, samples), NaN where unknown), read in blocks of records whose templates are
+one array; or JSON Lines with inline templates (and qualities), read in lists of records."""
 
 from __future__ import annotations
 
@@ -49,18 +50,39 @@ def _metadata_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
                     yield str(row.get("reference_id") or ""), dict(row.get("attributes") or {})
 
 
-def read_paired(templates_path: Path, records_path: Path, batch: int = 1000) -> Iterator[RecordBlock]:
+def _load_qualities(path: Path, templates: np.ndarray) -> np.ndarray:
+    """The qualities of ``templates``, one row each: refused whole when the file cannot be
+    paired with them (a file of another set, not a record's mistake)."""
+    qualities = np.load(path, mmap_mode="r")
+    if qualities.shape[:1] != templates.shape[:1] or qualities.ndim > 2:
+        raise ValueError(
+            f"{path} has shape {qualities.shape}: one row of qualities per template row of {templates.shape} expected"
+        )
+    if not np.issubdtype(qualities.dtype, np.number):
+        raise ValueError(f"{path} holds {qualities.dtype}, not numbers")
+    return qualities
+
+
+def read_paired(
+    templates_path: Path, records_path: Path, batch: int = 1000, qualities_path: Path | None = None
+) -> Iterator[RecordBlock]:
     """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes,
-    in blocks of ``batch`` records."""
+    and with qualities if ``qualities_path`` is given, in blocks of ``batch`` records."""
     templates = _load_templates(templates_path)
+    qualities = _load_qualities(qualities_path, templates) if qualities_path is not None else None
     rows = _metadata_rows(records_path)
     position = 0
     while chunk := list(islice(rows, batch)):
         if position + len(chunk) > len(templates):
             raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
         references, attributes = zip(*chunk, strict=True)
+        part = slice(position, position + len(chunk))
         yield RecordBlock(
-            position, list(references), list(attributes), np.asarray(templates[position : position + len(chunk)])
+            position,
+            list(references),
+            list(attributes),
+            np.asarray(templates[part]),
+            np.asarray(qualities[part], dtype=np.float64) if qualities is not None else None,
         )
         position += len(chunk)
     if position != len(templates):
@@ -68,8 +90,8 @@ def read_paired(templates_path: Path, records_path: Path, batch: int = 1000) -> 
 
 
 def read_inline(path: Path, batch: int = 1000) -> Iterator[list[RecordSubmission]]:
-    """JSON Lines of ``{"reference_id", "templates": [[float...]...], "attributes": {...}}``, in
-    lists of ``batch`` records."""
+    """JSON Lines of ``{"reference_id", "templates": [[float...]...], "qualities": [float | null
+    ...], "attributes": {...}}`` (``qualities`` optional), in lists of ``batch`` records."""
     with open(path, encoding="utf-8") as handle:
         lines = (line for line in handle if line.strip())
         position = 0
@@ -83,6 +105,7 @@ def read_inline(path: Path, batch: int = 1000) -> Iterator[list[RecordSubmission
                         str(row.get("reference_id") or ""),
                         EncodedTemplates(floats=row.get("templates")),
                         dict(row.get("attributes") or {}),
+                        row.get("qualities"),
                     )
                 )
                 position += 1

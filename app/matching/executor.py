@@ -49,6 +49,7 @@ from app.matching.hits import Hit
 from app.matching.leases import PENDING, Leases
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
 from app.matching.probes import open_probes, seal_probes
+from app.matching.quality import enrolment_qualities
 from app.matching.thresholds import DECISION, ThresholdBook
 from app.matching.views import CandidateView
 from app.observability.metrics import Metrics
@@ -387,7 +388,7 @@ class SearchExecutor:
         if not jobs:
             return {}
         hits = outcome.hits
-        record_ids = {hit.record_id for job in jobs for hit in hits[job.ticket]}
+        record_ids = {record for job in jobs for hit in hits[job.ticket] for record in hit.matched_records}
         missing = {
             job.ticket: [{"gallery_id": g, "shards": s} for g, s in outcome.missing.get(job.ticket, {}).items()]
             for job in jobs
@@ -431,6 +432,9 @@ class SearchExecutor:
                         "possible_threshold": hit.possible_threshold,
                         "review_state": ReviewState.PENDING.value,
                         "modalities": hit.modalities,
+                        "enrolment_qualities": enrolment_qualities(
+                            (records[r].modality, records[r].qualities) for r in hit.matched_records if r in records
+                        ),
                     }
                     for rank, hit in enumerate(kept, start=1)
                 ]
@@ -568,7 +572,7 @@ def search_resource(job: Job, search_id: int) -> str:
 
 _INSERT_SEARCH = insert(Search)
 _RECORDS = (
-    select(Record.id, Record.reference_id, Record.version, Gallery.country)
+    select(Record.id, Record.reference_id, Record.version, Record.qualities, Gallery.country, Gallery.modality)
     .join(Gallery, Gallery.id == Record.gallery_id)
     .where(Record.id.in_(bindparam("ids", expanding=True)))
 )
@@ -601,7 +605,13 @@ _OWNERS = select(Search.id, Search.status).where(Search.id.in_(bindparam("ids", 
 def candidate_from_row(candidate_id: int, row: dict[str, Any]) -> CandidateView:
     """The view of a candidate just inserted, from the values it was inserted with: nothing is
     read back (its record's version is the one it pins)."""
-    fields = {name: value for name, value in row.items() if name != "record_id"}
+    fields = {name: value for name, value in row.items() if name not in ("record_id", "enrolment_qualities")}
     return CandidateView(
-        id=candidate_id, attributes=None, note=None, reviewed_at=None, record_changed_since=False, **fields
+        id=candidate_id,
+        attributes=None,
+        note=None,
+        reviewed_at=None,
+        record_changed_since=False,
+        enrolment_qualities=row["enrolment_qualities"] or [],
+        **fields,
     )

@@ -19,3 +19,8 @@ class Hit:
     possible_threshold: float
     modalities: list[dict[str, Any]] | None = None
     """A person of a multi-modal search: what each modality said (app/matching/fused.py)."""
+
+    @property
+    def matched_records(self) -> list[int]:
+        """The records the candidate rests on: its record, or each modality's of a person."""
+        return [m["record_id"] for m in self.modalities] if self.modalities else [self.record_id]

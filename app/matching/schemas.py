@@ -11,7 +11,13 @@ from app.core.ids import RowId
 from app.core.modalities import Modality
 from app.federation.schemas import RemoteSearchOut
 from app.galleries.schemas import Sample, TemplateFormatIn
-from app.matching.score_schemas import DroppedSample, ModalityScoreOut, SampleQuality
+from app.matching.score_schemas import (
+    ENROLMENT_QUALITIES,
+    DroppedSample,
+    EnrolledSampleQuality,
+    ModalityScoreOut,
+    SampleQuality,
+)
 from app.review.schemas import RECORD_CHANGED_SINCE, RECORD_VERSION, REVIEW_STATES
 
 PROBE_CHOICE: JsonDict = {
@@ -197,6 +203,7 @@ class CandidateOut(BaseModel):
         description="multi-modal search only: the person's score in each modality found (a modality missing from "
         "the list did not find the person); gallery_id and reference_id are those of the modality that weighed most",
     )
+    enrolment_qualities: list[EnrolledSampleQuality] = Field(default_factory=list, description=ENROLMENT_QUALITIES)
 
 
 class MissingShards(BaseModel):

@@ -26,5 +26,18 @@ class SampleQuality(BaseModel):
     quality: float
 
 
+class EnrolledSampleQuality(BaseModel):
+    modality: str
+    index: int = Field(description="the template's position in the record's templates (of its modality's record)")
+    quality: float
+
+
+ENROLMENT_QUALITIES = (
+    "the quality (0-100, ISO/IEC 29794) of each template of the record version matched that was enrolled with one "
+    "(on a multi-modal search, of each modality's record), as it was when the candidate was found: a strong score "
+    "against a poor enrolment weighs less. Empty when none was given"
+)
+
+
 class DroppedSample(SampleQuality):
     minimum: float = Field(description="the modality's minimum quality (READMIT_MIN_PROBE_QUALITY)")

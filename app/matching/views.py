@@ -42,6 +42,9 @@ class CandidateView:
     """The version of the record the candidate was found in (None before versions existed)."""
     record_changed_since: bool
     """The record was updated or erased since: what the consul reads is not what matched."""
+    enrolment_qualities: list[dict[str, Any]]
+    """The quality of each enrolled sample of the record version matched that had one, so that
+    a consul can weigh a match against a poor enrolment."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,7 @@ def candidate_view(candidate: Candidate, attributes: dict[str, Any] | None, vers
         modalities=candidate.modalities,
         record_version=candidate.record_version,
         record_changed_since=candidate.record_version is not None and current != candidate.record_version,
+        enrolment_qualities=list(candidate.enrolment_qualities or []),
     )
 
 

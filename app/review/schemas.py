@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StringConstraints
 
-from app.matching.score_schemas import ModalityScoreOut, SampleQuality
+from app.matching.score_schemas import ENROLMENT_QUALITIES, EnrolledSampleQuality, ModalityScoreOut, SampleQuality
 
 RECORD_VERSION = (
     "the version of the record the candidate was found in (GET /v1/galleries/{id}/records/{reference_id}/history "
@@ -60,6 +60,7 @@ class ReviewItem(BaseModel):
         default_factory=list,
         description="the quality (0-100, ISO/IEC 29794) of each probe sample the search used that came with one",
     )
+    enrolment_qualities: list[EnrolledSampleQuality] = Field(default_factory=list, description=ENROLMENT_QUALITIES)
 
 
 class DecisionIn(BaseModel):

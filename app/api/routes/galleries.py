@@ -56,14 +56,23 @@ def enrol_records(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runti
     """Idempotent by ``reference_id``: an identical record is left alone, a changed one has its
     templates and attributes replaced. Records with errors are listed in ``errors`` (with their
     position and a code); the others are stored. Templates are checked against the gallery's
-    format (dimension, finite values, non-zero norm) and normalised for cosine galleries."""
+    format (dimension, finite values, non-zero norm) and normalised for cosine galleries; their
+    qualities, if sent, are one per template within 0-100 and kept with the record."""
     submissions = [
         enrolment.RecordSubmission(
-            position, item.reference_id, EncodedTemplates(item.templates, item.templates_b64), item.attributes
+            position,
+            item.reference_id,
+            EncodedTemplates(item.templates, item.templates_b64),
+            item.attributes,
+            item.qualities,
         )
         for position, item in enumerate(body.records)
     ]
-    limits = enrolment.EnrolmentLimits(runtime.settings.max_batch_records, runtime.settings.max_templates_per_record)
+    limits = enrolment.EnrolmentLimits(
+        runtime.settings.max_batch_records,
+        runtime.settings.max_templates_per_record,
+        runtime.settings.min_enrolment_quality,
+    )
     outcome = enrolment.enrol(runtime.sessions, runtime.registry, actor, gallery_id, submissions, limits)
     runtime.metrics.enrolled.labels(str(gallery_id), "inserted").inc(outcome.inserted)
     runtime.metrics.enrolled.labels(str(gallery_id), "updated").inc(outcome.updated)
