@@ -226,3 +226,24 @@ def test_the_review_page_shows_each_modality_and_the_probe_qualities(registry_of
     page = client.get(f"/review/candidates/{candidate['id']}").text
     assert "face sample 1: 64/100" in page
     assert "Scores per modality" in page and "<td>finger</td>" in page and "<td>face</td>" in page
+
+
+def test_a_fused_candidate_shows_each_modality_records_enrolment_qualities(registry_of_two_modalities, linked):
+    service, police = registry_of_two_modalities
+    registry = service.principal("registry", "SEN")
+    galleries = service.client.get("/v1/galleries", headers=registry).json()
+    for (modality, quality), data in zip((("face", 71), ("finger", 18)), linked, strict=True):
+        gallery_id = next(g["id"] for g in galleries if g["modality"] == modality)
+        record = {"reference_id": "SEN-0015", "templates": [data.gallery[15].tolist()], "qualities": [quality]}
+        answer = service.client.post(
+            f"/v1/galleries/{gallery_id}/records:batch", json={"records": [record]}, headers=registry
+        )
+        assert answer.json()["updated"] == 1, answer.text
+    candidate = identify(service, police, open_case(service, police), {"modalities": modalities(linked, 15)}).json()[
+        "candidates"
+    ][0]
+    assert candidate["reference_id"] == "SEN-0015"
+    assert sorted(candidate["enrolment_qualities"], key=lambda q: q["modality"]) == [
+        {"modality": "face", "index": 0, "quality": 71},
+        {"modality": "finger", "index": 0, "quality": 18},
+    ]

@@ -103,6 +103,56 @@ def test_enrol_loads_a_gallery_reports_rejects_and_is_idempotent(offline, tmp_pa
     assert loads[0]["source"] == "snapshot", "enrol leaves a current snapshot behind"
 
 
+def read_qualities(offline, reference_ids):
+    """The qualities of records as the registry reads them through HTTP once the service is back."""
+    service = Service(offline["data_dir"], offline["url"])
+    try:
+        registry = service.principal("registry", "SEN")
+        url = f"/v1/galleries/{offline['gallery']}/records/"
+        return {ref: service.client.get(url + ref, headers=registry).json().get("qualities") for ref in reference_ids}
+    finally:
+        service.close()
+
+
+def test_enrol_takes_qualities_from_a_parallel_npy_and_from_json_lines(offline, tmp_path):
+    write_source(tmp_path, 20)
+    qualities = np.full((20, 2), np.nan)
+    qualities[0], qualities[1, 1], qualities[2] = (45, 80), 12.5, (101, 50)
+    np.save(tmp_path / "qualities.npy", qualities)
+    paired = CliRunner().invoke(cli, [*enrol_args(offline, tmp_path), "--qualities", str(tmp_path / "qualities.npy")])
+    assert paired.exit_code == 0, paired.output
+    assert "inserted 18, updated 0, unchanged 0, rejected 2" in paired.output
+    report = [json.loads(line) for line in (tmp_path / "report.jsonl").read_text().splitlines()[:-1]]
+    assert [(r["reference_id"], r["code"]) for r in report] == [
+        ("SEN-000002", "invalid_quality"),
+        ("SEN-000007", "invalid_template"),
+    ]
+
+    inline = tmp_path / "inline.jsonl"
+    inline.write_text(
+        json.dumps({"reference_id": "SEN-000003", "templates": [[0.5] * DIM], "qualities": [77]})
+        + "\n"
+        + json.dumps({"reference_id": "SEN-900000", "templates": [[0.25] * DIM, [0.75] * DIM]})
+        + "\n"
+    )
+    jsonl = CliRunner().invoke(
+        cli, ["enrol", "--gallery", str(offline["gallery"]), "--as", str(offline["registry"]), "--jsonl", str(inline)]
+    )
+    assert jsonl.exit_code == 0, jsonl.output
+    assert "inserted 1, updated 1" in jsonl.output
+    assert read_qualities(offline, ["SEN-000000", "SEN-000001", "SEN-000003", "SEN-000004", "SEN-900000"]) == {
+        "SEN-000000": [45, 80],
+        "SEN-000001": [None, 12.5],
+        "SEN-000003": [77],
+        "SEN-000004": None,
+        "SEN-900000": None,
+    }
+
+    np.save(tmp_path / "short.npy", qualities[:5])
+    mismatched = CliRunner().invoke(cli, [*enrol_args(offline, tmp_path), "--qualities", str(tmp_path / "short.npy")])
+    assert mismatched.exit_code == 1 and "one row of qualities per template row" in mismatched.output
+
+
 def test_an_interrupted_enrol_resumes_with_every_record_once(offline, tmp_path):
     write_source(tmp_path, 6000, seed=1)
     command = [sys.executable, "-m", "app", *enrol_args(offline, tmp_path, batch=200)]
