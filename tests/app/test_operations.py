@@ -136,7 +136,11 @@ def test_enrol_takes_qualities_from_a_parallel_npy_and_from_json_lines(offline, 
         + "\n"
     )
     jsonl = CliRunner().invoke(
-        cli, ["enrol", "--gallery", str(offline["gallery"]), "--as", str(offline["registry"]), "--jsonl", str(inline)]
+        cli,
+        [
+            *("enrol", "--gallery", str(offline["gallery"]), "--as", str(offline["registry"])),
+            *("--jsonl", str(inline), "--report", str(tmp_path / "report.jsonl")),
+        ],
     )
     assert jsonl.exit_code == 0, jsonl.output
     assert "inserted 1, updated 1" in jsonl.output
