@@ -118,7 +118,7 @@ class Candidate(Base):
     enrolment_qualities: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON(none_as_null=True))
     """The quality of each enrolled sample of the record version matched (of each modality's
     record, on a multi-modal search) that came with one: ``{modality, index, quality}``, ``index``
-    the sample's position in the record; none when no sample had one (or found before 0018)."""
+    the sample's position in the record; none when no sample had one (or found before revision 0019)."""
 
 
 class StoredCalibration(Base):

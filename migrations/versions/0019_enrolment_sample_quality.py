@@ -5,16 +5,16 @@ Qualities (0-100, ISO/IEC 29794) are metadata about the samples, not biometric d
 clear as JSON, null where no sample came with one (every record enrolled before this revision).
 The columns are added in place, without a copy of the records table.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-11-29
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0018"
-down_revision = "0017"
+revision = "0019"
+down_revision = "0018"
 branch_labels = None
 depends_on = None
 
