@@ -30,6 +30,9 @@ SIGNED: dict[int | str, dict[str, Any]] = {
         "(Accept-Signature says how to sign)"
     ),
     403: refusal("no_agreement: no agreement in force here for the peer's country and modality; wrong_country"),
+    409: refusal(
+        "node_not_initialised: this node has no node key (readmit node init) and takes no part in a federation"
+    ),
     413: refusal("payload_too_large: over READMIT_FEDERATION_MAX_BODY_BYTES"),
     422: refusal("invalid_message: the body is not the documented message"),
     429: refusal("rate_limited: the peer's messages per minute (READMIT_FEDERATION_REQUESTS_PER_MINUTE); Retry-After"),
