@@ -13,6 +13,11 @@ FRA's check of it; SEN's notifier also tells FRA of every new search's state, as
 
     python benchmarks/federation_bench.py                  # 20,000 templates, about two minutes
     python benchmarks/federation_bench.py --size 100000 --seconds 20
+    python benchmarks/federation_bench.py --profile-dir out/fedprofile   # py-spy on both nodes
+
+With ``--profile-dir``, both nodes' service processes (FRA's and SEN's) are sampled by py-spy
+during the many-client phase through the peer (benchmarks/profiling.py), and the functions that
+take the most samples in each are printed after the figures.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import http_bench
+import profiling
 from common import ensure_audit_key, print_json, print_table, start_service
 
 from app.agreements.service import create_agreement
@@ -72,11 +78,18 @@ def federate(fra: Path, sen: Path) -> None:
     cli(sen, "peer", "add", "--country", "FRA", "--url", f"http://127.0.0.1:{http_bench.PORT}", "--public-key", fra_key)
 
 
-def measured(key: str, probes: Any, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    return {
-        "one": asyncio.run(http_bench.load(key, probes, 1, args.seconds)),
-        "many": asyncio.run(http_bench.load(key, probes, args.clients, args.seconds)),
-    }
+def measured(
+    key: str, probes: Any, args: argparse.Namespace, profiled: dict[str, int] | None = None
+) -> dict[str, dict[str, Any]]:
+    """One client, then ``args.clients``; the latter profiled in ``profiled`` (name → pid) when
+    a profile folder is given."""
+    one = asyncio.run(http_bench.load(key, probes, 1, args.seconds))
+    if profiled is None or args.profile_dir is None:
+        many = asyncio.run(http_bench.load(key, probes, args.clients, args.seconds))
+    else:
+        with profiling.record(profiled, args.profile_dir, args.seconds):
+            many = asyncio.run(http_bench.load(key, probes, args.clients, args.seconds))
+    return {"one": one, "many": many}
 
 
 def main() -> None:
@@ -84,6 +97,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--profile-dir", type=Path, help="py-spy both nodes during the many clients through the peer")
     args = parser.parse_args()
     exact_max = 200_000  # http_bench's default: exact search up to there, PQ fast-scan beyond
     node = {"max_batch_searches": "64", "exact_max_templates": str(exact_max)}
@@ -106,7 +120,7 @@ def main() -> None:
         peer = start_service(PEER_PORT, data_dir=str(sen), **node, **unthrottled)
         requester = start_service(http_bench.PORT, data_dir=str(fra), **node, **unthrottled)
         try:
-            remote = measured(fra_key, probes, args)
+            remote = measured(fra_key, probes, args, {"fra": requester.pid, "sen": peer.pid})
         finally:
             for process in (requester, peer):
                 process.terminate()
@@ -145,6 +159,8 @@ def main() -> None:
             **{"local": local, "remote": remote},
         }
     )
+    if args.profile_dir is not None:
+        profiling.print_summary(args.profile_dir)
 
 
 if __name__ == "__main__":
