@@ -89,8 +89,9 @@ async def receive_search(
             raise RequestInProgress("this request is being run by another process here: resend it later")
         await anyio.sleep(CLAIM_CHECK_S)
         step = await to_thread.run_sync(_take, taking, inbound_id)
+    search_id = None
     if step is Step.RUN:
-        case_id = await to_thread.run_sync(_case_of, parts.sessions, inbound_id)
+        case_id = await to_thread.run_sync(_case_of, parts.readers, inbound_id)
         view = await matching.identify(
             parts.sessions,
             parts.readers,
@@ -102,8 +103,8 @@ async def receive_search(
             identification,
             taking.wait_s,
         )
-        await to_thread.run_sync(_link, parts.sessions, inbound_id, view.id)
-    return await to_thread.run_sync(read_state, parts.sessions, peer, inbound_id)
+        search_id = view.id
+    return await to_thread.run_sync(_answer, parts.sessions, peer, proof, inbound_id, "answer", search_id)
 
 
 CLAIM_CHECK_S = 0.1
@@ -158,7 +159,7 @@ def _accept(
     }
     countries = [peer.country, node.country]
     sessions = taking.parts.sessions
-    with sessions() as session:
+    with taking.parts.readers() as session:
         principal = session.get(Principal, peer.principal_id)
         assert principal is not None
         session.expunge(principal)
@@ -169,9 +170,30 @@ def _accept(
         )
     if existing is not None:
         return existing, principal, _take(taking, existing)
-    with transaction(sessions) as session:
-        allowed = countries_in_force(session, peer.country, [node.country], request.modality, utcnow().date())
-        if not allowed:
+    try:
+        with transaction(sessions) as session:
+            if countries_in_force(session, peer.country, [node.country], request.modality, utcnow().date()):
+                case = remote_case(
+                    session,
+                    principal,
+                    request.case_reference,
+                    request.deadline,
+                    node.country,
+                    request.legal_basis.value,
+                )
+                inbound = InboundSearch(peer_id=peer.id, request_id=request.request_id, case_id=case.id)
+                claim(inbound, taking.owner, taking.wait_s)
+                session.add(inbound)
+                session.flush()
+                audit.append(
+                    session,
+                    principal,
+                    Action.FEDERATION_REQUEST_RECEIVE,
+                    f"case/{case.id}/inbound/{inbound.id}",
+                    countries,
+                    details=details,
+                )
+                return inbound.id, principal, Step.RUN
             audit.append(
                 session,
                 principal,
@@ -181,30 +203,9 @@ def _accept(
                 outcome=NoAgreement.code,
                 details=details,
             )
-    if not allowed:
-        raise NoAgreement(
-            f"no agreement in force lets {peer.country} search {node.country}'s {request.modality} galleries"
-        )
-    try:
-        with transaction(sessions) as session:
-            case = remote_case(
-                session, principal, request.case_reference, request.deadline, node.country, request.legal_basis.value
-            )
-            inbound = InboundSearch(peer_id=peer.id, request_id=request.request_id, case_id=case.id)
-            claim(inbound, taking.owner, taking.wait_s)
-            session.add(inbound)
-            session.flush()
-            audit.append(
-                session,
-                principal,
-                Action.FEDERATION_REQUEST_RECEIVE,
-                f"case/{case.id}/inbound/{inbound.id}",
-                countries,
-                details=details,
-            )
-            return inbound.id, principal, Step.RUN
     except IntegrityError:  # the same request, resent while this one was being accepted
         return _accept(taking, node, peer, proof, request)
+    raise NoAgreement(f"no agreement in force lets {peer.country} search {node.country}'s {request.modality} galleries")
 
 
 def _case_of(sessions: Sessions, inbound_id: int) -> int:
@@ -214,25 +215,25 @@ def _case_of(sessions: Sessions, inbound_id: int) -> int:
         return inbound.case_id
 
 
-def _link(sessions: Sessions, inbound_id: int, search_id: int) -> None:
-    """The search run here is the request's, unless a resend took the request over after this
-    process's claim lapsed (a database stalled past a batch's end): then it ran twice, and the
-    one linked first answers."""
+def _answer(
+    sessions: Sessions, peer: Peer, proof: Proof, inbound_id: int, how: str, ran: int | None
+) -> FederatedSearchState:
+    """What the peer is answered of its search (404 for another peer's), audited with the peer's
+    signature and remembered as delivered in the same transaction, so that the notifier does not
+    send it again; ``ran``, the search this process ran for it, is linked first. A resend that
+    took the request over after this process's claim lapsed (a database stalled past a batch's
+    end) ran it twice: the one linked first answers."""
     with transaction(sessions) as session:
-        inbound = session.scalars(select(InboundSearch).where(InboundSearch.id == inbound_id).with_for_update()).one()
-        if inbound.search_id is None:
-            link(inbound, search_id)
-        else:
-            log.warning("request run twice", extra={"event": {"inbound_search": inbound_id, "search": search_id}})
-
-
-def read_state(sessions: Sessions, peer: Peer, inbound_id: int) -> FederatedSearchState:
-    """What the peer may know of its search: 404 for a search of another peer."""
-    with sessions() as session:
-        inbound = session.get(InboundSearch, inbound_id)
+        inbound = session.scalar(select(InboundSearch).where(InboundSearch.id == inbound_id).with_for_update())
         if inbound is None or inbound.peer_id != peer.id:
             raise UnknownRemoteSearch(f"search {inbound_id} not found")
-        return state_of(session, inbound)
+        if ran is not None and inbound.search_id is None:
+            link(inbound, ran)
+        elif ran is not None:
+            log.warning("request run twice", extra={"event": {"inbound_search": inbound_id, "search": ran}})
+        state = state_of(session, inbound)
+        record_delivery(session, inbound, state, how, {"peer_signature": proof})
+        return state
 
 
 def state_of(session: Session, inbound: InboundSearch) -> FederatedSearchState:
@@ -285,21 +286,14 @@ def settled(state: FederatedSearchState) -> bool:
 
 
 def answer_poll(sessions: Sessions, peer: Peer, proof: Proof, inbound_id: int) -> FederatedSearchState:
-    """A peer asks for its search's state (the fallback of notifications): answered, audited
-    with the peer's signature, and remembered as delivered."""
-    with transaction(sessions) as session:
-        inbound = session.get(InboundSearch, inbound_id)
-        if inbound is None or inbound.peer_id != peer.id:
-            raise UnknownRemoteSearch(f"search {inbound_id} not found")
-        state = state_of(session, inbound)
-        record_delivery(session, inbound, state, "poll", {"peer_signature": proof})
-        return state
+    """A peer asks for its search's state (the fallback of notifications)."""
+    return _answer(sessions, peer, proof, inbound_id, "poll", None)
 
 
 def record_delivery(
     session: Session, inbound: InboundSearch, state: FederatedSearchState, how: str, signatures: dict[str, Proof]
 ) -> None:
-    """The peer was given ``state`` (notified, or answered a poll): audited with the signatures
+    """The peer was given ``state`` (answered, notified, or answered a poll): audited with the signatures
     of the exchange, and remembered so that the same state is not notified again."""
     inbound.notified_digest = digest(state)
     inbound.settled = settled(state)

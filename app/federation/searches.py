@@ -78,7 +78,7 @@ async def identify(
     async with create_task_group() as peers:
         for outbound_id in outbound_ids:
             peers.start_soon(_ask, parts.sessions, channel, outbound_id, left_s)
-    return await to_thread.run_sync(_reread, parts.sessions, view.id)
+    return await to_thread.run_sync(_reread, parts.readers, view.id)
 
 
 async def _ask(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_s: float) -> None:
@@ -88,10 +88,10 @@ async def _ask(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_
     )
 
 
-def _reread(sessions: Sessions, search_id: int) -> SearchView:
+def _reread(readers: Sessions, search_id: int) -> SearchView:
     """The search as now written, remote parts included (not audited as a read: the caller's
-    own submission answered)."""
-    with sessions() as session:
+    own submission answered); read through ``readers``: on SQLite, no wait for the write lock."""
+    with readers() as session:
         search = session.get(Search, search_id)
         assert search is not None
         [view] = search_views(session, [search])

@@ -29,12 +29,19 @@ class Verified:
 
 
 def authenticate_peer(
-    sessions: Sessions, throttle: Throttle, metrics: Metrics, window_s: int, message: RequestMessage, body: bytes
+    sessions: Sessions,
+    readers: Sessions,
+    throttle: Throttle,
+    metrics: Metrics,
+    window_s: int,
+    message: RequestMessage,
+    body: bytes,
 ) -> Verified:
     """The live peer that signed ``message``, and the proof of its signature; InvalidSignature,
-    ReplayedMessage or rate_limited otherwise."""
+    ReplayedMessage or rate_limited otherwise. The peer is looked up through ``readers`` (on
+    SQLite, no wait for the write lock); only its nonce is written."""
     key_id = signer_key_id(message.headers)
-    with sessions() as session:
+    with readers() as session:
         peer = peer_with_key(session, key_id)
     if peer is None:
         metrics.peer_messages.labels("unknown", "any", "received", InvalidSignature.code).inc()

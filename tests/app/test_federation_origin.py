@@ -121,7 +121,7 @@ def test_a_request_resent_after_the_origin_crashed_runs_once(origin, fra, databa
         if point == "before_its_search_is_written":
             patched.setattr(matching, "identify", crash)
         else:
-            patched.setattr(inbound, "_link", crash)
+            patched.setattr(inbound, "_answer", crash)  # links the search it ran, and answers
         with pytest.raises(RuntimeError):
             send(origin, fra, search_request(request_id, person=7, wait_ms=5000))
 

@@ -107,6 +107,7 @@ async def _signed_exchange(request: Request, runtime: Runtime, handle: Any, kind
         verified = await run_in_threadpool(
             authenticate_peer,
             runtime.sessions,
+            runtime.read_sessions,
             runtime.throttle,
             runtime.metrics,
             settings.federation_signature_window_s,
