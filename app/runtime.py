@@ -291,7 +291,7 @@ class Runtime:
         assert self.channel is not None
         while not self._stop.wait(self.settings.federation_notify_interval_s):
             try:
-                notify_changes(self.sessions, self.channel)
+                notify_changes(self.sessions, self.read_sessions, self.channel)
             except Exception:
                 log.exception("peer notification pass failed")
 

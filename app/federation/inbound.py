@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import anyio
 from anyio import to_thread
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -237,27 +237,38 @@ def _answer(
 
 
 def state_of(session: Session, inbound: InboundSearch) -> FederatedSearchState:
-    case = session.get(Case, inbound.case_id)
-    assert case is not None
-    search = session.get(Search, inbound.search_id) if inbound.search_id else None
-    candidates = (
-        list(session.scalars(select(Candidate).where(Candidate.search_id == search.id).order_by(Candidate.rank)))
-        if search
-        else []
+    [(state, _)] = states_of(session, InboundSearch.id == inbound.id).values()
+    return state
+
+
+def states_of(session: Session, which: ColumnElement[bool]) -> dict[int, tuple[FederatedSearchState, str | None]]:
+    """The state of each inbound search ``which`` selects, with the digest of what its peer was
+    told last, by inbound search id: three queries however many searches (the notifier reads
+    every search not settled, on every pass)."""
+    searches = session.execute(
+        select(InboundSearch.id, InboundSearch.request_id, InboundSearch.notified_digest)
+        .add_columns(Search.status, Search.error, Case.status)
+        .join(Case, Case.id == InboundSearch.case_id)
+        .outerjoin(Search, Search.id == InboundSearch.search_id)
+        .where(which)
+    ).all()
+    reported = session.execute(
+        select(InboundSearch.id, Candidate)
+        .join(Candidate, Candidate.search_id == InboundSearch.search_id)
+        .where(which)
+        .order_by(Candidate.rank)
+    ).all()
+    attributes: dict[int, dict[str, str]] = dict(
+        session.execute(
+            select(Record.id, Record.attributes)
+            .join(Candidate, Candidate.record_id == Record.id)
+            .join(InboundSearch, InboundSearch.search_id == Candidate.search_id)
+            .where(which, Candidate.review_state == ReviewState.CONFIRMED.value)
+        ).all()
     )
-    confirmed = [c.record_id for c in candidates if c.review_state == ReviewState.CONFIRMED.value and c.record_id]
-    attributes: dict[int, dict[str, str]] = (
-        dict(session.execute(select(Record.id, Record.attributes).where(Record.id.in_(confirmed))).tuples().all())
-        if confirmed
-        else {}
-    )
-    return FederatedSearchState(
-        reference=inbound.id,
-        request_id=inbound.request_id,
-        status=search.status if search else SearchStatus.QUEUED.value,
-        error=search.error if search else None,
-        case_status=case.status,
-        candidates=[
+    candidates: dict[int, list[FederatedCandidate]] = {}
+    for inbound_id, c in reported:
+        candidates.setdefault(inbound_id, []).append(
             FederatedCandidate(
                 id=c.id,
                 reference_id=c.reference_id,
@@ -267,9 +278,21 @@ def state_of(session: Session, inbound: InboundSearch) -> FederatedSearchState:
                 review_state=c.review_state,
                 attributes=attributes.get(c.record_id) if c.record_id else None,
             )
-            for c in candidates
-        ],
-    )
+        )
+    return {
+        inbound_id: (
+            FederatedSearchState(
+                reference=inbound_id,
+                request_id=request_id,
+                status=status or SearchStatus.QUEUED.value,
+                error=error,
+                case_status=case_status,
+                candidates=candidates.get(inbound_id, []),
+            ),
+            notified,
+        )
+        for inbound_id, request_id, notified, status, error, case_status in searches
+    }
 
 
 def digest(state: FederatedSearchState) -> str:

@@ -15,31 +15,31 @@ from sqlalchemy import select
 from app.db.session import Sessions, transaction
 from app.federation import outbound
 from app.federation.channel import PeerChannel, PeerUnavailable
-from app.federation.inbound import digest, record_delivery, state_of
+from app.federation.inbound import digest, record_delivery, states_of
 from app.federation.models import InboundSearch, Peer
 from app.federation.wire import NOTIFICATIONS_PATH
 
 log = logging.getLogger(__name__)
 
 
-def notify_changes(sessions: Sessions, channel: PeerChannel) -> int:
-    """One pass over the searches peers asked for; returns how many notifications were taken."""
-    with sessions() as session:
-        pending = list(
+def notify_changes(sessions: Sessions, readers: Sessions, channel: PeerChannel) -> int:
+    """One pass over the searches peers asked for, read at once through ``readers`` (on SQLite,
+    no wait for the write lock); returns how many notifications were taken."""
+    unsettled = InboundSearch.settled.is_(False)
+    with readers() as session:
+        peers = dict(
             session.execute(
                 select(InboundSearch.id, Peer)
                 .join(Peer, Peer.id == InboundSearch.peer_id)
-                .where(InboundSearch.settled.is_(False), Peer.removed_at.is_(None))
-            ).tuples()
+                .where(unsettled, Peer.removed_at.is_(None))
+            ).all()
         )
+        states = states_of(session, unsettled)
     delivered = 0
-    for inbound_id, peer in pending:
-        with sessions() as session:
-            inbound = session.get(InboundSearch, inbound_id)
-            assert inbound is not None
-            state = state_of(session, inbound)
-            if digest(state) == inbound.notified_digest:
-                continue
+    for inbound_id, (state, notified) in states.items():
+        peer = peers.get(inbound_id)
+        if peer is None or digest(state) == notified:
+            continue
         try:
             exchange = channel.send(peer, "notification", "POST", NOTIFICATIONS_PATH, state.model_dump(mode="json"))
         except PeerUnavailable:

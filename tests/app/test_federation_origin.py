@@ -2,7 +2,8 @@
 this test, signing with its own node key as a requesting node would. A search request runs once,
 resent after a lost answer, while it still runs, or after the origin crashed before or after
 writing its search; a peer over its rate limit is told when to come back; a message not signed
-right is told how to sign; the operator's /metrics counts each peer's messages."""
+right is told how to sign; the operator's /metrics counts each peer's messages; the state a request
+is answered with is audited as delivered and not notified again."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import update
 
 from app.db.base import utcnow
@@ -24,6 +25,7 @@ from app.db.session import transaction
 from app.federation import inbound
 from app.federation.models import InboundSearch
 from app.federation.node import NodeIdentity, create_node
+from app.federation.notifier import notify_changes
 from app.federation.signatures import sign_request
 from app.matching import service as matching
 from tests.harness import Service, metric, records
@@ -169,3 +171,27 @@ def test_a_message_not_signed_right_is_told_how_to_sign_not_asked_for_a_bearer_t
             'readmit=("@method" "@target-uri" "content-digest");created;nonce;tag="readmit-federation";alg="ed25519"'
         )
     assert scraped(origin, "readmit_peer_messages_total", peer="unknown", outcome="invalid_signature") == 1
+
+
+def test_the_state_a_request_is_answered_with_is_not_notified_again_a_change_after_it_is(origin, fra):
+    unreachable = {"name": "readmit_peer_failures_total", "peer": "FRA", "kind": "notification"}
+    answered = send(origin, fra, search_request(uuid.uuid4().hex, person=5, wait_ms=5000))
+    assert answered.status_code == 200, answered.text
+    auditor = origin.principal("auditor")
+    listed = origin.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    [delivered] = [e for e in listed if e["action"] == "federation.state_send"]
+    assert (delivered["details"]["how"], delivered["details"]["status"]) == ("answer", "done")
+    fra_key = Ed25519PublicKey.from_public_bytes(fra.public_key)
+    proof = delivered["details"]["peer_signature"]
+    fra_key.verify(base64.b64decode(proof["signature"]), proof["signature_base"].encode())  # FRA's request
+
+    # FRA's url answers nobody: each notification tried fails, and is counted
+    notify_changes(origin.runtime.sessions, origin.runtime.read_sessions, origin.runtime.channel)
+    assert scraped(origin, **unreachable, reason="unreachable") == 0, "nothing new to tell FRA"
+
+    top = answered.json()["candidates"][0]
+    consul = origin.principal("consular", "SEN")
+    decision = {"decision": "rejected", "note": "not the same person"}
+    assert origin.client.post(f"/v1/candidates/{top['id']}/decision", json=decision, headers=consul).status_code == 200
+    notify_changes(origin.runtime.sessions, origin.runtime.read_sessions, origin.runtime.channel)
+    assert scraped(origin, **unreachable, reason="unreachable") >= 1, "the rejection is told to FRA"
