@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 
 def notify_changes(sessions: Sessions, readers: Sessions, channel: PeerChannel) -> int:
     """One pass over the searches peers asked for, read at once through ``readers`` (on SQLite,
-    no wait for the write lock); returns how many notifications were taken."""
-    unsettled = InboundSearch.settled.is_(False)
+    no wait for the write lock); returns how many notifications were taken. A request not yet
+    linked to its search is left alone: it is being answered (its answer carries its state), or
+    its process died and the peer's resend will be; the peer could not place a notification of
+    it anyway (it knows a search by the reference the answer gives)."""
+    unsettled = InboundSearch.settled.is_(False) & InboundSearch.search_id.is_not(None)
     with readers() as session:
         peers = dict(
             session.execute(

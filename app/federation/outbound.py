@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -50,9 +51,21 @@ def peers_for(session: Session, countries: list[str]) -> dict[str, Peer]:
     return {peer.country: peer for peer in rows}
 
 
-def open_outbound(sessions: Sessions, search_id: int, countries: list[str], retry: bool) -> list[int]:
+@dataclass(frozen=True)
+class Prepared:
+    """An outbound search written, and the body of the request that asks its peer for it."""
+
+    outbound_id: int
+    peer: Peer
+    payload: dict[str, Any]
+
+
+def open_outbound(
+    sessions: Sessions, channel: PeerChannel, search_id: int, countries: list[str], retry: bool, wait_ms: int
+) -> list[Prepared]:
     """The outbound searches of ``search_id`` for those of ``countries`` a peer holds, written
-    before anything is sent, so that a crash before the answer leaves them to the poller."""
+    before anything is sent, so that a crash before the answer leaves them to the poller; each
+    with its request (asking for an answer within ``wait_ms``), built in the same transaction."""
     with transaction(sessions) as session:
         search = session.get(Search, search_id)
         assert search is not None
@@ -72,26 +85,32 @@ def open_outbound(sessions: Sessions, search_id: int, countries: list[str], retr
         ]
         session.add_all(rows)
         session.flush()
-        return [row.id for row in rows]
+        return [Prepared(row.id, peers[row.country], _request(session, channel, row, wait_ms)) for row in rows]
 
 
 def send(
     sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_ms: int, timeout_s: float | None = None
 ) -> None:
-    """Send (or resend) an outbound search to its peer, asking for its answer within
-    ``wait_ms``, and apply the answer; no answer within ``timeout_s`` is peer_unavailable."""
+    """Resend an outbound search to its peer (the same request id), asking for its answer within
+    ``wait_ms``, and apply the answer."""
     with sessions() as session:
         outbound = session.get(OutboundSearch, outbound_id)
         assert outbound is not None
         peer = session.get(Peer, outbound.peer_id)
         assert peer is not None
-        payload = _request(session, channel, outbound, wait_ms)
+        prepared = Prepared(outbound_id, peer, _request(session, channel, outbound, wait_ms))
+    deliver(sessions, channel, prepared, timeout_s)
+
+
+def deliver(sessions: Sessions, channel: PeerChannel, prepared: Prepared, timeout_s: float | None = None) -> None:
+    """Send a prepared request and apply the answer; no answer within ``timeout_s`` is
+    peer_unavailable."""
     try:
-        exchange = channel.send(peer, "search", "POST", SEARCHES_PATH, payload, timeout_s)
+        exchange = channel.send(prepared.peer, "search", "POST", SEARCHES_PATH, prepared.payload, timeout_s)
     except PeerUnavailable as failure:
-        _unavailable(sessions, outbound_id, failure.reason)
+        _unavailable(sessions, prepared.outbound_id, failure.reason)
         return
-    _answered(sessions, outbound_id, exchange, "request")
+    _answered(sessions, prepared.outbound_id, exchange, "request")
 
 
 def _request(session: Session, channel: PeerChannel, outbound: OutboundSearch, wait_ms: int) -> dict[str, Any]:

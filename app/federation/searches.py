@@ -69,23 +69,21 @@ async def identify(
     if parts.channel is None or not remote or view.modalities is not None:
         return view  # a multi-modal search is fused here, over local galleries only (README)
     channel = parts.channel
-    outbound_ids = await to_thread.run_sync(
-        outbound.open_outbound, parts.sessions, view.id, remote, retry_unavailable_peers
-    )
-    if not outbound_ids:
-        return view
     left_s = max(0.0, wait_s - (time.monotonic() - started))
+    prepared = await to_thread.run_sync(
+        outbound.open_outbound, parts.sessions, channel, view.id, remote, retry_unavailable_peers, int(left_s * 1000)
+    )
+    if not prepared:
+        return view
     async with create_task_group() as peers:
-        for outbound_id in outbound_ids:
-            peers.start_soon(_ask, parts.sessions, channel, outbound_id, left_s)
+        for one in prepared:
+            peers.start_soon(_ask, parts.sessions, channel, one, left_s)
     return await to_thread.run_sync(_reread, parts.readers, view.id)
 
 
-async def _ask(sessions: Sessions, channel: PeerChannel, outbound_id: int, wait_s: float) -> None:
+async def _ask(sessions: Sessions, channel: PeerChannel, prepared: outbound.Prepared, wait_s: float) -> None:
     """One peer's part, in a worker thread of its own."""
-    await to_thread.run_sync(
-        outbound.send, sessions, channel, outbound_id, int(wait_s * 1000), wait_s + ANSWER_MARGIN_S
-    )
+    await to_thread.run_sync(outbound.deliver, sessions, channel, prepared, wait_s + ANSWER_MARGIN_S)
 
 
 def _reread(readers: Sessions, search_id: int) -> SearchView:
