@@ -2,9 +2,10 @@
 benchmark's load costs inside the service, beside what it measures from outside.
 
 ``record`` starts one ``py-spy record`` per process for the length of a phase (raw collapsed
-stacks, one file per process); ``inclusive`` reads one back and counts, per function, the
-samples whose stack holds it (its own time and everything it called), so that a slow path shows
-at the level of the function that takes it, not only at the leaf that burns the time."""
+stacks, one file per process); ``inclusive`` reads one back and counts, per function of readmit,
+the samples not waiting whose stack holds it (its own time and everything it called), so that a
+slow path shows at the level of the function that takes it, not only at the leaf that burns
+the time."""
 
 from __future__ import annotations
 
@@ -38,28 +39,48 @@ def record(processes: dict[str, int], out_dir: Path, seconds: float, rate: int =
             sampler.wait(timeout=seconds + 60)
 
 
-def inclusive(raw: Path, top: int = 40) -> tuple[int, list[tuple[str, int]]]:
-    """All samples of a raw py-spy file, and the ``top`` functions by inclusive samples."""
-    total, per_function = 0, Counter[str]()
+WAITING = {
+    "Condition.wait",
+    "Event.wait",
+    "Queue.get",
+    "Runner.run",
+    "WorkerThread.run",
+    "SyncStream.read",
+    "is_socket_readable",
+    "RequestResponseCycle.receive",
+    "_configure_sqlite.<locals>.on_begin",
+}
+"""Leaves where a thread waits (a lock, a queue, the event loop's poll, a socket, SQLite's write
+lock): py-spy's nonblocking mode cannot tell them idle, so they are told apart here."""
+
+
+def inclusive(raw: Path, top: int = 40) -> tuple[int, int, list[tuple[str, int]]]:
+    """All samples of a raw py-spy file, those not waiting, and the ``top`` functions of readmit
+    (app/, matcher/) by inclusive samples not waiting."""
+    total, busy, per_function = 0, 0, Counter[str]()
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
+        frames = stack.split(";")
         total += int(count)
-        for function in {frame.split(" (")[0] + " " + _file_of(frame) for frame in stack.split(";")}:
+        if frames[-1].split(" (")[0] in WAITING:
+            continue
+        busy += int(count)
+        for function in {_name_of(frame) for frame in frames if "(app/" in frame or "(matcher/" in frame}:
             per_function[function] += int(count)
-    return total, per_function.most_common(top)
+    return total, busy, per_function.most_common(top)
 
 
-def _file_of(frame: str) -> str:
-    """``name (path/to/file.py:line)`` → ``file.py``: a function is counted once whatever line."""
-    inside = frame.partition(" (")[2].rstrip(")")
-    return Path(inside.rpartition(":")[0]).name
+def _name_of(frame: str) -> str:
+    """``name (app/x/file.py:line)`` → ``name file.py``: a function counted once whatever line."""
+    name, _, inside = frame.partition(" (")
+    return f"{name} {Path(inside.rpartition(':')[0]).name}"
 
 
 def print_summary(out_dir: Path, top: int = 40) -> None:
     for raw in sorted(out_dir.glob("*.txt")):
-        total, functions = inclusive(raw, top)
-        print(f"\n== {raw.stem}: {total} samples, top {top} functions by inclusive samples")
+        total, busy, functions = inclusive(raw, top)
+        print(f"\n== {raw.stem}: {total} samples, {busy} not waiting; readmit's functions by inclusive samples")
         for function, samples in functions:
-            print(f"  {samples / max(total, 1):6.1%}  {samples:7d}  {function}")
+            print(f"  {samples / max(busy, 1):6.1%}  {samples:7d}  {function}")
