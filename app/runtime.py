@@ -34,7 +34,7 @@ from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.service import open_keyring
 from app.federation.channel import PeerChannel
 from app.federation.node import NodeIdentity, load_node
-from app.federation.notifier import follow_outbound, notify_changes
+from app.federation.notifier import ChangeNotifier, follow_outbound
 from app.galleries import service as galleries
 from app.galleries.changes import DatabaseChangeFeed
 from app.indexes.backends import MatcherIndex, make_backend
@@ -289,9 +289,12 @@ class Runtime:
     def _notify_loop(self) -> None:
         """Peers are told of changes to the searches they asked for (app/federation/notifier.py)."""
         assert self.channel is not None
+        notifier = ChangeNotifier(
+            self.sessions, self.read_sessions, self.channel, self.settings.federation_poll_interval_s
+        )
         while not self._stop.wait(self.settings.federation_notify_interval_s):
             try:
-                notify_changes(self.sessions, self.read_sessions, self.channel)
+                notifier.run_once()
             except Exception:
                 log.exception("peer notification pass failed")
 

@@ -25,7 +25,7 @@ from app.db.session import transaction
 from app.federation import inbound
 from app.federation.models import InboundSearch
 from app.federation.node import NodeIdentity, create_node
-from app.federation.notifier import notify_changes
+from app.federation.notifier import ChangeNotifier
 from app.federation.signatures import sign_request
 from app.matching import service as matching
 from tests.harness import Service, metric, records
@@ -186,12 +186,14 @@ def test_the_state_a_request_is_answered_with_is_not_notified_again_a_change_aft
     fra_key.verify(base64.b64decode(proof["signature"]), proof["signature_base"].encode())  # FRA's request
 
     # FRA's url answers nobody: each notification tried fails, and is counted
-    notify_changes(origin.runtime.sessions, origin.runtime.read_sessions, origin.runtime.channel)
+    runtime = origin.runtime
+    notifier = ChangeNotifier(runtime.sessions, runtime.read_sessions, runtime.channel, sweep_s=3600)
+    notifier.run_once()  # a sweep over every search FRA asked for
     assert scraped(origin, **unreachable, reason="unreachable") == 0, "nothing new to tell FRA"
 
     top = answered.json()["candidates"][0]
     consul = origin.principal("consular", "SEN")
     decision = {"decision": "rejected", "note": "not the same person"}
     assert origin.client.post(f"/v1/candidates/{top['id']}/decision", json=decision, headers=consul).status_code == 200
-    notify_changes(origin.runtime.sessions, origin.runtime.read_sessions, origin.runtime.channel)
+    notifier.run_once()  # what changed since the sweep only
     assert scraped(origin, **unreachable, reason="unreachable") >= 1, "the rejection is told to FRA"
