@@ -26,7 +26,7 @@ from app.matching.models import Candidate, Search
 log = logging.getLogger(__name__)
 
 
-CHANGE_MARGIN_S = 10.0
+CHANGE_MARGIN_S = 2.0
 """How far before the last pass a change's time may lie and still be looked at: a change is
 stamped inside its transaction and committed after; one committed later than that is seen at the
 next sweep."""
