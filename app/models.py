@@ -11,8 +11,9 @@ from app.audit.models import (
     AuditTreeHead,
     AuditTreeNode,
 )
-from app.cases.models import Case
+from app.cases.models import Case, CaseLink, CaseLinkCheck
 from app.db.base import Base
+from app.deduplication.models import DeduplicationJob, DeduplicationPair
 from app.encryption.models import DataKey
 from app.federation.models import InboundSearch, OutboundSearch, Peer, RemoteCandidate, SeenNonce
 from app.galleries.models import Gallery, GalleryChange, Record, RecordVersion, Template
@@ -32,7 +33,11 @@ __all__ = [
     "Base",
     "Candidate",
     "Case",
+    "CaseLink",
+    "CaseLinkCheck",
     "DataKey",
+    "DeduplicationJob",
+    "DeduplicationPair",
     "Gallery",
     "GalleryChange",
     "InboundSearch",

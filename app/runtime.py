@@ -25,11 +25,13 @@ from app.audit.keys import load_signing_key
 from app.audit.log import CheckpointPolicy, check_signer
 from app.audit.notes import Signer
 from app.audit.sequencer import Sequencer
+from app.cases.linker import CaseLinker
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.notify import GALLERY_CHANGES, Listener
 from app.db.session import make_engine, make_session_factory, transaction
+from app.deduplication.worker import DeduplicationWorker
 from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.service import open_keyring
 from app.federation.channel import PeerChannel
@@ -51,7 +53,7 @@ from app.matching.scheduler import Scheduler
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
-from matcher import IndexKind, IndexPolicy
+from matcher import IndexKind, IndexPolicy, Thresholds
 from matcher.plain_copies import SharedPlainCopies
 from matcher.tuning import set_thread_budget
 
@@ -79,6 +81,8 @@ class Runtime:
     sequencer: Sequencer
     plain_copies: SharedPlainCopies | None
     """The node's decrypted snapshots this process maps (None: its own memory)."""
+    deduplication: DeduplicationWorker
+    linker: CaseLinker
     node: NodeIdentity | None = None
     """This node's identity in a federation (None: no node key, in no federation)."""
     channel: PeerChannel | None = None
@@ -135,6 +139,21 @@ class Runtime:
             if node is not None
             else None
         )
+        deduplication = DeduplicationWorker(
+            sessions,
+            lambda: scheduler.depth > 0,
+            settings.deduplication_lease_s,
+            settings.deduplication_poll_s,
+            metrics,
+        )
+
+        def link_thresholds(gallery_id: int) -> Thresholds | None:
+            if not registry.is_loaded(gallery_id):
+                return None
+            return thresholds.for_verification(gallery_id, settings.link_fmr).thresholds
+
+        linker = CaseLinker(sessions, link_thresholds, settings.expiry_interval_s, metrics)
+        scheduler.after_batch(linker.wake)
         return cls(
             settings,
             engine,
@@ -152,6 +171,8 @@ class Runtime:
             signer,
             sequencer,
             plain_copies,
+            deduplication,
+            linker,
             node,
             channel,
         )
@@ -173,6 +194,8 @@ class Runtime:
         self.follower.run_once()  # what other processes committed while the indexes opened
         self.claimer.start()
         self.scheduler.start()
+        self.deduplication.start()
+        self.linker.start()
         self.ready = True
         self.follower.start()
         loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
@@ -187,6 +210,8 @@ class Runtime:
 
     def stop(self) -> None:
         self._stop.set()
+        self.deduplication.stop()
+        self.linker.stop()
         self.scheduler.stop()
         self.claimer.stop()
         self.sequencer.stop()

@@ -62,3 +62,12 @@ class CaseOut(BaseModel):
     status: CaseStatus
     created_at: datetime
     searches: list[SearchSummary] = Field(default_factory=list)
+
+
+class CaseLinkOut(BaseModel):
+    case_id: int = Field(description="the other case, of the same agency")
+    external_ref: str = Field(description="the agency's own reference of the other case")
+    score: float = Field(description="the best score of this case's probes against the other case's")
+    band: str = Field(description="match: at the link FMR (READMIT_LINK_FMR); possible: at ten times it")
+    search_id: int = Field(description="the identification whose probes found the link")
+    found_at: datetime

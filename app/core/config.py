@@ -58,6 +58,15 @@ class Settings(BaseSettings):
     )
     probe_retention_days: int = Field(30, ge=0, description="probes of closed or expired cases are erased after this")
     expiry_interval_s: float = Field(10.0, description="how often cases and queued searches past deadline expire")
+    deduplication_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="a deduplication job whose process stops renewing its lease is resumed by another after this",
+    )
+    deduplication_poll_s: float = Field(5.0, gt=0, description="how often the worker looks for deduplication jobs")
+    link_fmr: float = Field(
+        1e-6, gt=0, lt=1, description="FMR of the match band of a link between cases (possible: ten times it)"
+    )
     exact_max_templates: int = Field(200_000, description="above this a gallery uses PQ fast-scan")
     shortlist_length: int = Field(1000, ge=1, description="templates the PQ scan proposes for exact re-ranking")
     matcher_backend: Literal["local", "ray"] = Field("local", description="where indexes live: this process or Ray")

@@ -140,6 +140,13 @@ class Metrics:
             ["peer", "kind", "reason"],
             registry=r,
         )
+        self.deduplication_jobs = Counter(
+            "readmit_deduplication_jobs", "deduplication jobs ended, by outcome", ["outcome"], registry=r
+        )
+        self.deduplication_seconds = Counter(
+            "readmit_deduplication_seconds", "time the deduplication worker spent running jobs", registry=r
+        )
+        self.case_links = Counter("readmit_case_links", "links found between cases", registry=r)
 
         self.index_templates = Gauge(
             "readmit_index_templates",

@@ -5,8 +5,9 @@ from fastapi import APIRouter, Response
 from app.api.deps import BorderPolice, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
 from app.cases import service
+from app.cases.links import LinkView, read_links
 from app.cases.models import CaseStatus
-from app.cases.schemas import CaseIn, CaseOut, CaseUpdate
+from app.cases.schemas import CaseIn, CaseLinkOut, CaseOut, CaseUpdate
 from app.core.ids import RowId
 from app.federation import searches as federated
 from app.galleries.templates import EncodedTemplates
@@ -50,6 +51,16 @@ def open_case(body: CaseIn, actor: BorderPolice, sessions: SessionsDep) -> CaseV
 @router.get("/{case_id}", response_model=CaseOut, summary="Read a case with its searches and candidate states")
 def read_case(case_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> CaseView:
     return service.read_case(sessions, actor, case_id)
+
+
+@router.get(
+    "/{case_id}/links", response_model=list[CaseLinkOut], summary="Other cases of the agency holding the same person"
+)
+def read_case_links(case_id: RowId, actor: BorderPolice, sessions: SessionsDep) -> list[LinkView]:
+    """Cases of the calling agency whose stored probes match this case's, found after each
+    identification. Only cases whose legal basis allows it are compared (not ``consent``), and
+    only while their probes are stored (see README, "Links between cases")."""
+    return read_links(sessions, actor, case_id)
 
 
 @router.patch(
