@@ -122,6 +122,17 @@ def read_deduplication(sessions: Sessions, actor: Principal, job_id: int) -> Job
         return _view(job, pairs, clusters)
 
 
+def audit_offline_run(sessions: Sessions, gallery_id: int, action: Action, details: dict[str, Any]) -> None:
+    """An offline run (``readmit dedup``, by the operator) is audited as a job is: start, finish."""
+    with transaction(sessions) as session:
+        gallery = session.get(Gallery, gallery_id)
+        if gallery is None:
+            raise UnknownGallery(f"gallery {gallery_id} not found")
+        audit.append(
+            session, None, action, f"gallery/{gallery_id}/deduplication/offline", [gallery.country], details=details
+        )
+
+
 def job_resource(job: DeduplicationJob) -> str:
     return f"gallery/{job.gallery_id}/deduplication/{job.id}"
 

@@ -106,9 +106,8 @@ def read_gallery(sessions: Sessions, gallery_id: int) -> GalleryTemplates:
         for ids, templates in iter_gallery_templates(session, gallery_id, fmt.dimension):
             vectors[filled : filled + ids.size], labels[filled : filled + ids.size] = templates, ids
             filled += ids.size
-        references = dict(
-            session.execute(select(Record.id, Record.reference_id).where(Record.gallery_id == gallery_id)).tuples()
-        )
+        rows = session.execute(select(Record.id, Record.reference_id).where(Record.gallery_id == gallery_id))
+        references = {int(record_id): str(reference_id) for record_id, reference_id in rows}
     vectors, labels = vectors[:filled], labels[:filled]
     order = contiguous_order(labels)
     if order is not None:
