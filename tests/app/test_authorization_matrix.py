@@ -57,6 +57,9 @@ class World:
         ).json()
         self.search = search["id"]
         self.candidate = search["candidates"][0]["id"]
+        self.deduplication = service.client.post(
+            f"/v1/galleries/{self.gallery}/deduplication", headers=service.admin, json={}
+        ).json()["id"]
         service.runtime.sequencer.checkpoint_now()  # the events so far in the audit log's tree, for its proofs
 
     def agreement(self) -> dict:
@@ -118,7 +121,22 @@ def table(w: World) -> list[tuple[str, str, str, object, dict[str, int]]]:
             None,
             {"registry": 204, "registry_other": 404},
         ),
+        (
+            "POST",
+            "/v1/galleries/{gallery_id}/deduplication",
+            f"/v1/galleries/{g}/deduplication",
+            {},
+            {"admin": 202, "registry": 202, "registry_other": 404},
+        ),
+        (
+            "GET",
+            "/v1/deduplication/{job_id}",
+            f"/v1/deduplication/{w.deduplication}",
+            None,
+            {"admin": 200, **scoped_registry},
+        ),
         ("POST", "/v1/cases", "/v1/cases", case_body("C-2"), {"police": 201, "police_other": 201}),
+        ("GET", "/v1/cases/{case_id}/links", f"/v1/cases/{case}/links", None, own_police),
         ("GET", "/v1/cases/{case_id}", f"/v1/cases/{case}", None, own_police),
         ("PATCH", "/v1/cases/{case_id}", f"/v1/cases/{case}", {"status": "closed"}, own_police),
         (
@@ -200,7 +218,7 @@ def test_every_route_has_an_entry(sqlite_service):
 
 def table_skeleton() -> list[tuple[str, str]]:
     class Blank:
-        gallery = case = search = candidate = spare_principal = 0
+        gallery = case = search = candidate = spare_principal = deduplication = 0
         templates = np.zeros((6, DIM))
         agreement = World.agreement
         identification = World.identification

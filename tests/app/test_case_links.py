@@ -1,0 +1,69 @@
+"""Links between cases: a person held twice by one agency under two names is linked, after the
+identification, to the other case; another state's case of the same person, and a case whose
+legal basis is consent, are not."""
+
+import time
+
+from tests.harness import case_body, identification_body
+
+DIM = 512
+
+
+def agreement(service, receiving):
+    body = {"receiving_country": receiving, "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
+    assert service.client.post("/v1/agreements", headers=service.admin, json=body).status_code == 201
+
+
+def identified_case(service, police, ref, probe, legal_basis="readmission_agreement"):
+    case = service.client.post("/v1/cases", headers=police, json=case_body(ref, 1, 45, ("SEN",), legal_basis)).json()
+    search = service.client.post(
+        f"/v1/cases/{case['id']}/identifications", headers=police, json=identification_body(probe)
+    )
+    assert search.json()["status"] == "done", search.text
+    return case["id"]
+
+
+def links(service, police, case_id, expected, timeout_s=20):
+    """The case's links once there are ``expected`` of them (or as they are at the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        response = service.client.get(f"/v1/cases/{case_id}/links", headers=police)
+        assert response.status_code == 200, response.text
+        if len(response.json()) >= expected or time.monotonic() > deadline:
+            return response.json()
+        time.sleep(0.05)
+
+
+def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(service, people):
+    gallery = service.gallery("SEN", dimension=DIM)
+    registry = service.principal("registry", "SEN")
+    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
+    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
+    agreement(service, "FRA")
+    agreement(service, "DEU")
+    paris = service.principal("border_police", "FRA", "FRA-DCPAF")
+    berlin = service.principal("border_police", "DEU", "DEU-BPOL")
+    person = int(people.mated_ids[-1])  # not enrolled: links compare probes with probes
+    samples = people.gallery[people.gallery_ids == person]
+    stranger = people.nonmated_probes[0]
+
+    first = identified_case(service, paris, "P-1", samples[0])
+    unrelated = identified_case(service, paris, "P-2", stranger)
+    consented = identified_case(service, paris, "P-3", samples[1], legal_basis="consent")
+    elsewhere = identified_case(service, berlin, "B-1", samples[1])
+    second = identified_case(service, paris, "P-4", people.mated_probes[-1])
+
+    [link] = links(service, paris, second, 1)
+    assert (link["case_id"], link["external_ref"], link["band"]) == (first, "P-1", "match")
+    assert link["score"] > 0.3
+    [back] = links(service, paris, first, 1)
+    assert back["case_id"] == second and back["score"] == link["score"]
+    assert links(service, paris, unrelated, 1, timeout_s=0) == []
+    assert links(service, paris, consented, 1, timeout_s=0) == [], "consent does not allow re-use"
+    assert links(service, berlin, elsewhere, 1, timeout_s=0) == [], "another state's case is never linked"
+    assert service.client.get(f"/v1/cases/{first}/links", headers=berlin).status_code == 404
+
+    auditor = service.principal("auditor")
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    linked = [e for e in events if e["action"] == "case.link"]
+    assert [(e["resource"], e["details"]["linked_case"]) for e in linked] == [(f"case/{second}", first)]
