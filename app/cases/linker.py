@@ -11,17 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 
-from app.cases.links import ThresholdsOf, link_search, skip_search, unchecked_searches
+from app.cases.links import ProbeBook, ThresholdsOf, link_pending
 from app.db.session import Sessions
-from app.encryption.exceptions import SealedValueRefused
 from app.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+MIN_PASS_S = 0.5
+"""Passes come no closer than this: each reads the ids of every stored probe, so that one pass
+per batch under load would cost more than the comparing."""
 
 
 class CaseLinker:
     def __init__(self, sessions: Sessions, thresholds_of: ThresholdsOf, poll_s: float, metrics: Metrics) -> None:
         self.sessions, self.thresholds_of, self.poll_s, self.metrics = sessions, thresholds_of, poll_s, metrics
+        self._book = ProbeBook()
+        self._passing = threading.Lock()  # one pass at a time over the book
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -40,18 +45,12 @@ class CaseLinker:
             self._thread.join(timeout=10)
 
     def run_once(self) -> int:
-        """Compare every finished search not yet compared; returns how many links were made."""
-        made = 0
-        while not self._stop.is_set():
-            pending = unchecked_searches(self.sessions)
-            if not pending:
-                break
-            for search_id in pending:
-                try:
-                    made += len(link_search(self.sessions, search_id, self.thresholds_of))
-                except SealedValueRefused:
-                    log.error("probes do not open: search not linked", extra={"event": {"search_id": search_id}})
-                    skip_search(self.sessions, search_id)
+        """Compare the finished searches not yet compared; returns how many links were made."""
+        with self._passing:
+            made, more = link_pending(self.sessions, self._book, self.thresholds_of)
+            while more and not self._stop.is_set():
+                found, more = link_pending(self.sessions, self._book, self.thresholds_of)
+                made += found
         self.metrics.case_links.inc(made)
         return made
 
@@ -63,3 +62,4 @@ class CaseLinker:
                 self.run_once()
             except Exception:
                 log.exception("case linking pass failed")
+            self._stop.wait(MIN_PASS_S)

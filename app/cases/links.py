@@ -23,6 +23,7 @@ Probes are sealed at rest and opened here in memory only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +38,9 @@ from app.audit.actions import Action
 from app.cases.models import Case, CaseLink, CaseLinkCheck, LegalBasis
 from app.cases.service import visible_case
 from app.db.base import utcnow
-from app.db.session import Sessions, transaction
+from app.db.bulk import one_of
+from app.db.session import Sessions, transaction, upsert_statement
+from app.encryption.exceptions import SealedValueRefused
 from app.galleries.templates import from_bytes
 from app.matching.models import Search, SearchStatus
 from app.matching.probes import open_probes
@@ -51,6 +54,8 @@ LINKABLE_BASES = (
     LegalBasis.COURT_ORDER.value,
 )
 """Legal bases under which a case's probes may be compared with other cases' (not consent)."""
+
+log = logging.getLogger(__name__)
 
 ThresholdsOf = Callable[[int], Thresholds | None]
 """gallery id -> its verification thresholds at the link FMR (None: its index is not loaded)."""
@@ -66,101 +71,224 @@ class LinkView:
     found_at: datetime
 
 
-def unchecked_searches(sessions: Sessions, limit: int = 50) -> list[int]:
-    """Finished identifications whose probes were not yet compared with the other cases'."""
-    with sessions() as session:
-        return list(
-            session.scalars(
-                select(Search.id)
-                .where(
-                    Search.status == SearchStatus.DONE.value,
-                    Search.probes.is_not(None),
-                    ~exists().where(CaseLinkCheck.search_id == Search.id),
-                )
-                .order_by(Search.id)
-                .limit(limit)
+@dataclass
+class _Group:
+    """The stored probes of one agency's linkable cases in one template format, searched by one
+    GEMM per new search: rows, and per row its search and case."""
+
+    metric: Metric
+    probes: dict[int, np.ndarray]
+    """Per search, its probe rows."""
+    cases: dict[int, int]
+    """Per search, its case."""
+    _matrix: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """All rows at once, with each row's search and case; rebuilt after a change only."""
+        if self._matrix is None:
+            searches = sorted(self.probes)
+            counts = [len(self.probes[s]) for s in searches]
+            self._matrix = (
+                np.concatenate([self.probes[s] for s in searches]).astype(np.float32, copy=False),
+                np.repeat(np.array(searches, np.int64), counts),
+                np.repeat(np.array([self.cases[s] for s in searches], np.int64), counts),
+            )
+        return self._matrix
+
+    def changed(self) -> None:
+        self._matrix = None
+
+
+GroupKey = tuple[str, str, str, int, str]
+"""(receiving state, agency, model, dimension, metric): probes comparable and linkable together."""
+
+
+@dataclass(frozen=True)
+class _Stored:
+    search_id: int
+    case_id: int
+    gallery_id: int | None
+    key: GroupKey
+
+
+class ProbeBook:
+    """Every finished identification's stored probes that a link may be found with, decrypted
+    once and kept in memory, so that a new search is compared with all of them by one matrix
+    product instead of opening every stored probe again (which grows with every search).
+
+    :meth:`refresh` follows the database: it adds the searches finished since (by this process or
+    another) and drops those whose probes retention has erased, so a link is never found with
+    erased probes."""
+
+    def __init__(self) -> None:
+        self._groups: dict[GroupKey, _Group] = {}
+        self._held: dict[int, _Stored] = {}
+
+    def __contains__(self, search_id: int) -> bool:
+        return search_id in self._held
+
+    def refresh(self, session: Session) -> None:
+        present = {row.search_id: row for row in _linkable(session)}
+        for search_id in self._held.keys() - present.keys():
+            stored = self._held.pop(search_id)
+            group = self._groups[stored.key]
+            del group.probes[search_id], group.cases[search_id]
+            group.changed()
+        new = [present[search_id] for search_id in present.keys() - self._held.keys()]
+        for stored, probes in _opened(session, new):
+            group = self._groups.setdefault(stored.key, _Group(Metric(stored.key[4]), {}, {}))
+            group.probes[stored.search_id], group.cases[stored.search_id] = probes, stored.case_id
+            group.changed()
+            self._held[stored.search_id] = stored
+
+    def stored(self, search_id: int) -> _Stored:
+        return self._held[search_id]
+
+    def best_other_cases(self, search_id: int) -> dict[int, float]:
+        """Per other case of the search's group, its best score against the search's probes."""
+        stored = self._held[search_id]
+        group = self._groups[stored.key]
+        rows, _, cases = group.matrix()
+        best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
+        others = cases != stored.case_id
+        found: dict[int, float] = {}
+        for case_id, score in zip(cases[others].tolist(), best[others].tolist(), strict=True):
+            if score > found.get(case_id, -np.inf):
+                found[case_id] = score
+        return found
+
+
+def _linkable(session: Session) -> list[Any]:
+    """Finished single-modality identifications with stored probes, of cases whose legal basis
+    allows linking: ids and what groups them, no probes."""
+    return list(
+        session.execute(
+            select(
+                Search.id.label("search_id"),
+                Search.case_id,
+                Search.searched_galleries,
+                Case.agency_country,
+                Case.agency,
+                Search.model,
+                Search.dimension,
+                Search.metric,
+            )
+            .join(Case, Case.id == Search.case_id)
+            .where(
+                Search.status == SearchStatus.DONE.value,
+                Search.probes.is_not(None),
+                Search.dimension > 0,  # a multi-modal search's probes are of several formats
+                Case.legal_basis.in_(LINKABLE_BASES),
             )
         )
+    )
 
 
-def skip_search(sessions: Sessions, search_id: int) -> None:
-    """Mark a search compared without comparing it (its probes do not open: altered or moved),
-    so that the linker does not try it again and again."""
-    with transaction(sessions) as session:
-        session.execute(insert(CaseLinkCheck), [{"search_id": search_id, "checked_at": utcnow()}])
+def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray]]:
+    """The stored probes of ``rows``, opened; a search whose probes do not open (altered or
+    moved) is left out, and said so once."""
+    if not rows:
+        return []
+    query = select(Search.id, Search.probes).where(one_of(session, Search.id, [r.search_id for r in rows]))
+    sealed = {row.id: row.probes for row in session.execute(query)}
+    opened = []
+    for row in rows:
+        stored = _Stored(
+            row.search_id,
+            row.case_id,
+            row.searched_galleries[0] if row.searched_galleries else None,
+            (row.agency_country, row.agency, row.model, row.dimension, row.metric),
+        )
+        try:
+            probes = from_bytes([open_probes(session, row.search_id, sealed[row.search_id])], row.dimension)
+        except SealedValueRefused:
+            log.error("probes do not open: search not linked", extra={"event": {"search_id": row.search_id}})
+            continue
+        opened.append((stored, probes))
+    return opened
 
 
-def link_search(sessions: Sessions, search_id: int, thresholds_of: ThresholdsOf) -> list[int]:
-    """Compare a finished search's probes with the linkable cases' and store the links; returns
-    the linked case ids. Marked checked in the same transaction, so that it is done once."""
-    with transaction(sessions) as session:
-        search = session.get_one(Search, search_id)
-        case = session.get_one(Case, search.case_id)
-        session.execute(insert(CaseLinkCheck), [{"search_id": search_id, "checked_at": utcnow()}])
-        thresholds = thresholds_of(search.searched_galleries[0]) if search.searched_galleries else None
-        if thresholds is None or case.legal_basis not in LINKABLE_BASES or search.probes is None:
-            return []
-        probes = from_bytes([open_probes(session, search.id, search.probes)], search.dimension)
-        best = _best_scores(session, search, case, probes)
-        linked = []
-        for other_id, (score, _) in sorted(best.items()):
-            band = thresholds.band(score)
-            if band is not None and _link(session, case, other_id, search_id, score, band):
-                linked.append(other_id)
-        return linked
-
-
-def _best_scores(session: Session, search: Search, case: Case, probes: np.ndarray) -> dict[int, tuple[float, int]]:
-    """Per linkable other case, its best score against ``probes`` and the search holding it."""
-    other = aliased(Case)
-    rows = session.execute(
-        select(Search.id, Search.case_id, Search.probes)
-        .join(other, other.id == Search.case_id)
-        .where(
-            other.id != case.id,
-            other.agency == case.agency,
-            other.agency_country == case.agency_country,
-            other.legal_basis.in_(LINKABLE_BASES),
-            Search.probes.is_not(None),
-            Search.model == search.model,
-            Search.dimension == search.dimension,
-            Search.metric == search.metric,
+def unchecked_searches(session: Session, limit: int = 500) -> list[int]:
+    """Finished identifications whose probes were not yet compared with the other cases'."""
+    return list(
+        session.scalars(
+            select(Search.id)
+            .where(Search.status == SearchStatus.DONE.value, ~exists().where(CaseLinkCheck.search_id == Search.id))
+            .order_by(Search.id)
+            .limit(limit)
         )
     )
-    best: dict[int, tuple[float, int]] = {}
-    metric = Metric(search.metric)
-    for other_search, other_case, stored in rows:
-        theirs = from_bytes([open_probes(session, other_search, stored)], search.dimension)
-        if theirs.size == 0:
+
+
+@dataclass(frozen=True)
+class FoundLink:
+    search_id: int
+    case_id: int
+    other_case_id: int
+    score: float
+    band: Band
+
+
+def link_pending(
+    sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
+) -> tuple[int, bool]:
+    """Compare up to ``limit`` finished searches not yet compared with the other cases' probes,
+    and store the links and that they were compared, in one short transaction: the comparing
+    (reads, decryption, matrix products) holds no write lock. Returns how many links were made,
+    and whether more searches may be waiting."""
+    with sessions() as session:
+        book.refresh(session)
+        pending = unchecked_searches(session, limit)
+    if not pending:
+        return 0, False
+    found: list[FoundLink] = []
+    for search_id in pending:
+        if search_id not in book:
+            continue  # not linkable: consent, erased, multi-modal or unopenable; only marked
+        stored = book.stored(search_id)
+        thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
+        if thresholds is None:
             continue
-        score = float(score_matrix(metric, probes, theirs).max())
-        if other_case not in best or score > best[other_case][0]:
-            best[other_case] = (score, other_search)
-    return best
+        for other, score in sorted(book.best_other_cases(search_id).items()):
+            band = thresholds.band(score)
+            if band is not None:
+                found.append(FoundLink(search_id, stored.case_id, other, score, band))
+    made = 0
+    with transaction(sessions) as session:
+        session.execute(
+            upsert_statement(session, CaseLinkCheck)
+            .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
+            .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
+        )
+        for link in found:
+            made += _link(session, link)
+    return made, len(pending) == limit
 
 
-def _link(session: Session, case: Case, other_id: int, search_id: int, score: float, band: Band) -> bool:
+def _link(session: Session, link: FoundLink) -> bool:
     """Both directions of the link, unless it exists already (a later search of either case
     found it first); audited once, touching the receiving state only."""
-    known = session.scalar(select(CaseLink.id).where(CaseLink.case_id == case.id, CaseLink.linked_case_id == other_id))
+    case_id, other_id = link.case_id, link.other_case_id
+    known = session.scalar(select(CaseLink.id).where(CaseLink.case_id == case_id, CaseLink.linked_case_id == other_id))
     if known is not None:
         return False
-    now = utcnow()
-    values: dict[str, Any] = {"search_id": search_id, "score": score, "band": band.value, "found_at": now}
+    values: dict[str, Any] = {"search_id": link.search_id, "score": link.score, "band": link.band.value}
+    values["found_at"] = utcnow()
     session.execute(
         insert(CaseLink),
         [
-            {"case_id": case.id, "linked_case_id": other_id, **values},
-            {"case_id": other_id, "linked_case_id": case.id, **values},
+            {"case_id": case_id, "linked_case_id": other_id, **values},
+            {"case_id": other_id, "linked_case_id": case_id, **values},
         ],
     )
+    country = session.scalar(select(Case.agency_country).where(Case.id == case_id))
     audit.append(
         session,
         None,
         Action.CASE_LINK,
-        f"case/{case.id}",
-        [case.agency_country],
-        details={"linked_case": other_id, "search": search_id, "band": band.value},
+        f"case/{case_id}",
+        [country],
+        details={"linked_case": other_id, "search": link.search_id, "band": link.band.value},
     )
     return True
 

@@ -67,3 +67,40 @@ def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(serv
     events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
     linked = [e for e in events if e["action"] == "case.link"]
     assert [(e["resource"], e["details"]["linked_case"]) for e in linked] == [(f"case/{second}", first)]
+
+
+def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(service, people, monkeypatch):
+    from sqlalchemy import update
+
+    from app.cases import links as case_links
+    from app.matching.models import Search
+
+    opened: list[int] = []
+    real_open = case_links.open_probes
+
+    def counting_open(session, search_id, sealed):
+        opened.append(search_id)
+        return real_open(session, search_id, sealed)
+
+    monkeypatch.setattr(case_links, "open_probes", counting_open)
+    gallery = service.gallery("SEN", dimension=DIM)
+    registry = service.principal("registry", "SEN")
+    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
+    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
+    agreement(service, "FRA")
+    paris = service.principal("border_police", "FRA", "FRA-DCPAF")
+    person = int(people.mated_ids[-1])
+    samples = people.gallery[people.gallery_ids == person]
+
+    first = identified_case(service, paris, "P-1", samples[0])
+    for number in range(3):
+        identified_case(service, paris, f"S-{number}", people.nonmated_probes[number])
+    service.runtime.linker.run_once()
+    assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
+    with service.runtime.sessions.begin() as session:  # retention erases the first case's probes
+        session.execute(update(Search).where(Search.case_id == first).values(probes=None))
+    second = identified_case(service, paris, "P-2", samples[1])
+    service.runtime.linker.run_once()
+    assert links(service, paris, second, 1, timeout_s=1) == [], "erased probes are never linked"
+    assert links(service, paris, first, 1, timeout_s=0) == []
+    assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
