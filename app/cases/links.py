@@ -24,13 +24,15 @@ Probes are sealed at rest and opened here in memory only.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import math
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import exists, insert, select
+from sqlalchemy import exists, insert, select, true
 from sqlalchemy.orm import Session, aliased
 
 from app.audit import service as audit
@@ -99,6 +101,11 @@ class _Group:
         self._matrix = None
 
 
+FULL_REFRESH_S = 300.0
+"""How often the book reads every linkable search, dropping those retention erased."""
+OVERLAP_S = 30.0
+"""How far back before its previous look an incremental look reads finished searches."""
+
 GroupKey = tuple[str, str, str, int, str]
 """(receiving state, agency, model, dimension, metric): probes comparable and linkable together."""
 
@@ -123,17 +130,24 @@ class ProbeBook:
     def __init__(self) -> None:
         self._groups: dict[GroupKey, _Group] = {}
         self._held: dict[int, _Stored] = {}
+        self._full_at = -math.inf
+        self._looked_at = -math.inf
 
     def __contains__(self, search_id: int) -> bool:
         return search_id in self._held
 
     def refresh(self, session: Session) -> None:
-        present = {row.search_id: row for row in _linkable(session)}
-        for search_id in self._held.keys() - present.keys():
-            stored = self._held.pop(search_id)
-            group = self._groups[stored.key]
-            del group.probes[search_id], group.cases[search_id]
-            group.changed()
+        """Follow the database: every ``FULL_REFRESH_S`` all linkable searches (dropping those
+        erased since), in between only those finished in the last ``OVERLAP_S`` before the
+        previous look (commits of several processes land out of order by less than that)."""
+        now = time.monotonic()
+        full = now - self._full_at >= FULL_REFRESH_S
+        since = None if full else utcnow() - timedelta(seconds=now - self._looked_at + OVERLAP_S)
+        present = {row.search_id: row for row in _linkable(session, since)}
+        self._looked_at = now
+        if full:
+            self._full_at = now
+            self.erased(self._held.keys() - present.keys())
         new = [present[search_id] for search_id in present.keys() - self._held.keys()]
         for stored, probes in _opened(session, new):
             group = self._groups.setdefault(stored.key, _Group(Metric(stored.key[4]), {}, {}))
@@ -141,26 +155,40 @@ class ProbeBook:
             group.changed()
             self._held[stored.search_id] = stored
 
+    def erased(self, search_ids: Iterable[int]) -> None:
+        """Forget searches found erased before the next full look."""
+        for search_id in search_ids:
+            stored = self._held.pop(search_id, None)
+            if stored is not None:
+                group = self._groups[stored.key]
+                del group.probes[search_id], group.cases[search_id]
+                group.changed()
+
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
-    def best_other_cases(self, search_id: int) -> dict[int, float]:
-        """Per other case of the search's group, its best score against the search's probes."""
+    def best_other_cases(self, search_id: int) -> dict[int, tuple[float, int]]:
+        """Per other case of the search's group, its best score against the search's probes and
+        the search holding the probes that gave it."""
         stored = self._held[search_id]
         group = self._groups[stored.key]
-        rows, _, cases = group.matrix()
+        rows, searches, cases = group.matrix()
         best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
         others = cases != stored.case_id
-        found: dict[int, float] = {}
-        for case_id, score in zip(cases[others].tolist(), best[others].tolist(), strict=True):
-            if score > found.get(case_id, -np.inf):
-                found[case_id] = score
+        found: dict[int, tuple[float, int]] = {}
+        for case_id, score, other in zip(
+            cases[others].tolist(), best[others].tolist(), searches[others].tolist(), strict=True
+        ):
+            if case_id not in found or score > found[case_id][0]:
+                found[case_id] = (score, other)
         return found
 
 
-def _linkable(session: Session) -> list[Any]:
+def _linkable(session: Session, finished_since: datetime | None) -> list[Any]:
     """Finished single-modality identifications with stored probes, of cases whose legal basis
-    allows linking: ids and what groups them, no probes."""
+    allows linking (those finished since ``finished_since`` if given): ids and what groups them,
+    no probes."""
+    recent = Search.finished_at >= finished_since if finished_since is not None else true()
     return list(
         session.execute(
             select(
@@ -179,6 +207,7 @@ def _linkable(session: Session) -> list[Any]:
                 Search.probes.is_not(None),
                 Search.dimension > 0,  # a multi-modal search's probes are of several formats
                 Case.legal_basis.in_(LINKABLE_BASES),
+                recent,
             )
         )
     )
@@ -225,6 +254,8 @@ class FoundLink:
     search_id: int
     case_id: int
     other_case_id: int
+    other_search_id: int
+    """The other case's search whose probes gave the score."""
     score: float
     band: Band
 
@@ -249,10 +280,10 @@ def link_pending(
         thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
         if thresholds is None:
             continue
-        for other, score in sorted(book.best_other_cases(search_id).items()):
+        for other, (score, other_search) in sorted(book.best_other_cases(search_id).items()):
             band = thresholds.band(score)
             if band is not None:
-                found.append(FoundLink(search_id, stored.case_id, other, score, band))
+                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
     made = 0
     with transaction(sessions) as session:
         session.execute(
@@ -260,9 +291,21 @@ def link_pending(
             .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
             .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
         )
+        erased = _erased(session, [link.other_search_id for link in found])
+        book.erased(erased)
         for link in found:
-            made += _link(session, link)
+            if link.other_search_id not in erased:  # since the book's last full look
+                made += _link(session, link)
     return made, len(pending) == limit
+
+
+def _erased(session: Session, search_ids: list[int]) -> set[int]:
+    """Those of ``search_ids`` whose probes are no longer stored."""
+    if not search_ids:
+        return set()
+    return set(
+        session.scalars(select(Search.id).where(one_of(session, Search.id, search_ids), Search.probes.is_(None)))
+    )
 
 
 def _link(session: Session, link: FoundLink) -> bool:
