@@ -105,6 +105,8 @@ def main() -> None:
         "possible_threshold": thresholds.possible,
         "tail_shape": thresholds.tail.shape,
         "tail_outliers": thresholds.tail.outliers,
+        "tail_sample_size": thresholds.tail.sample_size,
+        "tail_excesses": thresholds.tail.excesses,
         "planted": len(planted),
         "recall_planted": recall,
         "false_pairs": false_pairs,
@@ -116,7 +118,11 @@ def main() -> None:
         f"deduplication of {n:,} x {args.dimension} ({args.method}, {cpu_count()} CPUs)",
         [
             ("float32 GEMM rate (numpy)", f"{gemm_rate / 1e9:.1f} GFLOP/s"),
-            ("tail calibration", f"{calibration_s:.1f} s ({thresholds.tail.outliers} outliers kept out)"),
+            (
+                "tail calibration",
+                f"{calibration_s:.1f} s, {thresholds.tail.excesses:,} excesses of {thresholds.tail.sample_size:.2g} "
+                f"scores ({thresholds.tail.outliers} outliers kept out)",
+            ),
             ("scan", f"{scan_s:.1f} s, {flops / scan_s / 1e9:.1f} GFLOP/s = {flops / scan_s / gemm_rate:.0%} of GEMM"),
             ("pairs compared", f"{n * (n - 1) / 2 / scan_s:.3g}/s"),
             ("threshold at FMR", f"{thresholds.match:.4f} at {fmr:.2g} (possible {thresholds.possible:.4f})"),

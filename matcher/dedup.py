@@ -26,8 +26,9 @@ that all the comparisons of two records fall into one block, and a block's pairs
 pair is reported once, by the block of its first record.
 
 **Threshold** (:func:`calibrate`): from the far tail of the gallery's own non-mated scores
-(:mod:`matcher.tail`), fitted on 2,000 records against all the others, at the caller's FMR
-(``match``) and ten times it (``possible``), with the number of false pairs to expect at it.
+(:mod:`matcher.tail`), fitted on 2e8 scores or more of sampled records against all the others,
+at the caller's FMR (``match``) and ten times it (``possible``), with the number of false pairs
+to expect at it.
 """
 
 from __future__ import annotations
@@ -50,9 +51,13 @@ ROW_BLOCK = 1024
 """Rows per block: the unit of progress and of checkpoints (about 1 TFLOP against 1M rows)."""
 COLUMN_CHUNK = 4096
 """Columns per GEMM: 1024 x 4096 scores (16 MB) are thresholded while they are in cache."""
+SAMPLE_SCORES = 200_000_000
+"""Non-mated scores the tail is fitted on (at least): its top 1e-4 (20,000 excesses) lies near
+rates of 1e-4 to 5e-9, two to four decades above the rates a deduplication reads."""
 SAMPLE_ROWS = 2000
-"""Records whose rows are scored against the whole gallery for the tail fit: 2e8 non-mated
-scores at 100k templates, 4% of the exact scan's work (2000 x n against n^2 / 2)."""
+"""At least this many records are sampled (against all the others), so that many templates'
+neighbourhoods are seen: 2e9 scores at 1M, 20 s of GEMM on 2 vCPUs against 8 min for the
+shortlist scan."""
 POSSIBLE_FACTOR = 10.0
 SHORTLIST_LENGTH = 64
 """Candidates a row's PQ shortlist proposes for exact re-scoring: room for large clusters."""
@@ -140,14 +145,14 @@ def calibrate(
     vectors: np.ndarray,
     labels: np.ndarray,
     target_fmr: float,
-    sample_rows: int = SAMPLE_ROWS,
+    sample_scores: int = SAMPLE_SCORES,
     seed: int = 0,
 ) -> DedupThresholds:
-    """Thresholds from the tail fitted on the scores of ``sample_rows`` random records' rows
-    against every other record's (:func:`nonmated_tail`). Duplicates are rare among them, and
+    """Thresholds from the tail fitted on about ``sample_scores`` non-mated scores of the gallery
+    itself (:func:`nonmated_tail`). Duplicates are rare among them, and
     :func:`matcher.tail.fit_tail` takes out the few it meets."""
     fmr = check_rate(target_fmr)
-    tail = nonmated_tail(template_format, vectors, labels, sample_rows, seed)
+    tail = nonmated_tail(template_format, vectors, labels, sample_scores, seed)
     comparisons = vectors.shape[0] * (vectors.shape[0] - 1) // 2
     match = tail.threshold_at(fmr)
     possible = tail.threshold_at(min(fmr * POSSIBLE_FACTOR, 0.5))
@@ -158,33 +163,48 @@ def nonmated_tail(
     template_format: TemplateFormat,
     vectors: np.ndarray,
     labels: np.ndarray,
-    sample_rows: int = SAMPLE_ROWS,
+    sample_scores: int = SAMPLE_SCORES,
     seed: int = 0,
-    column_chunk: int = COLUMN_CHUNK,
 ) -> TailFit:
-    """The tail fitted on pairs of different records of the gallery itself: every pair when the
-    gallery has no more than ``sample_rows`` times its rows, else the rows of ``sample_rows``
-    random records against the rows of all the others, by GEMM chunks whose highest scores only
-    are kept (:class:`matcher.tail.TopScores`): 2e8 scores at 100k, reaching rates near 5e-9, a
-    second or two of GEMM, and the same pair never twice (the sampled records are no columns)."""
+    """The tail fitted on scores of pairs of different records of the gallery itself, streamed
+    by GEMM chunks whose highest scores only are kept (:class:`matcher.tail.TopScores`): the
+    rows of ``max(SAMPLE_ROWS, sample_scores / n)`` random records against the rows of all the
+    others (2e8 scores at 100k, a few seconds of GEMM, reaching rates near 5e-9), or every pair
+    when there are no more than twice ``sample_scores`` (below about 28k templates). No pair is
+    scored twice: the sampled records are no columns."""
     n = vectors.shape[0]
-    metric = template_format.metric
-    top = TopScores()
-    if n * (n - 1) // 2 <= sample_rows * n:
-        scores = score_matrix(metric, vectors, vectors)
-        keep = np.triu(np.ones((n, n), dtype=bool), k=1) & (labels[:, None] != labels[None, :])
-        top.add(scores[keep])
-        return fit_tail(top.highest(), int(keep.sum()), _centre(top))
+    if n * (n - 1) // 2 <= 2 * sample_scores:
+        return _fit_every_pair(template_format.metric, vectors, labels)
+    sample_rows = max(SAMPLE_ROWS, -(-sample_scores // n))
     chosen = np.random.default_rng(seed).choice(n, size=sample_rows, replace=False)
     sampled = np.isin(labels, labels[chosen])
     rows = vectors[sampled]
-    buffer = np.empty((rows.shape[0], column_chunk), dtype=np.float32)
-    for first in range(0, n, column_chunk):
-        last = min(n, first + column_chunk)
-        scores = score_matrix(metric, rows, vectors[first:last], out=buffer[:, : last - first])
+    top = TopScores()
+    buffer = np.empty((rows.shape[0], COLUMN_CHUNK), dtype=np.float32)
+    for first in range(0, n, COLUMN_CHUNK):
+        last = min(n, first + COLUMN_CHUNK)
+        scores = score_matrix(template_format.metric, rows, vectors[first:last], out=buffer[:, : last - first])
         scores[:, sampled[first:last]] = -np.inf
         top.add(scores)
     return fit_tail(top.highest(), rows.shape[0] * (n - rows.shape[0]), _centre(top))
+
+
+def _fit_every_pair(metric: Metric, vectors: np.ndarray, labels: np.ndarray) -> TailFit:
+    """The tail of every pair of different records: the upper triangle, row block by row block."""
+    n = vectors.shape[0]
+    top = TopScores()
+    pairs = 0
+    for start in range(0, n, ROW_BLOCK):
+        end = min(n, start + ROW_BLOCK)
+        for first in range(start, n, COLUMN_CHUNK):
+            last = min(n, first + COLUMN_CHUNK)
+            scores = score_matrix(metric, vectors[start:end], vectors[first:last])
+            left_out = labels[start:end, None] == labels[None, first:last]
+            left_out |= np.arange(start, end)[:, None] >= np.arange(first, last)[None, :]
+            scores[left_out] = -np.inf
+            top.add(scores)
+            pairs += left_out.size - int(np.count_nonzero(left_out))
+    return fit_tail(top.highest(), pairs, _centre(top))
 
 
 def _centre(top: TopScores) -> float:

@@ -10,10 +10,12 @@ from matcher.dedup import (
     calibrate,
     clusters,
     contiguous_order,
+    nonmated_tail,
     scan_block,
     shortlist_block,
 )
 from matcher.synthetic import make_synthetic_set
+from tests.matcher.random_cosines import rate_above
 
 
 def planted_gallery(people=3000, twins=40, samples=1, seed=4):
@@ -70,6 +72,26 @@ def test_planted_duplicates_are_found_at_a_threshold_expecting_one_false_pair():
     found = scanned(fmt, vectors, labels, thresholds.match, block_rows=512)
     assert len(planted & set(found)) >= 0.9 * len(planted)
     assert len(set(found) - planted) <= 5
+
+
+def test_thresholds_have_about_the_false_match_rates_asked_for():
+    """20,200 synthetic templates (isotropic: their non-mated cosines follow the law of random
+    unit vectors, known exactly), 200 people enrolled twice: fitted on every pair (2e8), the
+    thresholds read at 1e-9 and 1e-10 have true FMRs within a factor of three of those."""
+    vectors, labels, _ = planted_gallery(people=20_000, twins=200)
+    thresholds = calibrate(TemplateFormat("m", 512), vectors, labels, target_fmr=1e-10)
+    assert thresholds.tail.sample_size == vectors.shape[0] * (vectors.shape[0] - 1) // 2
+    assert thresholds.tail.outliers > 0, "the planted pairs are kept out of the fit"
+    assert 1e-10 / 3 < rate_above(thresholds.match) < 3e-10
+    assert 1e-9 / 3 < rate_above(thresholds.possible) < 3e-9
+
+
+def test_a_larger_gallery_is_calibrated_on_sampled_records_against_all_the_others():
+    vectors, labels, _ = planted_gallery(people=20_000, twins=200)
+    tail = nonmated_tail(TemplateFormat("m", 512), vectors, labels, sample_scores=10_000_000)
+    assert tail.sample_size == 2000 * (vectors.shape[0] - 2000), "2,000 records of one sample each"
+    assert tail.outliers > 0, "the planted pairs the sample met are kept out of the fit"
+    assert 1e-8 / 3 < rate_above(tail.threshold_at(1e-8)) < 3e-8
 
 
 def test_the_shortlist_path_finds_the_planted_pairs_too():
