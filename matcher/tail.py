@@ -22,7 +22,7 @@ their centre (the cosine of two random unit vectors in d dimensions has density 
 ``(1 - t**2) ** ((d - 3) / 2)``, about ``exp(-d t**2 / 2)``). Such a tail is in the exponential
 domain but reaches it slowly: at any level one can sample, its excesses look like a generalised
 Pareto law with a negative shape (about ``-1/z**2`` at z standard deviations) that extrapolates
-too light a tail, thresholds too low; at 1e-10 from 1e-4 the false matches came out three to five
+too light a tail, thresholds too low; at 1e-10 from 1e-4 the false matches came out two to five
 times too many. The squared distance to the centre of the non-mated scores, ``(s - centre)**2``,
 has an exponential tail from moderate levels on, so the fit is made on that scale (choosing the
 scale on which the GPD is fitted is discussed by Wadsworth, Tawn & Jonathan, "Accounting for
