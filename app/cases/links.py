@@ -167,17 +167,19 @@ class ProbeBook:
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
-    def best_other_cases(self, search_id: int) -> dict[int, tuple[float, int]]:
-        """Per other case of the search's group, its best score against the search's probes and
-        the search holding the probes that gave it."""
+    def best_other_cases(self, search_id: int, floor: float) -> dict[int, tuple[float, int]]:
+        """Per other case of the search's group scoring at least ``floor``, its best score
+        against the search's probes and the search holding the probes that gave it. The floor
+        is applied to the whole row first: the Python below sees the few candidates only,
+        never every stored probe."""
         stored = self._held[search_id]
         group = self._groups[stored.key]
         rows, searches, cases = group.matrix()
         best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
-        others = cases != stored.case_id
+        (kept,) = np.nonzero((best >= floor) & (cases != stored.case_id))
         found: dict[int, tuple[float, int]] = {}
         for case_id, score, other in zip(
-            cases[others].tolist(), best[others].tolist(), searches[others].tolist(), strict=True
+            cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
         ):
             if case_id not in found or score > found[case_id][0]:
                 found[case_id] = (score, other)
@@ -238,13 +240,17 @@ def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray
 
 
 def unchecked_searches(session: Session, limit: int = 500) -> list[int]:
-    """Finished identifications whose probes were not yet compared with the other cases'."""
+    """Finished identifications whose probes were not yet compared with the other cases',
+    locked for this transaction: on PostgreSQL, each process's linker takes those no other is
+    comparing (SKIP LOCKED), so that several processes share the work instead of each doing all
+    of it; SQLite has one process."""
     return list(
         session.scalars(
             select(Search.id)
             .where(Search.status == SearchStatus.DONE.value, ~exists().where(CaseLinkCheck.search_id == Search.id))
             .order_by(Search.id)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
     )
 
@@ -264,28 +270,20 @@ def link_pending(
     sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
 ) -> tuple[int, bool]:
     """Compare up to ``limit`` finished searches not yet compared with the other cases' probes,
-    and store the links and that they were compared, in one short transaction: the comparing
-    (reads, decryption, matrix products) holds no write lock. Returns how many links were made,
-    and whether more searches may be waiting."""
+    and store the links and that they were compared, in one transaction. The book is brought up
+    to date (reads, decryption) before it, and again inside for the searches finished in
+    between (a search claimed here is always in the book if linkable); the comparing is one matrix product per
+    search, short enough to hold the searches' rows (and on SQLite the write lock). Returns how
+    many links were made, and whether more searches may be waiting."""
     with sessions() as session:
         book.refresh(session)
-        pending = unchecked_searches(session, limit)
-    if not pending:
-        return 0, False
-    found: list[FoundLink] = []
-    for search_id in pending:
-        if search_id not in book:
-            continue  # not linkable: consent, erased, multi-modal or unopenable; only marked
-        stored = book.stored(search_id)
-        thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
-        if thresholds is None:
-            continue
-        for other, (score, other_search) in sorted(book.best_other_cases(search_id).items()):
-            band = thresholds.band(score)
-            if band is not None:
-                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
     made = 0
     with transaction(sessions) as session:
+        pending = unchecked_searches(session, limit)
+        if not pending:
+            return 0, False
+        book.refresh(session)  # those finished since the look above: few, and each opened once
+        found = [link for search_id in pending for link in _found(book, thresholds_of, search_id)]
         session.execute(
             upsert_statement(session, CaseLinkCheck)
             .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
@@ -297,6 +295,23 @@ def link_pending(
             if link.other_search_id not in erased:  # since the book's last full look
                 made += _link(session, link)
     return made, len(pending) == limit
+
+
+def _found(book: ProbeBook, thresholds_of: ThresholdsOf, search_id: int) -> list[FoundLink]:
+    """The links a search's probes find, best case first; none for a search the book does not
+    hold (consent, erased, multi-modal or unopenable: only marked compared)."""
+    if search_id not in book:
+        return []
+    stored = book.stored(search_id)
+    thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
+    if thresholds is None:
+        return []
+    found = []
+    for other, (score, other_search) in sorted(book.best_other_cases(search_id, thresholds.possible).items()):
+        band = thresholds.band(score)
+        if band is not None:
+            found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
+    return found
 
 
 def _erased(session: Session, search_ids: list[int]) -> set[int]:
