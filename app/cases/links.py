@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -167,22 +168,33 @@ class ProbeBook:
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
-    def best_other_cases(self, search_id: int, floor: float) -> dict[int, tuple[float, int]]:
-        """Per other case of the search's group scoring at least ``floor``, its best score
-        against the search's probes and the search holding the probes that gave it. The floor
-        is applied to the whole row first: the Python below sees the few candidates only,
-        never every stored probe."""
-        stored = self._held[search_id]
-        group = self._groups[stored.key]
-        rows, searches, cases = group.matrix()
-        best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
-        (kept,) = np.nonzero((best >= floor) & (cases != stored.case_id))
-        found: dict[int, tuple[float, int]] = {}
-        for case_id, score, other in zip(
-            cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
-        ):
-            if case_id not in found or score > found[case_id][0]:
-                found[case_id] = (score, other)
+    def best_other_cases(self, search_ids: list[int], floors: list[float]) -> list[dict[int, tuple[float, int]]]:
+        """Per search, per other case of its group scoring at least the search's floor, the best
+        score against the search's probes and the search holding the probes that gave it.
+
+        The searches of one group are scored together, by one matrix product over the group's
+        rows: the rows are read from memory once a pass, not once a search (a probe against
+        every stored probe is memory-bound). The floor is applied to whole rows first, so the
+        Python below sees the few candidates only, never every stored probe."""
+        found: list[dict[int, tuple[float, int]]] = [{} for _ in search_ids]
+        by_group: dict[GroupKey, list[int]] = defaultdict(list)
+        for position, search_id in enumerate(search_ids):
+            by_group[self._held[search_id].key].append(position)
+        for key, positions in by_group.items():
+            group = self._groups[key]
+            rows, searches, cases = group.matrix()
+            probes = [group.probes[search_ids[p]] for p in positions]
+            scores = score_matrix(group.metric, np.concatenate(probes), rows)
+            starts = np.cumsum([0] + [len(p) for p in probes[:-1]])
+            for position, best in zip(positions, np.maximum.reduceat(scores, starts, axis=0), strict=True):
+                own = self._held[search_ids[position]].case_id
+                (kept,) = np.nonzero((best >= floors[position]) & (cases != own))
+                into = found[position]
+                for case_id, score, other in zip(
+                    cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
+                ):
+                    if case_id not in into or score > into[case_id][0]:
+                        into[case_id] = (score, other)
         return found
 
 
@@ -283,7 +295,7 @@ def link_pending(
         if not pending:
             return 0, False
         book.refresh(session)  # those finished since the look above: few, and each opened once
-        found = [link for search_id in pending for link in _found(book, thresholds_of, search_id)]
+        found = _found(book, thresholds_of, pending)
         session.execute(
             upsert_statement(session, CaseLinkCheck)
             .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
@@ -297,20 +309,23 @@ def link_pending(
     return made, len(pending) == limit
 
 
-def _found(book: ProbeBook, thresholds_of: ThresholdsOf, search_id: int) -> list[FoundLink]:
-    """The links a search's probes find, best case first; none for a search the book does not
-    hold (consent, erased, multi-modal or unopenable: only marked compared)."""
-    if search_id not in book:
-        return []
-    stored = book.stored(search_id)
-    thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
-    if thresholds is None:
-        return []
+def _found(book: ProbeBook, thresholds_of: ThresholdsOf, search_ids: list[int]) -> list[FoundLink]:
+    """The links the searches' probes find, per search best case first; none for a search the
+    book does not hold (consent, erased, multi-modal or unopenable: only marked compared) or
+    whose gallery's thresholds are not at hand."""
+    held = [(book.stored(s), s) for s in search_ids if s in book]
+    judged = [
+        (stored, search_id, thresholds)
+        for stored, search_id in held
+        if stored.gallery_id is not None and (thresholds := thresholds_of(stored.gallery_id)) is not None
+    ]
+    best = book.best_other_cases([s for _, s, _ in judged], [t.possible for _, _, t in judged])
     found = []
-    for other, (score, other_search) in sorted(book.best_other_cases(search_id, thresholds.possible).items()):
-        band = thresholds.band(score)
-        if band is not None:
-            found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
+    for (stored, search_id, thresholds), cases in zip(judged, best, strict=True):
+        for other, (score, other_search) in sorted(cases.items()):
+            band = thresholds.band(score)
+            if band is not None:
+                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
     return found
 
 
