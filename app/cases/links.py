@@ -168,6 +168,10 @@ class ProbeBook:
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
+    def galleries(self) -> set[int]:
+        """The galleries the held searches targeted, whose thresholds a pass reads."""
+        return {stored.gallery_id for stored in self._held.values() if stored.gallery_id is not None}
+
     def best_other_cases(self, search_ids: list[int], floors: list[float]) -> list[dict[int, tuple[float, int]]]:
         """Per search, per other case of its group scoring at least the search's floor, the best
         score against the search's probes and the search holding the probes that gave it.
@@ -282,25 +286,30 @@ def link_pending(
     sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
 ) -> tuple[int, bool]:
     """Compare up to ``limit`` finished searches not yet compared with the other cases' probes,
-    and store the links and that they were compared, in one transaction. The book is brought up
-    to date (reads, decryption) before it, and again inside for the searches finished in
-    between (a search claimed here is always in the book if linkable); the comparing is one matrix product per
-    search, short enough to hold the searches' rows (and on SQLite the write lock). Returns how
-    many links were made, and whether more searches may be waiting."""
+    and store the links and that they were compared, in one transaction. Before it, the book is
+    brought up to date (reads, decryption) and the thresholds of its galleries are read (which
+    may read the database: never inside the write transaction, which on SQLite this thread
+    would then wait on itself). Inside, the book takes the searches finished in between, and
+    the comparing is one matrix product per group, short enough to hold the searches' rows (and
+    on SQLite the write lock). Returns how many links were made, and whether more searches may
+    be waiting."""
     with sessions() as session:
         book.refresh(session)
+    thresholds = {gallery_id: thresholds_of(gallery_id) for gallery_id in book.galleries()}
     made = 0
     with transaction(sessions) as session:
         pending = unchecked_searches(session, limit)
         if not pending:
             return 0, False
         book.refresh(session)  # those finished since the look above: few, and each opened once
-        found = _found(book, thresholds_of, pending)
-        session.execute(
-            upsert_statement(session, CaseLinkCheck)
-            .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
-            .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
-        )
+        judged = [search_id for search_id in pending if _judgeable(book, thresholds, search_id)]
+        found = _found(book, thresholds, judged)
+        if judged:
+            session.execute(
+                upsert_statement(session, CaseLinkCheck)
+                .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in judged])
+                .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
+            )
         erased = _erased(session, [link.other_search_id for link in found])
         book.erased(erased)
         for link in found:
@@ -309,21 +318,32 @@ def link_pending(
     return made, len(pending) == limit
 
 
-def _found(book: ProbeBook, thresholds_of: ThresholdsOf, search_ids: list[int]) -> list[FoundLink]:
+def _judgeable(book: ProbeBook, thresholds: dict[int, Thresholds | None], search_id: int) -> bool:
+    """Whether this pass can settle the search: one the book does not hold is not linkable
+    (consent, erased, multi-modal or unopenable: only marked compared); one of a gallery whose
+    thresholds were not read before the transaction waits for the next pass."""
+    if search_id not in book:
+        return True
+    gallery_id = book.stored(search_id).gallery_id
+    return gallery_id is None or gallery_id in thresholds
+
+
+def _found(book: ProbeBook, thresholds: dict[int, Thresholds | None], search_ids: list[int]) -> list[FoundLink]:
     """The links the searches' probes find, per search best case first; none for a search the
-    book does not hold (consent, erased, multi-modal or unopenable: only marked compared) or
-    whose gallery's thresholds are not at hand."""
-    held = [(book.stored(s), s) for s in search_ids if s in book]
-    judged = [
-        (stored, search_id, thresholds)
-        for stored, search_id in held
-        if stored.gallery_id is not None and (thresholds := thresholds_of(stored.gallery_id)) is not None
-    ]
+    book does not hold or whose gallery's thresholds are not at hand (its index not loaded)."""
+    judged = []
+    for search_id in search_ids:
+        if search_id not in book:
+            continue
+        stored = book.stored(search_id)
+        read = thresholds.get(stored.gallery_id) if stored.gallery_id is not None else None
+        if read is not None:
+            judged.append((stored, search_id, read))
     best = book.best_other_cases([s for _, s, _ in judged], [t.possible for _, _, t in judged])
     found = []
-    for (stored, search_id, thresholds), cases in zip(judged, best, strict=True):
+    for (stored, search_id, read), cases in zip(judged, best, strict=True):
         for other, (score, other_search) in sorted(cases.items()):
-            band = thresholds.band(score)
+            band = read.band(score)
             if band is not None:
                 found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
     return found

@@ -104,3 +104,21 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(servic
     assert links(service, paris, second, 1, timeout_s=1) == [], "erased probes are never linked"
     assert links(service, paris, first, 1, timeout_s=0) == []
     assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
+
+
+def test_a_restarted_service_links_with_thresholds_it_reads_from_the_database(service, people):
+    """After a restart the linker's first pass reads the gallery's calibration from the
+    database: never from inside its own write transaction (on SQLite it would wait on itself,
+    and the service would never stop)."""
+    gallery = service.gallery("SEN", dimension=DIM)
+    registry = service.principal("registry", "SEN")
+    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
+    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
+    agreement(service, "FRA")
+    paris = service.principal("border_police", "FRA", "FRA-DCPAF")
+    samples = people.gallery[people.gallery_ids == int(people.mated_ids[-1])]
+    first = identified_case(service, paris, "P-1", samples[0])
+    service.restart()
+    second = identified_case(service, paris, "P-2", samples[1])
+    [link] = links(service, paris, second, 1)
+    assert link["case_id"] == first
