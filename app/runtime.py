@@ -50,6 +50,7 @@ from app.matching.executor import SearchExecutor
 from app.matching.leases import Leases
 from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
+from app.matching.service import Matching as MatchingParts
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
@@ -176,6 +177,11 @@ class Runtime:
             node,
             channel,
         )
+
+    @property
+    def matching(self) -> MatchingParts:
+        """What an identification runs on, for the routes and the federation that submit one."""
+        return MatchingParts(self.sessions, self.read_sessions, self.scheduler, self.executor, self.settings)
 
     def open_keyring(self) -> None:
         """Unlock the data keys (a wrong or missing master key stops the start here, not as

@@ -31,7 +31,6 @@ from app.audit import service as audit
 from app.audit.actions import Action
 from app.cases.models import Case, CaseStatus
 from app.cases.service import remote_case
-from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.session import Sessions, engine_of, transaction
 from app.federation.exceptions import NoAgreement, RequestInProgress, UnknownRemoteSearch, WrongCountry
@@ -43,9 +42,7 @@ from app.federation.wire import FederatedCandidate, FederatedSearchRequest, Fede
 from app.galleries.models import Record
 from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
-from app.matching.executor import SearchExecutor
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
-from app.matching.scheduler import Scheduler
 from app.principals.models import Principal
 from matcher import TemplateFormat
 
@@ -55,19 +52,8 @@ ENDED = {SearchStatus.DONE.value, SearchStatus.FAILED.value, SearchStatus.EXPIRE
 SETTLED_REVIEW = {ReviewState.CONFIRMED.value, ReviewState.REJECTED.value}
 
 
-@dataclass(frozen=True)
-class Matching:
-    """The parts of this node a peer's search runs on."""
-
-    sessions: Sessions
-    readers: Sessions
-    scheduler: Scheduler
-    executor: SearchExecutor
-    settings: Settings
-
-
 async def receive_search(
-    parts: Matching, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
+    parts: matching.Matching, node: NodeIdentity, peer: Peer, proof: Proof, request: FederatedSearchRequest
 ) -> FederatedSearchState:
     """Accept (or refuse) a peer's search and run it, once (app/federation/idempotency.py),
     answering its state within ``request.wait_ms`` (queued or running beyond). A resend while
@@ -92,17 +78,7 @@ async def receive_search(
     search_id = None
     if step is Step.RUN:
         case_id = await to_thread.run_sync(_case_of, parts.readers, inbound_id)
-        view = await matching.identify(
-            parts.sessions,
-            parts.readers,
-            parts.scheduler,
-            parts.executor,
-            parts.settings,
-            principal,
-            case_id,
-            identification,
-            taking.wait_s,
-        )
+        view = await matching.identify(parts, principal, case_id, identification, taking.wait_s)
         search_id = view.id
     return await to_thread.run_sync(_answer, parts.sessions, peer, proof, inbound_id, "answer", search_id)
 
@@ -115,7 +91,7 @@ CLAIM_CHECK_S = 0.1
 class _Taking:
     """What deciding whether to run a request needs: this process's identity, the request."""
 
-    parts: Matching
+    parts: matching.Matching
     identification: matching.IdentificationRequest
     wait_s: float
 

@@ -10,14 +10,11 @@ from dataclasses import dataclass
 
 from anyio import create_task_group, to_thread
 
-from app.core.config import Settings
 from app.db.session import Sessions
 from app.federation import outbound
 from app.federation.channel import PeerChannel
 from app.matching import service as matching
-from app.matching.executor import SearchExecutor
 from app.matching.models import Search
-from app.matching.scheduler import Scheduler
 from app.matching.views import SearchView, search_views
 from app.principals.models import Principal
 
@@ -31,13 +28,10 @@ longer is peer_unavailable for this answer (and resent, if asked, by the poller)
 
 @dataclass(frozen=True)
 class Searching:
-    """The parts of this node an identification runs on; ``channel`` None: in no federation."""
+    """The parts of this node an identification runs on, and its channel to peers (None: in no
+    federation)."""
 
-    sessions: Sessions
-    readers: Sessions
-    scheduler: Scheduler
-    executor: SearchExecutor
-    settings: Settings
+    matching: matching.Matching
     channel: PeerChannel | None
 
 
@@ -54,31 +48,27 @@ async def identify(
     :data:`ANSWER_MARGIN_S`) is ``peer_unavailable`` (retried until the deadline with
     ``retry_unavailable_peers``), so that a slow peer delays no other country's answer."""
     started = time.monotonic()
-    view = await matching.identify(
-        parts.sessions,
-        parts.readers,
-        parts.scheduler,
-        parts.executor,
-        parts.settings,
-        actor,
-        case_id,
-        request,
-        wait_s,
-    )
+    view = await matching.identify(parts.matching, actor, case_id, request, wait_s)
     remote = [entry["country"] for entry in view.skipped if entry["reason"] == NO_GALLERY]
     if parts.channel is None or not remote or view.modalities is not None:
         return view  # a multi-modal search is fused here, over local galleries only (README)
     channel = parts.channel
     left_s = max(0.0, wait_s - (time.monotonic() - started))
     prepared = await to_thread.run_sync(
-        outbound.open_outbound, parts.sessions, channel, view.id, remote, retry_unavailable_peers, int(left_s * 1000)
+        outbound.open_outbound,
+        parts.matching.sessions,
+        channel,
+        view.id,
+        remote,
+        retry_unavailable_peers,
+        int(left_s * 1000),
     )
     if not prepared:
         return view
     async with create_task_group() as peers:
         for one in prepared:
-            peers.start_soon(_ask, parts.sessions, channel, one, left_s)
-    return await to_thread.run_sync(_reread, parts.readers, view.id)
+            peers.start_soon(_ask, parts.matching.sessions, channel, one, left_s)
+    return await to_thread.run_sync(_reread, parts.matching.readers, view.id)
 
 
 async def _ask(sessions: Sessions, channel: PeerChannel, prepared: outbound.Prepared, wait_s: float) -> None:

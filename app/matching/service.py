@@ -73,12 +73,21 @@ class IdentificationRequest:
     allow_partial_results: bool = False
 
 
+@dataclass(frozen=True)
+class Matching:
+    """The parts of this node an identification runs on: where it is written and read, the
+    queue and the executor that run it, and the service's settings. Every front door (the
+    identification route, a peer's search) passes the same bundle."""
+
+    sessions: Sessions
+    readers: Sessions
+    scheduler: Scheduler
+    executor: SearchExecutor
+    settings: Settings
+
+
 async def identify(
-    sessions: Sessions,
-    readers: Sessions,
-    scheduler: Scheduler,
-    executor: SearchExecutor,
-    settings: Settings,
+    parts: Matching,
     actor: Principal,
     case_id: int,
     request: IdentificationRequest,
@@ -87,7 +96,7 @@ async def identify(
     """Submit an identification, wait up to ``wait_s`` for the scheduler to run it (earliest
     deadline first), and answer how it ended, or that it is still queued for the caller to poll.
 
-    What may be searched is read, not written (``readers``: on SQLite, beside the writer). A
+    What may be searched is read, not written (``parts.readers``: on SQLite, beside the writer). A
     search answered within ``wait_s`` is written once, ended, in the transaction that ends its
     whole batch, with both its events (``search.submit``, ``search.complete``): a crash before
     that loses only a search nobody was told of, whose caller gets no answer and submits again.
@@ -97,7 +106,10 @@ async def identify(
 
     A coroutine: the caller's wait holds no thread (database work runs in worker threads), so
     many callers waiting on a busy queue never starve the thread pool other requests need."""
-    search, probes, details, countries = await to_thread.run_sync(_admitted, readers, settings, actor, case_id, request)
+    sessions, scheduler, executor = parts.sessions, parts.scheduler, parts.executor
+    search, probes, details, countries = await to_thread.run_sync(
+        _admitted, parts.readers, parts.settings, actor, case_id, request
+    )
     admission = Admission(_row(search), actor, details, countries)
     if not search.searched_galleries:  # nothing to search: done at once
         search.id = await to_thread.run_sync(_write_at_once, sessions, admission)

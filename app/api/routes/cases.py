@@ -110,14 +110,7 @@ async def identify(
         target_fpir=body.target_fpir,
         allow_partial_results=body.allow_partial_results,
     )
-    parts = federated.Searching(
-        runtime.sessions,
-        runtime.read_sessions,
-        runtime.scheduler,
-        runtime.executor,
-        runtime.settings,
-        runtime.channel,
-    )
+    parts = federated.Searching(runtime.matching, runtime.channel)
     view = await federated.identify(parts, actor, case_id, request, body.wait_ms / 1000, body.retry_unavailable_peers)
     if view.status in (SearchStatus.QUEUED.value, SearchStatus.RUNNING.value):
         response.status_code = 202

@@ -52,10 +52,7 @@ async def receive_search(request: Request, runtime: RuntimeDep) -> Response:
 
     async def handle(verified: Verified, body: bytes) -> tuple[int, BaseModel]:
         message = _parse(FederatedSearchRequest, body)
-        parts = inbound.Matching(
-            runtime.sessions, runtime.read_sessions, runtime.scheduler, runtime.executor, runtime.settings
-        )
-        state = await inbound.receive_search(parts, _node(runtime), verified.peer, verified.proof, message)
+        state = await inbound.receive_search(runtime.matching, _node(runtime), verified.peer, verified.proof, message)
         return (202 if state.status in ("queued", "running") else 200), state
 
     return await _signed_exchange(request, runtime, handle, "search")
