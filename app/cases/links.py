@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -168,37 +167,20 @@ class ProbeBook:
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
-    def galleries(self) -> set[int]:
-        """The galleries the held searches targeted, whose thresholds a pass reads."""
-        return {stored.gallery_id for stored in self._held.values() if stored.gallery_id is not None}
-
-    def best_other_cases(self, search_ids: list[int], floors: list[float]) -> list[dict[int, tuple[float, int]]]:
-        """Per search, per other case of its group scoring at least the search's floor, the best
-        score against the search's probes and the search holding the probes that gave it.
-
-        The searches of one group are scored together, by one matrix product over the group's
-        rows: the rows are read from memory once a pass, not once a search (a probe against
-        every stored probe is memory-bound). The floor is applied to whole rows first, so the
-        Python below sees the few candidates only, never every stored probe."""
-        found: list[dict[int, tuple[float, int]]] = [{} for _ in search_ids]
-        by_group: dict[GroupKey, list[int]] = defaultdict(list)
-        for position, search_id in enumerate(search_ids):
-            by_group[self._held[search_id].key].append(position)
-        for key, positions in by_group.items():
-            group = self._groups[key]
-            rows, searches, cases = group.matrix()
-            probes = [group.probes[search_ids[p]] for p in positions]
-            scores = score_matrix(group.metric, np.concatenate(probes), rows)
-            starts = np.cumsum([0] + [len(p) for p in probes[:-1]])
-            for position, best in zip(positions, np.maximum.reduceat(scores, starts, axis=0), strict=True):
-                own = self._held[search_ids[position]].case_id
-                (kept,) = np.nonzero((best >= floors[position]) & (cases != own))
-                into = found[position]
-                for case_id, score, other in zip(
-                    cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
-                ):
-                    if case_id not in into or score > into[case_id][0]:
-                        into[case_id] = (score, other)
+    def best_other_cases(self, search_id: int) -> dict[int, tuple[float, int]]:
+        """Per other case of the search's group, its best score against the search's probes and
+        the search holding the probes that gave it."""
+        stored = self._held[search_id]
+        group = self._groups[stored.key]
+        rows, searches, cases = group.matrix()
+        best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
+        others = cases != stored.case_id
+        found: dict[int, tuple[float, int]] = {}
+        for case_id, score, other in zip(
+            cases[others].tolist(), best[others].tolist(), searches[others].tolist(), strict=True
+        ):
+            if case_id not in found or score > found[case_id][0]:
+                found[case_id] = (score, other)
         return found
 
 
@@ -256,17 +238,13 @@ def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray
 
 
 def unchecked_searches(session: Session, limit: int = 500) -> list[int]:
-    """Finished identifications whose probes were not yet compared with the other cases',
-    locked for this transaction: on PostgreSQL, each process's linker takes those no other is
-    comparing (SKIP LOCKED), so that several processes share the work instead of each doing all
-    of it; SQLite has one process."""
+    """Finished identifications whose probes were not yet compared with the other cases'."""
     return list(
         session.scalars(
             select(Search.id)
             .where(Search.status == SearchStatus.DONE.value, ~exists().where(CaseLinkCheck.search_id == Search.id))
             .order_by(Search.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
     )
 
@@ -286,67 +264,39 @@ def link_pending(
     sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
 ) -> tuple[int, bool]:
     """Compare up to ``limit`` finished searches not yet compared with the other cases' probes,
-    and store the links and that they were compared, in one transaction. Before it, the book is
-    brought up to date (reads, decryption) and the thresholds of its galleries are read (which
-    may read the database: never inside the write transaction, which on SQLite this thread
-    would then wait on itself). Inside, the book takes the searches finished in between, and
-    the comparing is one matrix product per group, short enough to hold the searches' rows (and
-    on SQLite the write lock). Returns how many links were made, and whether more searches may
-    be waiting."""
+    and store the links and that they were compared, in one short transaction: the comparing
+    (reads, decryption, matrix products) holds no write lock. Returns how many links were made,
+    and whether more searches may be waiting."""
     with sessions() as session:
         book.refresh(session)
-    thresholds = {gallery_id: thresholds_of(gallery_id) for gallery_id in book.galleries()}
+        pending = unchecked_searches(session, limit)
+    if not pending:
+        return 0, False
+    found: list[FoundLink] = []
+    for search_id in pending:
+        if search_id not in book:
+            continue  # not linkable: consent, erased, multi-modal or unopenable; only marked
+        stored = book.stored(search_id)
+        thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
+        if thresholds is None:
+            continue
+        for other, (score, other_search) in sorted(book.best_other_cases(search_id).items()):
+            band = thresholds.band(score)
+            if band is not None:
+                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
     made = 0
     with transaction(sessions) as session:
-        pending = unchecked_searches(session, limit)
-        if not pending:
-            return 0, False
-        book.refresh(session)  # those finished since the look above: few, and each opened once
-        judged = [search_id for search_id in pending if _judgeable(book, thresholds, search_id)]
-        found = _found(book, thresholds, judged)
-        if judged:
-            session.execute(
-                upsert_statement(session, CaseLinkCheck)
-                .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in judged])
-                .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
-            )
+        session.execute(
+            upsert_statement(session, CaseLinkCheck)
+            .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
+            .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
+        )
         erased = _erased(session, [link.other_search_id for link in found])
         book.erased(erased)
         for link in found:
             if link.other_search_id not in erased:  # since the book's last full look
                 made += _link(session, link)
     return made, len(pending) == limit
-
-
-def _judgeable(book: ProbeBook, thresholds: dict[int, Thresholds | None], search_id: int) -> bool:
-    """Whether this pass can settle the search: one the book does not hold is not linkable
-    (consent, erased, multi-modal or unopenable: only marked compared); one of a gallery whose
-    thresholds were not read before the transaction waits for the next pass."""
-    if search_id not in book:
-        return True
-    gallery_id = book.stored(search_id).gallery_id
-    return gallery_id is None or gallery_id in thresholds
-
-
-def _found(book: ProbeBook, thresholds: dict[int, Thresholds | None], search_ids: list[int]) -> list[FoundLink]:
-    """The links the searches' probes find, per search best case first; none for a search the
-    book does not hold or whose gallery's thresholds are not at hand (its index not loaded)."""
-    judged = []
-    for search_id in search_ids:
-        if search_id not in book:
-            continue
-        stored = book.stored(search_id)
-        read = thresholds.get(stored.gallery_id) if stored.gallery_id is not None else None
-        if read is not None:
-            judged.append((stored, search_id, read))
-    best = book.best_other_cases([s for _, s, _ in judged], [t.possible for _, _, t in judged])
-    found = []
-    for (stored, search_id, read), cases in zip(judged, best, strict=True):
-        for other, (score, other_search) in sorted(cases.items()):
-            band = read.band(score)
-            if band is not None:
-                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
-    return found
 
 
 def _erased(session: Session, search_ids: list[int]) -> set[int]:
