@@ -167,17 +167,19 @@ class ProbeBook:
     def stored(self, search_id: int) -> _Stored:
         return self._held[search_id]
 
-    def best_other_cases(self, search_id: int) -> dict[int, tuple[float, int]]:
-        """Per other case of the search's group, its best score against the search's probes and
-        the search holding the probes that gave it."""
+    def best_other_cases(self, search_id: int, floor: float) -> dict[int, tuple[float, int]]:
+        """Per other case of the search's group scoring at least ``floor``, its best score
+        against the search's probes and the search holding the probes that gave it. The floor
+        is applied to the whole row first, so that the Python below sees the few candidates
+        only, never every stored probe (a loop over all of them took a core under load)."""
         stored = self._held[search_id]
         group = self._groups[stored.key]
         rows, searches, cases = group.matrix()
         best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
-        others = cases != stored.case_id
+        (kept,) = np.nonzero((best >= floor) & (cases != stored.case_id))
         found: dict[int, tuple[float, int]] = {}
         for case_id, score, other in zip(
-            cases[others].tolist(), best[others].tolist(), searches[others].tolist(), strict=True
+            cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
         ):
             if case_id not in found or score > found[case_id][0]:
                 found[case_id] = (score, other)
@@ -280,7 +282,7 @@ def link_pending(
         thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
         if thresholds is None:
             continue
-        for other, (score, other_search) in sorted(book.best_other_cases(search_id).items()):
+        for other, (score, other_search) in sorted(book.best_other_cases(search_id, thresholds.possible).items()):
             band = thresholds.band(score)
             if band is not None:
                 found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
