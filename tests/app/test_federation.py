@@ -244,7 +244,9 @@ def signed_request(sender: Node, receiver: Node, body: bytes) -> httpx.Request:
     return request
 
 
-def search_message(ref: str, person: dict[str, Any]) -> bytes:
+def search_message(ref: str, person: dict[str, Any], **fields: Any) -> bytes:
+    """A peer's search request for ``person``'s first template, as the wire carries it;
+    ``fields`` replace the defaults (a forged request's id and pseudonym derive from ``ref``)."""
     probe = np.asarray(person["templates"][0], dtype="<f4")
     message = {
         "request_id": f"forged-{ref}",
@@ -259,6 +261,7 @@ def search_message(ref: str, person: dict[str, Any]) -> bytes:
         "probes_b64": [base64.b64encode(probe.tobytes()).decode()],
         "target_fpir": 0.001,
         "max_candidates": 5,
+        **fields,
     }
     return json.dumps(message).encode()
 

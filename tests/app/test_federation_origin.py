@@ -8,14 +8,12 @@ is answered with is audited as delivered and not notified again."""
 from __future__ import annotations
 
 import base64
-import json
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import update
@@ -28,6 +26,7 @@ from app.federation.node import NodeIdentity, create_node
 from app.federation.notifier import ChangeNotifier
 from app.federation.signatures import sign_request
 from app.matching import service as matching
+from tests.app.test_federation import search_message
 from tests.harness import Service, metric, records
 
 DIM = 64
@@ -67,23 +66,14 @@ def fra(origin: Service) -> NodeIdentity:
 
 
 def search_request(request_id: str, person: int, wait_ms: int) -> bytes:
-    probe = np.asarray(PEOPLE[person]["templates"][0], dtype="<f4")
-    message = {
-        "request_id": request_id,
-        "requesting_country": "FRA",
-        "case_reference": "pseudonym-of-case-1",
-        "deadline": (utcnow() + timedelta(days=30)).isoformat(),
-        "legal_basis": "consent",
-        "modality": "face",
-        "model": "arcface-r100",
-        "dimension": DIM,
-        "metric": "cosine",
-        "probes_b64": [base64.b64encode(probe.tobytes()).decode()],
-        "target_fpir": 0.001,
-        "max_candidates": 5,
-        "wait_ms": wait_ms,
-    }
-    return json.dumps(message).encode()
+    return search_message(
+        request_id,
+        PEOPLE[person],
+        request_id=request_id,
+        case_reference="pseudonym-of-case-1",
+        deadline=(utcnow() + timedelta(days=30)).isoformat(),
+        wait_ms=wait_ms,
+    )
 
 
 def send(origin: Service, node: NodeIdentity, body: bytes) -> httpx.Response:
