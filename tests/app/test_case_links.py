@@ -34,12 +34,18 @@ def links(service, police, case_id, expected, timeout_s=20):
         time.sleep(0.05)
 
 
-def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(service, people):
+def searchable_sen_faces(service, people):
+    """A SEN face gallery of 100 people and FRA's agreement with SEN: the searches whose probes
+    the links compare need a gallery to run against."""
     gallery = service.gallery("SEN", dimension=DIM)
     registry = service.principal("registry", "SEN")
     records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
     service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
     agreement(service, "FRA")
+
+
+def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(service, people):
+    searchable_sen_faces(service, people)
     agreement(service, "DEU")
     paris = service.principal("border_police", "FRA", "FRA-DCPAF")
     berlin = service.principal("border_police", "DEU", "DEU-BPOL")
@@ -83,11 +89,7 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(servic
         return real_open(session, search_id, sealed)
 
     monkeypatch.setattr(case_links, "open_probes", counting_open)
-    gallery = service.gallery("SEN", dimension=DIM)
-    registry = service.principal("registry", "SEN")
-    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
-    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
-    agreement(service, "FRA")
+    searchable_sen_faces(service, people)
     paris = service.principal("border_police", "FRA", "FRA-DCPAF")
     person = int(people.mated_ids[-1])
     samples = people.gallery[people.gallery_ids == person]
@@ -110,11 +112,7 @@ def test_a_restarted_service_links_with_thresholds_it_reads_from_the_database(se
     """After a restart the linker's first pass reads the gallery's calibration from the
     database: never from inside its own write transaction (on SQLite it would wait on itself,
     and the service would never stop)."""
-    gallery = service.gallery("SEN", dimension=DIM)
-    registry = service.principal("registry", "SEN")
-    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
-    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry)
-    agreement(service, "FRA")
+    searchable_sen_faces(service, people)
     paris = service.principal("border_police", "FRA", "FRA-DCPAF")
     samples = people.gallery[people.gallery_ids == int(people.mated_ids[-1])]
     first = identified_case(service, paris, "P-1", samples[0])
