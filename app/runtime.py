@@ -123,7 +123,12 @@ class Runtime:
         thresholds = ThresholdBook(registry, sessions, metrics, searches=settings.calibration_searches)
         leases = Leases(settings.search_lease_s)
         executor = SearchExecutor(sessions, registry, thresholds, metrics, leases)
-        scheduler = Scheduler(executor.run, settings.search_workers, settings.max_batch_searches)
+        scheduler = Scheduler(
+            executor.run,
+            settings.search_workers,
+            settings.max_batch_searches,
+            matching_slots=settings.search_workers if settings.matcher_backend == "ray" else 1,
+        )
         claimer = Claimer(sessions, leases, scheduler, metrics, settings.search_claim_poll_s)
         metrics.watch_queue(lambda: scheduler.depth, lambda: leases.count)
         metrics.watch_indexes(registry.sizes)

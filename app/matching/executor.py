@@ -209,23 +209,27 @@ class SearchExecutor:
         with self._lock:
             return self._awaited.pop(ticket, None)
 
-    def run(self, tickets: list[int]) -> None:
-        """Run a batch; whatever becomes of it, this process holds none of its searches after:
+    def run(self, tickets: list[int], matched: Callable[[], None]) -> None:
+        """Run a batch, calling ``matched()`` once the matcher is done with it (the scheduler's
+        matching slot); whatever becomes of it, this process holds none of its searches after:
         one the batch could not end is left to lapse and be claimed again."""
         try:
-            self._run(tickets)
+            self._run(tickets, matched)
         finally:
             with self._lock:
                 written = [t for t in tickets if t > 0] + [self._written.pop(t) for t in tickets if t in self._written]
             self.leases.drop(written)
 
-    def _run(self, tickets: list[int]) -> None:
+    def _run(self, tickets: list[int], matched: Callable[[], None]) -> None:
         started = utcnow()
         jobs = self._runnable(tickets, started)
         if not jobs:
             return
         try:
-            outcome = self.match(jobs)
+            try:
+                outcome = self.match(jobs)
+            finally:
+                matched()
         except (MatcherError, DomainError) as error:  # shard_unavailable, index_unavailable: the code says what to do
             log.warning("search batch failed", extra={"event": {"reason": error.code, "detail": str(error)}})
             self._publish(self._fail(jobs, error.code, started))

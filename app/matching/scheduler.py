@@ -6,6 +6,14 @@ waits for company: a lone search runs as soon as a worker is free, and searches 
 while the workers are busy matching queue up and leave together in the next batch, so batches
 grow with the load and cost nothing without it. Waiters (an HTTP call within its ``wait_ms``) are
 woken when their search's batch ends, whatever its outcome.
+
+A worker takes its batch only once it holds a matching slot, and gives the slot back as soon as
+its batch is matched, before writing the results. With one slot (a local index: one batch's
+search already takes every core) the matcher runs one batch at a time, each taking everything
+queued meanwhile, while the other workers write the batches before. Measured on PostgreSQL at
+200k exact with 32 clients (2 vCPUs): with both workers matching at once, batches averaged 7.9
+searches and 214 ms, their OpenMP threads contending for the cores, and the service answered
+62/s; with one slot, 12.2 searches and 119 ms, and 99/s.
 """
 
 from __future__ import annotations
@@ -33,13 +41,18 @@ class _Entry:
 class Scheduler:
     def __init__(
         self,
-        run: Callable[[list[int]], None],
+        run: Callable[[list[int], Callable[[], None]], None],
         workers: int,
         max_batch: int,
         policy: Literal["edf", "fifo"] = "edf",
+        matching_slots: int = 1,
     ) -> None:
-        """``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it."""
+        """``run(search_ids, matched)`` runs a batch and calls ``matched()`` once its matching is
+        done (the slot is given back at the latest when ``run`` returns). ``matching_slots``:
+        batches matched at once, one for a local index, more when shards elsewhere match them.
+        ``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it."""
         self._run = run
+        self._matching = threading.Semaphore(matching_slots)
         self.policy = policy
         self._workers_count = workers
         self.max_batch = max_batch
@@ -143,16 +156,32 @@ class Scheduler:
 
     def _work(self) -> None:
         while True:
+            slot = _Slot(self._matching)
             batch = self._take_batch()
             if batch is None:
+                slot.give_back()
                 return
             try:
-                self._run([entry.search_id for entry in batch])
+                self._run([entry.search_id for entry in batch], slot.give_back)
             except Exception:
                 log.exception("search batch crashed")
             finally:
+                slot.give_back()
                 self.batches_run += 1
                 with self._cond:
                     callbacks = [call for entry in batch for call in self._waiters.pop(entry.search_id, [])]
                 for call in [*callbacks, *self._after_batch]:
                     call()
+
+
+class _Slot:
+    """A matching slot held by one worker for one batch, given back once however often asked."""
+
+    def __init__(self, slots: threading.Semaphore) -> None:
+        slots.acquire()
+        self._slots: threading.Semaphore | None = slots
+
+    def give_back(self) -> None:
+        if self._slots is not None:
+            self._slots.release()
+            self._slots = None

@@ -176,7 +176,7 @@ def test_an_altered_or_moved_ciphertext_is_refused(service):
         session.execute(
             update(Search).values(status="queued", probes=bytes(altered), finished_at=None, lease_owner=owner)
         )
-    service.runtime.executor.run([search.id])
+    service.runtime.executor.run([search.id], matched=lambda: None)
     with service.runtime.sessions() as session:
         failed = session.get(Search, search.id)
         assert (failed.status, failed.error) == ("failed", "sealed_value_refused")

@@ -3,6 +3,7 @@ searches that arrive while the matcher is busy leave together in the next batch,
 deadline first."""
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from app.matching.scheduler import Scheduler
@@ -31,7 +32,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
     batches: list[list[int]] = []
     first_started, release_first = threading.Event(), threading.Event()
 
-    def run(search_ids: list[int]) -> None:
+    def run(search_ids: list[int], matched: Callable[[], None]) -> None:
         batches.append(search_ids)
         if len(batches) == 1:
             first_started.set()
@@ -57,7 +58,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
 
 def test_searches_of_other_galleries_are_not_held_by_a_batch():
     batches: list[list[int]] = []
-    scheduler = Scheduler(batches.append, workers=1, max_batch=64)
+    scheduler = Scheduler(lambda search_ids, matched: batches.append(search_ids), workers=1, max_batch=64)
     scheduler.pause()
     scheduler.start()
     try:
@@ -69,3 +70,40 @@ def test_searches_of_other_galleries_are_not_held_by_a_batch():
     finally:
         scheduler.stop()
     assert batches == [[1, 3], [2]]
+
+
+def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile():
+    """Two workers, one matching slot: while the first batch is matched, the other worker takes
+    nothing (two batches matched at once only contend for the cores); once it is matched, the
+    other worker takes all that queued meanwhile as one batch, while the first writes its results."""
+    batches: list[list[int]] = []
+    first_matching, first_may_finish, second_ran = threading.Event(), threading.Event(), threading.Event()
+    second_taken = threading.Event()
+
+    def run(search_ids: list[int], matched: Callable[[], None]) -> None:
+        batches.append(search_ids)
+        if len(batches) == 2:
+            second_taken.set()
+        if len(batches) == 1:
+            first_matching.set()
+            assert first_may_finish.wait(10)
+            matched()
+            assert second_ran.wait(10), "the next batch waited for the first one's writes"
+        else:
+            matched()
+            second_ran.set()
+
+    scheduler = Scheduler(run, workers=2, max_batch=64)
+    scheduler.start()
+    try:
+        scheduler.submit(1, deadline(30), GALLERIES)
+        assert first_matching.wait(10)
+        scheduler.submit(2, deadline(2), GALLERIES)
+        assert not second_taken.wait(0.5), "a second batch was taken while the first was matched"
+        for search_id in (3, 4):
+            scheduler.submit(search_id, deadline(search_id), GALLERIES)
+        first_may_finish.set()
+        assert all(scheduler.wait(search_id, 10) for search_id in (1, 2, 3, 4))
+    finally:
+        scheduler.stop()
+    assert batches == [[1], [2, 3, 4]]
