@@ -18,8 +18,9 @@ from app.observability.metrics import Metrics
 log = logging.getLogger(__name__)
 
 MIN_PASS_S = 0.5
-"""Passes come no closer than this: each reads the ids of every stored probe, so that one pass
-per batch under load would cost more than the comparing."""
+"""Passes come no closer than this: under load, a pass after every batch would compare a few
+searches at a time and read the database each time, where a pass every half second compares all
+that ended meanwhile in one matrix product."""
 
 
 class CaseLinker:

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -73,36 +73,103 @@ class LinkView:
     found_at: datetime
 
 
+INITIAL_ROWS = 1024
+"""A group's first buffers, in probe rows; they double when full."""
+SCORES_PER_PRODUCT = 1 << 25
+"""Scores one matrix product may hold (128 MB): new probes are compared in slices under it."""
+
+
 @dataclass
 class _Group:
-    """The stored probes of one agency's linkable cases in one template format, searched by one
-    GEMM per new search: rows, and per row its search and case."""
+    """The stored probes of one agency's linkable cases in one template format, compared with a
+    pass's new searches by one matrix product.
+
+    Rows are appended to buffers that double when full, and an erased search's rows are marked
+    dead until the next full look compacts them: rebuilding the whole matrix at every change
+    copied every stored probe at each pass, twice a second under load."""
 
     metric: Metric
-    probes: dict[int, np.ndarray]
-    """Per search, its probe rows."""
-    cases: dict[int, int]
-    """Per search, its case."""
-    _matrix: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    rows: np.ndarray
+    searches: np.ndarray
+    """Per row, its search."""
+    cases: np.ndarray
+    """Per row, its case."""
+    live: np.ndarray
+    size: int = 0
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    """Per search, its rows."""
 
-    def matrix(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """All rows at once, with each row's search and case; rebuilt after a change only."""
-        if self._matrix is None:
-            searches = sorted(self.probes)
-            counts = [len(self.probes[s]) for s in searches]
-            self._matrix = (
-                np.concatenate([self.probes[s] for s in searches]).astype(np.float32, copy=False),
-                np.repeat(np.array(searches, np.int64), counts),
-                np.repeat(np.array([self.cases[s] for s in searches], np.int64), counts),
-            )
-        return self._matrix
+    @classmethod
+    def empty(cls, metric: Metric, dimension: int) -> _Group:
+        return cls(
+            metric,
+            np.empty((INITIAL_ROWS, dimension), np.float32),
+            np.empty(INITIAL_ROWS, np.int64),
+            np.empty(INITIAL_ROWS, np.int64),
+            np.zeros(INITIAL_ROWS, bool),
+        )
 
-    def changed(self) -> None:
-        self._matrix = None
+    def add(self, search_id: int, case_id: int, probes: np.ndarray) -> None:
+        first, stop = self.size, self.size + len(probes)
+        if stop > len(self.rows):
+            self._reallocate(max(stop, 2 * len(self.rows)))
+        self.rows[first:stop], self.searches[first:stop], self.cases[first:stop] = probes, search_id, case_id
+        self.live[first:stop] = True
+        self.spans[search_id], self.size = (first, stop), stop
+
+    def erase(self, search_id: int) -> None:
+        first, stop = self.spans.pop(search_id)
+        self.live[first:stop] = False
+
+    def compact(self) -> None:
+        """Drop the dead rows."""
+        keep = self.live[: self.size]
+        if not keep.all():
+            position = np.cumsum(keep) - 1
+            self.spans = {s: (int(position[a]), int(position[b - 1]) + 1) for s, (a, b) in self.spans.items()}
+            self._reallocate(max(INITIAL_ROWS, 2 * int(keep.sum())), keep)
+
+    def best_other_cases(self, search_ids: list[int], floors: list[float]) -> list[dict[int, tuple[float, int]]]:
+        """Per search of ``search_ids`` (all of this group), per other case scoring at least the
+        search's floor, its best score against the search's probes and the search holding the
+        probes that gave it. The searches are scored in slices of one matrix product each, and
+        the floor is applied to whole rows first, so that the Python below sees the few
+        candidates only, never every stored probe."""
+        found: list[dict[int, tuple[float, int]]] = []
+        counts = [self.spans[s][1] - self.spans[s][0] for s in search_ids]
+        per_slice = max(1, SCORES_PER_PRODUCT // max(1, self.size) // max(counts))
+        stored, live, cases = self.rows[: self.size], self.live[: self.size], self.cases[: self.size]
+        for at in range(0, len(search_ids), per_slice):
+            chosen = search_ids[at : at + per_slice]
+            probes = np.concatenate([self.rows[slice(*self.spans[s])] for s in chosen])
+            starts = np.cumsum([0, *counts[at : at + per_slice]])[:-1]
+            best = np.maximum.reduceat(score_matrix(self.metric, probes, stored), starts, axis=0)
+            for row, search_id, floor in zip(best, chosen, floors[at : at + per_slice], strict=True):
+                own_case = cases[self.spans[search_id][0]]
+                (kept,) = np.nonzero((row >= floor) & live & (cases != own_case))
+                others: dict[int, tuple[float, int]] = {}
+                for case_id, score, other in zip(
+                    cases[kept].tolist(), row[kept].tolist(), self.searches[kept].tolist(), strict=True
+                ):
+                    if case_id not in others or score > others[case_id][0]:
+                        others[case_id] = (score, other)
+                found.append(others)
+        return found
+
+    def _reallocate(self, capacity: int, keep: np.ndarray | None = None) -> None:
+        """New buffers of ``capacity`` rows holding the current rows, or those ``keep`` marks."""
+        for name in ("rows", "searches", "cases", "live"):
+            column = getattr(self, name)[: self.size]
+            kept = column if keep is None else column[keep]
+            grown = np.zeros((capacity, *column.shape[1:]), column.dtype)
+            grown[: len(kept)] = kept
+            setattr(self, name, grown)
+        self.size = self.size if keep is None else int(keep.sum())
 
 
 FULL_REFRESH_S = 300.0
-"""How often the book reads every linkable search, dropping those retention erased."""
+"""How often the book reads every linkable search, dropping those retention erased, and every
+search not yet compared (those left for want of thresholds among them)."""
 OVERLAP_S = 30.0
 """How far back before its previous look an incremental look reads finished searches."""
 
@@ -118,14 +185,28 @@ class _Stored:
     key: GroupKey
 
 
+@dataclass(frozen=True)
+class FoundLink:
+    search_id: int
+    case_id: int
+    other_case_id: int
+    other_search_id: int
+    """The other case's search whose probes gave the score."""
+    score: float
+    band: Band
+    country: str
+    """The receiving state of both cases."""
+
+
 class ProbeBook:
     """Every finished identification's stored probes that a link may be found with, decrypted
-    once and kept in memory, so that a new search is compared with all of them by one matrix
+    once and kept in memory, so that new searches are compared with all of them by one matrix
     product instead of opening every stored probe again (which grows with every search).
 
-    :meth:`refresh` follows the database: it adds the searches finished since (by this process or
+    :meth:`look` follows the database: it adds the searches finished since (by this process or
     another) and drops those whose probes retention has erased, so a link is never found with
-    erased probes."""
+    erased probes. Between full looks it reads only the searches finished lately (through the
+    index on ``finished_at``), never the whole history."""
 
     def __init__(self) -> None:
         self._groups: dict[GroupKey, _Group] = {}
@@ -133,57 +214,65 @@ class ProbeBook:
         self._full_at = -math.inf
         self._looked_at = -math.inf
 
-    def __contains__(self, search_id: int) -> bool:
-        return search_id in self._held
-
-    def refresh(self, session: Session) -> None:
-        """Follow the database: every ``FULL_REFRESH_S`` all linkable searches (dropping those
-        erased since), in between only those finished in the last ``OVERLAP_S`` before the
-        previous look (commits of several processes land out of order by less than that)."""
+    def look(self, session: Session, limit: int) -> list[int]:
+        """Up to ``limit`` finished searches not yet compared, the book holding every linkable
+        one of them after: every ``FULL_REFRESH_S`` (and until a look finds fewer than
+        ``limit``) all of them, in between those finished in the last ``OVERLAP_S`` before the
+        previous look (commits of several processes land out of order by less than that).
+        The pending searches are read before the linkable ones, so that a search finishing
+        between the two reads is compared at a later pass, never marked compared unseen."""
         now = time.monotonic()
         full = now - self._full_at >= FULL_REFRESH_S
-        since = None if full else utcnow() - timedelta(seconds=now - self._looked_at + OVERLAP_S)
+        since = None
+        if not full and self._looked_at > -math.inf:
+            since = utcnow() - timedelta(seconds=now - self._looked_at + OVERLAP_S)
+        pending = unchecked_searches(session, since, limit)
         present = {row.search_id: row for row in _linkable(session, since)}
-        self._looked_at = now
         if full:
             self._full_at = now
             self.erased(self._held.keys() - present.keys())
+            for group in self._groups.values():
+                group.compact()
+        if len(pending) < limit:
+            self._looked_at = now  # otherwise the next look reads this window again, for the rest
         new = [present[search_id] for search_id in present.keys() - self._held.keys()]
         for stored, probes in _opened(session, new):
-            group = self._groups.setdefault(stored.key, _Group(Metric(stored.key[4]), {}, {}))
-            group.probes[stored.search_id], group.cases[stored.search_id] = probes, stored.case_id
-            group.changed()
+            group = self._groups.setdefault(stored.key, _Group.empty(Metric(stored.key[4]), stored.key[3]))
+            group.add(stored.search_id, stored.case_id, probes)
             self._held[stored.search_id] = stored
+        return pending
 
     def erased(self, search_ids: Iterable[int]) -> None:
         """Forget searches found erased before the next full look."""
         for search_id in search_ids:
             stored = self._held.pop(search_id, None)
             if stored is not None:
-                group = self._groups[stored.key]
-                del group.probes[search_id], group.cases[search_id]
-                group.changed()
+                self._groups[stored.key].erase(search_id)
 
-    def stored(self, search_id: int) -> _Stored:
-        return self._held[search_id]
-
-    def best_other_cases(self, search_id: int, floor: float) -> dict[int, tuple[float, int]]:
-        """Per other case of the search's group scoring at least ``floor``, its best score
-        against the search's probes and the search holding the probes that gave it. The floor
-        is applied to the whole row first, so that the Python below sees the few candidates
-        only, never every stored probe (a loop over all of them took a core under load)."""
-        stored = self._held[search_id]
-        group = self._groups[stored.key]
-        rows, searches, cases = group.matrix()
-        best = score_matrix(group.metric, group.probes[search_id], rows).max(axis=0)
-        (kept,) = np.nonzero((best >= floor) & (cases != stored.case_id))
-        found: dict[int, tuple[float, int]] = {}
-        for case_id, score, other in zip(
-            cases[kept].tolist(), best[kept].tolist(), searches[kept].tolist(), strict=True
-        ):
-            if case_id not in found or score > found[case_id][0]:
-                found[case_id] = (score, other)
-        return found
+    def compare(self, search_ids: list[int], thresholds_of: ThresholdsOf) -> tuple[list[int], list[FoundLink]]:
+        """Compare ``search_ids`` with the other cases' stored probes: the searches settled
+        (compared, or not linkable: consent, erased, multi-modal or unopenable) and the links
+        found. A search whose gallery's thresholds are not known here yet is not settled: a
+        later full look takes it again."""
+        settled = [search_id for search_id in search_ids if search_id not in self._held]
+        by_group: dict[GroupKey, list[tuple[_Stored, Thresholds]]] = {}
+        for search_id in search_ids:
+            stored = self._held.get(search_id)
+            thresholds = None if stored is None or stored.gallery_id is None else thresholds_of(stored.gallery_id)
+            if stored is not None and thresholds is not None:
+                by_group.setdefault(stored.key, []).append((stored, thresholds))
+        found = []
+        for key, members in by_group.items():
+            floors = [thresholds.possible for _, thresholds in members]
+            best = self._groups[key].best_other_cases([stored.search_id for stored, _ in members], floors)
+            for (stored, thresholds), others in zip(members, best, strict=True):
+                settled.append(stored.search_id)
+                for other, (score, other_search) in sorted(others.items()):
+                    band = thresholds.band(score)
+                    if band is not None:
+                        link = FoundLink(stored.search_id, stored.case_id, other, other_search, score, band, key[0])
+                        found.append(link)
+        return settled, found
 
 
 def _linkable(session: Session, finished_since: datetime | None) -> list[Any]:
@@ -239,27 +328,22 @@ def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray
     return opened
 
 
-def unchecked_searches(session: Session, limit: int = 500) -> list[int]:
-    """Finished identifications whose probes were not yet compared with the other cases'."""
+def unchecked_searches(session: Session, finished_since: datetime | None, limit: int) -> list[int]:
+    """Finished identifications whose probes were not yet compared with the other cases' (those
+    finished since ``finished_since`` if given)."""
+    recent = Search.finished_at >= finished_since if finished_since is not None else true()
     return list(
         session.scalars(
             select(Search.id)
-            .where(Search.status == SearchStatus.DONE.value, ~exists().where(CaseLinkCheck.search_id == Search.id))
+            .where(
+                Search.status == SearchStatus.DONE.value,
+                recent,
+                ~exists().where(CaseLinkCheck.search_id == Search.id),
+            )
             .order_by(Search.id)
             .limit(limit)
         )
     )
-
-
-@dataclass(frozen=True)
-class FoundLink:
-    search_id: int
-    case_id: int
-    other_case_id: int
-    other_search_id: int
-    """The other case's search whose probes gave the score."""
-    score: float
-    band: Band
 
 
 def link_pending(
@@ -270,34 +354,27 @@ def link_pending(
     (reads, decryption, matrix products) holds no write lock. Returns how many links were made,
     and whether more searches may be waiting."""
     with sessions() as session:
-        book.refresh(session)
-        pending = unchecked_searches(session, limit)
+        pending = book.look(session, limit)
     if not pending:
         return 0, False
-    found: list[FoundLink] = []
-    for search_id in pending:
-        if search_id not in book:
-            continue  # not linkable: consent, erased, multi-modal or unopenable; only marked
-        stored = book.stored(search_id)
-        thresholds = thresholds_of(stored.gallery_id) if stored.gallery_id is not None else None
-        if thresholds is None:
-            continue
-        for other, (score, other_search) in sorted(book.best_other_cases(search_id, thresholds.possible).items()):
-            band = thresholds.band(score)
-            if band is not None:
-                found.append(FoundLink(search_id, stored.case_id, other, other_search, score, band))
+    settled, found = book.compare(pending, thresholds_of)
     made = 0
     with transaction(sessions) as session:
-        session.execute(
-            upsert_statement(session, CaseLinkCheck)
-            .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in pending])
-            .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
-        )
+        if settled:
+            session.execute(
+                upsert_statement(session, CaseLinkCheck)
+                .values([{"search_id": search_id, "checked_at": utcnow()} for search_id in settled])
+                .on_conflict_do_nothing(index_elements=[CaseLinkCheck.search_id])
+            )
         erased = _erased(session, [link.other_search_id for link in found])
         book.erased(erased)
+        known = _linked_pairs(session, [link.case_id for link in found])
         for link in found:
-            if link.other_search_id not in erased:  # since the book's last full look
-                made += _link(session, link)
+            pair = (link.case_id, link.other_case_id)
+            if link.other_search_id not in erased and pair not in known:  # erased since the last full look
+                _link(session, link)
+                known.update({pair, (link.other_case_id, link.case_id)})
+                made += 1
     return made, len(pending) == limit
 
 
@@ -310,32 +387,35 @@ def _erased(session: Session, search_ids: list[int]) -> set[int]:
     )
 
 
-def _link(session: Session, link: FoundLink) -> bool:
-    """Both directions of the link, unless it exists already (a later search of either case
-    found it first); audited once, touching the receiving state only."""
-    case_id, other_id = link.case_id, link.other_case_id
-    known = session.scalar(select(CaseLink.id).where(CaseLink.case_id == case_id, CaseLink.linked_case_id == other_id))
-    if known is not None:
-        return False
+def _linked_pairs(session: Session, case_ids: list[int]) -> set[tuple[int, int]]:
+    """The links already stored from ``case_ids``, as (case, linked case): a later search of
+    either case finds a link again."""
+    if not case_ids:
+        return set()
+    query = select(CaseLink.case_id, CaseLink.linked_case_id)
+    rows = session.execute(query.where(one_of(session, CaseLink.case_id, sorted(set(case_ids)))))
+    return {(row.case_id, row.linked_case_id) for row in rows}
+
+
+def _link(session: Session, link: FoundLink) -> None:
+    """Both directions of the link, audited once, touching the receiving state only."""
     values: dict[str, Any] = {"search_id": link.search_id, "score": link.score, "band": link.band.value}
     values["found_at"] = utcnow()
     session.execute(
         insert(CaseLink),
         [
-            {"case_id": case_id, "linked_case_id": other_id, **values},
-            {"case_id": other_id, "linked_case_id": case_id, **values},
+            {"case_id": link.case_id, "linked_case_id": link.other_case_id, **values},
+            {"case_id": link.other_case_id, "linked_case_id": link.case_id, **values},
         ],
     )
-    country = session.scalar(select(Case.agency_country).where(Case.id == case_id))
     audit.append(
         session,
         None,
         Action.CASE_LINK,
-        f"case/{case_id}",
-        [country],
-        details={"linked_case": other_id, "search": link.search_id, "band": link.band.value},
+        f"case/{link.case_id}",
+        [link.country],
+        details={"linked_case": link.other_case_id, "search": link.search_id, "band": link.band.value},
     )
-    return True
 
 
 def read_links(sessions: Sessions, actor: Principal, case_id: int) -> list[LinkView]:

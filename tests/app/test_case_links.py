@@ -76,7 +76,7 @@ def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(serv
 
 
 def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(service, people, monkeypatch):
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
     from app.cases import links as case_links
     from app.matching.models import Search
@@ -98,13 +98,17 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(servic
     for number in range(3):
         identified_case(service, paris, f"S-{number}", people.nonmated_probes[number])
     service.runtime.linker.run_once()
+    with service.runtime.sessions() as session:
+        first_search = session.scalar(select(Search.id).where(Search.case_id == first))
+    assert first_search in opened
     assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
     with service.runtime.sessions.begin() as session:  # retention erases the first case's probes
         session.execute(update(Search).where(Search.case_id == first).values(probes=None))
     second = identified_case(service, paris, "P-2", samples[1])
+    third = identified_case(service, paris, "P-3", people.mated_probes[-1])
     service.runtime.linker.run_once()
-    assert links(service, paris, second, 1, timeout_s=1) == [], "erased probes are never linked"
-    assert links(service, paris, first, 1, timeout_s=0) == []
+    assert [link["case_id"] for link in links(service, paris, second, 1)] == [third], "stored probes are linked"
+    assert links(service, paris, first, 1, timeout_s=0) == [], "erased probes are never linked"
     assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
 
 
