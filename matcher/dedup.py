@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from matcher.calibration import Band, check_rate
+from matcher.calibration import check_rate
 from matcher.errors import CalibrationError
 from matcher.formats import Metric, TemplateFormat
 from matcher.shortlist import ShortlistIndex
@@ -127,17 +127,13 @@ class BlockPlan:
 @dataclass(frozen=True)
 class DedupThresholds:
     """Scores at the job's FMR (``match``) and at ten times it (``possible``, the lowest kept),
-    and the false pairs the fitted tail expects among ``comparisons`` at ``match``."""
+    and the false pairs the fitted tail expects among all the gallery's pairs at ``match``."""
 
     match: float
     possible: float
     target_fmr: float
-    comparisons: int
     expected_false_pairs: float
     tail: TailFit
-
-    def band(self, score: float) -> Band:
-        return Band.MATCH if score >= self.match else Band.POSSIBLE
 
 
 def calibrate(
@@ -156,7 +152,7 @@ def calibrate(
     comparisons = vectors.shape[0] * (vectors.shape[0] - 1) // 2
     match = tail.threshold_at(fmr)
     possible = tail.threshold_at(min(fmr * POSSIBLE_FACTOR, 0.5))
-    return DedupThresholds(match, min(possible, match), fmr, comparisons, fmr * comparisons, tail)
+    return DedupThresholds(match, min(possible, match), fmr, fmr * comparisons, tail)
 
 
 def nonmated_tail(

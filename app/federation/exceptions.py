@@ -7,7 +7,6 @@ from app.core.errors import (
     Forbidden,
     Invalid,
     NotFound,
-    RateLimited,
     TooLarge,
     Unauthenticated,
     Unavailable,
@@ -61,10 +60,6 @@ class NoAgreement(Forbidden):
     """This node has no agreement in force with the peer's country for the modality."""
 
     code = "no_agreement"
-
-
-class PeerRateLimited(RateLimited):
-    code = "rate_limited"
 
 
 class MessageTooLarge(TooLarge):
