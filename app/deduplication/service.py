@@ -24,9 +24,9 @@ from app.db.session import Sessions, transaction
 from app.deduplication.exceptions import InvalidDeduplication, UnknownDeduplication
 from app.deduplication.models import PENDING, DeduplicationJob, DeduplicationPair, JobStatus
 from app.deduplication.workflow import Calibrated, PairRow, Resumed, clusters_of
+from app.galleries.access import visible_gallery
 from app.galleries.exceptions import UnknownGallery
 from app.galleries.models import Gallery
-from app.galleries.service import visible_gallery
 from app.matching.rates import rate_from_request
 from app.principals.models import Principal
 from matcher import CalibrationError
@@ -284,7 +284,9 @@ class JobLedger:
             raise LeaseLost(f"deduplication job {self.job_id} was taken over")
 
     def _keep_best(self, session: Session) -> None:
-        """Beyond ``max_pairs``, the lowest-scoring pairs go (ties at the cut all stay)."""
+        """Beyond ``max_pairs``, the lowest-scoring pairs go, with every pair tied with the
+        first that goes: which of equal pairs to keep would depend on the order they were found
+        in, so at most ``max_pairs`` stay, the same whatever that order."""
         max_pairs = session.scalar(select(DeduplicationJob.max_pairs).where(DeduplicationJob.id == self.job_id))
         cut = session.scalar(
             select(DeduplicationPair.score)

@@ -33,6 +33,7 @@ from app.db.base import utcnow
 from app.db.bulk import bind, one_of, reserve_ids, write_rows
 from app.db.session import Sessions, transaction
 from app.galleries import history, qualities
+from app.galleries.access import writable_gallery
 from app.galleries.changes import log_change
 from app.galleries.exceptions import (
     BatchTooLarge,
@@ -43,7 +44,7 @@ from app.galleries.exceptions import (
 )
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.qualities import SampleQualities
-from app.galleries.service import template_format, writable_gallery, writing
+from app.galleries.service import template_format, writing
 from app.galleries.stored import record_templates, seal_templates
 from app.galleries.templates import LITTLE_FLOAT32, EncodedTemplates, decode_single_base64, to_bytes
 from app.indexes.registry import IndexChange, IndexRegistry

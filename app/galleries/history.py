@@ -31,10 +31,11 @@ from app.audit import service as audit
 from app.audit.actions import Action
 from app.db.bulk import one_of
 from app.db.session import Sessions, transaction
-from app.galleries.exceptions import UnknownRecord
-from app.galleries.models import Gallery, Record, RecordVersion
+from app.galleries.access import visible_gallery
+from app.galleries.exceptions import UnknownGallery, UnknownRecord
+from app.galleries.models import Record, RecordVersion
 from app.galleries.stored import record_templates
-from app.principals.models import Principal, Role
+from app.principals.models import Principal
 
 
 class Change(enum.StrEnum):
@@ -159,12 +160,12 @@ def read_history(sessions: Sessions, actor: Principal, gallery_id: int, referenc
     """A record's versions, newest first, for a registry officer of the gallery's country or an
     admin; anyone else, and a reference id never enrolled, get 404. The read is audited."""
     with transaction(sessions) as session:
-        gallery = session.get(Gallery, gallery_id)
-        may_read = gallery is not None and (
-            actor.role == Role.ADMIN.value or (actor.role == Role.REGISTRY.value and actor.country == gallery.country)
-        )
-        record, earlier = _stored(session, gallery_id, reference_id) if may_read else (None, [])
-        if gallery is None or (record is None and not earlier):
+        try:
+            gallery = visible_gallery(session, actor, gallery_id)
+        except UnknownGallery:
+            raise UnknownRecord(f"record {reference_id} not found in gallery {gallery_id}") from None
+        record, earlier = _stored(session, gallery_id, reference_id)
+        if record is None and not earlier:
             raise UnknownRecord(f"record {reference_id} not found in gallery {gallery_id}")
         audit.append(
             session,

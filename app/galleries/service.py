@@ -25,8 +25,9 @@ from app.db.base import utcnow
 from app.db.session import Sessions, insert, transaction
 from app.encryption.keyring import Keyring, gallery_scope
 from app.galleries import history
+from app.galleries.access import visible_gallery, writable_gallery
 from app.galleries.changes import announce_gallery, log_change
-from app.galleries.exceptions import DuplicateGallery, UnknownGallery, UnknownRecord
+from app.galleries.exceptions import DuplicateGallery, UnknownRecord
 from app.galleries.models import Gallery, Record, Template
 from app.galleries.stored import open_templates
 from app.galleries.templates import from_bytes
@@ -151,24 +152,6 @@ def _view(registry: IndexRegistry, gallery: Gallery, records: int, templates: in
         change_seq=gallery.change_seq,
         created_at=gallery.created_at,
     )
-
-
-def visible_gallery(session: Session, actor: Principal, gallery_id: int) -> Gallery:
-    """The gallery if ``actor`` may see it (admin: any; registry: its own country's), else 404."""
-    gallery = session.get(Gallery, gallery_id)
-    if gallery is None or not (
-        actor.role == Role.ADMIN.value or (actor.role == Role.REGISTRY.value and actor.country == gallery.country)
-    ):
-        raise UnknownGallery(f"gallery {gallery_id} not found")
-    return gallery
-
-
-def writable_gallery(session: Session, actor: Principal, gallery_id: int) -> Gallery:
-    """The gallery if ``actor`` is a registry officer of its country, else 404."""
-    gallery = session.get(Gallery, gallery_id)
-    if gallery is None or actor.role != Role.REGISTRY.value or actor.country != gallery.country:
-        raise UnknownGallery(f"gallery {gallery_id} not found")
-    return gallery
 
 
 @contextmanager
