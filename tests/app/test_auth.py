@@ -165,3 +165,23 @@ def test_failed_authentications_throttle_the_address(tmp_path, database_url):
         assert "retry-after" in blocked.headers
     finally:
         throttled.close()
+
+
+def test_messages_failing_their_signature_throttle_the_address_as_failed_keys_do(tmp_path, database_url):
+    """A node's federation endpoints authenticate by signature, not by key: a sender whose
+    messages keep failing it is throttled all the same, before its bodies are read."""
+    from app.core.config import Settings
+    from app.federation.node import create_node
+    from tests.harness import Service
+
+    create_node(Settings(data_dir=tmp_path / "node").node_key_path, "SEN", "SEN node")
+    throttled = Service(tmp_path / "node", database_url, failed_auth_per_minute=3)
+    try:
+        unsigned = {"content": b'{"request_id": "x"}', "headers": {"content-type": "application/json"}}
+        answers = [throttled.client.post("/v1/federation/searches", **unsigned) for _ in range(4)]
+        assert [a.status_code for a in answers[:3]] == [401] * 3
+        assert answers[0].json()["error"]["code"] == "invalid_signature"
+        assert answers[3].status_code == 429
+        assert answers[3].json()["error"]["code"] == "too_many_failed_authentications"
+    finally:
+        throttled.close()

@@ -93,7 +93,9 @@ async def _signed_exchange(request: Request, runtime: Runtime, handle: Any, kind
     notification), so that both sides' counts of one exchange line up."""
     settings = runtime.settings
     message = RequestMessage(request.method, str(request.url), request.headers)
+    address = request.client.host if request.client else "unknown"
     try:
+        runtime.throttle.check_address(address)  # an address that keeps failing is refused before its body is read
         node = _node(runtime)
         declared = request.headers.get("content-length", "0")
         if declared.isdigit() and int(declared) > settings.federation_max_body_bytes:
@@ -112,6 +114,8 @@ async def _signed_exchange(request: Request, runtime: Runtime, handle: Any, kind
             body,
         )
     except DomainError as error:  # nobody known to sign for: answered unsigned
+        if isinstance(error, Unauthenticated):
+            runtime.throttle.failed(address)
         return _refusal(None, message, error)
     try:
         status, payload = await handle(verified, body)
