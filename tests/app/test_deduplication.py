@@ -4,7 +4,9 @@ offline run resumes to the pairs of a run never interrupted."""
 
 import json
 import time
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import numpy as np
 import pytest
@@ -99,6 +101,16 @@ def test_another_country_sees_no_job_and_cannot_start_one(service, people):
     assert refused.status_code == 422
 
 
+def counting(scan: Callable[..., Any], calls: list[int]) -> Callable[..., Any]:
+    """``scan`` counting its calls in ``calls``: how many blocks a run scanned."""
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return scan(*args, **kwargs)
+
+    return counted
+
+
 def test_a_job_resumes_after_a_restart_from_its_checkpoint(tmp_path, database_url, people, monkeypatch):
     """The job stops after its third block (blocks of 40 rows here); the restarted service goes
     on from there and ends with the pairs of a job never interrupted."""
@@ -122,10 +134,12 @@ def test_a_job_resumes_after_a_restart_from_its_checkpoint(tmp_path, database_ur
             time.sleep(0.05)
         interrupted = service.client.get(f"/v1/deduplication/{job_id}", headers=registry).json()
         assert (interrupted["status"], interrupted["progress"]["blocks_done"]) == ("running", 3)
-        monkeypatch.setattr(workflow, "scan_block", scan)
+        after: list[int] = []
+        monkeypatch.setattr(workflow, "scan_block", counting(scan, after))
         service.restart()
         job = finished(service, registry, job_id)
         assert job["status"] == "done" and job["progress"]["blocks_done"] == job["progress"]["blocks_total"]
+        assert len(after) == job["progress"]["blocks_total"] - 3, "the restarted job scanned the blocks left only"
         again = service.client.post(f"/v1/galleries/{gallery}/deduplication", json={}, headers=registry).json()
         whole = finished(service, registry, again["id"])
         assert job["pairs"] == whole["pairs"] and job["clusters"] == whole["clusters"]
@@ -147,7 +161,8 @@ def test_the_command_line_finds_them_and_resumes_to_the_same_pairs(tmp_path, dat
         monkeypatch.setenv("READMIT_DATABASE_URL", database_url)
     get_settings.cache_clear()
     try:
-        whole = tmp_path / "whole.jsonl"
+        scan, whole, scanned_whole = workflow.scan_block, tmp_path / "whole.jsonl", []
+        monkeypatch.setattr(workflow, "scan_block", counting(scan, scanned_whole))
         result = dedup_cli("--gallery", str(gallery), "--target-fmr", "1e-7", "--out", str(whole), "--block-rows", "40")
         assert result.exit_code == 0, result.output
         *pair_lines, last = whole.read_text().splitlines()
@@ -155,7 +170,6 @@ def test_the_command_line_finds_them_and_resumes_to_the_same_pairs(tmp_path, dat
         assert all(cluster in summary["clusters"] for cluster in planted)
         assert summary["target_fmr"] == 1e-7 and summary["pairs"] == len(pair_lines)
 
-        scan = workflow.scan_block
         calls = []
 
         def power_cut(*args, **kwargs):
@@ -171,9 +185,11 @@ def test_the_command_line_finds_them_and_resumes_to_the_same_pairs(tmp_path, dat
         assert (tmp_path / "resumed.jsonl.state").exists()
         blocks_before = json.loads((tmp_path / "resumed.jsonl.state").read_text())["blocks_done"]
         assert blocks_before == 3
-        monkeypatch.setattr(workflow, "scan_block", scan)
+        scanned_after: list[int] = []
+        monkeypatch.setattr(workflow, "scan_block", counting(scan, scanned_after))
         result = dedup_cli(*arguments)
         assert result.exit_code == 0, result.output
+        assert len(scanned_after) == len(scanned_whole) - 3, "the resumed run scanned the blocks left only"
         assert resumed.read_text() == whole.read_text(), "the same pairs, in the same order, as one run"
         assert not (tmp_path / "resumed.jsonl.state").exists()
     finally:
