@@ -94,6 +94,24 @@ def cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+@contextmanager
+def busy_cores() -> Iterator[list[float]]:
+    """How many cores of the machine were busy (whatever ran on them: service, database, load
+    generator) over the block, in the list yielded, from /proc/stat: tells a throughput that
+    stopped growing because the cores are busy from one held back by something else."""
+
+    def jiffies() -> tuple[int, int]:
+        fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]  # idle, iowait
+        return sum(fields) - idle, sum(fields)
+
+    busy: list[float] = []
+    before = jiffies()
+    yield busy
+    after = jiffies()
+    busy.append((after[0] - before[0]) / max(1, after[1] - before[1]) * cpu_count())
+
+
 def create_admin_key(data_dir: Path) -> str:
     """A new admin key for the service on ``data_dir``, created with the CLI as an operator would
     (``python -m app admin create-key``; it creates the database if need be)."""

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
-from common import print_json, print_table, scratch_database, start_service
+from common import busy_cores, cpu_count, print_json, print_table, scratch_database, start_service
 
 from matcher.tuning import restart_with_huge_pages
 
@@ -61,7 +61,10 @@ def warm_up(key: str, probes: np.ndarray, clients: int) -> None:
         previous = rate
 
 
-def throughput(data_dir: Path, url: str, key: str, probes: Any, processes: int, args: argparse.Namespace) -> float:
+def throughput(
+    data_dir: Path, url: str, key: str, probes: Any, processes: int, args: argparse.Namespace
+) -> tuple[float, float]:
+    """Identifications per second, and the machine's cores busy meanwhile."""
     process = http_bench.common_start_service(
         http_bench.PORT,
         data_dir=str(data_dir),
@@ -71,14 +74,15 @@ def throughput(data_dir: Path, url: str, key: str, probes: Any, processes: int, 
     )
     try:
         warm_up(key, probes, args.clients)
-        many = asyncio.run(http_bench.load(key, probes, args.clients, args.seconds))
+        with busy_cores() as busy:
+            many = asyncio.run(http_bench.load(key, probes, args.clients, args.seconds))
     finally:
         process.terminate()  # a graceful stop writes the snapshot the matcher loads
         process.wait(timeout=120)
     assert many["errors"] == 0, many
     rate = many["per_s"]
     assert isinstance(rate, float)
-    return rate
+    return rate, busy[0]
 
 
 NODE_B_PORT = http_bench.PORT + 1
@@ -188,19 +192,22 @@ def main() -> None:
         os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")
         data_dir = Path(folder) / "node-a"
         key, probes = http_bench.prepare(data_dir, args.size, 500, url)
-        rates = {n: throughput(data_dir, url, key, probes, n, args) for n in args.processes}
+        measured = {n: throughput(data_dir, url, key, probes, n, args) for n in args.processes}
         matcher = http_bench.matcher_figures(data_dir, EXACT_MAX, probes, args.seconds, url)
         figures["failover"] = failover(Path(folder), data_dir, url, key, probes)
+    rates = {n: rate for n, (rate, _) in measured.items()}
     one = rates[min(rates)]
     figures["matcher"] = matcher
     figures["throughput_per_s"] = rates
+    figures["busy_cores"] = {n: busy for n, (_, busy) in measured.items()}
     figures["speedup_over_one_process"] = {n: rate / one for n, rate in rates.items()}
     rows = [("matcher in process, batches of 64", f"{matcher['batched_per_s']:.0f} probes/s ({matcher['kind']})")]
     for n, rate in rates.items():
         rows.append(
             (
                 f"{n} process{'es' if n > 1 else ''}, {args.clients} clients",
-                f"{rate:.0f}/s  = {rate / one:.2f}x one process, {rate / matcher['batched_per_s']:.1%} of the matcher",
+                f"{rate:.0f}/s  = {rate / one:.2f}x one process, {rate / matcher['batched_per_s']:.1%} of the matcher,"
+                f" {figures['busy_cores'][n]:.1f} of {cpu_count()} cores busy",
             )
         )
     print_table(f"Identification throughput by service processes, PostgreSQL, {args.size:,} templates", rows)
