@@ -49,11 +49,12 @@ def set_thread_budget(threads: int) -> None:
 
 def keep_a_core_for_the_interpreter() -> None:
     """Batches (GEMM) leave one of the budget's cores to this process's Python threads; single
-    probes still take every core. A service matches batches only under load, when admissions
+    probes still take every core. A service matches batches mostly under load, when admissions
     and results of other searches are Python work on another core at the same time, and a GEMM
     thread sharing its core with them holds back all the others: at 200k exact, 32 clients on
-    2 vCPUs, batches on one thread took 89 ms against 118 ms on two, and the service answered
-    115/s against 101/s."""
+    2 vCPUs, batches on one thread took 85 ms against 118 ms on two, and the service answered
+    113/s against 101/s. The price: a lone search of several probes on an idle service takes
+    one core less than it could."""
     global _interpreter_cores
     _interpreter_cores = 1
 
