@@ -210,6 +210,12 @@ def test_a_case_is_identified_from_the_registry_of_the_country_of_origin(federat
 
 def test_each_node_keeps_the_other_nodes_signature_of_every_exchange(federation):
     fra, sen = federation.fra, federation.sen
+    search = identify(fra, federation.police["FRA"], "FRA-SIG", probe_of(federation.people[8]), wait_ms=5000)
+    top = search["remote_searches"][0]["candidates"][0]
+    confirmation = {"decision": "confirmed", "note": "ok"}
+    decided = sen.call("POST", f"/v1/candidates/{top['id']}/decision", federation.consul, json=confirmation)
+    assert decided.status_code == 200, decided.text
+    eventually(lambda: events(fra, "federation.state_receive"), bool)
     sent = [e for e in events(fra, "federation.request_send") if e["outcome"] == "ok"]
     assert sent, "FRA audits the search it sent"
     proof = sent[0]["details"]["peer_signature"]
