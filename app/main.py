@@ -39,6 +39,7 @@ from app.observability.middleware import RequestContext
 from app.runtime import Runtime
 from app.web import routes as web
 from app.web.headers import SecurityHeaders
+from matcher.tuning import keep_a_core_for_the_interpreter
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ caller's country or agency answer 404, not 403.
 def create_app(settings: Settings | None = None, *, load_indexes_in_background: bool = True) -> FastAPI:
     settings = settings or get_settings()
     runtime = Runtime.create(settings)
+    keep_a_core_for_the_interpreter()  # the serving process only: a tool that opens a runtime keeps every core
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

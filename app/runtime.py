@@ -56,7 +56,7 @@ from app.observability.metrics import Metrics, multiprocess_dir
 from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy, Thresholds
 from matcher.plain_copies import SharedPlainCopies
-from matcher.tuning import keep_a_core_for_the_interpreter, set_thread_budget
+from matcher.tuning import set_thread_budget
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,6 @@ class Runtime:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.processes > 1:  # the cores are shared: N processes' OpenMP threads must not oversubscribe them
             set_thread_budget((os.cpu_count() or 1) // settings.processes)
-        keep_a_core_for_the_interpreter()
         engine = make_engine(settings.sqlalchemy_url)
         policy = IndexPolicy(
             exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length
