@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-from sqlalchemy import exists, insert, select, true
+from sqlalchemy import ColumnElement, exists, insert, select, true
 from sqlalchemy.orm import Session, aliased
 
 from app.audit import service as audit
@@ -279,7 +279,6 @@ def _linkable(session: Session, finished_since: datetime | None) -> list[Any]:
     """Finished single-modality identifications with stored probes, of cases whose legal basis
     allows linking (those finished since ``finished_since`` if given): ids and what groups them,
     no probes."""
-    recent = Search.finished_at >= finished_since if finished_since is not None else true()
     return list(
         session.execute(
             select(
@@ -298,10 +297,15 @@ def _linkable(session: Session, finished_since: datetime | None) -> list[Any]:
                 Search.probes.is_not(None),
                 Search.dimension > 0,  # a multi-modal search's probes are of several formats
                 Case.legal_basis.in_(LINKABLE_BASES),
-                recent,
+                _finished_since(finished_since),
             )
         )
     )
+
+
+def _finished_since(since: datetime | None) -> ColumnElement[bool]:
+    """Searches finished since ``since`` (all of them for None): the look's window."""
+    return Search.finished_at >= since if since is not None else true()
 
 
 def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray]]:
@@ -331,13 +335,12 @@ def _opened(session: Session, rows: list[Any]) -> list[tuple[_Stored, np.ndarray
 def unchecked_searches(session: Session, finished_since: datetime | None, limit: int) -> list[int]:
     """Finished identifications whose probes were not yet compared with the other cases' (those
     finished since ``finished_since`` if given)."""
-    recent = Search.finished_at >= finished_since if finished_since is not None else true()
     return list(
         session.scalars(
             select(Search.id)
             .where(
                 Search.status == SearchStatus.DONE.value,
-                recent,
+                _finished_since(finished_since),
                 ~exists().where(CaseLinkCheck.search_id == Search.id),
             )
             .order_by(Search.id)
