@@ -75,7 +75,7 @@ def test_the_same_person_held_twice_by_one_agency_is_linked_and_no_one_else(serv
     assert [(e["resource"], e["details"]["linked_case"]) for e in linked] == [(f"case/{second}", first)]
 
 
-def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(service, people, monkeypatch):
+def test_erased_probes_are_never_linked_and_stored_probes_are_opened_and_read_once(service, people, monkeypatch):
     from sqlalchemy import select, update
 
     from app.cases import links as case_links
@@ -88,7 +88,16 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(servic
         opened.append(search_id)
         return real_open(session, search_id, sealed)
 
+    read: list[int] = []  # the searches whose rows a look read: each once between full looks
+    real_linkable = case_links._linkable
+
+    def counting_linkable(session, among):
+        rows = real_linkable(session, among)
+        read.extend(row.search_id for row in rows)
+        return rows
+
     monkeypatch.setattr(case_links, "open_probes", counting_open)
+    monkeypatch.setattr(case_links, "_linkable", counting_linkable)
     searchable_sen_faces(service, people)
     paris = service.principal("border_police", "FRA", "FRA-DCPAF")
     person = int(people.mated_ids[-1])
@@ -110,6 +119,8 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_once(servic
     assert [link["case_id"] for link in links(service, paris, second, 1)] == [third], "stored probes are linked"
     assert links(service, paris, first, 1, timeout_s=0) == [], "erased probes are never linked"
     assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
+    service.runtime.linker.run_once()
+    assert len(read) >= 6 and sorted(read) == sorted(set(read)), "a look reads the rows of the searches new to it"
 
 
 def test_a_restarted_service_links_with_thresholds_it_reads_from_the_database(service, people):
