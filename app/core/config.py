@@ -141,8 +141,10 @@ class Settings(BaseSettings):
     encrypt_at_rest: bool = Field(
         True, description="seal templates, probes and index snapshots (off: only to measure its cost)"
     )
-    share_decrypted_indexes: bool = Field(
-        True, description="the processes of a node map one decrypted copy of a sealed snapshot (off: one each)"
+    share_decrypted_indexes: bool | None = Field(
+        None,
+        description="the processes of a node map one decrypted copy of a sealed snapshot (false: one each; "
+        "unset: shared when several processes serve, --processes > 1)",
     )
     shared_memory_dir: Path = Field(
         Path("/dev/shm"), description="where that copy is kept: a RAM-backed folder (tmpfs, ramfs), else none is"

@@ -19,8 +19,15 @@ log = logging.getLogger(__name__)
 def open_plain_copies(settings: Settings) -> SharedPlainCopies | None:
     """The shared copies of this data folder's sealed snapshots, or None when snapshots are
     clear (the page cache already shares them), sharing is off, the indexes live on Ray, or the
-    folder cannot take clear templates."""
-    if not (settings.encrypt_at_rest and settings.share_decrypted_indexes and settings.matcher_backend == "local"):
+    folder cannot take clear templates.
+
+    Unless told, sharing is on only when several processes serve the folder: one process alone
+    has nobody to share with, and decrypting into its own memory rather than into a tmpfs file
+    made a 1M-template start 0.6 s shorter (1.35-1.6 s against 2.0-2.2 s to load the index)."""
+    share = settings.share_decrypted_indexes
+    if share is None:
+        share = settings.processes > 1
+    if not (settings.encrypt_at_rest and share and settings.matcher_backend == "local"):
         return None
     try:
         return SharedPlainCopies(settings.shared_memory_dir, namespace_of(settings.data_dir))

@@ -50,7 +50,7 @@ def templates():
 @pytest.fixture
 def snapshotted(tmp_path, shm_folder, database_url, templates):
     """A service whose gallery was loaded, at its last start, from its sealed snapshot."""
-    service = Service(tmp_path / "data", database_url, shared_memory_dir=shm_folder)
+    service = Service(tmp_path / "data", database_url, shared_memory_dir=shm_folder, share_decrypted_indexes=True)
     gallery_id = l2_gallery(service)
     enrol(service, gallery_id, templates)
     service.restart()
@@ -109,7 +109,7 @@ def test_a_tampered_snapshot_is_rebuilt_from_the_database(snapshotted, shm_folde
 def test_a_folder_on_a_disk_is_not_used_and_each_process_decrypts_its_own(tmp_path, templates, caplog):
     disk = tmp_path / "not-ram"
     disk.mkdir()
-    service = Service(tmp_path / "data", None, shared_memory_dir=disk)
+    service = Service(tmp_path / "data", None, shared_memory_dir=disk, share_decrypted_indexes=True)
     try:
         assert service.runtime.plain_copies is None
         assert "each process decrypts its own copy of the indexes" in caplog.text
