@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     )
     search_workers: int = Field(2, description="threads running searches, earliest deadline first")
     max_batch_searches: int = Field(64, description="searches coalesced into one matcher call (1: no batching)")
+    identification_threads: int = Field(
+        2, ge=1, description="threads an identification's database reads and writes take turns on (see README)"
+    )
     search_lease_s: float = Field(
         10.0, gt=0, description="a search held by a process that stops renewing it is claimed by another after this"
     )

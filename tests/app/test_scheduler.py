@@ -107,3 +107,35 @@ def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile
     finally:
         scheduler.stop()
     assert batches == [[1], [2, 3, 4]]
+
+
+def test_identifications_database_work_takes_turns_on_its_own_few_threads():
+    """However many callers wait, at most ``threads`` of them run their database work at once:
+    the matcher's thread is not left to contend for the interpreter lock with one thread per
+    waiting client."""
+    import anyio
+
+    from app.matching.service import in_turn
+
+    running, most = 0, 0
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def work() -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        release.wait(5)
+        with lock:
+            running -= 1
+
+    async def callers() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(12):
+                group.start_soon(in_turn, 2, work)
+            await anyio.sleep(0.2)
+            release.set()
+
+    anyio.run(callers)
+    assert most == 2
