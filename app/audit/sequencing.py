@@ -68,8 +68,8 @@ def step(session: Session, limit: int = SEQUENCE_BATCH) -> Step:
     in ``session``'s transaction; takes no lock when there is nothing to do."""
     if backlog(session).empty:
         return Step(tree.head(session), [], False)
-    appended_at = _chain_pending(session, limit)
-    extension = tree.extend(session, limit)
+    appended_at, leaves = _chain_pending(session, limit)
+    extension = tree.extend(session, limit, leaves)
     now = utcnow()
     delays = [(now - at).total_seconds() for at in appended_at]
     return Step(extension.head, delays, len(appended_at) == limit or extension.added == limit)
@@ -91,20 +91,24 @@ def catch_up(sessions: Sessions, within: Callable[[Session, Step], None] | None 
             return steps
 
 
-def _chain_pending(session: Session, limit: int) -> list[datetime]:
+def _chain_pending(session: Session, limit: int) -> tuple[list[datetime], list[tree.Leaf]]:
+    """Chain the pending events: when each was appended, and each one's seq and canonical
+    bytes, which the tree takes as its next leaves rather than reading back what was just
+    written."""
     connection = session.connection()
     head = connection.execute(_LOCK_HEAD).one()
     pending = connection.execute(_PENDING, {"limit": limit}).all()
     if not pending:
-        return []
+        return [], []
     seq, previous = head.seq, head.hash
-    events, countries = [], []
+    events, countries, leaves = [], [], []
     for row in pending:
         seq += 1
         canonical = canonical_event(
             seq, row.at, row.principal_id, row.role, row.action, row.resource, row.outcome, row.details, previous
         )
         digest = hashlib.sha256(canonical).hexdigest()
+        leaves.append(tree.Leaf(seq, canonical))
         events.append(
             {
                 "seq": seq,
@@ -126,7 +130,7 @@ def _chain_pending(session: Session, limit: int) -> list[datetime]:
         connection.execute(_INSERT_COUNTRIES, countries)
     connection.execute(_DELETE_PENDING, {"ids": [row.id for row in pending]})
     connection.execute(_MOVE_HEAD, {"new_seq": seq, "new_hash": previous})
-    return [row.at for row in pending]
+    return [row.at for row in pending], leaves
 
 
 _BACKLOG = select(

@@ -9,6 +9,7 @@ hash is final once its last leaf is in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, insert, or_, select, update
@@ -23,6 +24,14 @@ from app.audit.models import AuditEvent, AuditTreeHead, AuditTreeNode
 class TreeHead:
     size: int
     root: bytes
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """An event as the tree takes it: its seq and canonical bytes."""
+
+    seq: int
+    canonical: bytes
 
 
 @dataclass(frozen=True)
@@ -67,21 +76,18 @@ def range_hashes(session: Session, ranges: list[merkle.Range]) -> list[bytes]:
     return [merkle.fold([known[subtree] for subtree in part]) for part in parts]
 
 
-def extend(session: Session, limit: int) -> Extension:
+def extend(session: Session, limit: int, chained: Sequence[Leaf] = ()) -> Extension:
     """Put up to ``limit`` chained events after the tree's last leaf into the tree, in order, in
     ``session``'s transaction (the sequencer's, which holds the chain's head). The tree's head
-    row is locked too, so that the tree never forks whoever else writes to it."""
+    row is locked too, so that the tree never forks whoever else writes to it. ``chained``: the
+    events this transaction has just chained, in order, which are the next leaves when the tree
+    had caught up with the chain before them (otherwise they are read, with those before)."""
     current = head(session, lock=True)
-    events = list(
-        session.scalars(select(AuditEvent).where(AuditEvent.seq > current.size).order_by(AuditEvent.seq).limit(limit))
-    )
     size = current.size
     known = subtree_hashes(session, merkle.perfect_subtrees(0, size))
     nodes: list[dict[str, object]] = []
-    for event in events:
-        if event.seq != size + 1:
-            break  # never a gap: the sequencer chains events in seq order under the chain's head lock
-        level, idx, digest = 0, size, merkle.leaf_hash(canonical_bytes(event))
+    for canonical in _next_leaves(session, size, limit, chained):
+        level, idx, digest = 0, size, merkle.leaf_hash(canonical)
         known[(level, idx)] = digest
         nodes.append({"level": level, "idx": idx, "hash": digest})
         while idx & 1:
@@ -97,6 +103,20 @@ def extend(session: Session, limit: int) -> Extension:
     connection.execute(insert(AuditTreeNode), nodes)
     connection.execute(update(AuditTreeHead).where(AuditTreeHead.id == 1).values(size=size, root=root.hex()))
     return Extension(TreeHead(size, root), size - current.size)
+
+
+def _next_leaves(session: Session, size: int, limit: int, chained: Sequence[Leaf]) -> list[bytes]:
+    """The canonical bytes of up to ``limit`` events after the tree's ``size`` leaves, never
+    past a gap (the sequencer chains events in seq order under the chain's head lock)."""
+    if chained and chained[0].seq == size + 1:
+        return [leaf.canonical for leaf in chained[:limit]]
+    query = select(AuditEvent).where(AuditEvent.seq > size).order_by(AuditEvent.seq).limit(limit)
+    leaves: list[bytes] = []
+    for event in session.scalars(query):
+        if event.seq != size + 1 + len(leaves):
+            break
+        leaves.append(canonical_bytes(event))
+    return leaves
 
 
 def inclusion_proof(session: Session, index: int, size: int) -> list[bytes]:

@@ -169,6 +169,26 @@ def test_events_acknowledged_and_never_sequenced_are_sequenced_by_the_next_runti
         service.close()
 
 
+def test_events_chained_while_the_tree_lagged_go_into_it_in_order(tmp_path, database_url):
+    """A step takes the events it has just chained as the tree's next leaves, without reading
+    them back; when the tree lagged behind the chain (events chained by an older version, or a
+    step that stopped between the two), it reads the lagging ones first, and the log is whole."""
+    service = Service(tmp_path / "data", database_url, audit_sequence_interval_s=3600)
+    try:
+        sequencing.catch_up(service.runtime.sessions)
+        append(service.runtime.sessions, [f"chained-only/{i}" for i in range(3)])
+        with transaction(service.runtime.sessions) as session:
+            sequencing._chain_pending(session, sequencing.SEQUENCE_BATCH)  # chained, not in the tree
+        append(service.runtime.sessions, [f"after/{i}" for i in range(4)])
+        sequencing.catch_up(service.runtime.sessions)
+        events = assert_log_whole(service.runtime.sessions)
+        assert [e.resource for e in events][-7:] == [f"chained-only/{i}" for i in range(3)] + [
+            f"after/{i}" for i in range(4)
+        ]
+    finally:
+        service.close()
+
+
 def test_an_auditor_reads_every_acknowledged_event_at_once_whatever_the_sequencer_interval(tmp_path, database_url):
     service = Service(tmp_path / "data", database_url, audit_sequence_interval_s=3600)
     try:
