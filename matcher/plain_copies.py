@@ -14,7 +14,9 @@ any other state of the snapshot is never taken for it. It is written under a tem
 made read-only and renamed, under a per-snapshot lock, so that processes starting together
 decrypt it once. Loading a newer snapshot removes the copies of older ones (mappings stay valid
 until their process drops them); the last process of the namespace to close removes them all,
-which every process tells by holding a shared lock on the namespace while it runs.
+which every process tells by holding a shared lock on the namespace while it runs; and
+copies whose processes were all killed before their stop are removed by the next process to
+open the folder (:func:`sweep_abandoned`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 
 RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 _COPY_SUFFIX = ".plain"
+_NAMESPACE = re.compile(r"^\.?readmit-([0-9a-f]{16})-")
 
 
 class NotRamBacked(ValueError):
@@ -74,6 +78,12 @@ class SharedPlainCopies:
         self.prefix = f"readmit-{namespace}-"
         self._users: IO[bytes] | None = None
         """The namespace's users file, locked shared from the first map until :meth:`close`."""
+        swept = sweep_abandoned(self.folder)
+        if swept:
+            log.warning(
+                "removed decrypted snapshots that no running process uses (left by processes that were killed)",
+                extra={"event": {"files": len(swept), "folder": str(self.folder)}},
+            )
 
     def _join(self) -> IO[bytes]:
         """A shared lock on the namespace's users file, held until :meth:`close`: on the file
@@ -168,6 +178,37 @@ class SharedPlainCopies:
             other = path.name[len(f"{self.prefix}{stem}-") :].split("-", 1)[0]
             if path != keep and other.isdigit() and int(other) <= generation:
                 path.unlink(missing_ok=True)
+
+
+def sweep_abandoned(folder: Path) -> list[Path]:
+    """Remove the files of every namespace in ``folder`` that no process uses, and return them.
+
+    The last process of a namespace removes its copies at its stop; processes killed before it
+    (SIGKILL, the out-of-memory killer, a crash) leave them behind, clear templates in memory
+    until the host restarts, whether or not their data folder is ever served again. Every
+    process that opens the folder sweeps them: a namespace is unused when its users file can be
+    locked exclusively, and it stays locked while its files (half-written copies included) are
+    removed, so that a process joining it meanwhile waits and joins a new one, as at a stop."""
+    removed: list[Path] = []
+    namespaces = {match.group(1) for path in folder.glob("*readmit-*") if (match := _NAMESPACE.match(path.name))}
+    for namespace in sorted(namespaces):
+        try:
+            users = open(folder / f"readmit-{namespace}-users.lock", "ab")  # noqa: SIM115 - closed below
+        except OSError:
+            continue  # another account's: not ours to judge
+        try:
+            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            users.close()  # in use
+            continue
+        try:
+            for path in sorted([*folder.glob(f"readmit-{namespace}-*"), *folder.glob(f".readmit-{namespace}-*")]):
+                with suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+        finally:
+            users.close()
+    return removed
 
 
 def namespace_of(data_folder: Path) -> str:

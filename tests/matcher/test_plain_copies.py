@@ -150,3 +150,25 @@ def test_a_full_folder_falls_back_to_private_decryption(tmp_path, shm_folder, fa
     index = GalleryIndex.load(path, key=key, plain_copies=SharedPlainCopies(shm_folder, namespace_of(tmp_path)))
     assert index.search(templates[:3], k=1).record_ids[:, 0].tolist() == [0, 1, 2]
     assert list(shm_folder.glob("*.plain")) == []
+
+
+def test_copies_of_processes_killed_before_their_stop_are_swept_and_copies_in_use_are_kept(
+    tmp_path, shm_folder, face_format, rng, key
+):
+    path, _ = saved(tmp_path, face_format, rng, key)
+    killed = SharedPlainCopies(shm_folder, namespace_of(tmp_path / "killed"))
+    running = SharedPlainCopies(shm_folder, namespace_of(tmp_path / "running"))
+    GalleryIndex.load(path, key=key, plain_copies=killed)
+    GalleryIndex.load(path, key=key, plain_copies=running)
+    (left,) = killed.copies()
+    (used,) = running.copies()
+    (shm_folder / f".{left.name}.4242.tmp").write_bytes(b"half written")  # a writer killed mid-copy
+    killed._users.close()  # what a SIGKILL does: the lock goes, the files stay
+
+    SharedPlainCopies(shm_folder, namespace_of(tmp_path / "starting"))  # any process opening the folder
+
+    assert not left.exists()
+    assert not any(shm_folder.glob(f".{killed.prefix}*")) and not any(shm_folder.glob(f"{killed.prefix}*"))
+    assert used.exists(), "a copy still mapped by a running process is kept"
+    running.close()
+    assert not used.exists()
