@@ -78,12 +78,7 @@ class SharedPlainCopies:
         self.prefix = f"readmit-{namespace}-"
         self._users: IO[bytes] | None = None
         """The namespace's users file, locked shared from the first map until :meth:`close`."""
-        swept = sweep_abandoned(self.folder)
-        if swept:
-            log.warning(
-                "removed decrypted snapshots that no running process uses (left by processes that were killed)",
-                extra={"event": {"files": len(swept), "folder": str(self.folder)}},
-            )
+        sweep_abandoned(self.folder)
 
     def _join(self) -> IO[bytes]:
         """A shared lock on the namespace's users file, held until :meth:`close`: on the file
@@ -208,6 +203,11 @@ def sweep_abandoned(folder: Path) -> list[Path]:
                     removed.append(path)
         finally:
             users.close()
+    if removed:
+        log.warning(
+            "removed decrypted snapshots that no running process uses (left by processes that were killed)",
+            extra={"event": {"files": len(removed), "folder": str(folder)}},
+        )
     return removed
 
 

@@ -123,3 +123,26 @@ def test_a_folder_on_a_disk_is_not_used_and_each_process_decrypts_its_own(tmp_pa
     assert list(disk.iterdir()) == []
     stored = stored_bytes(tmp_path)
     assert not any(t.astype("<f4").tobytes()[: DIMENSION * 2] in stored for t in templates)
+
+
+def test_one_process_decrypts_privately_and_sweeps_copies_killed_processes_left(tmp_path, shm_folder, templates):
+    """Unless told, a process serving alone keeps its decrypted indexes in its own memory (nobody
+    to share with), and still removes the copies that killed processes of the node left."""
+    from matcher.plain_copies import SharedPlainCopies, namespace_of
+
+    earlier = SharedPlainCopies(shm_folder, namespace_of(tmp_path / "a data folder since deleted"))
+    earlier.map(tmp_path / "gallery-1.snapshot", {"change_seq": 1}, 16, lambda target: target.fill(7))
+    (left,) = earlier.copies()
+    earlier._users.close()  # killed: its lock is gone, its copy stays
+    service = Service(tmp_path / "data", None, shared_memory_dir=shm_folder)
+    try:
+        assert service.runtime.plain_copies is None
+        assert not left.exists()
+        gallery_id = l2_gallery(service)
+        enrol(service, gallery_id, templates)
+        service.restart()
+        assert service.runtime.registry.load_events[0]["source"] == "snapshot"
+        assert not any(shm_folder.glob("readmit-*.plain")), "no shared copy for one process"
+        assert identify(service, templates[5] + np.float32(0.01))[0] == "SEN-0005"
+    finally:
+        service.close()
