@@ -138,7 +138,7 @@ def run_in_parallel(tasks: Sequence[Callable[[], T]]) -> list[T]:
     thread has started yet: a pool thread the host schedules late delays nothing but the one
     task it is running.
     """
-    if len(tasks) == 1 or _thread_budget == 1:
+    if len(tasks) <= 1 or _thread_budget == 1:
         return [task() for task in tasks]
     pool = _pool(_thread_budget - 1)
     others = [pool.submit(task) for task in tasks[1:]]

@@ -84,6 +84,7 @@ def test_run_in_parallel_returns_results_in_order_and_uses_another_thread():
         set_thread_budget(budget)
     assert threading.current_thread().name in seen
     assert any(name.startswith("matcher") for name in seen)
+    assert run_in_parallel([]) == [], "nothing to run (an empty gallery's snapshot): nothing run"
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc tunables are Linux-only")
