@@ -237,6 +237,7 @@ class Runtime:
         self.registry.close_all()
         self.release_plain_copies()
         self.ready = False
+        gc.unfreeze()  # what the start froze may be collected again (a process that opens another runtime)
         self.metrics.close()
         if self.channel is not None:
             self.channel.close()
