@@ -162,11 +162,12 @@ def matcher_figures(
         index.search(probe, k=30)
         single.append(time.perf_counter() - started)
     paced: list[float] = []
+    period_s = client_period_s or 0.0
     for turn in range(PACED_PROBES if client_period_s is not None else 0):
         started = time.perf_counter()
         index.search(probes[turn % len(probes) : turn % len(probes) + 1], k=30)
         paced.append(time.perf_counter() - started)
-        time.sleep(max(0.0, (client_period_s or 0.0) - paced[-1]))
+        time.sleep(max(0.0, period_s - paced[-1]))
     batch = 64
     groups = np.arange(batch)
     done, began = 0, time.perf_counter()
@@ -176,7 +177,7 @@ def matcher_figures(
         done += batch
     return {
         **percentiles_ms(single),
-        "paced": {"client_period_ms": (client_period_s or 0.0) * 1000, **percentiles_ms(paced)} if paced else None,
+        "paced": {"client_period_ms": period_s * 1000, **percentiles_ms(paced)} if paced else None,
         "batched_per_s": done / (time.perf_counter() - began),
         "kind": index.kind.value,
     }

@@ -96,3 +96,17 @@ def test_index_settings_reach_every_gallery(tmp_path):
         assert index.policy.shortlist_length == 7  # READMIT_SHORTLIST_LENGTH
     finally:
         service.close()
+
+
+def test_what_a_start_allocated_is_frozen_out_of_collections_until_its_stop(tmp_path):
+    """A full collection stops every thread: the start's long-lived objects are frozen once the
+    indexes are open, and handed back to the collector when the runtime stops."""
+    import gc
+
+    service = Service(tmp_path / "data", None)
+    try:
+        assert service.runtime.ready
+        assert gc.get_freeze_count() > 0
+    finally:
+        service.close()
+    assert gc.get_freeze_count() == 0
