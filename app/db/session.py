@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.errors import DomainError
+from app.db.checkpoints import LOG_PAGES_BEFORE_A_COMMIT_CHECKPOINTS, Checkpointer
 
 Row = TypeVar("Row")
 
@@ -47,13 +48,18 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, json_serializer=json_text)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=json_text)
-    _configure_sqlite(engine, None if read_only else threading.Lock())
+    if read_only:
+        _configure_sqlite(engine, None, None)
+        return engine
+    write_lock, file = threading.Lock(), engine.url.database
+    _configure_sqlite(engine, write_lock, Checkpointer(file, write_lock) if file and file != ":memory:" else None)
     return engine
 
 
-def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None:
+def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None, checkpointer: Checkpointer | None) -> None:
     """Transactions begin and end on the driver's connection directly: through SQLAlchemy's
-    statement execution, a BEGIN costs as much Python as a small query, twice per request."""
+    statement execution, a BEGIN costs as much Python as a small query, twice per request.
+    The writer's commits leave checkpoints to ``checkpointer`` (app/db/checkpoints.py)."""
 
     @event.listens_for(engine, "connect")
     def on_connect(connection: Any, _record: Any) -> None:
@@ -63,6 +69,8 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
+        if checkpointer is not None:
+            cursor.execute(f"PRAGMA wal_autocheckpoint={LOG_PAGES_BEFORE_A_COMMIT_CHECKPOINTS}")
         cursor.close()
 
     if write_lock is None:
@@ -98,6 +106,8 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None
                     driver.execute(statement)
             finally:
                 _release(connection)
+            if checkpointer is not None and statement == "COMMIT":
+                checkpointer.committed()
 
         return end
 
@@ -107,6 +117,8 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None) -> None
 
     event.listen(engine, "commit", ending("COMMIT"))
     event.listen(engine, "rollback", ending("ROLLBACK"))
+    if checkpointer is not None:
+        event.listen(engine, "engine_disposed", lambda _engine: checkpointer.close())
 
 
 Sessions = sessionmaker[Session]

@@ -1,0 +1,76 @@
+"""SQLite's write-ahead log is copied back by the checkpointer thread, not inside commits, and
+stays bounded under back-to-back writers (app/db/checkpoints.py)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from app.db import checkpoints
+from app.db.checkpoints import LOG_PAGES_BEFORE_A_COMMIT_CHECKPOINTS
+from app.db.session import SQLITE_PAGE_SIZE, make_engine
+
+ROW_BYTES = 6000
+"""A row that fills most of an 8 KiB page: rows and pages counted alike."""
+
+
+@pytest.fixture
+def database(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
+    path = tmp_path / "blobs.db"
+    engine = make_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE blobs (id INTEGER PRIMARY KEY, value BLOB)"))
+    yield engine, path
+    engine.dispose()
+
+
+def _write(engine: Engine, rows: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO blobs (value) VALUES (:value)"), [{"value": b"x" * ROW_BYTES}] * rows)
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not condition():
+        assert time.monotonic() < deadline, f"still not {what} after 10 s"
+        time.sleep(0.01)
+
+
+def _checkpointers() -> int:
+    return sum(thread.name == "sqlite-checkpointer" for thread in threading.enumerate())
+
+
+def test_a_commit_leaves_its_checkpoint_to_the_thread(database: tuple[Engine, Path]) -> None:
+    engine, path = database
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == LOG_PAGES_BEFORE_A_COMMIT_CHECKPOINTS
+    _write(engine, 300)  # under SQLite's default of 1,000 pages: it would have left them in the log
+    _wait_for(lambda: path.stat().st_size >= 300 * SQLITE_PAGE_SIZE, "copied into the database file")
+
+
+def test_the_log_restarts_under_back_to_back_commits(
+    database: tuple[Engine, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, path = database
+    monkeypatch.setattr(checkpoints, "LOG_PAGES_BEFORE_RESTART", 100)
+    monkeypatch.setattr(checkpoints, "PAUSE_S", 0)  # a checkpointer as fast as these small commits
+    for _ in range(40):
+        _write(engine, 60)
+    log = path.with_name(path.name + "-wal")
+    assert log.stat().st_size < 1000 * SQLITE_PAGE_SIZE, "the log kept every page of 2,400 written"
+    _wait_for(lambda: path.stat().st_size >= 2400 * SQLITE_PAGE_SIZE, "copied into the database file")
+
+
+def test_disposing_of_the_engine_stops_its_checkpointer(tmp_path: Path) -> None:
+    before = _checkpointers()
+    engine = make_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+    assert _checkpointers() == before + 1
+    engine.dispose()
+    assert _checkpointers() == before
