@@ -72,7 +72,7 @@ def offline_runtime(settings: Settings) -> Iterator[Runtime]:
     from app.db.migrate import upgrade_to_head
     from app.runtime import Runtime
 
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, offline=True)
     lock = DataDirLock(settings.data_dir)
     try:
         lock.acquire()

@@ -97,11 +97,13 @@ class Runtime:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     @classmethod
-    def create(cls, settings: Settings) -> Runtime:
+    def create(cls, settings: Settings, *, offline: bool = False) -> Runtime:
+        """``offline``: for a command run with the service stopped (bulk loads), whose large
+        commits leave SQLite's checkpoints to a thread (app/db/checkpoints.py)."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         if settings.processes > 1:  # the cores are shared: N processes' OpenMP threads must not oversubscribe them
             set_thread_budget((os.cpu_count() or 1) // settings.processes)
-        engine = make_engine(settings.sqlalchemy_url)
+        engine = make_engine(settings.sqlalchemy_url, background_checkpoints=offline)
         policy = IndexPolicy(
             exact_max_templates=settings.exact_max_templates, shortlist_length=settings.shortlist_length
         )

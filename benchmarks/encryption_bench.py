@@ -48,7 +48,7 @@ MODES = {"off": False, "on": True}
 def enrol_and_build(settings: Settings, templates: np.ndarray, batch: int) -> dict[str, float]:
     """Bulk load the templates into a new gallery, then build its index and snapshot it."""
     ensure_audit_key(settings)
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, offline=True)  # as readmit enrol's
     upgrade_to_head(settings, runtime.engine)
     runtime.open_keyring()
     admin, _ = create_principal(runtime.sessions, None, "admin", Role.ADMIN)

@@ -45,7 +45,7 @@ def write_source(folder: Path, size: int) -> tuple[Path, Path]:
 
 def load(settings: Settings, templates: Path, records: Path, batch: int) -> dict[str, float]:
     ensure_audit_key(settings)
-    runtime = Runtime.create(settings)
+    runtime = Runtime.create(settings, offline=True)  # as readmit enrol's
     from app.db.migrate import upgrade_to_head
 
     upgrade_to_head(settings, runtime.engine)

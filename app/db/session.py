@@ -44,7 +44,10 @@ def json_text(value: Any) -> str:
     return to_json(value).decode()
 
 
-def make_engine(url: str, *, read_only: bool = False) -> Engine:
+def make_engine(url: str, *, read_only: bool = False, background_checkpoints: bool = False) -> Engine:
+    """``background_checkpoints``: SQLite's log copied back by a thread of its own, for the
+    large commits of offline bulk work (app/db/checkpoints.py); the service keeps SQLite's
+    checkpoints at commit."""
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10, json_serializer=json_text)
     engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, json_serializer=json_text)
@@ -52,7 +55,8 @@ def make_engine(url: str, *, read_only: bool = False) -> Engine:
         _configure_sqlite(engine, None, None)
         return engine
     write_lock, file = threading.Lock(), engine.url.database
-    _configure_sqlite(engine, write_lock, Checkpointer(file, write_lock) if file and file != ":memory:" else None)
+    checkpointer = Checkpointer(file, write_lock) if background_checkpoints and file and file != ":memory:" else None
+    _configure_sqlite(engine, write_lock, checkpointer)
     return engine
 
 

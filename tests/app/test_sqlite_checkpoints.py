@@ -22,7 +22,7 @@ ROW_BYTES = 6000
 @pytest.fixture
 def database(tmp_path: Path) -> Iterator[tuple[Engine, Path]]:
     path = tmp_path / "blobs.db"
-    engine = make_engine(f"sqlite:///{path}")
+    engine = make_engine(f"sqlite:///{path}", background_checkpoints=True)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE blobs (id INTEGER PRIMARY KEY, value BLOB)"))
     yield engine, path
@@ -68,7 +68,7 @@ def test_the_log_restarts_under_back_to_back_commits(
 
 def test_disposing_of_the_engine_stops_its_checkpointer(tmp_path: Path) -> None:
     before = _checkpointers()
-    engine = make_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    engine = make_engine(f"sqlite:///{tmp_path / 'one.db'}", background_checkpoints=True)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE t (x INTEGER)"))
     assert _checkpointers() == before + 1
