@@ -49,6 +49,7 @@ from app.matching import queue as search_queue
 from app.matching.claims import Claimer
 from app.matching.executor import SearchExecutor
 from app.matching.leases import Leases
+from app.matching.node_turn import NodeTurn
 from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.service import Matching as MatchingParts
@@ -131,6 +132,9 @@ class Runtime:
             settings.search_workers,
             settings.max_batch_searches,
             matching_slots=settings.search_workers if settings.matcher_backend == "ray" else 1,
+            node_turn=NodeTurn(settings.data_dir / "matching.lock")
+            if settings.processes > 1 and settings.matcher_backend != "ray"
+            else None,
         )
         claimer = Claimer(sessions, leases, scheduler, metrics, settings.search_claim_poll_s)
         metrics.watch_queue(lambda: scheduler.depth, lambda: leases.count)

@@ -13,7 +13,9 @@ search already takes every core) the matcher runs one batch at a time, each taki
 queued meanwhile, while the other workers write the batches before. Measured on PostgreSQL at
 200k exact with 32 clients (2 vCPUs): with both workers matching at once, batches averaged 7.9
 searches and 214 ms, their OpenMP threads contending for the cores, and the service answered
-62/s; with one slot, 12.2 searches and 119 ms, and 99/s.
+62/s; with one slot, 12.2 searches and 119 ms, and 99/s. Several processes on a node share
+one turn besides (app/matching/node_turn.py): a worker with searches queued waits for it before
+taking its batch, which then holds what queued meanwhile.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
+
+from app.matching.node_turn import NodeTurn
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +50,17 @@ class Scheduler:
         max_batch: int,
         policy: Literal["edf", "fifo"] = "edf",
         matching_slots: int = 1,
+        node_turn: NodeTurn | None = None,
     ) -> None:
         """``run(search_ids, matched)`` runs a batch and calls ``matched()`` once its matching is
         done (the slot is given back at the latest when ``run`` returns). ``matching_slots``:
         batches matched at once, one for a local index, more when shards elsewhere match them.
-        ``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it."""
+        ``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it.
+        ``node_turn``: the turn this process shares with the node's others, with one slot; it
+        is closed when the scheduler stops."""
         self._run = run
         self._matching = threading.Semaphore(matching_slots)
+        self._node_turn = node_turn
         self.policy = policy
         self._workers_count = workers
         self.max_batch = max_batch
@@ -124,6 +132,8 @@ class Scheduler:
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=10)
+        if self._node_turn is not None:
+            self._node_turn.close()
 
     def pause(self) -> None:
         """Hold every worker after its current batch (operators, and tests of the order)."""
@@ -137,14 +147,18 @@ class Scheduler:
 
     # -- workers ------------------------------------------------------------------------------
 
-    def _take_batch(self) -> list[_Entry] | None:
-        with self._cond:
-            while not self._stopping and (self._paused or not self._heap):
-                self._cond.wait()
-            if self._stopping:
-                return None
-            first = heapq.heappop(self._heap)
-            return [first, *self._take_same_galleries(first.searched_galleries, self.max_batch - 1)]
+    def _take_batch(self, slot: _Slot) -> list[_Entry] | None:
+        while True:
+            with self._cond:
+                while not self._stopping and (self._paused or not self._heap):
+                    slot.give_back_node_turn()  # paused after taking it: the node's others go on
+                    self._cond.wait()
+                if self._stopping:
+                    return None
+                if self._node_turn is None or slot.holds_node_turn:
+                    first = heapq.heappop(self._heap)
+                    return [first, *self._take_same_galleries(first.searched_galleries, self.max_batch - 1)]
+            slot.take_node_turn(self._node_turn)  # outside the condition: searches keep queueing meanwhile
 
     def _take_same_galleries(self, galleries: tuple[int, ...], room: int) -> list[_Entry]:
         same = sorted(entry for entry in self._heap if entry.searched_galleries == galleries)[:room]
@@ -157,7 +171,7 @@ class Scheduler:
     def _work(self) -> None:
         while True:
             slot = _Slot(self._matching)
-            batch = self._take_batch()
+            batch = self._take_batch(slot)
             if batch is None:
                 slot.give_back()
                 return
@@ -175,13 +189,29 @@ class Scheduler:
 
 
 class _Slot:
-    """A matching slot held by one worker for one batch, given back once however often asked."""
+    """A matching slot held by one worker for one batch, and the node's turn once it has
+    searches to match; both given back once however often asked."""
 
     def __init__(self, slots: threading.Semaphore) -> None:
         slots.acquire()
         self._slots: threading.Semaphore | None = slots
+        self._node_turn: NodeTurn | None = None
+
+    @property
+    def holds_node_turn(self) -> bool:
+        return self._node_turn is not None
+
+    def take_node_turn(self, turn: NodeTurn) -> None:
+        turn.take()
+        self._node_turn = turn
+
+    def give_back_node_turn(self) -> None:
+        if self._node_turn is not None:
+            self._node_turn.give_back()
+            self._node_turn = None
 
     def give_back(self) -> None:
+        self.give_back_node_turn()
         if self._slots is not None:
             self._slots.release()
             self._slots = None

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from app.matching.node_turn import NodeTurn
 from app.matching.scheduler import Scheduler
 
 GALLERIES = (1,)
@@ -107,6 +108,49 @@ def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile
     finally:
         scheduler.stop()
     assert batches == [[1], [2, 3, 4]]
+
+
+def test_the_processes_of_a_node_match_in_turn_and_a_paused_one_holds_no_turn(tmp_path):
+    """Two schedulers, as two processes of a node, on one turn file: while the first matches,
+    the second takes nothing; once the first's batch is matched, the second takes all that
+    queued meanwhile as one batch. A scheduler paused holds no turn from the other."""
+    batches: dict[str, list[list[int]]] = {"a": [], "b": []}
+    a_matching, a_may_finish = threading.Event(), threading.Event()
+    b_taken = threading.Event()
+
+    def run_a(search_ids: list[int], matched: Callable[[], None]) -> None:
+        batches["a"].append(search_ids)
+        if len(batches["a"]) == 1:
+            a_matching.set()
+            assert a_may_finish.wait(10)
+
+    def run_b(search_ids: list[int], matched: Callable[[], None]) -> None:
+        batches["b"].append(search_ids)
+        b_taken.set()
+
+    turn_file = tmp_path / "matching.lock"
+    a = Scheduler(run_a, workers=2, max_batch=64, node_turn=NodeTurn(turn_file))
+    b = Scheduler(run_b, workers=2, max_batch=64, node_turn=NodeTurn(turn_file))
+    a.start()
+    b.start()
+    try:
+        a.submit(1, deadline(30), GALLERIES)
+        assert a_matching.wait(10)
+        b.submit(2, deadline(2), GALLERIES)
+        assert not b_taken.wait(0.5), "a batch was taken while another process of the node matched"
+        b.submit(3, deadline(3), GALLERIES)
+        a.pause()
+        a_may_finish.set()
+        assert all(b.wait(search_id, 10) for search_id in (2, 3))
+        a.submit(4, deadline(4), GALLERIES)  # held by the paused scheduler, and the turn with it?
+        b.submit(5, deadline(5), GALLERIES)
+        assert b.wait(5, 10), "a paused scheduler kept the node's turn"
+        a.resume()
+        assert a.wait(4, 10)
+    finally:
+        a.stop()
+        b.stop()
+    assert batches == {"a": [[1], [4]], "b": [[2, 3], [5]]}
 
 
 def test_identifications_database_work_takes_turns_on_its_own_few_threads():
