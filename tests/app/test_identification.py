@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import event
+from sqlalchemy import Engine, event
 
 from tests.harness import case_body, identification_body, settled
 
@@ -14,6 +14,18 @@ DIM = 512
 BACKGROUND_THREADS = ("audit-sequencer", "case-linker", "search-claimer", "deduplication", "expiry", "index-follower")
 """The service's own pollers, whose transactions may begin while an identification is answered:
 not the identification's."""
+
+_begun_by: list[tuple[str, Engine]] | None = None
+"""While a test records them, the threads that begin a transaction, and on which engine."""
+
+
+@event.listens_for(Engine, "begin")
+def _record_begin(connection) -> None:
+    """Registered once, at import, before any engine exists. Added to a running service's engine,
+    a listener raced with the threads iterating its listeners: one of them failed its begin
+    after taking the SQLite write lock, which nobody released, and the service hung."""
+    if _begun_by is not None:
+        _begun_by.append((threading.current_thread().name, connection.engine))
 
 
 def enrol(service, gallery_id, registry, people, prefix="SEN"):
@@ -291,16 +303,16 @@ def test_an_identification_answered_in_time_is_written_once_and_read_nothing_bac
     service, _, _, police = story
     case = open_case(service, police)
     identify(service, police, case["id"], people.mated_probes[0])  # warm: calibration, caches
-    begun: list[str] = []
-    listener = lambda connection: begun.append(threading.current_thread().name)  # noqa: E731 - removed below
-    event.listen(service.runtime.engine, "begin", listener)
+    global _begun_by
+    _begun_by = begun = []
     try:
         answer = identify(service, police, case["id"], people.mated_probes[1])
     finally:
-        event.remove(service.runtime.engine, "begin", listener)
+        _begun_by = None
     assert answer.status_code == 200 and answer.json()["status"] == "done"
     assert answer.json()["candidates"]
-    assert len([thread for thread in begun if thread not in BACKGROUND_THREADS]) == 1, begun
+    writes = [thread for thread, engine in begun if engine is service.runtime.engine]
+    assert len([thread for thread in writes if thread not in BACKGROUND_THREADS]) == 1, writes
     read = service.client.get(f"/v1/searches/{answer.json()['id']}", headers=police).json()
     assert answer.json() == read
     auditor = service.principal("auditor")
