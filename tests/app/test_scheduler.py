@@ -142,7 +142,7 @@ def test_the_processes_of_a_node_match_in_turn_and_a_paused_one_holds_no_turn(tm
         a.pause()
         a_may_finish.set()
         assert all(b.wait(search_id, 10) for search_id in (2, 3))
-        a.submit(4, deadline(4), GALLERIES)  # held by the paused scheduler, and the turn with it?
+        a.submit(4, deadline(4), GALLERIES)  # held by the paused scheduler, which never took the turn
         b.submit(5, deadline(5), GALLERIES)
         assert b.wait(5, 10), "a paused scheduler kept the node's turn"
         a.resume()
@@ -151,6 +151,58 @@ def test_the_processes_of_a_node_match_in_turn_and_a_paused_one_holds_no_turn(tm
         a.stop()
         b.stop()
     assert batches == {"a": [[1], [4]], "b": [[2, 3], [5]]}
+
+
+class ObservedTurn(NodeTurn):
+    """A node turn that says when a worker starts waiting for it."""
+
+    def __init__(self, path) -> None:
+        super().__init__(path)
+        self.waited_for = threading.Event()
+
+    def take(self) -> None:
+        self.waited_for.set()
+        super().take()
+
+
+def test_a_scheduler_paused_while_it_waited_for_the_node_turn_gives_it_back(tmp_path):
+    """A worker waiting for the node's turn with a search queued gets it after its scheduler
+    was paused: it must give it back at once, not hold every other process of the node until
+    the pause ends."""
+    b_running, b_may_finish = threading.Event(), threading.Event()
+    ran: list[int] = []
+
+    def run_a(search_ids: list[int], matched: Callable[[], None]) -> None:
+        ran.extend(search_ids)
+
+    def run_b(search_ids: list[int], matched: Callable[[], None]) -> None:
+        ran.extend(search_ids)
+        if search_ids == [1]:
+            b_running.set()
+            assert b_may_finish.wait(10)
+
+    turn_file = tmp_path / "matching.lock"
+    a_turn = ObservedTurn(turn_file)
+    a = Scheduler(run_a, workers=1, max_batch=64, node_turn=a_turn)
+    b = Scheduler(run_b, workers=1, max_batch=64, node_turn=NodeTurn(turn_file))
+    a.start()
+    b.start()
+    try:
+        b.submit(1, deadline(1), GALLERIES)
+        assert b_running.wait(10)  # b holds the node's turn
+        a.submit(2, deadline(2), GALLERIES)
+        assert a_turn.waited_for.wait(10)
+        a.pause()  # while its worker waits for the turn
+        b_may_finish.set()  # the turn passes to a's worker, which finds its scheduler paused
+        b.submit(3, deadline(3), GALLERIES)
+        assert b.wait(3, 10), "a paused scheduler kept the node's turn"
+        assert 2 not in ran
+        a.resume()
+        assert a.wait(2, 10)
+    finally:
+        a.stop()
+        b.stop()
+    assert ran == [1, 3, 2]
 
 
 def test_identifications_database_work_takes_turns_on_its_own_few_threads():
