@@ -15,10 +15,14 @@ median rose by 1 ms and 32 clients' throughput fell by a tenth (alternating runs
 
 A log only starts again from its beginning when a writer finds every page of it copied, which
 a checkpoint running beside a stream of writers seldom leaves it: a 200k-record load grew it to
-282 MB. So once it passes :data:`LOG_PAGES_BEFORE_RESTART`, the checkpointer takes the
-process's write lock for the moment it takes to copy the last pages (most are copied already)
-and has the log restarted. SQLite's own checkpoint at commit stays, at a larger log, in case
-the thread could not run.
+282 MB. So once a checkpoint finds it past :data:`LOG_PAGES_BEFORE_RESTART`, the next writer of
+the process, holding the process's write lock, copies the last pages itself (most are copied
+already) before it begins, and its transaction starts the log again. The writer does it, not
+the thread: a thread waiting for the write lock could wait through a whole stream of commits,
+since a lock is not handed over in turn (a test run grew the log to 2,000 pages that way).
+For the same reason a writer does the thread's work itself when the thread has not run for
+:data:`COMMITS_AHEAD` commits (a busy machine may leave it no time): the log stays bounded
+whatever the scheduler does. SQLite's own checkpoint at commit stays, at a larger log, in case the thread could not run.
 """
 
 from __future__ import annotations
@@ -41,17 +45,34 @@ PAUSE_S = 0.05
 a few large steps, not a sync of the database file per commit."""
 
 
-class Checkpointer:
-    """Copies committed pages of ``path``'s log into the database after commits, until closed;
-    ``write_lock`` is the one every writer of this process takes (app/db/session.py)."""
+COMMITS_AHEAD = 4
+"""Commits a writer may make past the thread's last checkpoint before it copies them itself."""
 
-    def __init__(self, path: str, write_lock: threading.Lock) -> None:
+
+class Checkpointer:
+    """Copies committed pages of ``path``'s log into the database after commits, until closed.
+    Every writer of this process calls :meth:`beginning` holding the process's write lock
+    (app/db/session.py), and :meth:`committed` after its commit."""
+
+    def __init__(self, path: str) -> None:
         self._path = path
-        self._write_lock = write_lock
+        self._restart_due = threading.Event()
+        self._copying = threading.Lock()
+        """Held through a checkpoint: two at once, the second would give up at once (busy)."""
+        self._commits = 0
+        self._commits_copied = 0
         self._committed = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
         self._starting = threading.Lock()
+
+    def beginning(self, writer: sqlite3.Connection) -> None:
+        """``writer`` is about to begin a write transaction: if the log is long, or the thread
+        behind, what is committed is copied now, so that this transaction writes from the log's
+        beginning."""
+        if self._restart_due.is_set() or self._commits - self._commits_copied > COMMITS_AHEAD:
+            self._restart_due.clear()
+            self._copy(writer)
 
     def committed(self) -> None:
         """A write transaction committed: its pages are to be copied soon."""
@@ -60,6 +81,7 @@ class Checkpointer:
                 if self._thread is None and not self._closed.is_set():
                     self._thread = threading.Thread(target=self._run, name="sqlite-checkpointer", daemon=True)
                     self._thread.start()
+        self._commits += 1
         self._committed.set()
 
     def close(self) -> None:
@@ -70,8 +92,7 @@ class Checkpointer:
             self._thread.join()
 
     def _run(self) -> None:
-        # No waiting on a busy database: a reader on an older snapshot (an index being loaded)
-        # makes the restart give up at once, not hold the writers back; the next one retries.
+        # A passive checkpoint never waits on a busy database; no waiting for anything else.
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False, timeout=0)
         try:
             while True:
@@ -89,7 +110,13 @@ class Checkpointer:
             connection.close()
 
     def _checkpoint(self, connection: sqlite3.Connection) -> None:
-        _, log_pages, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-        if log_pages >= LOG_PAGES_BEFORE_RESTART:
-            with self._write_lock:  # no writer of this process between the copy and the restart
-                connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+        if self._copy(connection) >= LOG_PAGES_BEFORE_RESTART:
+            self._restart_due.set()
+
+    def _copy(self, connection: sqlite3.Connection) -> int:
+        """Copies what is committed; returns the log's length in pages."""
+        commits = self._commits
+        with self._copying:
+            _, log_pages, _ = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self._commits_copied = max(self._commits_copied, commits)
+        return int(log_pages)

@@ -55,7 +55,7 @@ def make_engine(url: str, *, read_only: bool = False, background_checkpoints: bo
         _configure_sqlite(engine, None, None)
         return engine
     write_lock, file = threading.Lock(), engine.url.database
-    checkpointer = Checkpointer(file, write_lock) if background_checkpoints and file and file != ":memory:" else None
+    checkpointer = Checkpointer(file) if background_checkpoints and file and file != ":memory:" else None
     _configure_sqlite(engine, write_lock, checkpointer)
     return engine
 
@@ -90,7 +90,10 @@ def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None, checkpo
         write_lock.acquire()
         connection.info["holds_write_lock"] = True
         try:
-            connection.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+            driver = connection.connection.dbapi_connection
+            if checkpointer is not None:
+                checkpointer.beginning(driver)
+            driver.execute("BEGIN IMMEDIATE")
         except BaseException:
             _release(connection)
             raise

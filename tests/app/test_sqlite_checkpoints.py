@@ -66,6 +66,18 @@ def test_the_log_restarts_under_back_to_back_commits(
     _wait_for(lambda: path.stat().st_size >= 2400 * SQLITE_PAGE_SIZE, "copied into the database file")
 
 
+def test_writers_keep_the_log_bounded_when_the_thread_gets_no_time(
+    database: tuple[Engine, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, path = database
+    monkeypatch.setattr(checkpoints.Checkpointer, "_run", lambda _self: None)  # a thread that never runs
+    for _ in range(40):
+        _write(engine, 60)
+    log = path.with_name(path.name + "-wal")
+    assert log.stat().st_size < 1000 * SQLITE_PAGE_SIZE, "the log kept every page of 2,400 written"
+    assert path.stat().st_size >= 2000 * SQLITE_PAGE_SIZE, "the writers copied nothing back"
+
+
 def test_disposing_of_the_engine_stops_its_checkpointer(tmp_path: Path) -> None:
     before = _checkpointers()
     engine = make_engine(f"sqlite:///{tmp_path / 'one.db'}", background_checkpoints=True)
