@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import Auditor, RuntimeDep, SessionsDep
+from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.audit import log, service
 from app.audit.schemas import (
@@ -16,7 +17,7 @@ from app.audit.schemas import (
     PublicKeyOut,
 )
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=JSONBodyRoute)
 
 
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")
