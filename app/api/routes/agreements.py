@@ -6,9 +6,8 @@ from app.agreements import service
 from app.agreements.models import Agreement
 from app.agreements.schemas import AgreementIn, AgreementOut
 from app.api.deps import Admin, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 
-router = APIRouter(prefix="/v1/agreements", tags=["agreements"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/agreements", tags=["agreements"])
 
 
 @router.post("", status_code=201, response_model=AgreementOut, summary="Record a data-sharing agreement")

@@ -5,7 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import Auditor, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.audit import log, service
 from app.audit.schemas import (
@@ -17,7 +16,7 @@ from app.audit.schemas import (
     PublicKeyOut,
 )
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 
 @router.get("/events", response_model=AuditPage, summary="Read the audit trail in order")

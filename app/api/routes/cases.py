@@ -3,7 +3,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.deps import BorderPolice, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.cases import service
 from app.cases.links import LinkView, read_links
@@ -19,7 +18,7 @@ from app.matching.schemas import IdentificationIn, ModalityProbesIn, SearchOut, 
 from app.matching.views import CaseView, SearchView
 from matcher import TemplateFormat
 
-router = APIRouter(prefix="/v1/cases", tags=["cases"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/cases", tags=["cases"])
 NOT_SEARCHABLE = refusal("deadline_passed: the case's detention deadline is past; case_not_open: the case is closed")
 
 

@@ -5,12 +5,11 @@ from typing import Any
 from fastapi import APIRouter
 
 from app.api.deps import AdminOrRegistry, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.core.ids import RowId
 from app.deduplication import service
 from app.deduplication.schemas import DeduplicationAccepted, DeduplicationIn, DeduplicationOut
 
-router = APIRouter(tags=["deduplication"], route_class=JSONBodyRoute)
+router = APIRouter(tags=["deduplication"])
 
 
 @router.post(

@@ -13,7 +13,6 @@ from pydantic import BaseModel, ValidationError
 
 from app.api.deps import RuntimeDep
 from app.api.errors import error_body, headers_of, status_of
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.core.errors import DomainError, Unauthenticated
 from app.core.ids import RowId
@@ -24,7 +23,7 @@ from app.federation.trust import Verified, authenticate_peer
 from app.federation.wire import Acknowledged, FederatedSearchRequest, FederatedSearchState
 from app.runtime import Runtime
 
-router = APIRouter(prefix="/v1/federation", tags=["federation"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/federation", tags=["federation"])
 SIGNED: dict[int | str, dict[str, Any]] = {
     401: refusal(
         "invalid_signature: unsigned, altered, or signed by no peer's key; replayed_message "

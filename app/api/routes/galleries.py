@@ -3,7 +3,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.deps import Admin, AdminOrRegistry, Registry, RegistryOrConsular, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.galleries import enrolment, history, service
@@ -13,7 +12,7 @@ from app.principals.models import Role
 from app.review import service as review
 from matcher import TemplateFormat
 
-router = APIRouter(prefix="/v1/galleries", tags=["galleries"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/galleries", tags=["galleries"])
 
 
 @router.post(

@@ -9,10 +9,9 @@ from sqlalchemy import text
 
 from app.api.deps import RuntimeDep
 from app.api.errors import ErrorDetail
-from app.api.json_bodies import JSONBodyRoute
 from app.db.migrate import is_at_head
 
-router = APIRouter(tags=["health"], route_class=JSONBodyRoute)
+router = APIRouter(tags=["health"])
 
 
 class ReadinessChecks(BaseModel):

@@ -9,10 +9,9 @@ from fastapi.security import HTTPAuthorizationCredentials
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.api.deps import RuntimeDep, bearer, check_role, current_principal
-from app.api.json_bodies import JSONBodyRoute
 from app.principals.models import Role
 
-router = APIRouter(tags=["operations"], route_class=JSONBodyRoute)
+router = APIRouter(tags=["operations"])
 
 
 async def scrape_allowed(

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import RuntimeDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.federation.exceptions import NodeNotInitialised
 from app.federation.node import API_VERSION
 from app.federation.schemas import NodeOut
 
-router = APIRouter(prefix="/v1/node", tags=["federation"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/node", tags=["federation"])
 
 
 @router.get(

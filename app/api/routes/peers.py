@@ -3,14 +3,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.deps import Admin, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.federation import peers as service
 from app.federation.models import Peer
 from app.federation.schemas import PeerIn, PeerOut
 
-router = APIRouter(prefix="/v1/peers", tags=["federation"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/peers", tags=["federation"])
 
 
 @router.post(

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 
 from app.api.deps import Admin, RuntimeDep, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.core.ids import RowId
 from app.principals import service
 from app.principals.models import Principal
 from app.principals.schemas import PrincipalCreated, PrincipalIn, PrincipalOut
 
-router = APIRouter(prefix="/v1/principals", tags=["principals"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/principals", tags=["principals"])
 
 
 @router.post("", status_code=201, response_model=PrincipalCreated, summary="Create a principal and its API key")

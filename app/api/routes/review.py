@@ -5,7 +5,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from app.api.deps import Consular, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.matching.models import ReviewState
@@ -13,7 +12,7 @@ from app.matching.views import ReviewItemView
 from app.review import service
 from app.review.schemas import DecisionIn, DecisionOut, ReviewItem
 
-router = APIRouter(tags=["review"], route_class=JSONBodyRoute)
+router = APIRouter(tags=["review"])
 
 
 @router.get("/v1/review/candidates", response_model=list[ReviewItem], summary="Candidates to review, most urgent first")

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import Admin, AdminOrConsular, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.core.countries import Country
 from app.review import policies
 from app.review.policies import ReviewPolicyView
 from app.review.schemas import ReviewPolicyIn, ReviewPolicyOut
 
-router = APIRouter(prefix="/v1/review-policies", tags=["review"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/review-policies", tags=["review"])
 
 
 @router.put("/{country}", response_model=ReviewPolicyOut, summary="Set a country's review policy (four-eyes)")

@@ -3,13 +3,12 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from app.api.deps import BorderPolice, SessionsDep
-from app.api.json_bodies import JSONBodyRoute
 from app.core.ids import RowId
 from app.matching import service
 from app.matching.schemas import SearchOut
 from app.matching.views import SearchView
 
-router = APIRouter(prefix="/v1/searches", tags=["searches"], route_class=JSONBodyRoute)
+router = APIRouter(prefix="/v1/searches", tags=["searches"])
 
 
 @router.get("/{search_id}", response_model=SearchOut, summary="Poll a search and read its candidates")
