@@ -22,7 +22,8 @@ the thread: a thread waiting for the write lock could wait through a whole strea
 since a lock is not handed over in turn (a test run grew the log to 2,000 pages that way).
 For the same reason a writer does the thread's work itself when the thread has not run for
 :data:`COMMITS_AHEAD` commits (a busy machine may leave it no time): the log stays bounded
-whatever the scheduler does. SQLite's own checkpoint at commit stays, at a larger log, in case the thread could not run.
+whatever the scheduler does. SQLite's own checkpoint at commit stays, at a larger log, in case
+the thread could not run.
 """
 
 from __future__ import annotations
