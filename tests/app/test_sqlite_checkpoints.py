@@ -3,6 +3,7 @@ stays bounded under back-to-back writers (app/db/checkpoints.py)."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +65,39 @@ def test_the_log_restarts_under_back_to_back_commits(
     log = path.with_name(path.name + "-wal")
     assert log.stat().st_size < 1000 * SQLITE_PAGE_SIZE, "the log kept every page of 2,400 written"
     _wait_for(lambda: path.stat().st_size >= 2400 * SQLITE_PAGE_SIZE, "copied into the database file")
+
+
+def test_after_a_checkpoint_finds_the_log_long_the_next_writer_starts_it_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The case the test above meets only by chance: a commit lands during the thread's copy, so
+    the log is never wholly copied when a writer begins, and only the writer's own copy lets it
+    start again. The thread's pass is run here at a chosen moment, on connections of the test."""
+    monkeypatch.setattr(checkpoints, "LOG_PAGES_BEFORE_RESTART", 100)
+    path = tmp_path / "blobs.db"
+    writer, late, thread = (sqlite3.connect(path, isolation_level=None) for _ in range(3))
+    writer.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
+    writer.execute("PRAGMA journal_mode=WAL")
+    for connection in (writer, late, thread):
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, value BLOB)")
+    checkpointer = checkpoints.Checkpointer(str(path))
+
+    def write(connection: sqlite3.Connection, rows: int) -> None:
+        connection.executemany("INSERT INTO blobs (value) VALUES (?)", [(b"x" * ROW_BYTES,)] * rows)
+
+    write(writer, 150)
+    late.execute("BEGIN IMMEDIATE")
+    write(late, 10)  # a writer at work while the thread copies
+    checkpointer._checkpoint(thread)
+    late.execute("COMMIT")
+    log = path.with_name(path.name + "-wal")
+    before = log.stat().st_size
+    checkpointer.beginning(writer)
+    write(writer, 10)
+    assert log.stat().st_size == before, "the writer appended to the long log instead of starting it again"
+    for connection in (writer, late, thread):
+        connection.close()
 
 
 def test_writers_keep_the_log_bounded_when_the_thread_gets_no_time(
