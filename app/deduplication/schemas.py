@@ -1,20 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict
 
 from app.matching.schemas import RATE
 
 
 class DeduplicationIn(BaseModel):
-    target_fmr: float | None = Field(
+    target_fmr: Annotated[float, Strict()] | None = Field(
         None,
         description="per-comparison FMR of the match band, as a fraction (1e-9) or a MOSIP integer (90); default: "
         "the FMR at which the whole gallery expects one false pair, 1 / (n(n-1)/2) for n templates",
         json_schema_extra=RATE,
     )
-    max_pairs: int | None = Field(
+    max_pairs: Annotated[int, Strict()] | None = Field(
         None, ge=1, le=1_000_000, description="at most this many pairs are kept, the best ones (default 100,000)"
     )
 

@@ -101,6 +101,15 @@ def test_another_country_sees_no_job_and_cannot_start_one(service, people):
     assert refused.status_code == 422
 
 
+@pytest.mark.parametrize("body", [{"max_pairs": True}, {"target_fmr": True}], ids=["max_pairs", "target_fmr"])
+def test_a_boolean_is_not_a_number_of_pairs_or_a_rate(service, body):
+    """Found by the schema fuzzer: ``true`` was taken for 1 and a job queued."""
+    registry = service.principal("registry", "SEN")
+    gallery = service.gallery("SEN", dimension=DIM)
+    refused = service.client.post(f"/v1/galleries/{gallery}/deduplication", json=body, headers=registry)
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "validation_error"
+
+
 def counting(scan: Callable[..., Any], calls: list[int]) -> Callable[..., Any]:
     """``scan`` counting its calls in ``calls``: how many blocks a run scanned."""
 
