@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from app.cases.models import CaseStatus, LegalBasis
 from app.core.countries import Country
 from app.core.dates import Instant
+from app.core.numbers import Integer
 from app.federation.schemas import RemoteSearchOut
 from app.review.schemas import REVIEW_STATES
 
@@ -20,7 +21,7 @@ class CaseIn(BaseModel):
         description="start of detention, RFC 3339 with time zone; not in the future (invalid_detention_start, 422), "
         "and detained_at + detention_limit_days not already past (deadline_passed, 409)"
     )
-    detention_limit_days: int = Field(ge=1, le=540, description="legal detention limit, e.g. 45 in France")
+    detention_limit_days: Integer = Field(ge=1, le=540, description="legal detention limit, e.g. 45 in France")
     presumed_countries: list[Country] = Field(min_length=1, max_length=10)
     legal_basis: LegalBasis
 

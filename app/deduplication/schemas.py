@@ -1,21 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
 
-from pydantic import BaseModel, Field, Strict
+from pydantic import BaseModel, Field
 
+from app.core.numbers import Integer, Number
 from app.matching.schemas import RATE
 
 
 class DeduplicationIn(BaseModel):
-    target_fmr: Annotated[float, Strict()] | None = Field(
+    target_fmr: Number | None = Field(
         None,
         description="per-comparison FMR of the match band, as a fraction (1e-9) or a MOSIP integer (90); default: "
         "the FMR at which the whole gallery expects one false pair, 1 / (n(n-1)/2) for n templates",
         json_schema_extra=RATE,
     )
-    max_pairs: Annotated[int, Strict()] | None = Field(
+    max_pairs: Integer | None = Field(
         None, ge=1, le=1_000_000, description="at most this many pairs are kept, the best ones (default 100,000)"
     )
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from app.core.countries import Country
 from app.core.modalities import Modality
+from app.core.numbers import Integer, Number
 from matcher import Metric
 
 ReferenceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
@@ -17,9 +18,8 @@ Attributes = Annotated[
     Field(max_length=32),
 ]
 
-Sample = list[Annotated[float, Strict()]]
-"""One template or probe: JSON numbers only. Strict, so that ``true`` or ``"0.5"`` is refused as
-the schema says rather than read as a number."""
+Sample = list[Number]
+"""One template or probe: JSON numbers only (app/core/numbers.py)."""
 
 QUALITIES_OUT = (
     "the quality (0-100, ISO/IEC 29794: NFIQ 2 for fingers, OFIQ for faces) of each template, in sample order, null "
@@ -29,7 +29,7 @@ QUALITIES_OUT = (
 
 class TemplateFormatIn(BaseModel):
     model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    dimension: int = Field(ge=1, le=4096)
+    dimension: Integer = Field(ge=1, le=4096)
     metric: Metric = Metric.COSINE
 
 
@@ -82,7 +82,7 @@ class RecordIn(BaseModel):
         description="samples as base64 of little-endian float32 (faster for bulk), 4 bytes a dimension; a record "
         "that cannot be decoded is listed in errors (invalid_template)",
     )
-    qualities: list[Annotated[float, Strict()] | None] | None = Field(
+    qualities: list[Number | None] | None = Field(
         None,
         description="one quality score per template (of templates or templates_b64, in order), 0-100 as ISO/IEC "
         "29794 has it (NFIQ 2 for fingers, OFIQ for faces), null where unknown; shown to consuls beside the probe's. A "

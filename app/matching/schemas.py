@@ -7,8 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.config import JsonDict
 
 from app.core.countries import Country
-from app.core.ids import RowId
+from app.core.ids import BodyRowId
 from app.core.modalities import Modality
+from app.core.numbers import Boolean, Integer, Number
 from app.federation.schemas import RemoteSearchOut
 from app.galleries.schemas import Sample, TemplateFormatIn
 from app.matching.score_schemas import (
@@ -53,7 +54,7 @@ RATE: JsonDict = {
 null mean the configured default); anything else is refused with invalid_fpir or invalid_fmr."""
 
 
-Quality = Annotated[float, Field(ge=0, le=100)]
+Quality = Annotated[Number, Field(ge=0, le=100)]
 """A sample's quality score, ISO/IEC 29794: NFIQ 2 for fingerprints, OFIQ for faces."""
 
 QUALITIES_DESCRIPTION = (
@@ -119,20 +120,20 @@ class IdentificationIn(BaseModel):
         None,
         description="default: the case's presumed countries; others are refused with country_not_presumed (422)",
     )
-    max_candidates: int = Field(30, ge=1, le=200)
-    target_fpir: float | None = Field(
+    max_candidates: Integer = Field(30, ge=1, le=200)
+    target_fpir: Number | None = Field(
         None,
         description="FPIR of the match band as a fraction (0.001) or a MOSIP integer (30); "
         "default: the service's configured FPIR",
         json_schema_extra=RATE,
     )
-    wait_ms: int = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
-    retry_unavailable_peers: bool = Field(
+    wait_ms: Integer = Field(2000, ge=0, le=30_000, description="how long to wait for the result before 202")
+    retry_unavailable_peers: Boolean = Field(
         False,
         description="a country searched at a peer node that does not answer is skipped with peer_unavailable; "
         "true: the request is resent until the case's deadline, and its candidates appear when the peer answers",
     )
-    allow_partial_results: bool = Field(
+    allow_partial_results: Boolean = Field(
         False,
         description="on a sharded gallery (Ray backend) with a shard down: answer from the shards that are up and "
         "name the others in missing_shards, instead of failing with shard_unavailable",
@@ -248,11 +249,11 @@ class SearchOut(BaseModel):
 class VerificationIn(BaseModel):
     model_config = PROBES
 
-    gallery_id: RowId
+    gallery_id: BodyRowId
     reference_id: str
     probes: list[Probe] | None = Field(None, description="samples of the one person, of the gallery's dimension")
     probes_b64: list[ProbeB64] | None = Field(None, description="samples as base64 little-endian float32")
-    target_fmr: float | None = Field(
+    target_fmr: Number | None = Field(
         None, description="FMR of the decision; default: the configured FMR", json_schema_extra=RATE
     )
 

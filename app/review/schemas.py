@@ -3,8 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
+from app.core.numbers import Boolean
 from app.matching.score_schemas import ENROLMENT_QUALITIES, EnrolledSampleQuality, ModalityScoreOut, SampleQuality
 
 RECORD_VERSION = (
@@ -89,7 +90,7 @@ class DecisionOut(BaseModel):
 
 
 class ReviewPolicyIn(BaseModel):
-    second_reviewer_required: StrictBool = Field(
+    second_reviewer_required: Boolean = Field(
         description="true: a confirmation of a candidate in this country needs a second, different consul of the "
         "country (four-eyes); false: one consul's confirmation identifies the case"
     )
