@@ -128,6 +128,8 @@ def serve(
     settings = get_settings()
     supervisor = supervise(settings) if settings.processes > 1 else None
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if supervisor is None and settings.background_process:
+        share_metrics(settings)  # with the child that runs the background passes (app/passes.py)
     try:
         created = signing_key_at_start(settings.audit_key_path, settings.audit_origin, settings.new_embedded_install)
     except SigningKeyMissing as error:
@@ -162,7 +164,6 @@ def supervise(settings: Settings) -> DataDirLock:
     share the work: SQLite has one writer, serialised inside one process (app/db/session.py), and
     the Ray backend's shard actors belong to the process that created them."""
     import os
-    import shutil
 
     from app.core.datalock import SUPERVISOR_ENV, DataDirLock
     from app.core.errors import Unavailable
@@ -176,12 +177,39 @@ def supervise(settings: Settings) -> DataDirLock:
         lock.acquire()
     except Unavailable as error:
         fail(error.message)
-    metrics_dir = settings.data_dir / "metrics"
-    shutil.rmtree(metrics_dir, ignore_errors=True)  # the last server's processes are gone: the lock says so
-    metrics_dir.mkdir(parents=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir.resolve())
+    share_metrics(settings)
     os.environ[SUPERVISOR_ENV] = str(os.getpid())
     return lock
+
+
+def share_metrics(settings: Settings) -> None:
+    """A folder where the server's processes write their metrics, for a scrape to merge
+    (app/observability/metrics.py), named by this process. Set before anything imports
+    prometheus_client, which chooses where values live at import. Folders of servers no longer
+    running are removed; a running one's (a second server refused its data folder) is left."""
+    import os
+    import shutil
+
+    metrics_dir = settings.data_dir / "metrics"
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    for path in metrics_dir.iterdir():
+        if not (path.name.isdigit() and _alive(int(path.name))):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    own = metrics_dir / str(os.getpid())
+    own.mkdir(exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own.resolve())
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @db_cli.command("upgrade")
@@ -675,6 +703,16 @@ def peer_remove(peer_id: Annotated[int, typer.Argument(help="the peer's id (read
         except DomainError as error:
             fail(error.message)
     typer.echo(f"peer {peer_id} removed")
+
+
+@cli.command(hidden=True)
+def passes(log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info") -> None:
+    """The background passes of a serving process, which starts this as its child (app/passes.py)."""
+    from app.observability.logging import configure_logging
+    from app.passes import run_child
+
+    configure_logging(log_level.upper())
+    run_child(get_settings())
 
 
 @cli.command()

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.audit.keys import load_signing_key
-from app.audit.log import CheckpointPolicy, check_signer
+from app.audit.log import check_signer
 from app.audit.notes import Signer
 from app.audit.sequencer import Sequencer
 from app.cases.linker import CaseLinker
@@ -55,6 +55,7 @@ from app.matching.scheduler import Scheduler
 from app.matching.service import Matching as MatchingParts
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
+from app.passes import PassesProcess, make_passes
 from app.principals.key_cache import KeyCache
 from matcher import IndexKind, IndexPolicy, Thresholds
 from matcher.plain_copies import SharedPlainCopies
@@ -86,6 +87,8 @@ class Runtime:
     """The node's decrypted snapshots this process maps (None: its own memory)."""
     deduplication: DeduplicationWorker
     linker: CaseLinker
+    passes_process: PassesProcess | None = None
+    """The child running the sequencer's and the linker's passes (None: they run in threads here)."""
     node: NodeIdentity | None = None
     """This node's identity in a federation (None: no node key, in no federation)."""
     channel: PeerChannel | None = None
@@ -144,8 +147,6 @@ class Runtime:
         )
         keys = KeyCache(settings.key_cache_s)
         signer = load_signing_key(settings.audit_key_path)
-        checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
-        sequencer = Sequencer(sessions, read_sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics)
         node = load_node(settings.node_key_path)
         channel = (
             PeerChannel(node, metrics, settings.federation_timeout_s, settings.federation_signature_window_s)
@@ -165,8 +166,7 @@ class Runtime:
                 return None
             return thresholds.for_verification(gallery_id, settings.link_fmr).thresholds
 
-        linker = CaseLinker(sessions, link_thresholds, settings.expiry_interval_s, metrics)
-        scheduler.after_batch(linker.wake)
+        passes = make_passes(settings, sessions, read_sessions, signer, metrics, link_thresholds)
         return cls(
             settings,
             engine,
@@ -182,12 +182,12 @@ class Runtime:
             keys,
             keyring,
             signer,
-            sequencer,
+            passes.sequencer,
             plain_copies,
             deduplication,
-            linker,
-            node,
-            channel,
+            passes.linker,
+            node=node,
+            channel=channel,
         )
 
     @property
@@ -205,17 +205,27 @@ class Runtime:
     def start_indexes(self) -> None:
         """Open every gallery's index (keyring open), claim the searches no live process holds
         (those left by the last process among them), then report ready. The audit log's
-        sequencer starts first: it needs no index."""
-        self.sequencer.start()
+        sequencer starts first: it needs no index. With ``background_process``, the sequencer and
+        the linker run in a child process (app/passes.py), started once this one is ready, so that
+        its start does not compete with the indexes' load; this process's sequencer only answers
+        on-demand checkpoints."""
+        if not self.settings.background_process:
+            self.sequencer.start()
         self.open_indexes()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
         self.claimer.start()
         self.scheduler.start()
         self.deduplication.start()
-        self.linker.start()
+        if not self.settings.background_process:
+            self.linker.start()
+            self.scheduler.after_batch(self.linker.wake)
         _keep_what_start_allocated_out_of_collections()
         self.ready = True
+        if self.settings.background_process:
+            self.passes_process = PassesProcess(self.settings, self.metrics.background_restarts)
+            self.passes_process.start()
+            self.scheduler.after_batch(self.passes_process.wake)
         self.follower.start()
         loops = [(self._snapshot_loop, "snapshotter"), (self._expiry_loop, "expiry")]
         if multiprocess_dir() is not None:
@@ -230,6 +240,8 @@ class Runtime:
     def stop(self) -> None:
         self._stop.set()
         self.deduplication.stop()
+        if self.passes_process is not None:
+            self.passes_process.stop()
         self.linker.stop()
         self.scheduler.stop()
         self.claimer.stop()

@@ -38,6 +38,7 @@ def principal(
 
 class Service:
     def __init__(self, data_dir: Path, database_url: str | None, **overrides: Any) -> None:
+        overrides = {"background_process": False, **overrides}  # the passes in threads, for tests to run at will
         self.settings = Settings(data_dir=data_dir, database_url=database_url, snapshot_interval_s=3600, **overrides)
         if not self.settings.audit_key_path.exists():
             create_signing_key(self.settings.audit_key_path, LOG_NAME)
@@ -71,22 +72,28 @@ class Service:
     def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
         return principal(self.client, role, country, agency, self.admin)
 
-    def gallery(
-        self,
-        country: str = "SEN",
-        modality: str = "face",
-        dimension: int = 64,
-        model: str = "arcface-r100",
-        metric: str = "cosine",
-    ) -> int:
-        body = {
-            "country": country,
-            "modality": modality,
-            "template_format": {"model": model, "dimension": dimension, "metric": metric},
-        }
-        response = self.client.post("/v1/galleries", json=body, headers=self.admin)
-        assert response.status_code == 201, response.text
-        return int(response.json()["id"])
+    def gallery(self, country: str = "SEN", modality: str = "face", dimension: int = 64, **template: str) -> int:
+        return gallery(self.client, self.admin, country, modality, dimension, **template)
+
+
+def gallery(
+    client: Any,
+    admin: dict[str, str],
+    country: str = "SEN",
+    modality: str = "face",
+    dimension: int = 64,
+    model: str = "arcface-r100",
+    metric: str = "cosine",
+) -> int:
+    """A new gallery, created by an admin through ``client``; its id."""
+    body = {
+        "country": country,
+        "modality": modality,
+        "template_format": {"model": model, "dimension": dimension, "metric": metric},
+    }
+    response = client.post("/v1/galleries", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return int(response.json()["id"])
 
 
 def case_body(
@@ -233,3 +240,7 @@ class ServerProcess:
     def principal(self, role: str, country: str | None = None, agency: str | None = None) -> dict[str, str]:
         with httpx.Client(base_url=self.base) as client:
             return principal(client, role, country, agency, self.admin)
+
+    def gallery(self, country: str = "SEN", modality: str = "face", dimension: int = 64, **template: str) -> int:
+        with httpx.Client(base_url=self.base) as client:
+            return gallery(client, self.admin, country, modality, dimension, **template)

@@ -16,7 +16,7 @@ import threading
 from app.audit import log as audit_log
 from app.audit.notes import Signer
 from app.db.session import Sessions
-from app.observability.metrics import Metrics
+from app.observability.metrics import PassesMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ class Sequencer:
         signer: Signer,
         policy: audit_log.CheckpointPolicy,
         interval_s: float,
-        metrics: Metrics,
+        metrics: PassesMetrics,
     ) -> None:
         self.sessions, self.read_sessions, self.signer, self.policy = sessions, read_sessions, signer, policy
         self.interval_s, self.metrics = interval_s, metrics

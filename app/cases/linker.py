@@ -13,7 +13,7 @@ import threading
 
 from app.cases.links import ProbeBook, ThresholdsOf, link_pending
 from app.db.session import Sessions
-from app.observability.metrics import Metrics
+from app.observability.metrics import PassesMetrics
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ that ended meanwhile in one matrix product."""
 
 
 class CaseLinker:
-    def __init__(self, sessions: Sessions, thresholds_of: ThresholdsOf, poll_s: float, metrics: Metrics) -> None:
+    def __init__(self, sessions: Sessions, thresholds_of: ThresholdsOf, poll_s: float, metrics: PassesMetrics) -> None:
         self.sessions, self.thresholds_of, self.poll_s, self.metrics = sessions, thresholds_of, poll_s, metrics
         self._book = ProbeBook()
         self._passing = threading.Lock()  # one pass at a time over the book

@@ -115,6 +115,12 @@ class Settings(BaseSettings):
         gt=0,
         description="how often committed audit events are sequenced: seq, chain hash, Merkle leaf (bounds the delay)",
     )
+    background_process: bool = Field(
+        True,
+        description="the audit log's sequencer and the case linker run in a process of their own, a child of each "
+        "serving process, rather than in threads of it, whose requests they slowed (README: Where an "
+        "identification's time goes)",
+    )
 
     metrics_token: str | None = Field(None, description="bearer token Prometheus may scrape with")
 

@@ -2,14 +2,19 @@
 
 SQLite allows one writer at a time. Its own busy handler makes a blocked writer sleep in growing
 steps (1, 2, 5, 10 ... 100 ms), which under concurrent requests wastes most of the time in
-sleeps. Since one process serves a data folder (see app/core/datalock.py), writers are queued
-on an in-process lock instead, handed over at once, and each write transaction begins
-``IMMEDIATE`` so that it never fails half-way on a lock upgrade. Read-only sessions (API key
-checks) take neither: WAL lets them read beside the writer. PostgreSQL needs none of this.
+sleeps. So writers take turns on a :class:`WriterTurn` instead, handed over at once: the threads
+of a process on a lock, the processes writing one file (a serving process and its background
+passes' child, app/passes.py; a command run beside the service) on an advisory lock on a file
+beside it, which the kernel gives the next waiter as soon as it is released. Each write
+transaction begins ``IMMEDIATE`` so that it never fails half-way on a lock upgrade. Read-only
+sessions (API key checks) take neither: WAL lets them read beside the writer. PostgreSQL needs
+none of this.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -54,13 +59,49 @@ def make_engine(url: str, *, read_only: bool = False, background_checkpoints: bo
     if read_only:
         _configure_sqlite(engine, None, None)
         return engine
-    write_lock, file = threading.Lock(), engine.url.database
+    file = engine.url.database
+    write_lock = WriterTurn(f"{file}-writer.lock" if file and file != ":memory:" else None)
     checkpointer = Checkpointer(file) if background_checkpoints and file and file != ":memory:" else None
     _configure_sqlite(engine, write_lock, checkpointer)
     return engine
 
 
-def _configure_sqlite(engine: Engine, write_lock: threading.Lock | None, checkpointer: Checkpointer | None) -> None:
+class WriterTurn:
+    """One SQLite writer at a time: among this process's threads (a lock) and among the
+    processes writing the same file (``flock`` on ``path``; None: this process alone, an
+    in-memory database). The kernel wakes a process waiting on the file at once, where
+    SQLite's busy handler would have it sleep and try again. The file is opened for each turn
+    (two system calls more per write transaction) and its closing ends the turn, so that no
+    engine, however short-lived, holds a descriptor."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._threads = threading.Lock()
+        self._file: int | None = None
+
+    def acquire(self) -> None:
+        self._threads.acquire()
+        if self.path is None:
+            return
+        try:
+            self._file = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        except BaseException:
+            self._close()
+            self._threads.release()
+            raise
+
+    def release(self) -> None:
+        self._close()
+        self._threads.release()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+
+
+def _configure_sqlite(engine: Engine, write_lock: WriterTurn | None, checkpointer: Checkpointer | None) -> None:
     """Transactions begin and end on the driver's connection directly: through SQLAlchemy's
     statement execution, a BEGIN costs as much Python as a small query, twice per request.
     The writer's commits leave checkpoints to ``checkpointer`` (app/db/checkpoints.py)."""

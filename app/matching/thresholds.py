@@ -14,7 +14,9 @@ same thresholds and a restart draws none.
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -126,3 +128,31 @@ def _read(sample: np.ndarray, rate: float) -> CalibratedThresholds:
         return CalibratedThresholds(Thresholds(np.inf, np.inf), False, 0)
     calibration = Calibration(sample, POSSIBLE_FACTOR, clamp=True)
     return CalibratedThresholds(calibration.thresholds_at_rate(rate), calibration.resolves(rate), int(sample.size))
+
+
+class StoredThresholds:
+    """Verification thresholds read from the samples the serving processes store, for a process
+    without indexes (the case linker's own process, app/passes.py), which cannot draw one. A
+    gallery's sample is read again at most every ``refresh_s``: one drawn anew when the gallery
+    has drifted replaces the old one here within that time. No stored sample yet: None."""
+
+    def __init__(self, sessions: Sessions, refresh_s: float = 10.0) -> None:
+        self.sessions, self.refresh_s = sessions, refresh_s
+        self._samples: dict[int, tuple[float, GalleryCalibration | None]] = {}
+        self._read: dict[tuple[int, float], tuple[GalleryCalibration, Thresholds]] = {}
+
+    def for_verification(self, gallery_id: int, fmr: float) -> Thresholds | None:
+        now = time.monotonic()
+        read_at, calibration = self._samples.get(gallery_id, (-math.inf, None))
+        if now - read_at > self.refresh_s:
+            calibration = calibrations.load(self.sessions, gallery_id, STATISTIC)
+            self._samples[gallery_id] = (now, calibration)
+        if calibration is None:
+            return None
+        cached = self._read.get((gallery_id, fmr))
+        if cached is None or cached[0] is not calibration:
+            cached = (calibration, _read(calibration.nonmated_pairs, fmr).thresholds)
+            if len(self._read) >= MAX_READ_RATES:
+                self._read.clear()
+            self._read[(gallery_id, fmr)] = cached
+        return cached[1]

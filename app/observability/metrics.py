@@ -32,9 +32,43 @@ class IndexSize:
     changes_behind: int
 
 
-class Metrics:
+class PassesMetrics:
+    """What the background passes (app/passes.py) write: the audit sequencer's and the case
+    linker's figures. Part of every serving process's :class:`Metrics`; alone in the passes' own
+    process, which must not show the serving processes' per-process gauges (a queue of 0 under
+    its pid)."""
+
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = r = CollectorRegistry()
+        self.audit_sequencing_delay = Histogram(
+            "readmit_audit_sequencing_delay_seconds",
+            "from an audit event's append (in the transaction of the change it records) to its sequencing: "
+            "seq, chain hash and Merkle leaf",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audit_pending = Gauge(
+            "readmit_audit_pending_events",
+            "audit events committed and not sequenced yet, at the sequencer's last look",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.audit_tree_size = Gauge(
+            "readmit_audit_tree_size", "audit events in the Merkle tree", registry=r, multiprocess_mode="livemax"
+        )
+        self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
+        self.case_links = Counter("readmit_case_links", "links found between cases", registry=r)
+
+    def close(self) -> None:
+        """This process stops: its per-process gauges leave the merged view."""
+        directory = multiprocess_dir()
+        if directory is not None:
+            multiprocess.mark_process_dead(os.getpid(), str(directory))
+
+
+class Metrics(PassesMetrics):
+    def __init__(self) -> None:
+        super().__init__()
         r = self.registry
         self.http_requests = Counter(
             "readmit_http_requests", "HTTP requests", ["method", "route", "status"], registry=r
@@ -103,23 +137,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="liveall",
         )
-        self.audit_sequencing_delay = Histogram(
-            "readmit_audit_sequencing_delay_seconds",
-            "from an audit event's append (in the transaction of the change it records) to its sequencing: "
-            "seq, chain hash and Merkle leaf",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.audit_pending = Gauge(
-            "readmit_audit_pending_events",
-            "audit events committed and not sequenced yet, at the sequencer's last look",
-            registry=r,
-            multiprocess_mode="livemax",
-        )
-        self.audit_tree_size = Gauge(
-            "readmit_audit_tree_size", "audit events in the Merkle tree", registry=r, multiprocess_mode="livemax"
-        )
-        self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
         self.peer_messages = Counter(
             "readmit_peer_messages",
             "signed messages exchanged with a peer node, by kind (search, poll, notification), direction (sent, "
@@ -146,7 +163,11 @@ class Metrics:
         self.deduplication_seconds = Counter(
             "readmit_deduplication_seconds", "time the deduplication worker spent running jobs", registry=r
         )
-        self.case_links = Counter("readmit_case_links", "links found between cases", registry=r)
+        self.background_restarts = Counter(
+            "readmit_background_process_restarts",
+            "times the process of the background passes (audit sequencer, case linker) died and was started again",
+            registry=r,
+        )
 
         self.index_templates = Gauge(
             "readmit_index_templates",
@@ -217,12 +238,6 @@ class Metrics:
         merged = CollectorRegistry()
         multiprocess.MultiProcessCollector(merged, str(directory))
         return generate_latest(merged)
-
-    def close(self) -> None:
-        """This process stops: its per-process gauges leave the merged view."""
-        directory = multiprocess_dir()
-        if directory is not None:
-            multiprocess.mark_process_dead(os.getpid(), str(directory))
 
 
 def multiprocess_dir() -> Path | None:

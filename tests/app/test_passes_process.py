@@ -1,0 +1,121 @@
+"""The background passes (the audit sequencer and the case linker) in a process of their own, as
+``readmit serve`` runs them: their work is done there, a dead one is started again, and it never
+outlives its serving process. And the turns SQLite's writers take across processes."""
+
+import fcntl
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from app.db.session import make_engine
+from tests.app.test_case_links import DIM
+from tests.harness import ServerProcess, case_body, identification_body, metric
+
+
+def passes_children(server: ServerProcess) -> list[int]:
+    """The server's children running the passes (started by whichever of its threads)."""
+    assert server.process is not None
+    children = [
+        pid
+        for task in Path(f"/proc/{server.process.pid}/task").iterdir()
+        for pid in task.joinpath("children").read_text().split()
+    ]
+    return [int(pid) for pid in children if b"passes" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
+def eventually(condition, timeout_s: float = 20.0):
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "not within the time"
+        time.sleep(0.05)
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+@pytest.fixture
+def server(tmp_path, database_url):
+    running = ServerProcess(tmp_path / "data", database_url)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_the_passes_run_in_a_child_that_links_cases_sequences_the_log_and_is_restarted(server, people):
+    client = httpx.Client(base_url=server.base, timeout=30)
+    [child] = eventually(lambda: passes_children(server))
+
+    gallery = server.gallery("SEN", dimension=DIM)
+    registry = server.principal("registry", "SEN")
+    records = [{"reference_id": f"SEN-{i}", "templates": [people.gallery[2 * i].tolist()]} for i in range(100)]
+    assert client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": records}, headers=registry).is_success
+    agreement = {
+        "receiving_country": "FRA",
+        "origin_country": "SEN",
+        "modalities": ["face"],
+        "valid_from": "2020-01-01",
+    }
+    assert client.post("/v1/agreements", headers=server.admin, json=agreement).status_code == 201
+    police = server.principal("border_police", "FRA", "FRA-DCPAF")
+    person = int(people.mated_ids[-1])  # not enrolled: links compare probes with probes
+    cases = []
+    for ref, probe in (("P-1", people.gallery[people.gallery_ids == person][0]), ("P-2", people.mated_probes[-1])):
+        case = client.post("/v1/cases", headers=police, json=case_body(ref, 1, 45, ("SEN",), "readmission_agreement"))
+        search = client.post(
+            f"/v1/cases/{case.json()['id']}/identifications", headers=police, json=identification_body(probe)
+        )
+        assert search.json()["status"] == "done", search.text
+        cases.append(case.json()["id"])
+
+    [link] = eventually(lambda: client.get(f"/v1/cases/{cases[1]}/links", headers=police).json())
+    assert link["case_id"] == cases[0], "linked by the child, woken after the batch"
+
+    def sequenced() -> float:
+        return metric(client.get("/metrics", headers=server.admin).text, "readmit_audit_tree_size")
+
+    events = eventually(sequenced)  # the child's gauge, in the server's scrape
+    os.kill(child, signal.SIGKILL)
+    [replacement] = eventually(lambda: [pid for pid in passes_children(server) if pid != child])
+    assert metric(client.get("/metrics", headers=server.admin).text, "readmit_background_process_restarts_total") == 1
+    auditor = server.principal("auditor")  # one event more, sequenced by the replacement
+    assert eventually(lambda: sequenced() > events)
+    chain = client.get("/v1/audit/verify", headers=auditor).json()
+    assert chain["ok"] and chain["events_checked"] > events, chain
+
+    server.kill()  # SIGKILL: the child sees its pipe end and stops
+    eventually(lambda: not alive(replacement), timeout_s=10)
+
+
+def test_a_writer_holds_the_file_turn_for_its_transaction_only(tmp_path):
+    """Another process's writer waits on the turn's file, woken at once when it is released,
+    rather than sleeping in SQLite's busy handler: the turn is taken at BEGIN and given back at
+    COMMIT."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'turns.db'}")
+    turn = f"{tmp_path / 'turns.db'}-writer.lock"
+
+    def taken() -> bool:
+        with open(turn, "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return False
+
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE t (x INTEGER)"))
+        assert taken()
+    assert not taken()
+    engine.dispose()
