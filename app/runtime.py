@@ -30,8 +30,9 @@ from app.cases.linker import CaseLinker
 from app.cases.service import expire_due_cases
 from app.core.config import Settings
 from app.core.throttle import Throttle
-from app.db.notify import GALLERY_CHANGES, Listener
+from app.db.notify import GALLERY_CHANGES, Listener, Notified
 from app.db.session import make_engine, make_session_factory, transaction
+from app.db.watch import on_committed_writes
 from app.deduplication.worker import DeduplicationWorker
 from app.encryption.keyring import Keyring, gallery_scope
 from app.encryption.service import open_keyring
@@ -53,6 +54,8 @@ from app.matching.node_turn import NodeTurn
 from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.service import Matching as MatchingParts
+from app.matching.terms import CHANNEL as TERMS_CHANNEL
+from app.matching.terms import WATCHED, TermsCache
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.passes import PassesProcess, make_passes
@@ -80,6 +83,7 @@ class Runtime:
     metrics: Metrics
     throttle: Throttle
     keys: KeyCache
+    terms: TermsCache
     keyring: Keyring
     signer: Signer
     sequencer: Sequencer
@@ -97,6 +101,8 @@ class Runtime:
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
     follower: Follower | None = None
+    terms_notified: Notified | None = None
+    """PostgreSQL: empties the cache of terms when another process changed them."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -146,6 +152,8 @@ class Runtime:
             settings.requests_per_minute, settings.failed_auth_per_minute, settings.federation_requests_per_minute
         )
         keys = KeyCache(settings.key_cache_s)
+        terms = TermsCache(settings.key_cache_s)
+        on_committed_writes(engine, WATCHED, terms.invalidate, TERMS_CHANNEL)
         signer = load_signing_key(settings.audit_key_path)
         node = load_node(settings.node_key_path)
         channel = (
@@ -180,6 +188,7 @@ class Runtime:
             metrics,
             throttle,
             keys,
+            terms,
             keyring,
             signer,
             passes.sequencer,
@@ -193,7 +202,9 @@ class Runtime:
     @property
     def matching(self) -> MatchingParts:
         """What an identification runs on, for the routes and the federation that submit one."""
-        return MatchingParts(self.sessions, self.read_sessions, self.scheduler, self.executor, self.settings)
+        return MatchingParts(
+            self.sessions, self.read_sessions, self.scheduler, self.executor, self.settings, self.terms
+        )
 
     def open_keyring(self) -> None:
         """Unlock the data keys (a wrong or missing master key stops the start here, not as
@@ -212,6 +223,9 @@ class Runtime:
         if not self.settings.background_process:
             self.sequencer.start()
         self.open_indexes()
+        self.terms_notified = Notified.for_engine(self.engine, TERMS_CHANNEL, self.terms.invalidate)
+        if self.terms_notified is not None:
+            self.terms_notified.start()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
         self.claimer.start()
@@ -248,6 +262,8 @@ class Runtime:
         self.sequencer.stop()
         if self.follower is not None:
             self.follower.stop()
+        if self.terms_notified is not None:
+            self.terms_notified.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.ready:

@@ -147,7 +147,7 @@ def visible_case(session: Session, actor: Principal, case_id: int, *, for_update
     query = select(Case).where(Case.id == case_id)
     if for_update:
         query = query.with_for_update()
-    return _visible(session.scalar(query), actor, case_id)
+    return visible_to(session.scalar(query), actor, case_id)
 
 
 class CaseTerms(Protocol):
@@ -167,11 +167,10 @@ class CaseTerms(Protocol):
     def status(self) -> str: ...
 
 
-def searchable_case(session: Session, actor: Principal, case_id: int) -> CaseTerms:
-    """The case's terms if it belongs to ``actor``'s agency, else 404: one Core query, as every
-    identification runs it."""
-    row = session.connection().execute(_TERMS, {"case_id": case_id}).one_or_none()
-    return _visible(cast(CaseTerms | None, row), actor, case_id)
+def case_terms(session: Session, case_id: int) -> CaseTerms | None:
+    """The case's terms, whoever asks (see :func:`visible_to`): one Core query, as every
+    identification not served from the cache of terms runs it (app/matching/terms.py)."""
+    return cast(CaseTerms | None, session.connection().execute(_TERMS, {"case_id": case_id}).one_or_none())
 
 
 _TERMS = select(Case.id, Case.agency, Case.agency_country, Case.deadline, Case.presumed_countries, Case.status).where(
@@ -181,7 +180,8 @@ _TERMS = select(Case.id, Case.agency, Case.agency_country, Case.deadline, Case.p
 Visible = TypeVar("Visible", bound=CaseTerms)
 
 
-def _visible(case: Visible | None, actor: Principal, case_id: int) -> Visible:
+def visible_to(case: Visible | None, actor: Principal, case_id: int) -> Visible:
+    """The case if it belongs to ``actor``'s agency, else 404."""
     if case is None or actor.role != Role.BORDER_POLICE.value or case.agency != actor.agency:
         raise UnknownCase(f"case {case_id} not found")
     return case

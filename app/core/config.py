@@ -92,7 +92,11 @@ class Settings(BaseSettings):
     failed_auth_per_minute: int = Field(30, description="per client address; beyond it 429 with Retry-After")
 
     key_cache_s: float = Field(
-        5.0, ge=0, description="how long a checked API key is trusted without reading the database (0: never)"
+        5.0,
+        ge=0,
+        description="how long a checked API key, and the terms an identification is admitted on (its case, the "
+        "agreements, the galleries), are trusted without reading the database; a change through this process is "
+        "seen at once, one through another at the latest after this (0: read every time)",
     )
 
     audit_key_file: Path | None = Field(

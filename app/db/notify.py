@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -83,3 +84,35 @@ class Listener:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+
+class Notified:
+    """A thread that calls ``told()`` each time ``channel`` is notified, until stopped: what
+    keeps this process's caches in step with the commits of the others (PostgreSQL; absent on
+    SQLite, whose one serving process sees its own commits)."""
+
+    WAIT_S = 5.0
+    """How long one wait lasts before the thread looks whether it was stopped."""
+
+    def __init__(self, engine: Engine, channel: str, told: Callable[[], None]) -> None:
+        self.listener = Listener(engine, channel)
+        self.told = told
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"notified-{channel}", daemon=True)
+
+    @staticmethod
+    def for_engine(engine: Engine, channel: str, told: Callable[[], None]) -> Notified | None:
+        return Notified(engine, channel, told) if engine.dialect.name == "postgresql" else None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join(timeout=self.WAIT_S + 5)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self.listener.wait(self.WAIT_S):
+                self.told()

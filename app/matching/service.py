@@ -17,18 +17,14 @@ from typing import Any, TypeVar
 import numpy as np
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
-from sqlalchemy import bindparam, select
-from sqlalchemy.orm import Session
 
-from app.agreements.service import countries_in_force
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import CaseTerms, ensure_open, searchable_case, touched_countries, visible_case
+from app.cases.service import CaseTerms, ensure_open, touched_countries, visible_case
 from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
 from app.galleries.exceptions import InvalidTemplate
-from app.galleries.models import Gallery
 from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.matching.exceptions import (
@@ -45,6 +41,7 @@ from app.matching.models import Search, SearchStatus
 from app.matching.quality import Screening, screen
 from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
+from app.matching.terms import CachedTerms, DatabaseTerms, NotCached, Terms, TermsCache
 from app.matching.views import SearchView, search_view, search_views
 from app.principals.models import Principal
 from matcher import CalibrationError, TemplateFormat
@@ -85,6 +82,8 @@ class Matching:
     scheduler: Scheduler
     executor: SearchExecutor
     settings: Settings
+    terms: TermsCache
+    """What admissions read, kept (app/matching/terms.py)."""
 
 
 async def identify(
@@ -97,7 +96,8 @@ async def identify(
     """Submit an identification, wait up to ``wait_s`` for the scheduler to run it (earliest
     deadline first), and answer how it ended, or that it is still queued for the caller to poll.
 
-    What may be searched is read, not written (``parts.readers``: on SQLite, beside the writer). A
+    What may be searched is read, not written: from the cache of terms, in the caller's own
+    coroutine when it holds them all, else from ``parts.readers`` (on SQLite, beside the writer). A
     search answered within ``wait_s`` is written once, ended, in the transaction that ends its
     whole batch, with both its events (``search.submit``, ``search.complete``): a crash before
     that loses only a search nobody was told of, whose caller gets no answer and submits again.
@@ -109,9 +109,12 @@ async def identify(
     many callers waiting on a busy queue never starve the thread pool other requests need."""
     sessions, scheduler, executor = parts.sessions, parts.scheduler, parts.executor
     threads = parts.settings.identification_threads
-    search, probes, details, countries = await in_turn(
-        threads, _admitted, parts.readers, parts.settings, actor, case_id, request
-    )
+    try:
+        search, probes, details, countries = admit(CachedTerms(parts.terms), parts.settings, actor, case_id, request)
+    except NotCached:
+        search, probes, details, countries = await in_turn(
+            threads, _admitted, parts.readers, parts.terms, parts.settings, actor, case_id, request
+        )
     admission = Admission(_row(search), actor, details, countries)
     if not search.searched_galleries:  # nothing to search: done at once
         search.id = await in_turn(threads, _write_at_once, sessions, admission)
@@ -189,10 +192,15 @@ modalities (then the array is empty)."""
 
 
 def _admitted(
-    readers: Sessions, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
+    readers: Sessions,
+    cache: TermsCache,
+    settings: Settings,
+    actor: Principal,
+    case_id: int,
+    request: IdentificationRequest,
 ) -> tuple[Search, Probes, dict[str, Any], list[str]]:
     with readers() as session:
-        return admit(session, settings, actor, case_id, request)
+        return admit(CachedTerms(cache, DatabaseTerms(session)), settings, actor, case_id, request)
 
 
 def _write_at_once(sessions: Sessions, admission: Admission) -> int:
@@ -208,13 +216,13 @@ write transaction); only a stuck database makes it wait that long."""
 
 
 def admit(
-    session: Session, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
+    terms: Terms, settings: Settings, actor: Principal, case_id: int, request: IdentificationRequest
 ) -> tuple[Search, Probes, dict[str, Any], list[str]]:
     """Validate an identification: the search to write (not yet written, without an id), its
     decoded probes, its ``search.submit`` event's details and the countries its events touch. A
     search with no gallery to search (every country skipped) is done at once, with no candidate.
     Probe samples below their modality's minimum quality are dropped (app/matching/quality.py)."""
-    case = searchable_case(session, actor, case_id)
+    case = terms.case(actor, case_id)
     ensure_open(case)
     fpir = requested_rate(request.target_fpir or settings.default_fpir, InvalidFpir)
     countries = sorted(set(request.countries or case.presumed_countries))
@@ -222,7 +230,7 @@ def admit(
     if outside:
         raise CountryNotPresumed(f"not presumed countries of this case: {', '.join(outside)}")
     if request.fused:
-        return _admit_fused(session, settings, actor, case, request, fpir, countries)
+        return _admit_fused(terms, settings, actor, case, request, fpir, countries)
     [probe_set] = request.probe_sets
     fmt = probe_set.template_format
     probes = probe_set.probes.decode(fmt, settings.max_probes, what="probe")
@@ -230,7 +238,7 @@ def admit(
     if probe_set.qualities is not None:
         [screening] = _screened([probe_set], [probes], settings)
         probes = probes[screening.kept]
-    searched, skipped = resolve_galleries(session, case, probe_set.modality, fmt, countries)
+    searched, skipped = resolve_galleries(terms, case, probe_set.modality, fmt, countries)
     search = _search(actor, case, request, fpir, searched, skipped, probes=to_bytes(probes), probe_count=len(probes))
     search.modality, search.model, search.dimension, search.metric = (
         probe_set.modality,
@@ -247,7 +255,7 @@ def admit(
 
 
 def _admit_fused(
-    session: Session,
+    terms: Terms,
     settings: Settings,
     actor: Principal,
     case: CaseTerms,
@@ -266,7 +274,7 @@ def _admit_fused(
             continue
         probes = probes[screening.kept]
         fmt = probe_set.template_format
-        galleries, passed_over = resolve_galleries(session, case, probe_set.modality, fmt, countries)
+        galleries, passed_over = resolve_galleries(terms, case, probe_set.modality, fmt, countries)
         parts.append(ModalPart(probe_set.modality, probes, galleries))
         modalities.append(
             {
@@ -374,17 +382,12 @@ def requested_rate(value: float, error: type[InvalidFpir] | type[InvalidFmr]) ->
 
 
 def resolve_galleries(
-    session: Session, case: CaseTerms, modality: str, fmt: TemplateFormat, countries: list[str]
+    terms: Terms, case: CaseTerms, modality: str, fmt: TemplateFormat, countries: list[str]
 ) -> tuple[list[int], list[dict[str, str]]]:
     """The galleries the case may search in ``countries``, and the countries skipped, with why
-    (two Core queries whatever the number of countries)."""
-    allowed = countries_in_force(session, case.agency_country, countries, modality, utcnow().date())
-    galleries = {
-        gallery.country: gallery
-        for gallery in session.connection().execute(
-            _GALLERIES_OF, {"countries": sorted(allowed), "modality": modality, "model": fmt.model}
-        )
-    }
+    (from ``terms``: kept, or two Core queries whatever the number of countries)."""
+    allowed = terms.countries_in_force(case.agency_country, countries, modality, utcnow().date())
+    galleries = {gallery.country: gallery for gallery in terms.galleries(sorted(allowed), modality, fmt.model)}
     searched, skipped = [], []
     for country in countries:
         gallery = galleries.get(country)
@@ -400,13 +403,6 @@ def resolve_galleries(
         else:
             searched.append(gallery.id)
     return searched, skipped
-
-
-_GALLERIES_OF = select(Gallery.id, Gallery.country, Gallery.model, Gallery.dimension, Gallery.metric).where(
-    Gallery.country.in_(bindparam("countries", expanding=True)),
-    Gallery.modality == bindparam("modality"),
-    Gallery.model == bindparam("model"),
-)
 
 
 def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchView:

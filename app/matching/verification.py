@@ -16,6 +16,7 @@ from app.galleries.templates import EncodedTemplates
 from app.indexes.registry import IndexRegistry
 from app.matching.exceptions import InvalidFmr, NoAgreement
 from app.matching.service import requested_rate, resolve_galleries
+from app.matching.terms import DatabaseTerms
 from app.matching.thresholds import ThresholdBook
 from app.principals.models import Principal
 
@@ -57,7 +58,7 @@ def verify(
         if gallery is None or gallery.country not in case.presumed_countries:
             raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
         fmt = template_format(gallery)
-        searched, skipped = resolve_galleries(session, case, gallery.modality, fmt, [gallery.country])
+        searched, skipped = resolve_galleries(DatabaseTerms(session), case, gallery.modality, fmt, [gallery.country])
         if gallery.id not in searched:
             raise NoAgreement(f"no agreement covers {gallery.country}'s {gallery.modality} gallery", details=skipped)
         record = find_record(session, gallery.id, request.reference_id, gallery.country)

@@ -9,7 +9,7 @@ import time
 import httpx
 import numpy as np
 
-from tests.harness import ServerProcess, case_body, identification_body
+from tests.harness import ServerProcess, case_body, identification_body, metric
 
 DIM = 32
 BATCH = 100
@@ -79,10 +79,8 @@ def test_sigkill_during_bulk_enrolment_loses_nothing_acknowledged(tmp_path):
             assert counts["record_count"] == stored_batches * BATCH
             assert counts["template_count"] == 2 * counts["record_count"]
             metrics = client.get("/metrics", headers={"Authorization": "Bearer scrape"}).text
-            index_line = (
-                f'readmit_index_templates{{gallery="{gallery}",kind="exact"}} {float(counts["template_count"])}'
-            )
-            assert index_line in metrics, "the index holds exactly what the database holds"
+            indexed = metric(metrics, "readmit_index_templates", gallery=str(gallery), kind="exact")
+            assert indexed == counts["template_count"], "the index holds exactly what the database holds"
             assert 'readmit_index_loads_total{source="rebuilt"} 1.0' in metrics, "the stale snapshot was rebuilt"
             assert client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
             print(  # the figures for the report (pytest -rP)
