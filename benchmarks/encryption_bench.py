@@ -153,6 +153,7 @@ def service_start_s(settings: Settings, key_file: Path) -> float:
     started = time.perf_counter()
     process = start_service(
         PORT,
+        settle=False,
         data_dir=str(settings.data_dir),
         encrypt_at_rest=str(settings.encrypt_at_rest).lower(),
         master_key_file=str(key_file),

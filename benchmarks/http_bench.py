@@ -82,11 +82,16 @@ def prepare(data_dir: Path, size: int, probes: int, database_url: str | None = N
 
 
 def start_service(
-    data_dir: Path, max_batch: int, exact_max: int, database_url: str | None = None
+    data_dir: Path, max_batch: int, exact_max: int, database_url: str | None = None, settle: bool = True
 ) -> subprocess.Popen[bytes]:
     database = {"database_url": database_url} if database_url else {}
     return common_start_service(
-        PORT, data_dir=str(data_dir), max_batch_searches=str(max_batch), exact_max_templates=str(exact_max), **database
+        PORT,
+        settle=settle,
+        data_dir=str(data_dir),
+        max_batch_searches=str(max_batch),
+        exact_max_templates=str(exact_max),
+        **database,
     )
 
 
@@ -267,7 +272,7 @@ def serve_and_load(
         process.terminate()  # a graceful stop writes the snapshot the matcher loads
         process.wait(timeout=120)
     started = time.perf_counter()
-    process = start_service(data_dir, 64, exact_max, database_url)  # from the snapshot just written
+    process = start_service(data_dir, 64, exact_max, database_url, settle=False)  # from the snapshot just written
     ready_s = time.perf_counter() - started
     process.terminate()
     process.wait(timeout=120)
