@@ -28,6 +28,7 @@ from types import FrameType
 from typing import IO
 
 from prometheus_client import Counter
+from pydantic import SecretStr
 
 from app.audit.keys import load_signing_key
 from app.audit.log import CheckpointPolicy
@@ -166,12 +167,20 @@ def _close(pipe: IO[bytes] | None) -> None:
 
 def settings_environment(settings: Settings) -> dict[str, str]:
     """``settings`` as the child reads them back (``READMIT_*``): those of a serving process
-    created in code (tests, embedding) are not all in its environment."""
+    created in code (tests, embedding) are not all in its environment. Secrets are passed as
+    themselves (a dump would mask them), to the child's environment only."""
     environment = {}
-    for name, value in settings.model_dump(mode="json").items():
-        if value is not None:
-            text = json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
-            environment[f"READMIT_{name.upper()}"] = text
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool | list | dict):
+            text = json.dumps(value)
+        else:
+            text = str(value)
+        environment[f"READMIT_{name.upper()}"] = text
     return environment
 
 

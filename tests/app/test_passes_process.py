@@ -12,7 +12,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from app.core.config import Settings
 from app.db.session import make_engine
+from app.passes import settings_environment
 from tests.app.test_case_links import DIM
 from tests.harness import ServerProcess, case_body, identification_body, metric
 
@@ -119,3 +121,21 @@ def test_a_writer_holds_the_file_turn_for_its_transaction_only(tmp_path):
         assert taken()
     assert not taken()
     engine.dispose()
+
+
+def test_the_child_reads_back_every_setting_of_its_parent_secrets_included(tmp_path, monkeypatch):
+    """A serving process made in code passes its settings to the child through its environment:
+    a masked secret would have been a wrong master key there, and the child refused to start."""
+    parent = Settings(
+        data_dir=tmp_path / "data",
+        master_key="c2VjcmV0LWJ1dC1ub3QtYS1yZWFsLWtleS1vZi0zMi1i",
+        min_probe_quality={"finger": 20.0},
+        share_decrypted_indexes=False,
+        link_fmr=1e-7,
+    )
+    for name in list(os.environ):
+        if name.startswith("READMIT_"):
+            monkeypatch.delenv(name)
+    for name, value in settings_environment(parent).items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == parent
