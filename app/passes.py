@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO
@@ -46,8 +47,12 @@ from app.observability.metrics import PassesMetrics
 log = logging.getLogger(__name__)
 
 RESTART_DELAY_S = 1.0
-"""How long a parent waits before it starts a dead child again (a child failing at once, on a
-database down, is not started in a loop)."""
+"""How long a parent waits before it starts a dead child again; doubled, up to
+``MAX_RESTART_DELAY_S``, each time the child dies within ``STEADY_S`` of its start (a child that
+cannot start, on a database down, is not started in a loop of error lines)."""
+
+MAX_RESTART_DELAY_S = 30.0
+STEADY_S = 10.0
 
 STOP_WITHIN_S = 15.0
 """How long a stopping child has to end its passes before it is killed."""
@@ -141,16 +146,21 @@ class PassesProcess:
         log.info("background passes process started", extra={"event": {"pid": self._process.pid}})
 
     def _watch(self) -> None:
+        delay_s = RESTART_DELAY_S
         while not self._stopping.is_set():
             process = self._process
             assert process is not None
+            started = time.monotonic()
             code = process.wait()
-            if self._stopping.wait(RESTART_DELAY_S):
-                return
+            delay_s = (
+                min(2 * delay_s, MAX_RESTART_DELAY_S) if time.monotonic() - started < STEADY_S else RESTART_DELAY_S
+            )
             log.error(
                 "background passes process ended; starting it again",
-                extra={"event": {"pid": process.pid, "exit_code": code}},
+                extra={"event": {"pid": process.pid, "exit_code": code, "in_s": delay_s}},
             )
+            if self._stopping.wait(delay_s):
+                return
             self.restarts.inc()
             with self._lock:
                 if self._stopping.is_set():
