@@ -57,6 +57,14 @@ STEADY_S = 10.0
 STOP_WITHIN_S = 15.0
 """How long a stopping child has to end its passes before it is killed."""
 
+NICENESS = 10
+"""The child's scheduling priority, below its parent's: its passes wait for a core the requests
+do not need. At the default niceness, with one client, its linker's matrix products took 70% of a
+core on both cores' BLAS threads, and the requests waited for theirs (a p99 of 25-45 ms)."""
+
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+"""Background work takes one core at most: numpy's BLAS (the linker's products) and OpenMP."""
+
 
 @dataclass(frozen=True)
 class Passes:
@@ -139,7 +147,7 @@ class PassesProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "app", "passes", "--log-level", level],
             stdin=subprocess.PIPE,
-            env={**os.environ, **settings_environment(self.settings)},
+            env={**os.environ, **ONE_THREAD, **settings_environment(self.settings)},
         )
         assert self._process.stdin is not None
         os.set_blocking(self._process.stdin.fileno(), False)
@@ -203,6 +211,7 @@ def run_child(settings: Settings) -> None:
     applied migrations and opened the keyring): the passes, until the pipe from the parent ends
     or SIGTERM. The linker reads a gallery's thresholds from the samples the serving processes
     store (it has no index to draw one from); the keyring opens the probes it compares."""
+    os.nice(NICENESS)
     engine = make_engine(settings.sqlalchemy_url)
     read_engine = make_engine(settings.sqlalchemy_url, read_only=True)
     sessions, read_sessions = make_session_factory(engine), make_session_factory(read_engine)

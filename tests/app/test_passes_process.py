@@ -14,7 +14,7 @@ from sqlalchemy import text
 
 from app.core.config import Settings
 from app.db.session import make_engine
-from app.passes import settings_environment
+from app.passes import NICENESS, settings_environment
 from tests.app.test_case_links import DIM
 from tests.harness import ServerProcess, case_body, identification_body, metric
 
@@ -58,6 +58,8 @@ def server(tmp_path, database_url):
 def test_the_passes_run_in_a_child_that_links_cases_sequences_the_log_and_is_restarted(server, people):
     client = httpx.Client(base_url=server.base, timeout=30)
     [child] = eventually(lambda: passes_children(server))
+    eventually(lambda: os.getpriority(os.PRIO_PROCESS, child) == NICENESS)  # below the requests' threads
+    assert b"OPENBLAS_NUM_THREADS=1" in Path(f"/proc/{child}/environ").read_bytes().split(b"\0")
 
     gallery = server.gallery("SEN", dimension=DIM)
     registry = server.principal("registry", "SEN")
