@@ -238,7 +238,7 @@ def run_child(settings: Settings) -> None:
     passes.start()
     log.info("background passes running", extra={"event": {"parent": os.getppid()}})
     try:
-        while sys.stdin.buffer.read1(4096):
+        while os.read(sys.stdin.fileno(), 4096):  # b"" once the parent's end is closed
             passes.linker.wake()
     except (_Stop, KeyboardInterrupt):
         pass
