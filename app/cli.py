@@ -190,26 +190,16 @@ def share_metrics(settings: Settings) -> None:
     import os
     import shutil
 
+    from app.core.processes import alive
+
     metrics_dir = settings.data_dir / "metrics"
     metrics_dir.mkdir(parents=True, exist_ok=True)
     for path in metrics_dir.iterdir():
-        if not (path.name.isdigit() and _alive(int(path.name))):
+        if not (path.name.isdigit() and alive(int(path.name))):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     own = metrics_dir / str(os.getpid())
     own.mkdir(exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(own.resolve())
-
-
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @db_cli.command("upgrade")

@@ -1,8 +1,9 @@
 """Committed writes to chosen tables, told to this process as they commit: what keeps a cache of
 rows in step with the database it caches, whichever use case wrote them.
 
-Every statement an engine runs is seen here (ORM flushes, Core statements on a session or a
-connection alike), so no write path can forget to tell the cache. The callback runs twice for a
+Every ORM flush and Core statement an engine runs is seen here (on a session or a connection
+alike), so no write path can forget to tell the cache; the service writes no textual SQL to
+the watched tables (a textual statement names no table to see). The callback runs twice for a
 transaction that wrote a watched table: when it is about to commit, and once its connection is
 back in the pool, committed. A cache tags what it reads with its generation and bumps it at each
 call (app/matching/terms.py): a row read before the commit was visible, and put after the first
@@ -17,12 +18,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sqlalchemy import Engine, event
-from sqlalchemy.sql.dml import Delete, Insert, Update
 
 _WRITTEN = "readmit.watched_write"
 _COMMITTED = "readmit.watched_commit"
-
-KINDS = {Insert: "insert", Update: "update", Delete: "delete"}
 
 
 def on_committed_writes(
@@ -34,10 +32,11 @@ def on_committed_writes(
 
     @event.listens_for(engine, "after_cursor_execute")
     def seen(connection: Any, _cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool) -> None:
-        compiled = getattr(context, "compiled", None)
-        statement = getattr(compiled, "statement", None)
-        kind = next((name for cls, name in KINDS.items() if isinstance(statement, cls)), None)
-        if kind is not None and kind in watched.get(statement.table.name, ()):  # type: ignore[union-attr]
+        if not (context.isinsert or context.isupdate or context.isdelete):
+            return
+        kind = "insert" if context.isinsert else "update" if context.isupdate else "delete"
+        table = getattr(context.compiled.statement, "table", None)  # none on a textual statement
+        if table is not None and kind in watched.get(table.name, ()):
             connection.info[_WRITTEN] = True
 
     @event.listens_for(engine, "commit")

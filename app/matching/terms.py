@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 from app.agreements.service import countries_in_force
 from app.cases.service import CaseTerms, case_terms, visible_to
 from app.galleries.models import Gallery
+from app.galleries.service import Formatted
 from app.principals.models import Principal
 
 WATCHED = {
@@ -49,17 +50,11 @@ CHANNEL = "readmit_admission_terms"
 """PostgreSQL: notified by every transaction that made such a write."""
 
 
-class GalleryTerms(Protocol):
+class GalleryTerms(Formatted, Protocol):
     @property
     def id(self) -> int: ...
     @property
     def country(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def dimension(self) -> int: ...
-    @property
-    def metric(self) -> str: ...
 
 
 class Terms(Protocol):

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
+from app.core.processes import alive
+
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 SLACK_BUCKETS = (0, 3600, 6 * 3600, 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 90 * 86400, 540 * 86400)
 
@@ -257,9 +259,5 @@ def forget_dead_processes(directory: Path) -> None:
         if match is None:
             continue
         pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             multiprocess.mark_process_dead(pid, str(directory))
-        except PermissionError:
-            continue
