@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
@@ -198,7 +198,7 @@ class SearchExecutor:
                 return None
             self._awaited.pop(ticket, None)
             with transaction(self.sessions) as session:
-                search_id, submitted = write_admitted(session, admission, self.leases.values(utcnow()))
+                [(search_id, submitted)] = write_admitted(session, [(admission, self.leases.values(utcnow()))])
                 audit.append_many(session, [submitted])
             self._written[ticket] = search_id
             self.leases.hold([search_id])
@@ -529,12 +529,14 @@ class SearchExecutor:
         submitted: list[audit.Event] = []
         discarded: list[int] = []
         connection = session.connection()
+        admitted: list[tuple[Admission, dict[str, Any]]] = []
+        admitted_tickets: list[int] = []
         for job in jobs:
             values = {"started_at": started, "finished_at": now, "error": None, "missing_shards": None, **ending(job)}
             admission = claim.admitted.get(job.ticket)
             if admission is not None:
-                ended[job.ticket], event = write_admitted(session, admission, values)
-                submitted.append(event)
+                admitted.append((admission, values))
+                admitted_tickets.append(job.ticket)
                 continue
             search_id = claim.ids[job.ticket]
             updated = connection.execute(_END_SEARCH, {"search_id": search_id, "owner": self.leases.owner, **values})
@@ -542,6 +544,9 @@ class SearchExecutor:
                 ended[job.ticket] = search_id
             else:
                 discarded.append(search_id)
+        for ticket, (search_id, event) in zip(admitted_tickets, write_admitted(session, admitted), strict=True):
+            ended[ticket] = search_id
+            submitted.append(event)
         if discarded:
             self._discard(connection, discarded)
         self.leases.drop(claim.ids.values())
@@ -557,17 +562,36 @@ class SearchExecutor:
             log.warning("search result discarded", extra={"event": {"search_id": row.id, "reason": reason}})
 
 
-def write_admitted(session: Session, admission: Admission, ending: dict[str, Any]) -> tuple[int, audit.Event]:
-    """Write an admitted search (queued, or ended with ``ending``'s values); returns its id and
-    its ``search.submit`` event, for the caller to append."""
-    (search_id,) = reserve_ids(session, cast(Table, Search.__table__), 1)  # the probes are sealed to it
-    values = {**admission.values, **ending, "id": search_id}
-    values["probes"] = seal_probes(session, search_id, values["probes"])
-    session.connection().execute(_INSERT_SEARCH, values)
-    resource = f"case/{values['case_id']}/search/{search_id}"
-    return search_id, audit.Event(
-        admission.actor, Action.SEARCH_SUBMIT, resource, admission.countries, "ok", admission.details
-    )
+def write_admitted(
+    session: Session, admissions: Sequence[tuple[Admission, dict[str, Any]]]
+) -> list[tuple[int, audit.Event]]:
+    """Write admitted searches, each queued or ended with the values paired with it, in one
+    statement; returns each one's id and its ``search.submit`` event, in order, for the caller
+    to append. A batch's searches share its id reservation and its insert: a statement apiece
+    cost a tenth of the service's time per identification at 32 clients."""
+    if not admissions:
+        return []
+    ids = reserve_ids(session, cast(Table, Search.__table__), len(admissions))  # the probes are sealed to them
+    rows = []
+    for (admission, ending), search_id in zip(admissions, ids, strict=True):
+        values = {**admission.values, **ending, "id": search_id}
+        values["probes"] = seal_probes(session, search_id, values["probes"])
+        rows.append(values)
+    session.connection().execute(_INSERT_SEARCH, rows)
+    return [
+        (
+            row["id"],
+            audit.Event(
+                admission.actor,
+                Action.SEARCH_SUBMIT,
+                f"case/{row['case_id']}/search/{row['id']}",
+                admission.countries,
+                "ok",
+                admission.details,
+            ),
+        )
+        for (admission, _), row in zip(admissions, rows, strict=True)
+    ]
 
 
 def search_resource(job: Job, search_id: int) -> str:

@@ -205,7 +205,7 @@ def _admitted(
 
 def _write_at_once(sessions: Sessions, admission: Admission) -> int:
     with transaction(sessions) as session:
-        search_id, submitted = write_admitted(session, admission, {})
+        [(search_id, submitted)] = write_admitted(session, [(admission, {})])
         audit.append_many(session, [submitted])
     return search_id
 
