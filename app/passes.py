@@ -92,7 +92,7 @@ def make_passes(
     checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
     return Passes(
         Sequencer(sessions, read_sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics),
-        CaseLinker(sessions, thresholds_of, settings.expiry_interval_s, metrics),
+        CaseLinker(sessions, read_sessions, thresholds_of, settings.expiry_interval_s, metrics),
     )
 
 

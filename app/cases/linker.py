@@ -24,8 +24,16 @@ that ended meanwhile in one matrix product."""
 
 
 class CaseLinker:
-    def __init__(self, sessions: Sessions, thresholds_of: ThresholdsOf, poll_s: float, metrics: PassesMetrics) -> None:
-        self.sessions, self.thresholds_of, self.poll_s, self.metrics = sessions, thresholds_of, poll_s, metrics
+    def __init__(
+        self,
+        sessions: Sessions,
+        read_sessions: Sessions,
+        thresholds_of: ThresholdsOf,
+        poll_s: float,
+        metrics: PassesMetrics,
+    ) -> None:
+        self.sessions, self.read_sessions, self.thresholds_of = sessions, read_sessions, thresholds_of
+        self.poll_s, self.metrics = poll_s, metrics
         self._book = ProbeBook()
         self._passing = threading.Lock()  # one pass at a time over the book
         self._wake = threading.Event()
@@ -48,9 +56,9 @@ class CaseLinker:
     def run_once(self) -> int:
         """Compare the finished searches not yet compared; returns how many links were made."""
         with self._passing:
-            made, more = link_pending(self.sessions, self._book, self.thresholds_of)
+            made, more = link_pending(self.sessions, self.read_sessions, self._book, self.thresholds_of)
             while more and not self._stop.is_set():
-                found, more = link_pending(self.sessions, self._book, self.thresholds_of)
+                found, more = link_pending(self.sessions, self.read_sessions, self._book, self.thresholds_of)
                 made += found
         self.metrics.case_links.inc(made)
         return made

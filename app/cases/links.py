@@ -360,13 +360,15 @@ def unchecked_searches(session: Session, finished_since: datetime | None, limit:
 
 
 def link_pending(
-    sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
+    sessions: Sessions, read_sessions: Sessions, book: ProbeBook, thresholds_of: ThresholdsOf, limit: int = 500
 ) -> tuple[int, bool]:
     """Compare up to ``limit`` finished searches not yet compared with the other cases' probes,
-    and store the links and that they were compared, in one short transaction: the comparing
-    (reads, decryption, matrix products) holds no write lock. Returns how many links were made,
-    and whether more searches may be waiting."""
-    with sessions() as session:
+    and store the links and that they were compared, in one short transaction: the looking and
+    comparing (reads, decryption, matrix products) hold no write lock. They read through
+    ``read_sessions``: on SQLite a session of the writing engine takes the writers' turn at its
+    first statement, and the look held it 10 ms a pass while identifications waited for it.
+    Returns how many links were made, and whether more searches may be waiting."""
+    with read_sessions() as session:
         pending = book.look(session, limit)
     if not pending:
         return 0, False
