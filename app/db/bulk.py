@@ -40,18 +40,20 @@ def reserve_ids(session: Session, table: Table, count: int) -> list[int]:
     (key,) = table.primary_key.columns
     connection = session.connection()
     if connection.dialect.name == "postgresql":
-        sequence = connection.execute(
-            text("SELECT pg_get_serial_sequence(:table, :column)"), {"table": table.name, "column": key.name}
-        ).scalar_one()
-        reserved = connection.execute(  # the sequence named once: per row, its lookup cost 2 µs an id
-            text("SELECT array_agg(nextval(CAST(:sequence AS regclass))) FROM generate_series(1, :count)"),
-            {"sequence": sequence, "count": count},
+        reserved = connection.execute(  # one round trip; the sequence looked up once, not per id (2 µs each)
+            _RESERVE_FROM_SEQUENCE, {"table": table.name, "column": key.name, "count": count}
         ).scalar_one()
         return list(reserved)
     if connection.dialect.name == "sqlite" and not connection.info.get("holds_write_lock"):
         raise RuntimeError("ids reserved outside a write transaction")
     largest = connection.execute(_largest_id(table)).scalar_one()
     return list(range(largest + 1, largest + 1 + count))
+
+
+_RESERVE_FROM_SEQUENCE = text(
+    "WITH named AS MATERIALIZED (SELECT CAST(pg_get_serial_sequence(:table, :column) AS regclass) AS sequence) "
+    "SELECT array_agg(nextval(named.sequence)) FROM named, generate_series(1, :count)"
+)
 
 
 @functools.cache
