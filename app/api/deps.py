@@ -64,7 +64,8 @@ async def current_principal(
 def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     """Dependency admitting only principals of ``roles`` (403 otherwise). One level deep, the
     runtime taken from the request: FastAPI resolves every nested dependency on every request,
-    and resolution was a fifth of the event loop's time per identification."""
+    and resolution (the body's validation included) was a fifth of the event loop's time per
+    identification under cProfile; one level took 0.34 ms of 1.70 rather than 0.39 of 1.94."""
     allowed = {role.value for role in roles}
 
     async def dependency(

@@ -567,8 +567,8 @@ def write_admitted(
 ) -> list[tuple[int, audit.Event]]:
     """Write admitted searches, each queued or ended with the values paired with it, in one
     statement; returns each one's id and its ``search.submit`` event, in order, for the caller
-    to append. A batch's searches share its id reservation and its insert: a statement apiece
-    cost a tenth of the service's time per identification at 32 clients."""
+    to append. A batch's searches share its id reservation and its insert: with a statement
+    apiece, 32 clients at 20k exact got 660-773/s, against 721-846/s (alternated runs)."""
     if not admissions:
         return []
     ids = reserve_ids(session, cast(Table, Search.__table__), len(admissions))  # the probes are sealed to them
