@@ -2,8 +2,13 @@
 identification, to the other case; another state's case of the same person, and a case whose
 legal basis is consent, are not."""
 
+import threading
 import time
 
+from sqlalchemy import text
+
+from app.cases.links import ProbeBook, link_pending
+from app.db.session import transaction
 from tests.harness import case_body, identification_body
 
 DIM = 512
@@ -135,3 +140,21 @@ def test_a_restarted_service_links_with_thresholds_it_reads_from_the_database(se
     second = identified_case(service, paris, "P-2", samples[1])
     [link] = links(service, paris, second, 1)
     assert link["case_id"] == first
+
+
+def test_a_linking_pass_looks_without_waiting_for_the_writers(service):
+    """The look reads through the reading engine: on SQLite, through the writing engine it waited
+    for the writers' turn (and then held it while it only read) behind whatever was being written."""
+    runtime = service.runtime
+    passes: list[tuple[int, bool]] = []
+    with transaction(runtime.sessions) as writing:
+        writing.execute(text("SELECT 1"))  # the writers' turn is this test's until the block ends
+        linking = threading.Thread(
+            target=lambda: passes.append(
+                link_pending(runtime.sessions, runtime.read_sessions, ProbeBook(), lambda _gallery: None)
+            )
+        )
+        linking.start()
+        linking.join(timeout=30)
+        assert not linking.is_alive(), "the look waited for the writers' turn"
+    assert passes == [(0, False)]  # nothing to compare: no write needed either
