@@ -117,3 +117,38 @@ def test_callers_waiting_on_a_held_queue_leave_the_service_answering(paused, peo
     for caller in callers:
         caller.join(30)
     assert answers == [200] * 50
+
+
+def test_searches_waiting_for_one_batch_are_written_by_it_each_with_its_own_row_and_events(paused, people):
+    """Callers still waiting when their batch ends are written by the batch, all in one insert:
+    each gets its own id, its candidates and its two audit events, and the chain verifies."""
+    service, police = paused
+    case = open_case(service, police)
+    answers: dict[int, dict] = {}
+
+    def waiting_caller(number: int) -> None:
+        response = identify(service, police, case["id"], people.mated_probes[number], wait_ms=30_000)
+        answers[number] = response.json()
+
+    callers = [threading.Thread(target=waiting_caller, args=(number,)) for number in range(4)]
+    for caller in callers:
+        caller.start()
+    give_up = time.monotonic() + 10
+    while service.runtime.scheduler.depth < 4 and time.monotonic() < give_up:
+        time.sleep(0.01)
+    service.runtime.scheduler.resume()
+    for caller in callers:
+        caller.join(timeout=30)
+    assert list(service.runtime.executor.batch_sizes) == [4], "four waiting searches, one batch"
+    assert sorted(answers) == [0, 1, 2, 3] and all(answer["status"] == "done" for answer in answers.values())
+    for number, answer in answers.items():
+        assert answer["candidates"][0]["reference_id"] == f"SEN-{int(people.mated_ids[number]):04d}"
+        assert settled(service.client, police, answer["id"])["candidates"] == answer["candidates"]
+    ids = [answer["id"] for answer in answers.values()]
+    assert len(set(ids)) == 4
+    auditor = service.principal("auditor", None)
+    events = service.client.get("/v1/audit/events?limit=1000", headers=auditor).json()["events"]
+    for search_id in ids:
+        resource = f"case/{case['id']}/search/{search_id}"
+        assert [e["action"] for e in events if e["resource"] == resource][:2] == ["search.submit", "search.complete"]
+    assert service.client.get("/v1/audit/verify", headers=auditor).json()["ok"] is True
