@@ -160,6 +160,8 @@ class PassesProcess:
             assert process is not None
             started = time.monotonic()
             code = process.wait()
+            if self._stopping.is_set():  # it ended because it was told to: no error, no restart
+                return
             delay_s = (
                 min(2 * delay_s, MAX_RESTART_DELAY_S) if time.monotonic() - started < STEADY_S else RESTART_DELAY_S
             )

@@ -59,18 +59,25 @@ class MovingWindows:
         """What :meth:`hit` would answer, without counting a hit."""
         with self._lock:
             now = self._clock()
-            hits = self._current(key, now)
+            hits = self._hits.get(key)  # asking makes no window: every caller's address is asked
+            if hits is None:
+                return None
+            _forget_before(hits, now - WINDOW_S)
             return hits[0] + WINDOW_S - now if len(hits) >= self.limit else None
 
     def _current(self, key: str, now: float) -> deque[float]:
         hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - WINDOW_S:
-            hits.popleft()
+        _forget_before(hits, now - WINDOW_S)
         return hits
 
     def _sweep(self, now: float) -> None:
         self._until_sweep = SWEEP_EVERY
         self._hits = {key: hits for key, hits in self._hits.items() if hits and hits[-1] > now - WINDOW_S}
+
+
+def _forget_before(hits: deque[float], cutoff: float) -> None:
+    while hits and hits[0] <= cutoff:
+        hits.popleft()
 
 
 class Throttle:

@@ -5,16 +5,19 @@ outlives its serving process. And the turns SQLite's writers take across process
 import fcntl
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import text
 
 from app.core.config import Settings
 from app.db.session import make_engine
-from app.passes import NICENESS, settings_environment
+from app.passes import NICENESS, PassesProcess, settings_environment
 from tests.app.test_case_links import DIM
 from tests.harness import ServerProcess, case_body, identification_body, metric
 
@@ -141,3 +144,21 @@ def test_the_child_reads_back_every_setting_of_its_parent_secrets_included(tmp_p
     for name, value in settings_environment(parent).items():
         monkeypatch.setenv(name, value)
     assert Settings() == parent
+
+
+def test_a_child_told_to_stop_is_neither_restarted_nor_reported_as_ended(tmp_path, monkeypatch, caplog):
+    """Stopping closes the pipe and the child ends: the watcher sees it end, and must not take that
+    for a crash (an error line on every clean stop, and a restart counted)."""
+    restarts = Counter("test_passes_restarts", "restarts", registry=CollectorRegistry())
+
+    def spawn(self: PassesProcess) -> None:  # a child that, like the real one, ends at the pipe's end
+        self._process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+
+    monkeypatch.setattr(PassesProcess, "_spawn", spawn)
+    passes = PassesProcess(Settings(data_dir=tmp_path / "data"), restarts)
+    passes.start()
+    passes.stop()
+    passes._watcher.join(timeout=10)
+    assert not passes._watcher.is_alive()
+    assert not [record for record in caplog.records if "ended; starting it again" in record.getMessage()]
+    assert restarts._value.get() == 0

@@ -83,3 +83,11 @@ def test_the_throttle_answers_retry_after_in_whole_seconds_at_least_one():
         limits.check_address("10.0.0.1")
     assert blocked.value.code == "too_many_failed_authentications"
     limits.check_address("10.0.0.2")
+
+
+def test_asking_about_a_key_makes_no_window_for_it():
+    """Every request's address is asked about before its key is checked; only failures count."""
+    windows = MovingWindows(3)
+    for number in range(100):
+        assert windows.wait_s(f"10.0.0.{number}") is None
+    assert windows._hits == {}
