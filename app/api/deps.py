@@ -32,8 +32,7 @@ RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
 async def get_sessions(request: Request) -> Sessions:
-    runtime: Runtime = request.app.state.runtime
-    return runtime.sessions
+    return (await get_runtime(request)).sessions
 
 
 SessionsDep = Annotated[Sessions, Depends(get_sessions)]
@@ -71,7 +70,7 @@ def require(*roles: Role) -> Callable[..., Awaitable[Principal]]:
     async def dependency(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
     ) -> Principal:
-        return check_role(await current_principal(request, request.app.state.runtime, credentials), allowed)
+        return check_role(await current_principal(request, await get_runtime(request), credentials), allowed)
 
     dependency.allowed_roles = allowed  # type: ignore[attr-defined]
     return dependency
