@@ -116,7 +116,7 @@ def serve(
 
     from app.audit.exceptions import SigningKeyMissing
     from app.audit.keys import signing_key_at_start
-    from app.observability.logging import configure_logging
+    from app.observability.logging import configure_logging, logging_config
     from matcher.tuning import restart_with_huge_pages
 
     restart_with_huge_pages()
@@ -148,7 +148,7 @@ def serve(
             factory=True,
             host=host,
             port=port,
-            log_config=None,
+            log_config=logging_config(log_level.upper()),  # in each process: those of --processes too
             access_log=False,
             log_level=log_level,
             workers=settings.processes if supervisor is not None else None,

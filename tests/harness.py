@@ -173,7 +173,14 @@ class ServerProcess:
     several processes or a browser. ``admin``: the headers of an admin key created with the
     CLI. Several servers may share one PostgreSQL database, each with its own data folder."""
 
-    def __init__(self, data_dir: Path, database_url: str | None = None, processes: int = 1, **env_extra: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        database_url: str | None = None,
+        processes: int = 1,
+        log_path: Path | None = None,
+        **env_extra: str,
+    ) -> None:
         import os
         import subprocess
         import sys
@@ -183,6 +190,7 @@ class ServerProcess:
         if database_url is not None:
             self.env["READMIT_DATABASE_URL"] = database_url
         self.processes = processes
+        self.log_path = log_path  # where its standard output (the JSON log) goes; None: nowhere
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         key_file = Path(self.env.get("READMIT_AUDIT_KEY_FILE", data_dir / "audit-log.key"))
@@ -208,12 +216,17 @@ class ServerProcess:
         import sys
         import time
 
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--processes", str(self.processes)],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        log = open(self.log_path, "ab") if self.log_path is not None else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app", "serve", "--port", str(self.port), "--processes", str(self.processes)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.DEVNULL,
+            )
+        finally:
+            if log is not subprocess.DEVNULL:
+                log.close()  # the child holds its own descriptor
         for _ in range(200):
             try:
                 if httpx.get(f"{self.base}/readyz", timeout=1).status_code == 200:

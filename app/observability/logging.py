@@ -7,8 +7,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
-import sys
+import logging.config
 from datetime import UTC, datetime
+from typing import Any
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 principal_id: contextvars.ContextVar[int | None] = contextvars.ContextVar("principal_id", default=None)
@@ -36,6 +37,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which of a node's processes
         }
         if (rid := getattr(record, "request_id", None)) is not None:
             entry["request_id"] = rid
@@ -49,15 +51,26 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+def logging_config(level: str = "INFO") -> dict[str, Any]:
+    """The service's logging, as :func:`logging.config.dictConfig` takes it: JSON lines on
+    standard output, uvicorn's own lines among them, its access lines off (ours carry the
+    request id and principal). Given to uvicorn, which applies it in every process it starts:
+    the processes of ``serve --processes N`` are new interpreters, and the supervisor's own
+    configuration never reached them (their requests were not logged at all)."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},  # names: a worker unpickles them
+        "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"}},
+        "root": {"level": level, "handlers": ["stdout"]},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "CRITICAL"},
+            "alembic": {"level": "WARNING"},  # /readyz checks the revision on every call
+        },
+    }
+
+
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level)
-    for noisy in ("uvicorn.access",):
-        logging.getLogger(noisy).disabled = True
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # /readyz checks the revision on every call
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+    logging.config.dictConfig(logging_config(level))

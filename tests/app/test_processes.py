@@ -5,6 +5,7 @@ route, a scrape of /metrics merges all of them, and a worker killed with SIGKILL
 while the others go on serving.
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -75,6 +76,27 @@ def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_
         assert live_pids_in_metrics(server) == {str(pid) for pid in now}, "the dead process left the metrics"
     finally:
         server.stop()
+
+
+def test_every_process_logs_its_requests_as_json_lines(tmp_path, database_url):
+    """The processes uvicorn starts are new interpreters: the supervisor's logging never reached
+    them, and a node of several processes logged no request at all (and warnings as bare text)."""
+    if database_url is None:
+        pytest.skip("several processes serve PostgreSQL only")
+    log = tmp_path / "service.log"
+    server = ServerProcess(tmp_path / "data", database_url, processes=2, log_path=log)
+    try:
+        assert server.process is not None
+        workers = worker_pids(server.process.pid)
+        with httpx.Client(base_url=server.base, headers={"X-Request-ID": "checked-request-0001"}) as client:
+            assert client.get("/v1/galleries", headers=server.admin).status_code == 200
+    finally:
+        server.stop()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]  # every line is JSON
+    [access] = [line for line in lines if line.get("request_id") == "checked-request-0001"]
+    assert access["logger"] == "readmit.access" and access["route"] == "/v1/galleries" and access["status"] == 200
+    assert access["pid"] in workers, "logged by the worker that served it"
+    assert {line["pid"] for line in lines if line["logger"].startswith("uvicorn")} & workers, "uvicorn's too"
 
 
 def test_a_node_with_another_audit_key_refuses_to_start(tmp_path):
