@@ -20,10 +20,12 @@ missing shards. Ray is an optional dependency: only this module, :mod:`matcher.s
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
@@ -468,10 +470,26 @@ def connect(address: str, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     options: dict[str, Any] = {"namespace": NAMESPACE, "log_to_driver": False}
-    if address == "local":
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
-    else:
-        ray.init(address=address, **options)
+    with _own_sigterm():
+        if address == "local":
+            ray.init(num_cpus=num_cpus, include_dashboard=False, **options)
+        else:
+            ray.init(address=address, **options)
+
+
+@contextmanager
+def _own_sigterm() -> Iterator[None]:
+    """Keep this process's SIGTERM handler through ``ray.init``, which replaces it, from the main
+    thread, with one that exits on the spot: the service (uvicorn's handler) then skipped its
+    stop, and the final snapshot with it, on every ``docker stop`` or ``systemctl stop``."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread sets handlers: Ray's init leaves them alone here too
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, handler)
 
 
 def cluster_shards(timeout_s: float = 10.0) -> list[ShardState]:

@@ -6,6 +6,8 @@ Slow (a local Ray instance and its worker processes): ``pytest -m slow`` runs th
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,3 +192,21 @@ def test_a_write_reaching_a_restarted_shard_first_loses_nothing(pair: tuple[Gall
     wait_until_available(sharded)
     assert np.array_equal(sharded.record_ids(), local.record_ids())
     assert_same_answers(local, sharded)
+
+
+def test_joining_ray_leaves_the_process_its_own_sigterm_handler():
+    """``ray.init`` replaces the main thread's SIGTERM handler with one that exits on the spot;
+    the service's (uvicorn's: stop, write the final snapshots) must survive it. In a process of
+    its own: this module's Ray is already joined."""
+    program = (
+        "import signal\n"
+        "import ray\n"
+        "from matcher.sharded import connect\n"
+        "def own(*_): pass\n"
+        "signal.signal(signal.SIGTERM, own)\n"
+        "connect('local', num_cpus=1)\n"
+        "print(signal.getsignal(signal.SIGTERM) is own)\n"
+        "ray.shutdown()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "True", run.stderr[-2000:]
