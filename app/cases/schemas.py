@@ -3,18 +3,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from app.cases.models import CaseStatus, LegalBasis
 from app.core.countries import Country
 from app.core.dates import Instant
 from app.core.numbers import Integer
+from app.core.text import text
 from app.federation.schemas import RemoteSearchOut
 from app.review.schemas import REVIEW_STATES
 
 
 class CaseIn(BaseModel):
-    external_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+    external_ref: Annotated[str, text(128, min_length=1)] = Field(
         description="the agency's own reference, unique per agency"
     )
     detained_at: Instant = Field(

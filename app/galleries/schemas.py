@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from app.core.countries import Country
 from app.core.modalities import Modality
 from app.core.numbers import Integer, Number
+from app.core.text import text
 from matcher import Metric
 
-ReferenceId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ReferenceId = Annotated[str, text(128, min_length=1)]
 Attributes = Annotated[
-    dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]],
+    dict[Annotated[str, text(64)], Annotated[str, text(256)]],
     Field(max_length=32),
 ]
 
@@ -28,7 +29,7 @@ QUALITIES_OUT = (
 
 
 class TemplateFormatIn(BaseModel):
-    model: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    model: Annotated[str, text(128, min_length=1)]
     dimension: Integer = Field(ge=1, le=4096)
     metric: Metric = Metric.COSINE
 

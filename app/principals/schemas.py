@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.config import JsonDict
 
 from app.core.countries import Country
+from app.core.text import text
 from app.principals.models import Role
 
 NAMED: JsonDict = {"type": "string"}  # given, not null: the property's own schema says which strings
@@ -27,7 +28,7 @@ class PrincipalIn(BaseModel):
         }
     )
 
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    name: Annotated[str, text(200, min_length=1)]
     role: Role
     country: Country | None = Field(
         None,

@@ -3,9 +3,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field
 
 from app.core.numbers import Boolean
+from app.core.text import text
 from app.matching.score_schemas import ENROLMENT_QUALITIES, EnrolledSampleQuality, ModalityScoreOut, SampleQuality
 
 RECORD_VERSION = (
@@ -69,7 +70,7 @@ class DecisionIn(BaseModel):
         description="confirmed: the same person; rejected: not the same person; inconclusive: no conclusion from "
         "what the consulate holds (the case stays open for other candidates and searches)"
     )
-    note: Annotated[str, StringConstraints(min_length=1, max_length=2000)] = Field(
+    note: Annotated[str, text(2000, min_length=1)] = Field(
         description="the officer's reasons, kept with the decision; required for every decision, and one of blanks "
         "only is refused with note_required (422)"
     )

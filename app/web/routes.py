@@ -209,6 +209,8 @@ def decide(
     _check_csrf(signed_in, csrf)
     if decision not in set(review.Decision) or not note.strip():
         raise InvalidDecision("Choose Confirm, Reject or Inconclusive and write a note explaining the decision.")
+    if "\x00" in note:  # as the API refuses it (app/core/text.py)
+        raise InvalidDecision("The note cannot hold a NUL character.")
     review.decide(runtime.sessions, signed_in.officer, candidate_id, review.Decision(decision), note.strip()[:2000])
     following = review.next_pending(runtime.sessions, signed_in.officer)
     return RedirectResponse(f"/review/candidates/{following}" if following else "/review", status_code=303)

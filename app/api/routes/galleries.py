@@ -6,7 +6,15 @@ from app.api.deps import Admin, AdminOrRegistry, Registry, RegistryOrConsular, R
 from app.api.openapi import refusal
 from app.core.ids import RowId
 from app.galleries import enrolment, history, service
-from app.galleries.schemas import GalleryIn, GalleryOut, RecordBatchIn, RecordBatchOut, RecordHistoryOut, RecordOut
+from app.galleries.schemas import (
+    GalleryIn,
+    GalleryOut,
+    RecordBatchIn,
+    RecordBatchOut,
+    RecordHistoryOut,
+    RecordOut,
+    ReferenceId,
+)
 from app.galleries.templates import EncodedTemplates
 from app.principals.models import Role
 from app.review import service as review
@@ -91,7 +99,7 @@ def enrol_records(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runti
     "/{gallery_id}/records/{reference_id}", response_model=RecordOut, summary="Read a record (never its templates)"
 )
 def read_record(
-    gallery_id: RowId, reference_id: str, actor: RegistryOrConsular, sessions: SessionsDep
+    gallery_id: RowId, reference_id: ReferenceId, actor: RegistryOrConsular, sessions: SessionsDep
 ) -> dict[str, object]:
     """Registry: its own country's records. Consular: its own country's records that a candidate
     points to. The read is audited."""
@@ -107,7 +115,7 @@ def read_record(
     responses={404: refusal("not_found: no such record ever enrolled in a gallery the caller may read")},
 )
 def read_record_history(
-    gallery_id: RowId, reference_id: str, actor: AdminOrRegistry, sessions: SessionsDep
+    gallery_id: RowId, reference_id: ReferenceId, actor: AdminOrRegistry, sessions: SessionsDep
 ) -> history.HistoryView:
     """Every version of the record, newest first: its attributes, a digest of its templates,
     when and by whom it was written, and what made it (enrolled, updated, erased). Registry: its
@@ -117,7 +125,7 @@ def read_record_history(
 
 
 @router.delete("/{gallery_id}/records/{reference_id}", status_code=204, summary="Delete a record")
-def delete_record(gallery_id: RowId, reference_id: str, actor: Registry, runtime: RuntimeDep) -> Response:
+def delete_record(gallery_id: RowId, reference_id: ReferenceId, actor: Registry, runtime: RuntimeDep) -> Response:
     """The record is gone from matching when this call returns."""
     service.delete_record(runtime.sessions, runtime.registry, actor, gallery_id, reference_id)
     return Response(status_code=204)
