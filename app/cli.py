@@ -594,14 +594,15 @@ def audit_verify_remote(
 ) -> None:
     """Check the log from outside: the latest checkpoint's signature, its consistency with the
     checkpoint in STATE, and the inclusion of every event this key may see up to it; then
-    store the new checkpoint in STATE. Exits 1 with the reason when any check fails.
+    store the new checkpoint in STATE. Exits 1 with the reason when any check fails, 2 when the
+    service could not be asked (nothing proven either way; STATE kept).
 
     Example: readmit audit verify-remote --url https://hub.example.org --key "$VKEY" --state sen.json
     """
     import httpx
 
     from app.audit.notes import NoteError, Verifier
-    from app.audit.remote import VerificationFailed, verify_remote
+    from app.audit.remote import CannotVerify, VerificationFailed, verify_remote
 
     try:
         verifier = Verifier.parse(key)
@@ -611,8 +612,11 @@ def audit_verify_remote(
     try:
         with httpx.Client(base_url=url, headers=headers, timeout=30) as client:
             outcome = verify_remote(client, verifier, state, whole_log)
-    except (VerificationFailed, httpx.HTTPError) as error:
+    except VerificationFailed as error:
         fail(f"audit log verification failed: {error}")
+    except (CannotVerify, httpx.HTTPError) as error:  # nothing proven either way: another exit code
+        typer.echo(f"readmit: could not verify the audit log: {error}", err=True)
+        raise typer.Exit(code=2) from None
     since = "first checkpoint stored" if outcome.previous_size is None else f"consistent with {outcome.previous_size}"
     typer.echo(
         f"audit log verified: tree size {outcome.checkpoint.size} ({since}), "

@@ -100,6 +100,31 @@ def consistency_ranges(old_size: int, new_size: int) -> list[Range]:
     return list(reversed(proof))
 
 
+class CompactRange:
+    """The tree of the first ``size`` leaves as the hashes of its perfect subtrees, largest first
+    (its right edge, at most log2(n) hashes): enough to append leaves and to know the root,
+    without the leaves before (Trillian's compact ranges; C2SP tlog-tiles keeps the same
+    hashes). A verifier that sees every leaf keeps one, and needs no inclusion proof."""
+
+    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
+        if len(hashes) != len(perfect_subtrees(0, size)):
+            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} perfect subtrees, not {len(hashes)}")
+        self.size, self.hashes = size, list(hashes)
+
+    def append(self, leaf: bytes) -> None:
+        """Add the next leaf's hash: it merges with the subtrees it completes."""
+        self.hashes.append(leaf)
+        completed = self.size
+        while completed & 1:
+            right = self.hashes.pop()
+            self.hashes[-1] = node_hash(self.hashes[-1], right)
+            completed >>= 1
+        self.size += 1
+
+    def root(self) -> bytes:
+        return fold(self.hashes)
+
+
 class ProofError(ValueError):
     """A proof that does not lead to the hash it should."""
 

@@ -3,21 +3,25 @@ verifiable log exists for: someone with the database (and the code, and the sign
 rewrites an event, recomputes the whole chain, its head and the Merkle tree, and restarts the
 service. The chain then checks out; a verifier holding an earlier checkpoint does not."""
 
+import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 from sqlalchemy import delete, func, select, text, update
 
+from app.audit import remote
 from app.audit.canonical import GENESIS_HASH, canonical_bytes
 from app.audit.models import AuditCheckpoint, AuditEvent, AuditHead, AuditPending, AuditTreeHead, AuditTreeNode
-from app.audit.notes import Signer
+from app.audit.notes import Signer, Verifier
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
-from tests.harness import ServerProcess, records
+from tests.harness import ServerProcess, free_port, records
 
 
 def readmit(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -141,3 +145,66 @@ def test_events_acknowledged_before_a_crash_are_sequenced_at_the_next_start(tmp_
         assert run.returncode == 0, run.stderr
     finally:
         server.stop()
+
+
+def test_a_whole_log_verifier_asks_a_page_of_events_a_request_and_no_inclusion_proof(tmp_path):
+    """Thousands of events once took one inclusion proof each, into the rate limit, and the run
+    failed on a 429 worded like tampering. A verifier of the whole log rebuilds the tree from the
+    events instead, and keeps its right edge for the next run."""
+    server = ServerProcess(tmp_path / "data")
+    state = tmp_path / "state.json"
+    asked: list[str] = []
+    try:
+        auditor = server.principal("auditor")
+        activity(server, auditor, 30)
+        verifier = Verifier.parse(server.verifier_key)
+        hooks = {"request": [lambda request: asked.append(request.url.path)]}
+        with httpx.Client(base_url=server.base, headers=auditor, timeout=30, event_hooks=hooks) as client:
+            first = remote.verify_remote(client, verifier, state, whole_log=True)
+            assert first.events_checked == first.checkpoint.size
+            assert "/v1/audit/proof/inclusion" not in asked
+            right_edge = json.loads(state.read_text())["compact_range"]
+            assert len(right_edge) == first.checkpoint.size.bit_count()
+
+            activity(server, auditor, 5)
+            asked.clear()
+            second = remote.verify_remote(client, verifier, state, whole_log=True)
+            assert second.events_checked == second.checkpoint.size - first.checkpoint.size, "only the new ones"
+            assert "/v1/audit/proof/inclusion" not in asked and "/v1/audit/proof/consistency" in asked
+
+            held = json.loads(state.read_text())
+            held["compact_range"][0] = base64.b64encode(bytes(32)).decode()  # a state file altered
+            state.write_text(json.dumps(held))
+            with pytest.raises(remote.VerificationFailed, match="compact range is not the tree of its checkpoint"):
+                remote.verify_remote(client, verifier, state, whole_log=True)
+    finally:
+        server.stop()
+
+
+def test_a_rate_limited_verifier_waits_as_told_and_a_service_it_cannot_ask_is_not_a_failed_log(tmp_path):
+    """A 429 is waited out (``Retry-After``); a service that cannot be asked ends the run with
+    exit code 2, not 1: nothing is proven either way, and the state file is left as it was."""
+    answers = iter([httpx.Response(429, headers={"Retry-After": "0"}), httpx.Response(200, json={"ok": True})])
+    with httpx.Client(base_url="http://log", transport=httpx.MockTransport(lambda _: next(answers))) as client:
+        assert remote._get(client, "/v1/audit/checkpoint") == {"ok": True}
+    too_long = httpx.MockTransport(lambda _: httpx.Response(429, headers={"Retry-After": "3600"}))
+    with httpx.Client(base_url="http://log", transport=too_long) as client, pytest.raises(remote.CannotVerify):
+        remote._get(client, "/v1/audit/checkpoint")
+
+    state = tmp_path / "state.json"
+    state.write_text('{"checkpoint": "kept"}')
+    env = {**os.environ, "READMIT_API_KEY": "any"}
+    key = str(Signer.generate("readmit.test/audit").verifier)
+    run = readmit(
+        "audit",
+        "verify-remote",
+        "--url",
+        f"http://127.0.0.1:{free_port()}",
+        "--key",
+        key,
+        "--state",
+        str(state),
+        env=env,
+    )
+    assert run.returncode == 2 and "could not verify the audit log" in run.stderr
+    assert state.read_text() == '{"checkpoint": "kept"}'
