@@ -131,7 +131,7 @@ class Runtime:
             DatabaseChangeFeed(read_sessions),
             backend,
             keyring.snapshot_key,
-            metrics.index_change_lag.observe,
+            metrics.index_change_lag.labels(str(os.getpid())).observe,  # each process its own lag
         )
         thresholds = ThresholdBook(registry, sessions, metrics, searches=settings.calibration_searches)
         leases = Leases(settings.search_lease_s)

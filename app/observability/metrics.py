@@ -107,6 +107,7 @@ class Metrics(PassesMetrics):
         self.index_change_lag = Histogram(
             "readmit_index_change_lag_seconds",
             "from a change's commit in another process (its host's clock) to its application to this process's index",
+            ["pid"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )

@@ -2,6 +2,7 @@
 commits, the other finds, within the follower's bounded delay; a start catches a snapshot up
 from the change log. On PostgreSQL the follower is woken by NOTIFY, on SQLite it polls."""
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -83,6 +84,7 @@ def test_what_one_node_commits_the_other_finds(nodes):
     assert f'readmit_index_changes_behind{{gallery="{gallery}"}} 0.0' in metrics
     (lagged,) = [line for line in metrics.splitlines() if line.startswith("readmit_index_change_lag_seconds_count")]
     assert float(lagged.split()[1]) >= 2, "the deletion and the replacement came to B through the log"
+    assert f'pid="{os.getpid()}"' in lagged, "each process its own series (B runs in this one)"
 
 
 def test_a_writer_catches_up_on_the_other_nodes_changes_before_its_own(nodes):
