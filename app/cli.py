@@ -144,7 +144,7 @@ def serve(
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
     try:
         uvicorn.run(
-            "app.main:create_app",
+            "app.main:serving_app",
             factory=True,
             host=host,
             port=port,

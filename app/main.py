@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -74,21 +75,39 @@ TAGS = [
 """The order of the sections of /docs, whatever the order routes are matched in."""
 
 
-def create_app(settings: Settings | None = None, *, load_indexes_in_background: bool = True) -> FastAPI:
+STARTUP_REFUSED = 3
+"""The exit code of a start refused for a reason the log names (uvicorn's for a failed start)."""
+
+
+def serving_app() -> FastAPI:
+    """The app as ``readmit serve`` runs it, in each of its processes: a start refused for a
+    known reason (the data folder in use, a key missing or wrong) ends the process with that
+    reason on one line. Raised through uvicorn, it came out as some eighty lines of traceback."""
+    return create_app(exit_on_refusal=True)
+
+
+def create_app(
+    settings: Settings | None = None, *, load_indexes_in_background: bool = True, exit_on_refusal: bool = False
+) -> FastAPI:
     settings = settings or get_settings()
     runtime = Runtime.create(settings)
     keep_a_core_for_the_interpreter()  # the serving process only: a tool that opens a runtime keeps every core
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        lock = lock_for_serving(settings.data_dir)
+        lock = None
         try:
+            lock = lock_for_serving(settings.data_dir)
             with database_lock(runtime.engine, "start"):  # processes and nodes starting together: once
                 upgrade_to_head(settings, runtime.engine)
                 runtime.open_keyring()
-        except DomainError as error:  # a wrong or missing key stops the start, with its reason
+        except DomainError as error:  # the folder in use, a wrong or missing key: the start stops, with its reason
             log.critical("cannot start: %s", error.message, extra={"event": {"reason": error.code}})
-            lock.release()
+            if lock is not None:
+                lock.release()
+            if exit_on_refusal:
+                logging.shutdown()  # the line written out before the exit, which flushes nothing
+                os._exit(STARTUP_REFUSED)
             raise
         # Alone, the process answers /readyz 503 while it loads. One of several loads before it
         # takes connections, so that a replacement for a dead sibling never answers unready.

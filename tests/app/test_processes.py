@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.harness import ServerProcess
+from tests.harness import ServerProcess, free_port
 
 
 def worker_pids(supervisor: int) -> set[int]:
@@ -121,3 +121,24 @@ def test_a_node_with_another_audit_key_refuses_to_start(tmp_path):
     )
     assert run.returncode != 0
     assert "audit_key_mismatch" in run.stdout and "READMIT_AUDIT_KEY_FILE" in run.stdout
+
+
+def test_a_second_service_on_a_folder_in_use_stops_with_one_line(tmp_path):
+    """A refused start says why on one line and exits 3; raised through uvicorn, it was some
+    eighty lines of traceback around the reason."""
+    first = ServerProcess(tmp_path / "data")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "app", "serve", "--port", str(free_port())],
+            env=first.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        first.stop()
+    assert second.returncode == 3
+    assert "Traceback" not in second.stdout + second.stderr
+    [refusal] = [json.loads(line) for line in second.stdout.splitlines() if '"critical"' in line]
+    assert refusal["message"].startswith("cannot start: another readmit process is using the data folder")
+    assert refusal["reason"] == "data_dir_locked"
