@@ -59,6 +59,8 @@ class Listener:
                     pass
             return woken
         except psycopg.Error as error:
+            if self._closed.is_set():  # closed under the wait, by a stop: nothing interrupted
+                return False
             log.warning("change notifications interrupted; polling", extra={"event": {"reason": str(error)}})
             self._drop()
             self._closed.wait(timeout_s)

@@ -3,6 +3,7 @@ commits, the other finds, within the follower's bounded delay; a start catches a
 from the change log. On PostgreSQL the follower is woken by NOTIFY, on SQLite it polls."""
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 
@@ -205,6 +206,27 @@ def test_a_committed_change_wakes_the_listener_and_a_rolled_back_one_does_not(da
             notify(session, GALLERY_CHANGES, "1:2")
             session.rollback()
         assert listener.wait(0.2) is False
+    finally:
+        listener.close()
+        engine.dispose()
+
+
+def test_a_listener_closed_during_its_wait_logs_no_interruption(database_url, caplog):
+    """A clean stop closes the connection under the waiting thread: not an outage to warn of."""
+    if database_url is None:
+        pytest.skip("SQLite has no notifications: followers poll")
+    engine = create_engine(database_url)
+    listener = Listener.for_engine(engine, GALLERY_CHANGES)
+    assert listener is not None
+    try:
+        assert listener.wait(0.01) is False  # connected
+        waiting = threading.Thread(target=listener.wait, args=(5,))
+        waiting.start()
+        time.sleep(0.2)  # in its wait
+        listener.close()
+        waiting.join(timeout=10)
+        assert not waiting.is_alive()
+        assert not [r for r in caplog.records if "change notifications interrupted" in r.getMessage()]
     finally:
         listener.close()
         engine.dispose()
