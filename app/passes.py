@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import IO
@@ -35,7 +36,7 @@ from app.audit.keys import load_signing_key
 from app.audit.log import CheckpointPolicy
 from app.audit.notes import Signer
 from app.audit.sequencer import Sequencer
-from app.cases.linker import CaseLinker
+from app.cases.linker import MIN_PASS_S, CaseLinker
 from app.cases.links import ThresholdsOf
 from app.core.config import Settings
 from app.db.session import Sessions, make_engine, make_session_factory, transaction
@@ -61,6 +62,16 @@ NICENESS = 10
 """The child's scheduling priority, below its parent's: its passes wait for a core the requests
 do not need. At the default niceness, with one client, its linker's matrix products took 70% of a
 core on both cores' BLAS threads, and the requests waited for theirs (a p99 of 25-45 ms)."""
+
+PIPE_BYTES = 65536
+"""The wake-ups a child reads at once: all a pipe can hold.
+
+It reads them no more often than its linker passes (every ``MIN_PASS_S`` at most). Between two
+reads no reader waits on the pipe, so the byte a batch writes wakes no process. Read at once,
+each byte had the host switch to the child about 250 times a second at one client, on a core
+the next search needed. At 1M, one client, in three alternated pairs, the service's CPU per
+identification went from 4.20-4.65 ms to 3.92-4.07 ms, and the p50 from 3.55-4.04 ms to
+3.26-3.55 ms."""
 
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 """Background work takes one core at most: numpy's BLAS (the linker's products) and OpenMP."""
@@ -208,6 +219,14 @@ class _Stop(Exception):
     """Raised in the child's main thread by SIGTERM, to leave its wait on the pipe."""
 
 
+def relay_wakeups(pipe: int, wake: Callable[[], None], pause: Callable[[float], None] = time.sleep) -> None:
+    """Wake the linker once for all the bytes read at a time, then leave the pipe unread for a
+    pass's length (see :data:`PIPE_BYTES`); returns when the parent's end is closed."""
+    while os.read(pipe, PIPE_BYTES):
+        wake()
+        pause(MIN_PASS_S)
+
+
 def run_child(settings: Settings) -> None:
     """The child's body (``readmit passes``, started by a serving process after its start has
     applied migrations and opened the keyring): the passes, until the pipe from the parent ends
@@ -240,8 +259,7 @@ def run_child(settings: Settings) -> None:
     passes.start()
     log.info("background passes running", extra={"event": {"parent": os.getppid()}})
     try:
-        while os.read(sys.stdin.fileno(), 4096):  # b"" once the parent's end is closed
-            passes.linker.wake()
+        relay_wakeups(sys.stdin.fileno(), passes.linker.wake)
     except (_Stop, KeyboardInterrupt):
         pass
     finally:

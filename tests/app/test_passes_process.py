@@ -15,9 +15,10 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import text
 
+from app.cases.linker import MIN_PASS_S
 from app.core.config import Settings
 from app.db.session import make_engine
-from app.passes import NICENESS, PassesProcess, settings_environment
+from app.passes import NICENESS, PassesProcess, relay_wakeups, settings_environment
 from tests.app.test_case_links import DIM
 from tests.harness import ServerProcess, case_body, identification_body, metric
 
@@ -162,3 +163,26 @@ def test_a_child_told_to_stop_is_neither_restarted_nor_reported_as_ended(tmp_pat
     assert not passes._watcher.is_alive()
     assert not [record for record in caplog.records if "ended; starting it again" in record.getMessage()]
     assert restarts._value.get() == 0
+
+
+def test_the_batches_that_end_while_the_linker_passes_wake_it_once_and_no_reader_meanwhile():
+    """The child leaves the pipe unread for a pass's length after each wake-up: the bytes of the
+    batches that end meanwhile wait there (no reader is blocked on the pipe for them to wake), and
+    are one wake-up when it reads again."""
+    read_end, write_end = os.pipe()
+    wakes: list[int] = []
+    pauses: list[float] = []
+    os.write(write_end, b".")
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 1:
+            for _ in range(40):  # the batches ending during the first pass
+                os.write(write_end, b".")
+        else:
+            os.close(write_end)  # the parent gone
+
+    relay_wakeups(read_end, lambda: wakes.append(1), pause)
+    os.close(read_end)
+    assert len(wakes) == 2, "one for the first batch, one for the forty after it"
+    assert pauses == [MIN_PASS_S, MIN_PASS_S]
