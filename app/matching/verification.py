@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import ensure_open, touched_countries, visible_case
+from app.cases.service import ensure_open, visible_case
 from app.core.config import Settings
 from app.db.session import Sessions, transaction
 from app.galleries.exceptions import UnknownRecord
@@ -42,6 +42,7 @@ class VerificationView:
 
 def verify(
     sessions: Sessions,
+    read_sessions: Sessions,
     registry: IndexRegistry,
     thresholds: ThresholdBook,
     settings: Settings,
@@ -50,8 +51,14 @@ def verify(
     request: VerificationRequest,
 ) -> VerificationView:
     """Score the probes against one enrolled record of a presumed country's gallery covered by
-    an agreement; the decision and the FMR it was taken at are audited."""
-    with transaction(sessions) as session:
+    an agreement; the decision and the FMR it was taken at are audited.
+
+    The checks read through ``read_sessions``, and the thresholds are found outside any
+    transaction: the first verification after a start may draw or load the gallery's calibration,
+    which writes in a transaction of its own. Inside this one, on SQLite, it waited for the
+    writers' turn its own thread held, and every request after it queued behind that turn.
+    The one write, the audit event, comes last, in a short transaction of its own."""
+    with read_sessions() as session:
         case = visible_case(session, actor, case_id)
         ensure_open(case)
         gallery = session.get(Gallery, request.gallery_id)
@@ -62,19 +69,18 @@ def verify(
         if gallery.id not in searched:
             raise NoAgreement(f"no agreement covers {gallery.country}'s {gallery.modality} gallery", details=skipped)
         record = find_record(session, gallery.id, request.reference_id, gallery.country)
-        probes = request.probes.decode(fmt, settings.max_probes, what="probe")
-        fmr = requested_rate(request.target_fmr or settings.default_fmr, InvalidFmr)
-        score = registry.get(gallery.id).score_record(record.id, probes)
-        if score is None:
-            raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
-        calibrated = thresholds.for_verification(gallery.id, fmr)
-        decision = "match" if score >= calibrated.thresholds.match else "no_match"
+        resource = f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}"
+        countries = [case.agency_country, gallery.country]  # not the case's other presumed countries
+        gallery_id, record_id = gallery.id, record.id
+    probes = request.probes.decode(fmt, settings.max_probes, what="probe")
+    fmr = requested_rate(request.target_fmr or settings.default_fmr, InvalidFmr)
+    score = registry.get(gallery_id).score_record(record_id, probes)
+    if score is None:
+        raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
+    calibrated = thresholds.for_verification(gallery_id, fmr)
+    decision = "match" if score >= calibrated.thresholds.match else "no_match"
+    with transaction(sessions) as session:
         audit.append(
-            session,
-            actor,
-            Action.RECORD_VERIFY,
-            f"case/{case.id}/gallery/{gallery.id}/record/{record.reference_id}",
-            [*touched_countries(case), gallery.country],
-            details={"decision": decision, "fmr": fmr},
+            session, actor, Action.RECORD_VERIFY, resource, countries, details={"decision": decision, "fmr": fmr}
         )
     return VerificationView(score, decision, calibrated.thresholds.match, fmr, calibrated.resolved)

@@ -3,12 +3,14 @@
 import threading
 import time
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
+import httpx
 import numpy as np
 import pytest
 from sqlalchemy import Engine, event
 
-from tests.harness import case_body, identification_body, settled
+from tests.harness import ServerProcess, case_body, identification_body, settled
 
 DIM = 512
 BACKGROUND_THREADS = ("audit-sequencer", "case-linker", "search-claimer", "deduplication", "expiry", "index-follower")
@@ -396,3 +398,34 @@ def test_a_search_of_a_gallery_whose_index_is_not_loaded_fails_with_its_code(sto
     answer = identify(service, police, case["id"], people.mated_probes[0])
     assert answer.status_code == 200, answer.text
     assert (answer.json()["status"], answer.json()["error"]) == ("failed", "index_unavailable")
+
+
+def test_the_first_verification_after_a_start_answers_and_the_service_goes_on(tmp_path, database_url, people):
+    """After a start, the first verification of a gallery loads its calibration, which reads and
+    writes in a transaction of its own. Inside the verification's write transaction, on SQLite,
+    it waited for the writers' turn its own thread held: the call never returned, and every
+    request after it hung behind that turn (a real process: a hang fails the test, not the run)."""
+    server = ServerProcess(tmp_path / "data", database_url)
+    try:
+        with httpx.Client(base_url=server.base, timeout=60) as client:
+            service = SimpleNamespace(
+                client=client, admin=server.admin, principal=server.principal, gallery=server.gallery
+            )
+            sen, police = searchable_sen_gallery(service, people)
+            case = open_case(service, police)  # SEN and MLI presumed
+            server.stop()
+            server.start()  # nothing calibrated in this process yet
+            person = int(people.mated_ids[0])
+            body = {"gallery_id": sen, "reference_id": f"SEN-{person:04d}", "probes": [people.mated_probes[0].tolist()]}
+            answer = client.post(f"/v1/cases/{case['id']}/verifications", headers=police, json=body)
+            assert answer.status_code == 200 and answer.json()["decision"] == "match"
+            assert client.get("/readyz").status_code == 200
+            events = {
+                country: client.get("/v1/audit/events", headers=server.principal("auditor", country)).json()
+                for country in ("SEN", "MLI")
+            }
+    finally:
+        server.stop()
+    verified = [e["resource"] for e in events["SEN"]["events"] if e["action"] == "record.verify"]
+    assert verified == [f"case/{case['id']}/gallery/{sen}/record/SEN-{person:04d}"]
+    assert not [e for e in events["MLI"]["events"] if e["action"] == "record.verify"], "not MLI's record"

@@ -151,5 +151,12 @@ def verify(
         body.gallery_id, body.reference_id, EncodedTemplates(body.probes, body.probes_b64), body.target_fmr
     )
     return verification.verify(
-        runtime.sessions, runtime.registry, runtime.thresholds, runtime.settings, actor, case_id, request
+        runtime.sessions,
+        runtime.read_sessions,
+        runtime.registry,
+        runtime.thresholds,
+        runtime.settings,
+        actor,
+        case_id,
+        request,
     )
