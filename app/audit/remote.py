@@ -3,12 +3,19 @@ service, with no access to its code's internals or its database: only HTTP, the 
 key, and a state file of its own.
 
 Each run: fetch the latest checkpoint and check its signature; prove it consistent with the
-checkpoint stored by the previous run; download every event the key may see up to the new tree
-size and recompute its chain hash and Merkle leaf; prove each in the new tree; then store the new
-checkpoint. A key that sees part of the log (a country's auditor) proves each event with its
-inclusion proof. A key that sees all of it rebuilds the tree from the events themselves, onto the
-tree's right edge kept from the previous run, and compares roots: a page of events a request,
-rather than a proof an event (which a log of thousands of events ran into the rate limit with).
+checkpoint stored by the previous run; download every event the key may see, from the first, up
+to the new tree size, and recompute its chain hash and Merkle leaf; check that the events under
+the stored checkpoint are still those that were proven, and prove the others in the new tree;
+then store the new checkpoint. A consistent tree alone says nothing of the events the service
+serves: an event edited under a checkpoint, or taken out of a country's sight, keeps the tree as
+it was, and is caught only by looking at the events again.
+
+- A key that sees all of the log rebuilds the tree from the events themselves and compares its
+  roots with both checkpoints': a page of events a request, no proof an event (a log of
+  thousands of events ran into the rate limit with one each).
+- A key that sees part of it (a country's auditor) proves each new event with its inclusion
+  proof, and compares the events it had proven with a digest of them kept in the state file.
+
 Any failure names its reason and leaves the state file as it was, so the evidence (the old
 checkpoint, signed by the log) is kept.
 """
@@ -45,30 +52,63 @@ class VerificationFailed(Exception):
 
 class CannotVerify(Exception):
     """The service could not be asked (down, refusing the key, over its rate limit for longer
-    than :data:`MAX_RETRY_AFTER_S`): nothing is proven either way, and the state is kept."""
+    than :data:`MAX_RETRY_AFTER_S`), or the state file cannot be read: nothing is proven either
+    way, and the state is kept."""
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The events a key that sees part of the log has proven, all under its stored checkpoint:
+    how many, and a SHA-256 over each one's seq (8 bytes, big-endian) and leaf hash, in order."""
+
+    events: int
+    digest: str
+
+
+class Tally:
+    """A :class:`Seen` being counted, event by event."""
+
+    def __init__(self) -> None:
+        self._hash, self.events = hashlib.sha256(), 0
+
+    def add(self, seq: int, leaf: bytes) -> None:
+        self._hash.update(seq.to_bytes(8, "big") + leaf)
+        self.events += 1
+
+    def seen(self) -> Seen:
+        return Seen(self.events, self._hash.hexdigest())
 
 
 @dataclass(frozen=True)
 class State:
     """What a verifier keeps between runs: the last checkpoint it accepted, verbatim, and, for a
-    verifier of the whole log, that tree's compact range (its right edge: at most log2(n)
-    hashes, base64), from which the next run extends the tree with the new events alone."""
+    key that sees part of the log, the events it had proven under it."""
 
     checkpoint: str
-    compact_range: list[str] | None = None
+    seen: Seen | None = None
 
     @classmethod
     def load(cls, path: Path) -> State | None:
+        """None when there is no file yet; :class:`CannotVerify` for a file that is not a state."""
+        if not path.parent.is_dir():
+            raise CannotVerify(f"no folder {path.parent} for the state file")
         if not path.exists():
             return None
-        stored = json.loads(path.read_text())
-        return cls(stored["checkpoint"], stored.get("compact_range"))
+        try:
+            stored = json.loads(path.read_text())
+            seen = stored.get("seen")
+            state = cls(stored["checkpoint"], Seen(int(seen["events"]), str(seen["digest"])) if seen else None)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise CannotVerify(f"{path} is not a verifier's state file ({type(error).__name__}: {error})") from None
+        if not isinstance(state.checkpoint, str):
+            raise CannotVerify(f"{path} is not a verifier's state file (its checkpoint is not a signed note)")
+        return state
 
     def save(self, path: Path) -> None:
         """Atomically: a crash leaves the old state or the new, never half of one."""
         stored: dict[str, Any] = {"checkpoint": self.checkpoint}
-        if self.compact_range is not None:
-            stored["compact_range"] = self.compact_range
+        if self.seen is not None:
+            stored["seen"] = {"events": self.seen.events, "digest": self.seen.digest}
         temporary = path.with_name(path.name + ".tmp")
         temporary.write_text(json.dumps(stored, indent=1) + "\n")
         os.replace(temporary, path)
@@ -114,6 +154,16 @@ def open_checkpoint(verifier: Verifier, note: str) -> Checkpoint:
     return checkpoint
 
 
+def open_stored(verifier: Verifier, note: str) -> Checkpoint:
+    """The checkpoint of the state file, which an earlier run accepted."""
+    try:
+        return open_checkpoint(verifier, note)
+    except VerificationFailed as error:
+        raise VerificationFailed(
+            f"the state file's checkpoint does not open with this key ({error}): another log's, or the file was altered"
+        ) from None
+
+
 def check_consistency(client: httpx.Client, old: Checkpoint, new: Checkpoint) -> None:
     if new.size < old.size:
         raise VerificationFailed(f"inconsistent tree: it shrank from {old.size} to {new.size} events")
@@ -124,77 +174,88 @@ def check_consistency(client: httpx.Client, old: Checkpoint, new: Checkpoint) ->
         raise VerificationFailed(f"inconsistent tree: {error} (the log changed what it had signed)") from None
 
 
-def listed_events(client: httpx.Client, after: int, up_to: int) -> Iterator[dict[str, Any]]:
-    """The events the key may see with ``after < seq <= up_to``, in order, each with a content
-    that hashes to its ``hash``."""
+def listed_events(client: httpx.Client, after: int, up_to: int) -> Iterator[tuple[dict[str, Any], bytes]]:
+    """The events the key may see with ``after < seq <= up_to``, in order, each with its leaf
+    hash, each with a content that hashes to its ``hash``."""
     while after < up_to:
         page = _get(client, "/v1/audit/events", after=after, limit=PAGE)
         for event in page["events"]:
             if event["seq"] > up_to:
                 return
-            if hashlib.sha256(canonical_json(event)).hexdigest() != event["hash"]:
+            canonical = canonical_json(event)
+            if hashlib.sha256(canonical).hexdigest() != event["hash"]:
                 raise VerificationFailed(f"event {event['seq']}: its hash is not that of its content")
             after = event["seq"]
-            yield event
+            yield event, merkle.leaf_hash(canonical)
         if page["next_after"] is None:
             return
 
 
-def check_inclusion(client: httpx.Client, event: dict[str, Any], checkpoint: Checkpoint) -> None:
-    seq = event["seq"]
+def check_inclusion(client: httpx.Client, seq: int, leaf: bytes, checkpoint: Checkpoint) -> None:
     response = _ask(client, "/v1/audit/proof/inclusion", seq=seq, tree_size=checkpoint.size)
     if response.status_code == 404:
         raise VerificationFailed(f"missing event: {seq} was listed but the log has no proof of it")
     if response.status_code != 200:
         raise CannotVerify(f"inclusion proof of event {seq} answered {response.status_code}")
     try:
-        merkle.verify_inclusion(
-            seq - 1,
-            checkpoint.size,
-            merkle.leaf_hash(canonical_json(event)),
-            _decode(response.json()["hashes"]),
-            checkpoint.root,
-        )
+        merkle.verify_inclusion(seq - 1, checkpoint.size, leaf, _decode(response.json()["hashes"]), checkpoint.root)
     except merkle.ProofError as error:
-        raise VerificationFailed(f"missing event: {seq} as listed is not in the signed tree ({error})") from None
+        raise VerificationFailed(
+            f"missing event: {seq} as listed is not in the signed tree of {checkpoint.size} ({error})"
+        ) from None
 
 
-def check_listed(client: httpx.Client, old: Checkpoint | None, new: Checkpoint) -> int:
-    """A key that sees part of the log: each event it may see after ``old`` proven in ``new``,
-    one inclusion proof apiece."""
-    checked = 0
-    for event in listed_events(client, old.size if old else 0, new.size):
-        check_inclusion(client, event, new)
-        checked += 1
-    return checked
+def name_the_changed(client: httpx.Client, checkpoint: Checkpoint) -> None:
+    """Prove every event listed under ``checkpoint``, one by one: raises for the first that is
+    not in its tree (a failure already known, to be named)."""
+    for event, leaf in listed_events(client, 0, checkpoint.size):
+        check_inclusion(client, event["seq"], leaf, checkpoint)
 
 
-def check_whole_log(
-    client: httpx.Client, state: State | None, old: Checkpoint | None, new: Checkpoint
-) -> tuple[int, merkle.CompactRange]:
-    """A key that sees every event: the tree rebuilt from them, leaf by leaf, onto the compact
-    range stored with ``old`` (from the first event when there is none), must have ``new``'s
-    root; no seq may be missing from the listing. That proves every event included at once,
-    with one request per page of events. When the roots differ, the events are proven one by
-    one to name the first that is not in the signed tree."""
+def check_listed(client: httpx.Client, seen: Seen | None, old: Checkpoint | None, new: Checkpoint) -> tuple[int, Seen]:
+    """A key that sees part of the log: the events under ``old`` as they were proven (``seen``),
+    the others each proven in ``new`` by its inclusion proof. Without ``seen`` (a first run, or a
+    state file of an earlier version) every event is proven."""
+    proven = old.size if old is not None and seen is not None else 0
+    tally, before, checked = Tally(), None, 0
+    for event, leaf in listed_events(client, 0, new.size):
+        seq = event["seq"]
+        if seq > proven:
+            before = before or tally.seen()
+            check_inclusion(client, seq, leaf, new)
+            checked += 1
+        tally.add(seq, leaf)
+    before = before or tally.seen()
+    if seen is not None and old is not None and before != seen:
+        name_the_changed(client, old)
+        raise VerificationFailed(
+            f"missing event: of the {seen.events} events proven under the stored checkpoint, {before.events} are "
+            "listed now, and not all the same: an event was taken out of this key's sight"
+        )
+    return checked, tally.seen()
+
+
+def check_whole_log(client: httpx.Client, old: Checkpoint | None, new: Checkpoint) -> int:
+    """A key that sees every event: the tree rebuilt from them, leaf by leaf, must have both
+    checkpoints' roots, and no seq may be missing from the listing. When a root differs, the
+    events are proven one by one to name the first that is not in that tree."""
     tree = merkle.CompactRange()
-    if state is not None and old is not None and state.compact_range is not None:
-        tree = merkle.CompactRange(old.size, _decode(state.compact_range))
-        if tree.root() != old.root:
-            raise VerificationFailed("the state file's compact range is not the tree of its checkpoint")
-    start, checked = tree.size, 0
-    for event in listed_events(client, start, new.size):
+    for event, leaf in listed_events(client, 0, new.size):
         if event["seq"] != tree.size + 1:
-            raise VerificationFailed(f"missing event: {tree.size + 1} is in the tree but not in the listing")
-        tree.append(merkle.leaf_hash(canonical_json(event)))
-        checked += 1
+            break
+        tree.append(leaf)
+        if old is not None and tree.size == old.size and tree.root() != old.root:
+            name_the_changed(client, old)
+            raise VerificationFailed(f"the events listed do not make the tree of the stored checkpoint ({old.size})")
     if tree.size < new.size:
-        raise VerificationFailed(f"missing event: {tree.size + 1} is in the tree but not in the listing")
+        raise VerificationFailed(
+            f"missing event: {tree.size + 1} is in the tree but not in the listing "
+            "(--whole-log needs the key of an auditor without a country)"
+        )
     if tree.root() != new.root:
-        for event in listed_events(client, start, new.size):
-            check_inclusion(client, event, new)
+        name_the_changed(client, new)
         raise VerificationFailed("the events listed do not make the signed tree")
-    return checked, tree
+    return tree.size
 
 
 def verify_remote(client: httpx.Client, verifier: Verifier, state_path: Path, whole_log: bool = False) -> Outcome:
@@ -203,13 +264,12 @@ def verify_remote(client: httpx.Client, verifier: Verifier, state_path: Path, wh
     state = State.load(state_path)
     note = _get(client, "/v1/audit/checkpoint")["checkpoint"]
     new = open_checkpoint(verifier, note)
-    old = open_checkpoint(verifier, state.checkpoint) if state else None
+    old = open_stored(verifier, state.checkpoint) if state else None
     if old:
         check_consistency(client, old, new)
     if whole_log:
-        checked, tree = check_whole_log(client, state, old, new)
-        State(note, [base64.b64encode(h).decode() for h in tree.hashes]).save(state_path)
+        checked, seen = check_whole_log(client, old, new), None
     else:
-        checked = check_listed(client, old, new)
-        State(note).save(state_path)
+        checked, seen = check_listed(client, state.seen if state else None, old, new)
+    State(note, seen).save(state_path)
     return Outcome(old.size if old else None, new, checked)

@@ -3,7 +3,6 @@ verifiable log exists for: someone with the database (and the code, and the sign
 rewrites an event, recomputes the whole chain, its head and the Merkle tree, and restarts the
 service. The chain then checks out; a verifier holding an earlier checkpoint does not."""
 
-import base64
 import hashlib
 import json
 import os
@@ -17,7 +16,15 @@ from sqlalchemy import delete, func, select, text, update
 
 from app.audit import remote
 from app.audit.canonical import GENESIS_HASH, canonical_bytes
-from app.audit.models import AuditCheckpoint, AuditEvent, AuditHead, AuditPending, AuditTreeHead, AuditTreeNode
+from app.audit.models import (
+    AuditCheckpoint,
+    AuditEvent,
+    AuditEventCountry,
+    AuditHead,
+    AuditPending,
+    AuditTreeHead,
+    AuditTreeNode,
+)
 from app.audit.notes import Signer, Verifier
 from app.core.config import Settings
 from app.db.session import make_engine, make_session_factory
@@ -40,11 +47,13 @@ def activity(server: ServerProcess, auditor: dict[str, str], count: int = 3) -> 
         return int(api.post("/v1/audit/checkpoint", headers=auditor).json()["tree_size"])
 
 
-def verify_remote(server: ServerProcess, auditor: dict[str, str], state, key: str | None = None):
+def verify_remote(
+    server: ServerProcess, auditor: dict[str, str], state, key: str | None = None, whole_log: bool = True
+):
     env = {**os.environ, "READMIT_API_KEY": auditor["Authorization"].removeprefix("Bearer ")}
     verifier_key = key or server.verifier_key
     assert verifier_key is not None, "this server made the log's key"
-    args = ["--url", server.base, "--key", verifier_key, "--state", str(state), "--whole-log"]
+    args = ["--url", server.base, "--key", verifier_key, "--state", str(state), *(["--whole-log"] * whole_log)]
     return readmit("audit", "verify-remote", *args, env=env)
 
 
@@ -150,7 +159,7 @@ def test_events_acknowledged_before_a_crash_are_sequenced_at_the_next_start(tmp_
 def test_a_whole_log_verifier_asks_a_page_of_events_a_request_and_no_inclusion_proof(tmp_path):
     """Thousands of events once took one inclusion proof each, into the rate limit, and the run
     failed on a 429 worded like tampering. A verifier of the whole log rebuilds the tree from the
-    events instead, and keeps its right edge for the next run."""
+    events instead, every run from the first event."""
     server = ServerProcess(tmp_path / "data")
     state = tmp_path / "state.json"
     asked: list[str] = []
@@ -163,20 +172,80 @@ def test_a_whole_log_verifier_asks_a_page_of_events_a_request_and_no_inclusion_p
             first = remote.verify_remote(client, verifier, state, whole_log=True)
             assert first.events_checked == first.checkpoint.size
             assert "/v1/audit/proof/inclusion" not in asked
-            right_edge = json.loads(state.read_text())["compact_range"]
-            assert len(right_edge) == first.checkpoint.size.bit_count()
-
             activity(server, auditor, 5)
             asked.clear()
             second = remote.verify_remote(client, verifier, state, whole_log=True)
-            assert second.events_checked == second.checkpoint.size - first.checkpoint.size, "only the new ones"
+            assert second.events_checked == second.checkpoint.size, "the events under the first checkpoint again"
             assert "/v1/audit/proof/inclusion" not in asked and "/v1/audit/proof/consistency" in asked
+            assert asked.count("/v1/audit/events") == 1, "a page of up to 1,000 events a request"
+    finally:
+        server.stop()
 
-            held = json.loads(state.read_text())
-            held["compact_range"][0] = base64.b64encode(bytes(32)).decode()  # a state file altered
-            state.write_text(json.dumps(held))
-            with pytest.raises(remote.VerificationFailed, match="compact range is not the tree of its checkpoint"):
-                remote.verify_remote(client, verifier, state, whole_log=True)
+
+def edit_in_place(data_dir, seq: int) -> None:
+    """The simplest insider: one event changed where it lies, nothing recomputed (the stronger
+    one, who recomputes the chain, is in the tests above: its events are not in the tree)."""
+    engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
+    with make_session_factory(engine)() as session, session.begin():
+        session.execute(text("DROP TRIGGER audit_events_no_update"))
+        session.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(outcome="denied"))
+    engine.dispose()
+
+
+def test_an_event_edited_or_taken_out_of_sight_under_a_held_checkpoint_is_caught_at_the_next_run(tmp_path):
+    """The tree, and so every consistency proof, stays as it was: only the events served have
+    changed. Each run looks at every event again, the whole log's verifier by rebuilding the tree,
+    a country's by the digest of the events it had proven."""
+    server = ServerProcess(tmp_path / "data")
+    try:
+        operator, senegal = server.principal("auditor"), server.principal("auditor", "SEN")
+        size = activity(server, operator, 4)
+        whole, scoped = tmp_path / "whole.json", tmp_path / "sen.json"
+        assert verify_remote(server, operator, whole).returncode == 0
+        assert verify_remote(server, senegal, scoped, whole_log=False).returncode == 0
+        with httpx.Client(base_url=server.base, headers=senegal) as client:
+            sen_events = [e["seq"] for e in client.get("/v1/audit/events").json()["events"] if e["seq"] <= size]
+        assert len(sen_events) >= 2, "under the checkpoint both verifiers hold"
+        server.stop()
+        edit_in_place(tmp_path / "data", sen_events[0])
+        server.start()
+        for auditor, state, whole_log in ((operator, whole, True), (senegal, scoped, False)):
+            run = verify_remote(server, auditor, state, whole_log=whole_log)
+            assert run.returncode == 1 and f"event {sen_events[0]}: its hash is not that of its content" in run.stderr
+
+        server.stop()
+        engine = make_engine(Settings(data_dir=tmp_path / "data").sqlalchemy_url)
+        with make_session_factory(engine)() as session, session.begin():  # restore it, and re-scope another
+            session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
+            session.execute(update(AuditEvent).where(AuditEvent.seq == sen_events[0]).values(outcome="ok"))
+            session.execute(delete(AuditEventCountry).where(AuditEventCountry.seq == sen_events[-1]))
+        engine.dispose()
+        server.start()
+        run = verify_remote(server, senegal, scoped, whole_log=False)
+        assert run.returncode == 1 and "an event was taken out of this key's sight" in run.stderr
+        assert verify_remote(server, operator, whole).returncode == 0, "the log itself is intact"
+    finally:
+        server.stop()
+
+
+def test_a_state_file_that_cannot_be_read_is_one_line_and_exit_code_2(tmp_path):
+    server = ServerProcess(tmp_path / "data")
+    try:
+        auditor = server.principal("auditor")
+        bad = {"text": "not json", "empty": "{}", "number": '{"checkpoint": 5}'}
+        for name, content in bad.items():
+            (tmp_path / name).write_text(content)
+        for path in [*(tmp_path / name for name in bad), tmp_path, tmp_path / "absent" / "state.json"]:
+            run = verify_remote(server, auditor, path)
+            assert run.returncode == 2, (path, run.stderr)
+            assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+        state = tmp_path / "state.json"
+        assert verify_remote(server, auditor, state).returncode == 0
+        held = json.loads(state.read_text())
+        held["checkpoint"] = held["checkpoint"].replace("\n\n", "\n\n ", 1)  # an altered note
+        state.write_text(json.dumps(held))
+        run = verify_remote(server, auditor, state)
+        assert run.returncode == 1 and "the state file's checkpoint does not open with this key" in run.stderr
     finally:
         server.stop()
 
