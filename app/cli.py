@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from app.core.datalock import DataDirLock
+    from app.db.session import Sessions
     from app.runtime import Runtime
 
 cli = typer.Typer(
@@ -45,6 +46,19 @@ cli.add_typer(peer_cli, name="peer")
 def fail(message: str) -> NoReturn:
     typer.echo(f"readmit: {message}", err=True)
     raise typer.Exit(code=1)
+
+
+@contextmanager
+def reading(settings: Settings) -> Iterator[Sessions]:
+    """Sessions of a read-only engine, disposed afterwards: a command that reads for long (a
+    chain, an export) beside a running service must not hold SQLite's writers' turn."""
+    from app.db.session import make_engine, make_session_factory
+
+    engine = make_engine(settings.sqlalchemy_url, read_only=True)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
 
 
 @contextmanager
@@ -424,7 +438,7 @@ def dedup(
         if gallery not in runtime.gallery_ids():
             fail(f"no gallery {gallery}")
         started = time.perf_counter()
-        templates = read_gallery(runtime.sessions, gallery)
+        templates = read_gallery(runtime.read_sessions, gallery)
         run = {"gallery_id": gallery, "target_fmr": target_fmr, "block_rows": block_rows, "method": method}
         ledger = FileLedger(out, run)
         audit_offline_run(runtime.sessions, gallery, Action.DEDUPLICATION_START, run)
@@ -525,8 +539,8 @@ def audit_verify() -> None:
     from app.audit.service import check_chain
     from app.db.session import make_session_factory
 
-    with database(get_settings()) as engine:
-        result = check_chain(make_session_factory(engine))
+    with database(get_settings()) as engine, reading(get_settings()) as read_sessions:
+        result = check_chain(make_session_factory(engine), read_sessions)
     if not result.ok:
         fail(f"audit chain broken at event {result.first_bad_seq} ({result.events_checked} events verified before)")
     typer.echo(f"audit chain intact: {result.events_checked} events")
@@ -547,9 +561,9 @@ def audit_export(
     from app.db.session import make_session_factory
 
     destination = nullcontext(sys.stdout) if str(out) == "-" else open(out, "w", encoding="utf-8")  # noqa: SIM115 - entered just below
-    with database(get_settings()) as engine, destination as handle:
+    with database(get_settings()) as engine, reading(get_settings()) as read_sessions, destination as handle:
         count = 0
-        for event in export_events(make_session_factory(engine), after):
+        for event in export_events(make_session_factory(engine), read_sessions, after):
             handle.write(AuditEventOut.model_validate(event, from_attributes=True).model_dump_json() + "\n")
             count += 1
     typer.echo(f"exported {count} events", err=True)

@@ -163,6 +163,7 @@ class Runtime:
         )
         deduplication = DeduplicationWorker(
             sessions,
+            read_sessions,
             lambda: scheduler.depth > 0,
             settings.deduplication_lease_s,
             settings.deduplication_poll_s,
@@ -287,7 +288,7 @@ class Runtime:
             log.info("shared decrypted snapshots released", extra={"event": {"removed": len(removed)}})
 
     def gallery_source(self, gallery_id: int) -> GallerySource:
-        with self.sessions() as session:
+        with self.read_sessions() as session:
             state = galleries.indexed_state(session, gallery_id)
             if state is None:
                 raise KeyError(gallery_id)
@@ -295,11 +296,15 @@ class Runtime:
             return GallerySource(gallery.id, galleries.template_format(gallery), gallery.change_seq, template_count)
 
     def stream_templates(self, gallery_id: int, dimension: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        with self.sessions() as session:
+        """Through the reading engine: a gallery read, decrypted and indexed for seconds or
+        minutes must not hold SQLite's writers' turn meanwhile. Held, it stopped every write of
+        the service during an index's load. With the Ray backend it could also deadlock, since a
+        shard restored during a rebuild refills through this same stream."""
+        with self.read_sessions() as session:
             yield from galleries.iter_gallery_templates(session, gallery_id, dimension)
 
     def gallery_ids(self) -> list[int]:
-        with self.sessions() as session:
+        with self.read_sessions() as session:
             return [g.id for g in galleries.all_galleries(session)]
 
     def open_index(self, gallery_id: int) -> str:

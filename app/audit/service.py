@@ -169,12 +169,14 @@ def read_events(sessions: Sessions, actor: Actor, after: int, limit: int) -> lis
     return page
 
 
-def verify(sessions: Sessions, actor: Actor) -> Verification:
+def verify(sessions: Sessions, read_sessions: Sessions, actor: Actor) -> Verification:
     """Recompute the chain, every event acknowledged before the call included, for an auditor;
-    the check and its outcome are audited."""
+    the check and its outcome are audited. The chain is read through ``read_sessions``: its
+    length grows without end, and SQLite's writers' turn is not held meanwhile."""
     sequencing.catch_up(sessions)
-    with transaction(sessions) as session:
+    with read_sessions() as session:
         result = verify_chain(session)
+    with transaction(sessions) as session:
         append(
             session,
             actor,
@@ -187,18 +189,20 @@ def verify(sessions: Sessions, actor: Actor) -> Verification:
     return result
 
 
-def check_chain(sessions: Sessions) -> Verification:
+def check_chain(sessions: Sessions, read_sessions: Sessions) -> Verification:
     """Recompute the chain for the operator on the host (``readmit audit verify``), who acts
-    as no principal: nothing is appended."""
+    as no principal: nothing is appended. Read apart from the writers, as the service may run."""
     sequencing.catch_up(sessions)
-    with sessions() as session:
+    with read_sessions() as session:
         return verify_chain(session)
 
 
-def export_events(sessions: Sessions, after: int, batch: int = 5000) -> Iterator[AuditEvent]:
-    """Every event after ``after`` in order, read in batches, for the operator's export."""
+def export_events(sessions: Sessions, read_sessions: Sessions, after: int, batch: int = 5000) -> Iterator[AuditEvent]:
+    """Every event after ``after`` in order, read in batches, for the operator's export. Read
+    apart from the writers: the export goes at its reader's pace (``| less``), and a writing
+    session held that long stopped the running service's writes."""
     sequencing.catch_up(sessions)
-    with sessions() as session:
+    with read_sessions() as session:
         while events := list_events(session, after, batch):
             yield from events
             after = events[-1].seq

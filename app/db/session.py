@@ -66,6 +66,12 @@ def make_engine(url: str, *, read_only: bool = False, background_checkpoints: bo
     return engine
 
 
+class NestedWriteTransaction(RuntimeError):
+    """A programming error made loud: a thread holding SQLite's writers' turn asked for it again
+    (a writing session opened inside another). The turn is not reentrant, and the thread waited
+    for itself while every other writer waited behind it: the service froze."""
+
+
 class WriterTurn:
     """One SQLite writer at a time: among this process's threads (a lock) and among the
     processes writing the same file (``flock`` on ``path``; None: this process alone, an
@@ -77,10 +83,16 @@ class WriterTurn:
     def __init__(self, path: str | None) -> None:
         self.path = path
         self._threads = threading.Lock()
+        self._holder: int | None = None
         self._file: int | None = None
 
     def acquire(self) -> None:
+        if self._holder == threading.get_ident():
+            raise NestedWriteTransaction(
+                "a write transaction was begun inside another in the same thread: it would wait for itself for ever"
+            )
         self._threads.acquire()
+        self._holder = threading.get_ident()
         if self.path is None:
             return
         try:
@@ -88,11 +100,13 @@ class WriterTurn:
             fcntl.flock(self._file, fcntl.LOCK_EX)
         except BaseException:
             self._close()
+            self._holder = None
             self._threads.release()
             raise
 
     def release(self) -> None:
         self._close()
+        self._holder = None
         self._threads.release()
 
     def _close(self) -> None:

@@ -92,10 +92,11 @@ def start_deduplication(
         return _view(job)
 
 
-def read_deduplication(sessions: Sessions, actor: Principal, job_id: int) -> JobView:
+def read_deduplication(sessions: Sessions, read_sessions: Sessions, actor: Principal, job_id: int) -> JobView:
     """The job with its progress, and once done its pairs (best first) and clusters; the read is
-    audited."""
-    with transaction(sessions) as session:
+    audited. Up to ``max_pairs`` pairs are read and clustered through ``read_sessions``, apart
+    from SQLite's writers' turn; the audit event is written after, in a short transaction."""
+    with read_sessions() as session:
         job = session.get(DeduplicationJob, job_id)
         try:
             gallery = visible_gallery(session, actor, job.gallery_id if job is not None else 0)
@@ -110,16 +111,11 @@ def read_deduplication(sessions: Sessions, actor: Principal, job_id: int) -> Job
                 .order_by(DeduplicationPair.score.desc(), DeduplicationPair.reference_id_a)
             ).scalars()
             pairs = [PairRow(p.reference_id_a, p.reference_id_b, p.score, p.band) for p in rows]
-        audit.append(
-            session,
-            actor,
-            Action.DEDUPLICATION_READ,
-            job_resource(job),
-            [gallery.country],
-            details={"pairs": len(pairs)},
-        )
         clusters = clusters_of([(p.reference_id_a, p.reference_id_b) for p in pairs])
-        return _view(job, pairs, clusters)
+        view, resource, country = _view(job, pairs, clusters), job_resource(job), gallery.country
+    with transaction(sessions) as session:
+        audit.append(session, actor, Action.DEDUPLICATION_READ, resource, [country], details={"pairs": len(pairs)})
+    return view
 
 
 def audit_offline_run(sessions: Sessions, gallery_id: int, action: Action, details: dict[str, Any]) -> None:

@@ -34,9 +34,16 @@ class Stopping(Exception):
 
 class DeduplicationWorker:
     def __init__(
-        self, sessions: Sessions, busy: Callable[[], bool], lease_s: float, poll_s: float, metrics: Metrics
+        self,
+        sessions: Sessions,
+        read_sessions: Sessions,
+        busy: Callable[[], bool],
+        lease_s: float,
+        poll_s: float,
+        metrics: Metrics,
     ) -> None:
-        self.sessions, self.busy, self.lease_s, self.poll_s = sessions, busy, lease_s, poll_s
+        self.sessions, self.read_sessions, self.busy = sessions, read_sessions, busy
+        self.lease_s, self.poll_s = lease_s, poll_s
         self.metrics = metrics
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._wake = threading.Event()
@@ -76,7 +83,7 @@ class DeduplicationWorker:
         started = time.perf_counter()
         try:
             order = service.job_order(self.sessions, job_id)
-            gallery = read_gallery(self.sessions, order.gallery_id)
+            gallery = read_gallery(self.read_sessions, order.gallery_id)  # a long read: not in SQLite's writers' turn
             ledger = service.JobLedger(self.sessions, job_id, self.owner, self.lease_s)
             deduplicate(gallery, order.target_fmr, ledger, pause=self._pause)
             service.finish(self.sessions, job_id, self.owner)

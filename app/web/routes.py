@@ -186,7 +186,7 @@ def queue(
         items=review.review_queue(runtime.sessions, officer, wanted, gallery),
         state=wanted.value,
         gallery_id=gallery,
-        galleries=list_galleries(runtime.sessions, runtime.registry, officer),
+        galleries=list_galleries(runtime.read_sessions, runtime.registry, officer),
         states=[s.value for s in ReviewState],
     )
 

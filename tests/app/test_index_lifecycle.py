@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from sqlalchemy import delete
 
+from app.db.session import transaction
 from app.galleries.models import GalleryChange
 from tests.harness import Service, records
 
@@ -110,3 +111,17 @@ def test_what_a_start_allocated_is_frozen_out_of_collections_until_its_stop(tmp_
     finally:
         service.close()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_gallery_streamed_into_an_index_leaves_the_writers_free(populated):
+    """An index's load reads every template of its gallery, for seconds or minutes: through a
+    writing session it held SQLite's writers' turn meanwhile, and every write of the service
+    waited (with Ray, a shard restored during a rebuild waited for it as well, for ever)."""
+    service, gallery_id, _, _ = populated
+    runtime = service.runtime
+    stream = runtime.stream_templates(gallery_id, runtime.gallery_source(gallery_id).template_format.dimension)
+    first_ids, _ = next(stream)  # mid-load: the reading session is open
+    assert first_ids.size > 0
+    with transaction(runtime.sessions) as session:  # a write meanwhile, from this very thread
+        session.execute(delete(GalleryChange).where(GalleryChange.gallery_id == -1))
+    stream.close()

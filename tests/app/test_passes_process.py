@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from app.cases.linker import MIN_PASS_S
 from app.core.config import Settings
-from app.db.session import make_engine
+from app.db.session import NestedWriteTransaction, make_engine, make_session_factory, transaction
 from app.passes import NICENESS, PassesProcess, relay_wakeups, settings_environment
 from tests.app.test_case_links import DIM
 from tests.harness import ServerProcess, case_body, identification_body, metric
@@ -126,6 +126,23 @@ def test_a_writer_holds_the_file_turn_for_its_transaction_only(tmp_path):
         connection.execute(text("CREATE TABLE t (x INTEGER)"))
         assert taken()
     assert not taken()
+    engine.dispose()
+
+
+def test_a_write_transaction_begun_inside_another_in_one_thread_is_an_error_not_a_freeze(tmp_path):
+    """The turn is not reentrant: a second writing session of the same thread waited for the
+    first for ever, with every other writer behind it (the first verification after a start did
+    that). It now raises at once, and the turn is free again once the outer transaction ends."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'nested.db'}")
+    sessions = make_session_factory(engine)
+    with transaction(sessions) as first:
+        first.execute(text("CREATE TABLE t (x INTEGER)"))
+    with pytest.raises(NestedWriteTransaction), transaction(sessions) as outer:
+        outer.execute(text("INSERT INTO t VALUES (0)"))
+        with transaction(sessions) as inner:
+            inner.execute(text("INSERT INTO t VALUES (1)"))
+    with transaction(sessions) as again:
+        again.execute(text("INSERT INTO t VALUES (2)"))
     engine.dispose()
 
 

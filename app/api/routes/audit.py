@@ -31,9 +31,9 @@ def list_audit_events(
 
 
 @router.get("/verify", response_model=ChainVerificationOut, summary="Recompute the hash chain")
-def verify_audit_chain(actor: Auditor, sessions: SessionsDep) -> service.Verification:
+def verify_audit_chain(actor: Auditor, runtime: RuntimeDep) -> service.Verification:
     """Names the first event whose hash, link or sequence does not match."""
-    return service.verify(sessions, actor)
+    return service.verify(runtime.sessions, runtime.read_sessions, actor)
 
 
 @router.get("/public-key", response_model=PublicKeyOut, summary="The log's Ed25519 public key")

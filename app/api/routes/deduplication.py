@@ -4,7 +4,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
-from app.api.deps import AdminOrRegistry, RuntimeDep, SessionsDep
+from app.api.deps import AdminOrRegistry, RuntimeDep
 from app.core.ids import RowId
 from app.deduplication import service
 from app.deduplication.schemas import DeduplicationAccepted, DeduplicationIn, DeduplicationOut
@@ -30,8 +30,8 @@ def start_deduplication(
 
 
 @router.get("/v1/deduplication/{job_id}", response_model=DeduplicationOut, summary="Read a deduplication job")
-def read_deduplication(job_id: RowId, actor: AdminOrRegistry, sessions: SessionsDep) -> dict[str, Any]:
-    job = service.read_deduplication(sessions, actor, job_id)
+def read_deduplication(job_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> dict[str, Any]:
+    job = service.read_deduplication(runtime.sessions, runtime.read_sessions, actor, job_id)
     return {
         **job.__dict__,
         "progress": {"blocks_done": job.blocks_done, "blocks_total": job.blocks_total},

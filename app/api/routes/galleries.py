@@ -46,12 +46,12 @@ def create_gallery(body: GalleryIn, actor: Admin, runtime: RuntimeDep) -> servic
 
 @router.get("", response_model=list[GalleryOut], summary="List the galleries the caller may see")
 def list_galleries(actor: AdminOrRegistry, runtime: RuntimeDep) -> list[service.GalleryView]:
-    return service.list_galleries(runtime.sessions, runtime.registry, actor)
+    return service.list_galleries(runtime.read_sessions, runtime.registry, actor)
 
 
 @router.get("/{gallery_id}", response_model=GalleryOut, summary="Read a gallery with its counts")
 def read_gallery(gallery_id: RowId, actor: AdminOrRegistry, runtime: RuntimeDep) -> service.GalleryView:
-    return service.read_gallery(runtime.sessions, runtime.registry, actor, gallery_id)
+    return service.read_gallery(runtime.read_sessions, runtime.registry, actor, gallery_id)
 
 
 @router.post(

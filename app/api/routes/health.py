@@ -47,11 +47,12 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         "migrations": False,
         "indexes": runtime.ready and not runtime.unplaced,
     }
-    try:
-        with runtime.engine.connect() as connection:
+    try:  # on the reading engine: a writer holding SQLite's turn must not hang the probe
+        read_engine = runtime.read_sessions.kw["bind"]
+        with read_engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = True
-        checks["migrations"] = is_at_head(runtime.settings, runtime.engine)
+        checks["migrations"] = is_at_head(runtime.settings, read_engine)
     except Exception:  # any failure to reach the database means not ready
         pass
     ready = all(checks.values())
