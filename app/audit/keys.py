@@ -25,8 +25,9 @@ def load_signing_key(path: Path) -> Signer:
         return Signer.load(path)
     except FileNotFoundError:
         raise SigningKeyMissing(
-            f"no audit log signing key at {path}: create it once with `readmit audit keygen --name ORIGIN` "
-            "(or set READMIT_AUDIT_KEY_FILE to where it is)"
+            f"no audit log signing key at {path}: set READMIT_AUDIT_KEY_FILE to where it is; for a log that "
+            "already has checkpoints, restore the file from its backup (a new key would sign a log no party's "
+            "verifier accepts); for a new log only, create it with `readmit audit keygen --name ORIGIN`"
         ) from None
     except (NoteError, ValueError) as error:
         raise SigningKeyMissing(f"{path} is not a usable audit log signing key: {error}") from None

@@ -13,6 +13,7 @@ import time
 import httpx
 import pytest
 from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
 
 from app.audit import remote
 from app.audit.canonical import GENESIS_HASH, canonical_bytes
@@ -71,6 +72,8 @@ def rewrite_history(data_dir, seq: int, recompute_tree: bool) -> None:
             event.hash = previous = hashlib.sha256(canonical_bytes(event)).hexdigest()
         session.execute(update(AuditHead).values(hash=previous))
         if recompute_tree:
+            for table in ("audit_tree_nodes", "audit_checkpoints"):
+                session.execute(text(f"DROP TRIGGER {table}_no_delete"))
             session.execute(delete(AuditTreeNode))
             session.execute(delete(AuditCheckpoint))
             session.execute(update(AuditTreeHead).values(size=0, root=hashlib.sha256(b"").hexdigest()))
@@ -215,10 +218,18 @@ def test_an_event_edited_or_taken_out_of_sight_under_a_held_checkpoint_is_caught
 
         server.stop()
         engine = make_engine(Settings(data_dir=tmp_path / "data").sqlalchemy_url)
+        rescope = delete(AuditEventCountry).where(AuditEventCountry.seq == sen_events[-1])
+        with (
+            pytest.raises(IntegrityError, match="audit_event_countries is append-only"),
+            make_session_factory(engine)() as session,
+            session.begin(),
+        ):
+            session.execute(rescope)
         with make_session_factory(engine)() as session, session.begin():  # restore it, and re-scope another
             session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
             session.execute(update(AuditEvent).where(AuditEvent.seq == sen_events[0]).values(outcome="ok"))
-            session.execute(delete(AuditEventCountry).where(AuditEventCountry.seq == sen_events[-1]))
+            session.execute(text("DROP TRIGGER audit_event_countries_no_delete"))
+            session.execute(rescope)
         engine.dispose()
         server.start()
         run = verify_remote(server, senegal, scoped, whole_log=False)
