@@ -739,5 +739,14 @@ def bench() -> None:
     )
 
 
+PRIVATE_FILES = 0o077
+"""The umask of every readmit command: what it creates in the data folder (the database, its
+journal, snapshots, key files, reports) is its user's alone. The database holds identity
+attributes in clear and the API keys' hashes; it was created readable by every user of the host."""
+
+
 def main() -> None:
+    import os
+
+    os.umask(PRIVATE_FILES)
     cli()

@@ -142,3 +142,20 @@ def test_a_second_service_on_a_folder_in_use_stops_with_one_line(tmp_path):
     [refusal] = [json.loads(line) for line in second.stdout.splitlines() if '"critical"' in line]
     assert refusal["message"].startswith("cannot start: another readmit process is using the data folder")
     assert refusal["reason"] == "data_dir_locked"
+
+
+def test_what_the_service_writes_in_its_data_folder_is_its_user_s_alone(tmp_path):
+    """The database holds identity attributes in clear and API keys' hashes: no other user of the
+    host may read it, nor the snapshots, nor the keys."""
+    server = ServerProcess(tmp_path / "data")
+    try:
+        server.gallery()
+        with httpx.Client(base_url=server.base, headers=server.admin) as client:  # a snapshot on stop
+            assert client.get("/v1/galleries").status_code == 200
+    finally:
+        server.stop()
+    written = [path for path in (tmp_path / "data").rglob("*") if path.is_file()]
+    assert any(path.name == "readmit.db" for path in written)
+    assert any(path.suffix == ".snapshot" for path in written)
+    shared = {str(path.relative_to(tmp_path)): oct(path.stat().st_mode & 0o777) for path in written}
+    assert all(mode.endswith("00") for mode in shared.values()), shared
