@@ -49,7 +49,8 @@ class EncodedTemplates:
             elif self.floats is not None:
                 if any(len(row) != fmt.dimension for row in self.floats):
                     raise InvalidTemplateError(f"{what} dimension does not match the format's {fmt.dimension}")
-                array = np.asarray(self.floats, dtype=np.float32)
+                with np.errstate(over="ignore"):  # beyond float32 becomes inf, refused as not finite just after
+                    array = np.asarray(self.floats, dtype=np.float32)
             else:
                 raw = b"".join(_decode_one(text, fmt.dimension, what) for text in self.base64 or [])
                 array = np.frombuffer(raw, dtype=LITTLE_FLOAT32).reshape(-1, fmt.dimension)
