@@ -295,7 +295,8 @@ def keys_rotate(
 
 @keys_cli.command("status")
 def keys_status() -> None:
-    """The configured master key and, for each data key, the master key that wraps it.
+    """The configured master key and, for each data key, the master key that wraps it (with
+    the service stopped: it opens the data folder as the service does).
 
     Example: readmit keys status
     """
