@@ -162,10 +162,10 @@ def inclusion(sessions: Sessions, actor: Actor, seq: int, tree_size: int) -> Inc
     acknowledged before the call is found."""
     sequencing.catch_up(sessions)
     with sessions() as session:
+        _check_size(session, tree_size)  # a tree the log has not reached: 409, whatever the event
         visible_event(session, actor, seq)
         if seq > tree_size:
             raise InvalidProofRange(f"event {seq} is not in a tree of {tree_size} events")
-        _check_size(session, tree_size)
         [leaf] = tree.range_hashes(session, [(seq - 1, seq)])
         return InclusionProof(seq, seq - 1, tree_size, leaf, tree.inclusion_proof(session, seq - 1, tree_size))
 

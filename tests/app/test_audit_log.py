@@ -87,6 +87,8 @@ def test_proofs_of_trees_the_log_has_not_reached_are_refused(service):
     assert backwards.status_code == 422 and backwards.json()["error"]["code"] == "invalid_proof_range"
     unknown = service.client.get(f"/v1/audit/proof/inclusion?seq={size + 100}&tree_size={size}", headers=auditor)
     assert unknown.status_code == 404
+    both = service.client.get(f"/v1/audit/proof/inclusion?seq={size + 100}&tree_size={size + 100}", headers=auditor)
+    assert both.status_code == 409 and both.json()["error"]["code"] == "tree_size_out_of_range"
 
 
 def test_a_checkpoint_is_signed_after_m_events_and_not_before(tmp_path, database_url):
