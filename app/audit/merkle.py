@@ -101,15 +101,13 @@ def consistency_ranges(old_size: int, new_size: int) -> list[Range]:
 
 
 class CompactRange:
-    """The tree of the first ``size`` leaves as the hashes of its perfect subtrees, largest first
-    (its right edge, at most log2(n) hashes): enough to append leaves and to know the root,
-    without the leaves before (Trillian's compact ranges; C2SP tlog-tiles keeps the same
-    hashes). A verifier that sees every leaf keeps one, and needs no inclusion proof."""
+    """A tree being grown leaf by leaf, kept as the hashes of its perfect subtrees, largest first
+    (its right edge, at most log2(n) hashes): enough to append leaves and to know the root at
+    every size, without holding the leaves (Trillian's compact ranges). A verifier that sees every
+    leaf rebuilds the tree with one, in constant memory, and needs no inclusion proof."""
 
-    def __init__(self, size: int = 0, hashes: Sequence[bytes] = ()) -> None:
-        if len(hashes) != len(perfect_subtrees(0, size)):
-            raise ValueError(f"a tree of {size} leaves has {size.bit_count()} perfect subtrees, not {len(hashes)}")
-        self.size, self.hashes = size, list(hashes)
+    def __init__(self) -> None:
+        self.size, self.hashes = 0, list[bytes]()
 
     def append(self, leaf: bytes) -> None:
         """Add the next leaf's hash: it merges with the subtrees it completes."""
