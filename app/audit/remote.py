@@ -25,12 +25,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 
@@ -44,6 +45,11 @@ MAX_RETRY_AFTER_S = 300.0
 """How long a run waits when the service says "too many requests, retry after N s" (each time)
 before it gives up: a country's auditor with many events asks a proof for each, beyond the
 per-principal rate limit."""
+
+
+MAX_REFUSALS = 100
+"""429s in a row for one request before a run gives up: a service that always says "retry" is
+not answering."""
 
 
 class VerificationFailed(Exception):
@@ -122,15 +128,18 @@ class Outcome:
 
 
 def _ask(client: httpx.Client, path: str, **params: Any) -> httpx.Response:
-    """GET ``path``, waiting as long as the service's ``Retry-After`` says when it answers 429."""
-    while True:
+    """GET ``path``, waiting as long as the service's ``Retry-After`` says when it answers 429
+    (in seconds; up to :data:`MAX_RETRY_AFTER_S` each time, :data:`MAX_REFUSALS` times in a row)."""
+    for _ in range(MAX_REFUSALS):
         response = client.get(path, params=params)
         if response.status_code != 429:
             return response
-        wait_s = float(response.headers.get("Retry-After", "1"))
-        if wait_s > MAX_RETRY_AFTER_S:
-            raise CannotVerify(f"GET {path}: rate limited for {wait_s:.0f} s")
+        told = response.headers.get("Retry-After", "1")
+        wait_s = float(told) if told.isdigit() else math.nan
+        if not 0 <= wait_s <= MAX_RETRY_AFTER_S:
+            raise CannotVerify(f"GET {path}: rate limited, to retry after {told!r}")
         time.sleep(wait_s)
+    raise CannotVerify(f"GET {path}: rate limited {MAX_REFUSALS} times in a row")
 
 
 def _get(client: httpx.Client, path: str, **params: Any) -> Any:
@@ -175,20 +184,28 @@ def check_consistency(client: httpx.Client, old: Checkpoint, new: Checkpoint) ->
 
 
 def listed_events(client: httpx.Client, after: int, up_to: int) -> Iterator[tuple[dict[str, Any], bytes]]:
-    """The events the key may see with ``after < seq <= up_to``, in order, each with its leaf
-    hash, each with a content that hashes to its ``hash``."""
+    """The events the key may see with ``after < seq <= up_to``, each with its leaf hash and a
+    content that hashes to its ``hash``. Their seqs must rise strictly, page after page, as the
+    API documents: an event listed twice or out of order could be one never proven, slipped in
+    among those that were, and a page that does not advance would be asked for again for ever."""
     while after < up_to:
         page = _get(client, "/v1/audit/events", after=after, limit=PAGE)
-        for event in page["events"]:
-            if event["seq"] > up_to:
+        events, next_after = page["events"], page["next_after"]
+        for event in events:
+            seq = event["seq"]
+            if type(seq) is not int or seq <= after:
+                raise VerificationFailed(f"the listing is not in seq order: {seq!r} after {after}")
+            if seq > up_to:
                 return
             canonical = canonical_json(event)
             if hashlib.sha256(canonical).hexdigest() != event["hash"]:
-                raise VerificationFailed(f"event {event['seq']}: its hash is not that of its content")
-            after = event["seq"]
+                raise VerificationFailed(f"event {seq}: its hash is not that of its content")
+            after = seq
             yield event, merkle.leaf_hash(canonical)
-        if page["next_after"] is None:
+        if next_after is None:
             return
+        if not events or next_after != after:
+            raise VerificationFailed(f"the listing does not advance: next after {next_after!r}, last listed {after}")
 
 
 def check_inclusion(client: httpx.Client, seq: int, leaf: bytes, checkpoint: Checkpoint) -> None:
@@ -205,33 +222,49 @@ def check_inclusion(client: httpx.Client, seq: int, leaf: bytes, checkpoint: Che
         ) from None
 
 
-def name_the_changed(client: httpx.Client, checkpoint: Checkpoint) -> None:
-    """Prove every event listed under ``checkpoint``, one by one: raises for the first that is
-    not in its tree (a failure already known, to be named)."""
-    for event, leaf in listed_events(client, 0, checkpoint.size):
-        check_inclusion(client, event["seq"], leaf, checkpoint)
+def name_the_changed(client: httpx.Client, checkpoint: Checkpoint, after: int, failure: str) -> NoReturn:
+    """Raise ``failure``, a verdict already reached, naming if it can the first event listed
+    after ``after`` that is not in ``checkpoint``'s tree (proven one by one: the naming is best
+    effort, and a service that stops answering now does not turn the verdict into "could not
+    verify")."""
+    try:
+        for event, leaf in listed_events(client, after, checkpoint.size):
+            check_inclusion(client, event["seq"], leaf, checkpoint)
+    except (CannotVerify, httpx.HTTPError):
+        pass
+    raise VerificationFailed(failure)
 
 
 def check_listed(client: httpx.Client, seen: Seen | None, old: Checkpoint | None, new: Checkpoint) -> tuple[int, Seen]:
     """A key that sees part of the log: the events under ``old`` as they were proven (``seen``),
-    the others each proven in ``new`` by its inclusion proof. Without ``seen`` (a first run, or a
-    state file of an earlier version) every event is proven."""
+    compared before anything else is proven; the others each proven in ``new`` by its inclusion
+    proof. Without ``seen`` (a first run, or a state file of an earlier version) every event is
+    proven."""
     proven = old.size if old is not None and seen is not None else 0
-    tally, before, checked = Tally(), None, 0
+    tally, compared, checked = Tally(), seen is None, 0
+
+    def compare() -> None:
+        if seen is not None and old is not None and tally.seen() != seen:
+            name_the_changed(
+                client,
+                old,
+                0,
+                f"missing event: of the {seen.events} events proven under the stored checkpoint, "
+                f"{tally.events} are listed now, and not all the same: an event was changed or taken out of "
+                "this key's sight",
+            )
+
     for event, leaf in listed_events(client, 0, new.size):
         seq = event["seq"]
         if seq > proven:
-            before = before or tally.seen()
+            if not compared:  # the seqs rise: every event proven before has been listed
+                compare()
+                compared = True
             check_inclusion(client, seq, leaf, new)
             checked += 1
         tally.add(seq, leaf)
-    before = before or tally.seen()
-    if seen is not None and old is not None and before != seen:
-        name_the_changed(client, old)
-        raise VerificationFailed(
-            f"missing event: of the {seen.events} events proven under the stored checkpoint, {before.events} are "
-            "listed now, and not all the same: an event was taken out of this key's sight"
-        )
+    if not compared:
+        compare()
     return checked, tally.seen()
 
 
@@ -245,16 +278,16 @@ def check_whole_log(client: httpx.Client, old: Checkpoint | None, new: Checkpoin
             break
         tree.append(leaf)
         if old is not None and tree.size == old.size and tree.root() != old.root:
-            name_the_changed(client, old)
-            raise VerificationFailed(f"the events listed do not make the tree of the stored checkpoint ({old.size})")
+            name_the_changed(
+                client, old, 0, f"the events listed do not make the tree of the stored checkpoint ({old.size})"
+            )
     if tree.size < new.size:
         raise VerificationFailed(
             f"missing event: {tree.size + 1} is in the tree but not in the listing "
             "(--whole-log needs the key of an auditor without a country)"
         )
-    if tree.root() != new.root:
-        name_the_changed(client, new)
-        raise VerificationFailed("the events listed do not make the signed tree")
+    if tree.root() != new.root:  # those under the stored checkpoint made its tree: the change is after
+        name_the_changed(client, new, old.size if old else 0, "the events listed do not make the signed tree")
     return tree.size
 
 
@@ -262,14 +295,19 @@ def verify_remote(client: httpx.Client, verifier: Verifier, state_path: Path, wh
     """One verification run (module docstring). ``whole_log``: the key sees every event (an
     auditor without a country), so every seq up to the tree size must be listed."""
     state = State.load(state_path)
-    note = _get(client, "/v1/audit/checkpoint")["checkpoint"]
-    new = open_checkpoint(verifier, note)
-    old = open_stored(verifier, state.checkpoint) if state else None
-    if old:
-        check_consistency(client, old, new)
-    if whole_log:
-        checked, seen = check_whole_log(client, old, new), None
-    else:
-        checked, seen = check_listed(client, state.seen if state else None, old, new)
+    try:
+        note = _get(client, "/v1/audit/checkpoint")["checkpoint"]
+        new = open_checkpoint(verifier, note)
+        old = open_stored(verifier, state.checkpoint) if state else None
+        if old:
+            check_consistency(client, old, new)
+        if whole_log:
+            checked, seen = check_whole_log(client, old, new), None
+        else:
+            checked, seen = check_listed(client, state.seen if state else None, old, new)
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:  # JSON, base64 included
+        raise CannotVerify(
+            f"an answer of the service is not as the API documents it ({type(error).__name__}: {error})"
+        ) from None
     State(note, seen).save(state_path)
     return Outcome(old.size if old else None, new, checked)
