@@ -156,6 +156,10 @@ def serve(
         )
     configure_logging(log_level.upper())
     typer.echo(f"readmit: data in {settings.data_dir.resolve()}, http://{host}:{port} (API docs at /docs)", err=True)
+    from app.main import STARTUP_REFUSED, refusal_path  # after the restart above: the app's imports are heavy
+
+    refusal = refusal_path(settings.data_dir)
+    refusal.unlink(missing_ok=True)  # an earlier run's, whose supervisor was killed
     try:
         uvicorn.run(
             "app.main:serving_app",
@@ -170,6 +174,11 @@ def serve(
     finally:
         if supervisor is not None:
             supervisor.release()
+    if refusal.exists():
+        reason = refusal.read_text()
+        refusal.unlink()
+        typer.echo(f"readmit: cannot start: {reason}", err=True)
+        raise typer.Exit(code=STARTUP_REFUSED)
 
 
 def supervise(settings: Settings) -> DataDirLock:

@@ -79,6 +79,13 @@ STARTUP_REFUSED = 3
 """The exit code of a start refused for a reason the log names (uvicorn's for a failed start)."""
 
 
+def refusal_path(data_dir: Path) -> Path:
+    """Where a worker of ``serve --processes N`` leaves the reason its start was refused. uvicorn's
+    supervisor then stops every worker and returns normally, and ``serve`` exits 3 with that
+    reason rather than 0."""
+    return data_dir / "start-refused"
+
+
 def serving_app() -> FastAPI:
     """The app as ``readmit serve`` runs it, in each of its processes: a start refused for a
     known reason (the data folder in use, a key missing or wrong) ends the process with that
@@ -106,6 +113,8 @@ def create_app(
             if lock is not None:
                 lock.release()
             if exit_on_refusal:
+                if supervised():  # for the supervisor, whose own exit code uvicorn does not set
+                    refusal_path(settings.data_dir).write_text(error.message)
                 logging.shutdown()  # the line written out before the exit, which flushes nothing
                 os._exit(STARTUP_REFUSED)
             raise
