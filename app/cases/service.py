@@ -189,7 +189,8 @@ def visible_to(case: Visible | None, actor: Principal, case_id: int) -> Visible:
 
 def touched_countries(case: CaseTerms) -> list[str]:
     """The countries a case's events touch: the receiving state's and every presumed country of
-    origin, whose auditors each see the case, its searches and its decisions."""
+    origin, whose auditors each see the case and its searches (a verification against one
+    record touches the receiving state's and that record's country only)."""
     return [case.agency_country, *case.presumed_countries]
 
 

@@ -79,7 +79,8 @@ def verify(
         raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
     calibrated = thresholds.for_verification(gallery_id, fmr)
     decision = "match" if score >= calibrated.thresholds.match else "no_match"
-    with transaction(sessions) as session:
+    with transaction(sessions) as session:  # the case still open as the decision is recorded
+        ensure_open(visible_case(session, actor, case_id))
         audit.append(
             session, actor, Action.RECORD_VERIFY, resource, countries, details={"decision": decision, "fmr": fmr}
         )
