@@ -5,6 +5,7 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from app.core.countries import Country
+from app.core.text import WITHOUT_NUL
 
 
 class NodeOut(BaseModel):
@@ -16,8 +17,10 @@ class NodeOut(BaseModel):
 
 class PeerIn(BaseModel):
     country: Country = Field(description="the only country this peer is trusted for")
-    url: str = Field(max_length=500, description="the peer's base URL (HTTPS in production)")
-    public_key: str = Field(max_length=64, description="the peer's public_key, as its GET /v1/node shows it")
+    url: str = Field(max_length=500, pattern=WITHOUT_NUL, description="the peer's base URL (HTTPS in production)")
+    public_key: str = Field(
+        max_length=64, pattern=WITHOUT_NUL, description="the peer's public_key, as its GET /v1/node shows it"
+    )
 
 
 class PeerOut(BaseModel):

@@ -14,6 +14,8 @@ from pydantic import BaseModel, Field
 
 from app.cases.models import LegalBasis
 from app.core.modalities import Modality
+from app.core.text import WITHOUT_NUL
+from app.galleries.schemas import Attributes, ReferenceId
 from matcher import Metric
 
 SEARCHES_PATH = "/v1/federation/searches"
@@ -21,13 +23,17 @@ NOTIFICATIONS_PATH = "/v1/federation/notifications"
 
 
 class FederatedSearchRequest(BaseModel):
-    request_id: str = Field(min_length=8, max_length=64, description="the requester's id of it: a resend is the same")
+    request_id: str = Field(
+        min_length=8, max_length=64, pattern=WITHOUT_NUL, description="the requester's id of it: a resend is the same"
+    )
     requesting_country: str = Field(min_length=3, max_length=3)
-    case_reference: str = Field(min_length=8, max_length=64, description="pseudonymous: an HMAC of the case id")
+    case_reference: str = Field(
+        min_length=8, max_length=64, pattern=WITHOUT_NUL, description="pseudonymous: an HMAC of the case id"
+    )
     deadline: datetime
     legal_basis: LegalBasis
     modality: Modality
-    model: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128, pattern=WITHOUT_NUL)
     dimension: int = Field(ge=1, le=4096)
     metric: Metric
     probes_b64: list[str] = Field(min_length=1)
@@ -38,12 +44,12 @@ class FederatedSearchRequest(BaseModel):
 
 class FederatedCandidate(BaseModel):
     id: int = Field(description="the origin node's candidate id")
-    reference_id: str
+    reference_id: ReferenceId
     rank: int
     score: float
     band: str
     review_state: str
-    attributes: dict[str, str] | None = Field(None, description="only once its consuls confirmed it")
+    attributes: Attributes | None = Field(None, description="only once its consuls confirmed it")
 
 
 class FederatedSearchState(BaseModel):

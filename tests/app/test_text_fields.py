@@ -4,6 +4,7 @@ validation had passed; nothing of it may be stored."""
 
 import pytest
 
+from app.federation.wire import FederatedCandidate
 from tests.harness import case_body, records
 
 NUL = "a\x00b"
@@ -42,3 +43,11 @@ def test_names_references_and_models_with_nul_are_refused(service):
     assert client.get("/v1/galleries", headers=service.admin).json() == []
     police = service.principal("border_police", "FRA", "FRA-DCPAF")
     refused(client.post("/v1/cases", json=case_body(NUL), headers=police))
+
+
+def test_a_peer_s_url_or_message_with_nul_is_refused(service):
+    peer = {"country": "SEN", "url": "https://sen.example\x00.org", "public_key": "A" * 43 + "="}
+    refused(service.client.post("/v1/peers", json=peer, headers=service.admin))
+    # what a peer answers is validated on receipt
+    with pytest.raises(ValueError, match="pattern"):
+        FederatedCandidate(id=1, reference_id=NUL, rank=1, score=0.9, band="match", review_state="pending")
