@@ -10,6 +10,7 @@ from sqlalchemy import text
 from app.api.deps import RuntimeDep
 from app.api.errors import ErrorDetail
 from app.db.migrate import is_at_head
+from app.db.session import engine_of
 
 router = APIRouter(tags=["health"])
 
@@ -48,7 +49,7 @@ def readyz(runtime: RuntimeDep) -> JSONResponse:
         "indexes": runtime.ready and not runtime.unplaced,
     }
     try:  # on the reading engine: a writer holding SQLite's turn must not hang the probe
-        read_engine = runtime.read_sessions.kw["bind"]
+        read_engine = engine_of(runtime.read_sessions)
         with read_engine.connect() as connection:
             connection.execute(text("SELECT 1"))
         checks["database"] = True
