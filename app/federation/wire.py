@@ -14,8 +14,7 @@ from pydantic import BaseModel, Field
 
 from app.cases.models import LegalBasis
 from app.core.modalities import Modality
-from app.core.text import WITHOUT_NUL
-from app.galleries.schemas import Attributes, ReferenceId
+from app.core.text import WITHOUT_NUL, Attributes, ReferenceId
 from matcher import Metric
 
 SEARCHES_PATH = "/v1/federation/searches"

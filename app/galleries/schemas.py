@@ -10,14 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.core.countries import Country
 from app.core.modalities import Modality
 from app.core.numbers import Integer, Number
-from app.core.text import text
+from app.core.text import Attributes, ReferenceId, text
 from matcher import Metric
-
-ReferenceId = Annotated[str, text(128, min_length=1)]
-Attributes = Annotated[
-    dict[Annotated[str, text(64)], Annotated[str, text(256)]],
-    Field(max_length=32),
-]
 
 Sample = list[Number]
 """One template or probe: JSON numbers only (app/core/numbers.py)."""

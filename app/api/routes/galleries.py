@@ -5,6 +5,7 @@ from fastapi import APIRouter, Response
 from app.api.deps import Admin, AdminOrRegistry, Registry, RegistryOrConsular, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
 from app.core.ids import RowId
+from app.core.text import ReferenceId
 from app.galleries import enrolment, history, service
 from app.galleries.schemas import (
     GalleryIn,
@@ -13,7 +14,6 @@ from app.galleries.schemas import (
     RecordBatchOut,
     RecordHistoryOut,
     RecordOut,
-    ReferenceId,
 )
 from app.galleries.templates import EncodedTemplates
 from app.principals.models import Role
