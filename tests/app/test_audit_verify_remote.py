@@ -9,11 +9,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.audit import remote
 from app.audit.canonical import GENESIS_HASH, canonical_bytes
@@ -58,12 +61,22 @@ def verify_remote(
     return readmit("audit", "verify-remote", *args, env=env)
 
 
+@contextmanager
+def insider(data_dir) -> Iterator[Session]:
+    """A transaction on the service's database, as someone with the file (the service stopped)."""
+    engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
+    try:
+        with make_session_factory(engine)() as session, session.begin():
+            yield session
+    finally:
+        engine.dispose()
+
+
 def rewrite_history(data_dir, seq: int, recompute_tree: bool) -> None:
     """What an insider does: triggers dropped, one event changed, every later hash and the head
     recomputed with the service's own code; with ``recompute_tree``, the Merkle tree and the
     checkpoints are dropped so that the service rebuilds and re-signs them at its next start."""
-    engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
-    with make_session_factory(engine)() as session, session.begin():
+    with insider(data_dir) as session:
         session.execute(text("DROP TRIGGER audit_events_no_update"))
         session.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(outcome="denied"))
         previous = GENESIS_HASH
@@ -77,7 +90,6 @@ def rewrite_history(data_dir, seq: int, recompute_tree: bool) -> None:
             session.execute(delete(AuditTreeNode))
             session.execute(delete(AuditCheckpoint))
             session.execute(update(AuditTreeHead).values(size=0, root=hashlib.sha256(b"").hexdigest()))
-    engine.dispose()
 
 
 def test_verify_remote_accepts_a_growing_log_and_catches_a_rewritten_one(tmp_path):
@@ -188,11 +200,9 @@ def test_a_whole_log_verifier_asks_a_page_of_events_a_request_and_no_inclusion_p
 def edit_in_place(data_dir, seq: int) -> None:
     """The simplest insider: one event changed where it lies, nothing recomputed (the stronger
     one, who recomputes the chain, is in the tests above: its events are not in the tree)."""
-    engine = make_engine(Settings(data_dir=data_dir).sqlalchemy_url)
-    with make_session_factory(engine)() as session, session.begin():
+    with insider(data_dir) as session:
         session.execute(text("DROP TRIGGER audit_events_no_update"))
         session.execute(update(AuditEvent).where(AuditEvent.seq == seq).values(outcome="denied"))
-    engine.dispose()
 
 
 def test_an_event_edited_or_taken_out_of_sight_under_a_held_checkpoint_is_caught_at_the_next_run(tmp_path):
@@ -217,20 +227,17 @@ def test_an_event_edited_or_taken_out_of_sight_under_a_held_checkpoint_is_caught
             assert run.returncode == 1 and f"event {sen_events[0]}: its hash is not that of its content" in run.stderr
 
         server.stop()
-        engine = make_engine(Settings(data_dir=tmp_path / "data").sqlalchemy_url)
         rescope = delete(AuditEventCountry).where(AuditEventCountry.seq == sen_events[-1])
         with (
             pytest.raises(IntegrityError, match="audit_event_countries is append-only"),
-            make_session_factory(engine)() as session,
-            session.begin(),
+            insider(tmp_path / "data") as session,
         ):
             session.execute(rescope)
-        with make_session_factory(engine)() as session, session.begin():  # restore it, and re-scope another
+        with insider(tmp_path / "data") as session:  # restore it, and re-scope another
             session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
             session.execute(update(AuditEvent).where(AuditEvent.seq == sen_events[0]).values(outcome="ok"))
             session.execute(text("DROP TRIGGER audit_event_countries_no_delete"))
             session.execute(rescope)
-        engine.dispose()
         server.start()
         run = verify_remote(server, senegal, scoped, whole_log=False)
         assert run.returncode == 1 and "taken out of this key's sight" in run.stderr

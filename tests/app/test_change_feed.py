@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Engine, create_engine
 from sqlalchemy.orm import Session
 
 from app.db.notify import GALLERY_CHANGES, Listener, notify
@@ -189,7 +189,9 @@ def test_two_serve_processes_on_one_postgresql(tmp_path, database_url):
         a.stop()
 
 
-def test_a_committed_change_wakes_the_listener_and_a_rolled_back_one_does_not(database_url):
+@pytest.fixture
+def listening(database_url) -> Iterator[tuple[Engine, Listener]]:
+    """A listener on the gallery changes' channel, connected (PostgreSQL only)."""
     if database_url is None:
         pytest.skip("SQLite has no notifications: followers poll")
     engine = create_engine(database_url)
@@ -197,36 +199,32 @@ def test_a_committed_change_wakes_the_listener_and_a_rolled_back_one_does_not(da
     assert listener is not None
     try:
         assert listener.wait(0.01) is False  # listening from here on
-        with Session(engine) as session, session.begin():
-            notify(session, GALLERY_CHANGES, "1:1")
-            assert listener.wait(0.2) is False, "delivered at commit, not before"
-        assert listener.wait(5) is True
-        with Session(engine) as session:
-            session.begin()
-            notify(session, GALLERY_CHANGES, "1:2")
-            session.rollback()
-        assert listener.wait(0.2) is False
+        yield engine, listener
     finally:
         listener.close()
         engine.dispose()
 
 
-def test_a_listener_closed_during_its_wait_logs_no_interruption(database_url, caplog):
+def test_a_committed_change_wakes_the_listener_and_a_rolled_back_one_does_not(listening):
+    engine, listener = listening
+    with Session(engine) as session, session.begin():
+        notify(session, GALLERY_CHANGES, "1:1")
+        assert listener.wait(0.2) is False, "delivered at commit, not before"
+    assert listener.wait(5) is True
+    with Session(engine) as session:
+        session.begin()
+        notify(session, GALLERY_CHANGES, "1:2")
+        session.rollback()
+    assert listener.wait(0.2) is False
+
+
+def test_a_listener_closed_during_its_wait_logs_no_interruption(listening, caplog):
     """A clean stop closes the connection under the waiting thread: not an outage to warn of."""
-    if database_url is None:
-        pytest.skip("SQLite has no notifications: followers poll")
-    engine = create_engine(database_url)
-    listener = Listener.for_engine(engine, GALLERY_CHANGES)
-    assert listener is not None
-    try:
-        assert listener.wait(0.01) is False  # connected
-        waiting = threading.Thread(target=listener.wait, args=(5,))
-        waiting.start()
-        time.sleep(0.2)  # in its wait
-        listener.close()
-        waiting.join(timeout=10)
-        assert not waiting.is_alive()
-        assert not [r for r in caplog.records if "change notifications interrupted" in r.getMessage()]
-    finally:
-        listener.close()
-        engine.dispose()
+    _, listener = listening
+    waiting = threading.Thread(target=listener.wait, args=(5,))
+    waiting.start()
+    time.sleep(0.2)  # in its wait
+    listener.close()
+    waiting.join(timeout=10)
+    assert not waiting.is_alive()
+    assert not [r for r in caplog.records if "change notifications interrupted" in r.getMessage()]
