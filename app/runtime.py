@@ -229,6 +229,8 @@ class Runtime:
             self.terms_notified.start()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
+        if self.settings.shared_database:
+            self.executor.catch_up_first(self.follower.catch_up_on)
         self.claimer.start()
         self.scheduler.start()
         self.deduplication.start()

@@ -172,6 +172,13 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{(self.data_dir / 'readmit.db').resolve()}"
 
     @property
+    def shared_database(self) -> bool:
+        """Whether other processes may commit to this database: several processes, or a database
+        named by URL (PostgreSQL, or an SQLite file other instances may open). The embedded
+        default lives in the data folder, which one service or command holds at a time."""
+        return self.processes > 1 or self.database_url is not None
+
+    @property
     def audit_key_path(self) -> Path:
         return self.audit_key_file or self.data_dir / "audit-log.key"
 

@@ -7,13 +7,17 @@ change log, under its write lock (:meth:`IndexRegistry.catch_up`: nothing applie
 order, whoever applies first). A pass runs as soon as PostgreSQL notifies a commit, and every
 ``poll_s`` whatever happens, which bounds the delay when a notification is lost (and is the
 only wake-up on SQLite).
+
+A batch of searches does not wait for the next pass: :meth:`Follower.catch_up_on` brings the
+galleries it searches up to the database first, so that a search sees every change committed
+before it ran, whichever process or node committed it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Protocol
 
 from app.indexes.changes import ChangeFeed
@@ -48,6 +52,7 @@ class Follower:
         self.open_gallery, self.rebuild_gallery = open_gallery, rebuild_gallery
         self.wakeup, self.poll_s = wakeup, poll_s
         self._refused: set[int] = set()
+        self._opening = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -56,15 +61,21 @@ class Follower:
         applied = 0
         for gallery_id, database_seq in self.feed.seqs().items():
             try:
-                if self.registry.is_being_created(gallery_id):
-                    continue  # by this process, which opens its index
-                if not self.registry.is_loaded(gallery_id):
-                    self._open(gallery_id)
-                elif self.registry.is_behind(gallery_id, database_seq):
-                    applied += self._catch_up(gallery_id, database_seq)
+                applied += self._follow(gallery_id, database_seq)
             except Exception:  # one gallery's failure must not hold the others back
                 log.exception("index follower failed on a gallery", extra={"event": {"gallery_id": gallery_id}})
         return applied
+
+    def catch_up_on(self, gallery_ids: Collection[int]) -> None:
+        """Bring these galleries' indexes to the database's latest committed change now, in the
+        calling thread (one query when none is behind). Without it, a record enrolled through
+        another process a few milliseconds before a search there would be silently missed
+        until the follower's next pass. Raises what reading the database raises: a search must
+        fail rather than run on an index it could not bring up to date."""
+        seqs = self.feed.seqs()
+        for gallery_id in gallery_ids:
+            if gallery_id in seqs:
+                self._follow(gallery_id, seqs[gallery_id])
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="index-follower", daemon=True)
@@ -77,15 +88,28 @@ class Follower:
         if self.wakeup is not None:
             self.wakeup.close()
 
-    def _open(self, gallery_id: int) -> None:
-        """Open a gallery another process created. One that ``open_gallery`` refused without
-        raising (its shards find no CPUs: it tells /readyz) is left alone, as at start; one
-        that failed with an error is tried again on the next pass."""
-        if gallery_id in self._refused:
-            return
-        self.open_gallery(gallery_id)
+    def _follow(self, gallery_id: int, database_seq: int) -> int:
+        """Open or catch up one gallery's index; returns how many changes it applied."""
+        if self.registry.is_being_created(gallery_id):
+            return 0  # by this process, which opens its index
         if not self.registry.is_loaded(gallery_id):
-            self._refused.add(gallery_id)
+            self._open(gallery_id)
+            return 0
+        if self.registry.is_behind(gallery_id, database_seq):
+            return self._catch_up(gallery_id, database_seq)
+        return 0
+
+    def _open(self, gallery_id: int) -> None:
+        """Open a gallery another process created, once: the follower's thread and a batch of
+        searches may both find it missing. One that ``open_gallery`` refused without raising
+        (its shards find no CPUs: it tells /readyz) is left alone, as at start; one that failed
+        with an error is tried again next time."""
+        with self._opening:
+            if gallery_id in self._refused or self.registry.is_loaded(gallery_id):
+                return
+            self.open_gallery(gallery_id)
+            if not self.registry.is_loaded(gallery_id):
+                self._refused.add(gallery_id)
 
     def _catch_up(self, gallery_id: int, database_seq: int) -> int:
         try:

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, cast
@@ -168,6 +168,13 @@ class SearchExecutor:
         self._awaited: dict[int, Finished | None] = {}
         self._tickets = itertools.count(-1, -1)
         self._lock = threading.Lock()
+        self._catch_up: Callable[[Collection[int]], None] | None = None
+
+    def catch_up_first(self, catch_up: Callable[[Collection[int]], None]) -> None:
+        """Where other processes or nodes commit to the galleries, have every batch first bring
+        the indexes it searches up to the database (app/indexes/follower.py
+        ``Follower.catch_up_on``): a search then sees every change committed before it ran."""
+        self._catch_up = catch_up
 
     def ticket(self) -> int:
         """A ticket for a search not yet written (see :class:`Job`)."""
@@ -311,6 +318,8 @@ class SearchExecutor:
                 continue
             for gallery_id in job.searched_galleries:
                 groups[(gallery_id, job.allow_partial)].append(job)
+        if self._catch_up is not None:
+            self._catch_up({gallery_id for gallery_id, _ in groups})
         fused_tickets = {job.ticket for job in fused}
         outcome = Outcome()
         for (gallery_id, allow_partial), members in groups.items():
