@@ -1,6 +1,6 @@
 """Two service instances on one database, each with its own data folder (as two nodes): what one
-commits, the other applies within the follower's bounded delay, and finds by its next search; a start catches a snapshot up
-from the change log. On PostgreSQL the follower is woken by NOTIFY, on SQLite it polls."""
+commits, the other applies within the follower's bounded delay, and finds by its next search; a
+start catches a snapshot up from the change log. On PostgreSQL the follower is woken by NOTIFY, on SQLite it polls."""
 
 import os
 import threading
