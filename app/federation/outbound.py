@@ -63,13 +63,15 @@ class Prepared:
 def open_outbound(
     sessions: Sessions, channel: PeerChannel, search_id: int, countries: list[str], retry: bool, wait_ms: int
 ) -> list[Prepared]:
-    """The outbound searches of ``search_id`` for those of ``countries`` a peer holds, written
-    before anything is sent, so that a crash before the answer leaves them to the poller; each
+    """The outbound searches of ``search_id`` for those of ``countries`` a peer holds and that
+    were not asked for it already (a request resent with its idempotency key), written before
+    anything is sent, so that a crash before the answer leaves them to the poller; each
     with its request (asking for an answer within ``wait_ms``), built in the same transaction."""
     with transaction(sessions) as session:
         search = session.get(Search, search_id)
         assert search is not None
-        peers = peers_for(session, countries)
+        asked = set(session.scalars(select(OutboundSearch.country).where(OutboundSearch.search_id == search_id)))
+        peers = {c: peer for c, peer in peers_for(session, countries).items() if c not in asked}
         rows = [
             OutboundSearch(
                 search_id=search_id,

@@ -34,6 +34,13 @@ class SearchNotRecorded(Unavailable):
     code = "search_not_recorded"
 
 
+class IdempotencyKeyReused(Invalid):
+    """The ``Idempotency-Key`` already names another request of this case: reusing a key for a
+    different request is a client's error, never answered with the other request's search."""
+
+    code = "idempotency_key_reused"
+
+
 class LowQuality(Invalid):
     """Every sample of the probe is below its modality's minimum quality: searching it would
     return noise. ``details.samples`` names them, each with its quality and the minimum."""

@@ -204,12 +204,20 @@ class SearchExecutor:
             if admission is None:
                 return None
             self._awaited.pop(ticket, None)
-            with transaction(self.sessions) as session:
-                [(search_id, submitted)] = write_admitted(session, [(admission, self.leases.values(utcnow()))])
-                audit.append_many(session, [submitted])
+            search_id = self.write_held(admission)
             self._written[ticket] = search_id
-            self.leases.hold([search_id])
             return search_id
+
+    def write_held(self, admission: Admission) -> int:
+        """Write an admitted search queued, with its ``search.submit`` event, under this
+        process's lease (held: renewed until its batch ends); returns its id. A search written
+        before it runs (its submitter's idempotency key taken first) is then accepted with its
+        id as ticket. Raises IntegrityError when its key is already taken."""
+        with transaction(self.sessions) as session:
+            [(search_id, submitted)] = write_admitted(session, [(admission, self.leases.values(utcnow()))])
+            audit.append_many(session, [submitted])
+        self.leases.hold([search_id])
+        return search_id
 
     def collect(self, ticket: int) -> Finished | None:
         """How an awaited search ended, once; None while it has not."""

@@ -4,11 +4,14 @@ import enum
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, LargeBinary, String, false
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, LargeBinary, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.db.base import Base, UTCDateTime, utcnow
 from app.galleries.models import BigId
+
+IDEMPOTENCY_KEY_LENGTH = 255
+"""The longest ``Idempotency-Key`` kept (a UUID takes 36)."""
 
 
 class SearchStatus(enum.StrEnum):
@@ -40,6 +43,7 @@ class Search(Base):
     """
 
     __tablename__ = "searches"
+    __table_args__ = (Index("uq_searches_idempotency_key", "case_id", "idempotency_key", unique=True),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
@@ -78,6 +82,12 @@ class Search(Base):
     dropped_samples: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
     """Probe samples not searched, being below the modality's minimum quality: ``{modality,
     index, quality, minimum}``."""
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH))
+    """The ``Idempotency-Key`` its submitter sent, unique in its case: a resend of the request
+    answers this search instead of running another (app/matching/service.py)."""
+    request_digest: Mapped[str | None] = mapped_column(String(64))
+    """With a key, SHA-256 of what was asked (:func:`app.matching.service.request_digest`): the
+    same key with another request is refused."""
 
 
 class Candidate(Base):

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -17,6 +20,8 @@ from typing import Any, TypeVar
 import numpy as np
 from anyio import CapacityLimiter, to_thread
 from anyio.lowlevel import RunVar
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from app.audit import service as audit
 from app.audit.actions import Action
@@ -29,6 +34,7 @@ from app.galleries.service import template_format
 from app.galleries.templates import EncodedTemplates, to_bytes
 from app.matching.exceptions import (
     CountryNotPresumed,
+    IdempotencyKeyReused,
     InvalidFmr,
     InvalidFpir,
     LowQuality,
@@ -69,6 +75,9 @@ class IdentificationRequest:
     target_fpir: float | None = None
     """Default: the service's configured FPIR."""
     allow_partial_results: bool = False
+    idempotency_key: str | None = None
+    """The submitter's ``Idempotency-Key``: this request, resent with it, answers the search it
+    made instead of running another."""
 
 
 @dataclass(frozen=True)
@@ -109,21 +118,37 @@ async def identify(
     many callers waiting on a busy queue never starve the thread pool other requests need."""
     sessions, scheduler, executor = parts.sessions, parts.scheduler, parts.executor
     threads = parts.settings.identification_threads
+    key = request.idempotency_key
+    keyed = None if key is None else (key, request_digest(request, parts.settings.max_probes))
+    if keyed is not None and (earlier := await _resent(parts, actor, case_id, keyed, wait_s)) is not None:
+        return earlier
     try:
         search, probes, details, countries = admit(CachedTerms(parts.terms), parts.settings, actor, case_id, request)
     except NotCached:
         search, probes, details, countries = await in_turn(
             threads, _admitted, parts.readers, parts.terms, parts.settings, actor, case_id, request
         )
+    search.idempotency_key, search.request_digest = keyed or (None, None)
     admission = Admission(_row(search), actor, details, countries)
-    if not search.searched_galleries:  # nothing to search: done at once
-        search.id = await in_turn(threads, _write_at_once, sessions, admission)
-        return search_view(search, [])
-    ticket = executor.ticket()
-    executor.accept(Job.of(ticket, search, probes[0], countries, probes[1]), awaited=True, admission=admission)
+    try:
+        if not search.searched_galleries:  # nothing to search: done at once
+            search.id = await in_turn(threads, _write_at_once, sessions, admission)
+            return search_view(search, [])
+        if key is None:
+            ticket = executor.ticket()
+            executor.accept(Job.of(ticket, search, probes[0], countries, probes[1]), awaited=True, admission=admission)
+        else:  # written before it runs, which takes its key
+            ticket = search.id = await in_turn(threads, executor.write_held, admission)
+            executor.accept(Job.of(ticket, search, probes[0], countries, probes[1]), awaited=True)
+    except IntegrityError:  # the key was taken meanwhile, by a resend that crossed this request
+        if keyed is None or (earlier := await _resent(parts, actor, case_id, keyed, wait_s)) is None:
+            raise
+        return earlier
     scheduler.submit(ticket, search.deadline, tuple(sorted(search.searched_galleries)))
     try:
         if not await batch_ended(scheduler, ticket, wait_s):
+            if key is not None:  # written queued and held here: it runs in turn
+                return search_view(search, [])
             written = await in_turn(threads, executor.write_now, ticket)
             if written is not None:
                 search.id = written
@@ -143,6 +168,64 @@ async def identify(
         candidates=finished.candidates,
         missing_shards=finished.missing_shards,
     )
+
+
+def request_digest(request: IdentificationRequest, max_probes: int) -> str:
+    """SHA-256 of what an identification asks: its probes (as float32 values, however they were
+    encoded), formats, qualities, countries and options; not how long its caller waits."""
+    digest = hashlib.sha256()
+    options = [request.fused, sorted(request.countries or []), request.max_candidates, request.target_fpir]
+    digest.update(json.dumps([*options, request.allow_partial_results]).encode())
+    for probe_set in request.probe_sets:
+        fmt = probe_set.template_format
+        qualities = None if probe_set.qualities is None else list(probe_set.qualities)
+        digest.update(json.dumps([probe_set.modality, fmt.model, fmt.dimension, fmt.metric.value, qualities]).encode())
+        digest.update(to_bytes(probe_set.probes.decode(fmt, max_probes, what="probe")))
+    return digest.hexdigest()
+
+
+def _keyed_search(readers: Sessions, actor: Principal, case_id: int, key: str) -> tuple[int, str | None] | None:
+    """The search (id, request digest) the key already made in this case of the actor's agency."""
+    with readers() as session:
+        visible_case(session, actor, case_id)  # 404 outside the caller's agency
+        row = session.execute(
+            select(Search.id, Search.request_digest).where(Search.case_id == case_id, Search.idempotency_key == key)
+        ).first()
+    return None if row is None else (row.id, row.request_digest)
+
+
+RESENT_POLL_S = (0.02, 0.5)
+"""How often a resent request looks whether its search has ended: first, and at most (doubling)."""
+
+
+async def _resent(
+    parts: Matching, actor: Principal, case_id: int, keyed: tuple[str, str], wait_s: float
+) -> SearchView | None:
+    """If ``keyed`` (key, request digest) made a search already, this request is its resend:
+    the search (run by whichever process holds it) as it stands once it ends or ``wait_s`` runs
+    out, read as ``GET /v1/searches/{id}`` reads it (audited as a read). None: a first request."""
+    threads = parts.settings.identification_threads
+    key, digest = keyed
+    found = await in_turn(threads, _keyed_search, parts.readers, actor, case_id, key)
+    if found is None:
+        return None
+    search_id, earlier_digest = found
+    if earlier_digest != digest:
+        raise IdempotencyKeyReused(f"Idempotency-Key {key!r} was sent with another request in this case")
+    give_up = time.monotonic() + wait_s
+    pause, longest = RESENT_POLL_S
+    while time.monotonic() < give_up and not await in_turn(threads, _has_ended, parts.readers, search_id):
+        await asyncio.sleep(min(pause, max(0.0, give_up - time.monotonic())))
+        pause = min(2 * pause, longest)
+    return await in_turn(threads, read_search, parts.sessions, actor, search_id)
+
+
+def _has_ended(readers: Sessions, search_id: int) -> bool:
+    with readers() as session:
+        return session.scalar(select(Search.status).where(Search.id == search_id)) not in (
+            SearchStatus.QUEUED.value,
+            SearchStatus.RUNNING.value,
+        )
 
 
 T = TypeVar("T")

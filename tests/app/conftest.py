@@ -64,6 +64,20 @@ def service(tmp_path, database_url) -> Iterator[Service]:
         running.close()
 
 
+@pytest.fixture
+def nodes(tmp_path, database_url) -> Iterator[tuple[Service, Service]]:
+    """Node A and node B on one database (SQLite: one file both open), B signing the audit log
+    with A's key as every node of one log does."""
+    url = database_url or f"sqlite:///{tmp_path / 'shared.db'}"
+    a = Service(tmp_path / "a", url)
+    b = Service(tmp_path / "b", url, audit_key_file=a.settings.audit_key_path, change_poll_s=0.1)
+    try:
+        yield a, b
+    finally:
+        b.close()
+        a.close()
+
+
 @pytest.fixture(scope="session")
 def people() -> SyntheticSet:
     """300 enrolled people (two 512-d samples each), 20 mated and 20 non-mated probes."""

@@ -18,20 +18,6 @@ from tests.harness import ServerProcess, Service, case_body, identification_body
 AGREEMENT = {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}
 
 
-@pytest.fixture
-def nodes(tmp_path, database_url) -> Iterator[tuple[Service, Service]]:
-    """Node A and node B on one database (SQLite: one file both open), B signing the audit log
-    with A's key as every node of one log does."""
-    url = database_url or f"sqlite:///{tmp_path / 'shared.db'}"
-    a = Service(tmp_path / "a", url)
-    b = Service(tmp_path / "b", url, audit_key_file=a.settings.audit_key_path, change_poll_s=0.1)
-    try:
-        yield a, b
-    finally:
-        b.close()
-        a.close()
-
-
 def applied_everywhere(*services: Service, timeout_s: float = 10) -> None:
     """Wait until every service's follower has applied every committed change (read from the
     database), as a client retrying for the bounded delay would."""

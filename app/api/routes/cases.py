@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Response
 
 from app.api.deps import BorderPolice, RuntimeDep, SessionsDep
 from app.api.openapi import refusal
@@ -13,7 +15,7 @@ from app.federation import searches as federated
 from app.galleries.templates import EncodedTemplates
 from app.matching import service as matching
 from app.matching import verification
-from app.matching.models import SearchStatus
+from app.matching.models import IDEMPOTENCY_KEY_LENGTH, SearchStatus
 from app.matching.schemas import IdentificationIn, ModalityProbesIn, SearchOut, VerificationIn, VerificationOut
 from app.matching.views import CaseView, SearchView
 from matcher import TemplateFormat
@@ -83,12 +85,30 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
         422: refusal(
             "low_quality: every probe sample is below its modality's minimum quality (details.samples names each, "
             "with its quality and the minimum); invalid_quality: not one quality per probe sample; validation_error: "
-            "both the single-modality form and modalities, or neither, or a modality twice"
+            "both the single-modality form and modalities, or neither, or a modality twice; "
+            "idempotency_key_reused: the Idempotency-Key was sent with another request in this case"
         ),
     },
 )
 async def identify(
-    case_id: RowId, body: IdentificationIn, actor: BorderPolice, runtime: RuntimeDep, response: Response
+    case_id: RowId,
+    body: IdentificationIn,
+    actor: BorderPolice,
+    runtime: RuntimeDep,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=IDEMPOTENCY_KEY_LENGTH,
+            pattern=r"^[\x21-\x7e]+$",
+            description="A key of the client's (a UUID, say; printable ASCII) that makes a resend safe: the same "
+            "request resent with it, to any process or node, answers the search it made (200 when ended, else 202) "
+            "instead of running another. The same key with another request in the case is refused "
+            "(422 idempotency_key_reused).",
+        ),
+    ] = None,
 ) -> SearchView:
     """Searches every gallery of the modality and template format whose country is presumed (or
     named in ``countries``) and covered by an agreement in force today; other countries are listed
@@ -109,6 +129,7 @@ async def identify(
         max_candidates=body.max_candidates,
         target_fpir=body.target_fpir,
         allow_partial_results=body.allow_partial_results,
+        idempotency_key=idempotency_key,
     )
     parts = federated.Searching(runtime.matching, runtime.channel)
     view = await federated.identify(parts, actor, case_id, request, body.wait_ms / 1000, body.retry_unavailable_peers)
