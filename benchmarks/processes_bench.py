@@ -9,7 +9,9 @@
    is written queued and held under A's lease; A is killed with SIGKILL; the clients go on
    through node B. Printed: how long until every search A had accepted is ended by B (the lease
    expiry bounds it, 10 s by default), how many were lost and how many answered twice (none
-   expected), and whether the clients' calls to B all succeeded.
+   expected), and whether the clients' calls to B all succeeded. Every call carries an
+   ``Idempotency-Key``: each one A accepted is resent to B with its key, as a client that lost
+   A's answer would, and must be answered A's search, not a new one.
 
 The change feed's lag (enrolled through one process, searchable through another) is measured by
 benchmarks/change_feed_bench.py.
@@ -29,6 +31,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -89,14 +92,18 @@ NODE_B_PORT = http_bench.PORT + 1
 FAILOVER_CLIENTS = 8
 
 
+Call = tuple[int, str, dict[str, Any]]
+"""An identification as a client sent it: its case, its idempotency key and its body."""
+
+
 async def identify_until(
     base: str, key: str, cases: list[int], probes: np.ndarray, until: float
-) -> tuple[list[int], int, int]:
-    """Clients, one per case, identifying with ``wait_ms`` 0 until ``until``: the ids of the
-    searches accepted (200 or 202), the calls that failed at the HTTP level (the node gone),
-    and the calls answered with an error status."""
+) -> tuple[dict[int, Call], int, int]:
+    """Clients, one per case, identifying with ``wait_ms`` 0 until ``until``: the searches
+    accepted (200 or 202), by id, with the call that made each; the calls that failed at the
+    HTTP level (the node gone), and the calls answered with an error status."""
     body = {"modality": "face", "template_format": {"model": "synthetic-arcface", "dimension": 512}, "wait_ms": 0}
-    accepted: list[int] = []
+    accepted: dict[int, Call] = {}
     failed = refused = 0
 
     async def client(case: int, offset: int) -> None:
@@ -107,14 +114,17 @@ async def identify_until(
                 probe = probes[turn % len(probes)]
                 turn += FAILOVER_CLIENTS
                 payload = {**body, "probes_b64": [base64.b64encode(probe.astype("<f4").tobytes()).decode()]}
+                idempotency = str(uuid.uuid4())
                 try:
-                    response = await api.post(f"/v1/cases/{case}/identifications", json=payload)
+                    response = await api.post(
+                        f"/v1/cases/{case}/identifications", json=payload, headers={"Idempotency-Key": idempotency}
+                    )
                 except httpx.HTTPError:
                     failed += 1
                     await asyncio.sleep(0.05)
                     continue
                 if response.status_code in (200, 202):
-                    accepted.append(response.json()["id"])
+                    accepted[response.json()["id"]] = (case, idempotency, payload)
                 else:
                     refused += 1
 
@@ -122,9 +132,23 @@ async def identify_until(
     return accepted, failed, refused
 
 
+def resend(base: str, key: str, calls: dict[int, Call]) -> int:
+    """Resend each call with its idempotency key through ``base``; returns how many were
+    answered the search first accepted (the others: a second search, or an error)."""
+    same = 0
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as api:
+        for search_id, (case, idempotency, payload) in calls.items():
+            response = api.post(
+                f"/v1/cases/{case}/identifications", json=payload, headers={"Idempotency-Key": idempotency}
+            )
+            same += response.status_code in (200, 202) and response.json()["id"] == search_id
+    return same
+
+
 def settle(base: str, key: str, search_ids: list[int], give_up_s: float) -> tuple[float, list[int], list[int]]:
-    """Poll each search through ``base`` until it is neither queued nor running: the time the
-    last one took, the ids never settled, and the ids whose candidates came twice."""
+    """Poll each search through ``base`` until it is neither queued nor running: when the last
+    one was seen ended (``time.monotonic()``), the ids never settled, and the ids whose
+    candidates came twice."""
     pending, duplicated = set(search_ids), []
     started = time.monotonic()
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=10) as api:
@@ -138,7 +162,7 @@ def settle(base: str, key: str, search_ids: list[int], give_up_s: float) -> tupl
                 if len(ranks) != len(set(ranks)):
                     duplicated.append(search_id)
             time.sleep(0.05)
-    return time.monotonic() - started, sorted(pending), duplicated
+    return time.monotonic(), sorted(pending), duplicated
 
 
 def failover(folder: Path, data_dir: Path, url: str, key: str, probes: np.ndarray) -> dict[str, Any]:
@@ -157,15 +181,18 @@ def failover(folder: Path, data_dir: Path, url: str, key: str, probes: np.ndarra
         before, _, refused_a = asyncio.run(identify_until(node_a, key, cases, probes, time.monotonic() + 3))
         a.send_signal(signal.SIGKILL)
         a.wait()
-        taken_over_s, lost, duplicated = settle(node_b_url, key, before, give_up_s=60)  # from the kill
+        killed = time.monotonic()
+        resent_same = resend(node_b_url, key, before)  # A's answers lost: each call again, with its key
+        all_ended, lost, duplicated = settle(node_b_url, key, list(before), give_up_s=60)
         after, failed_b, refused_b = asyncio.run(identify_until(node_b_url, key, cases, probes, time.monotonic() + 3))
-        _, lost_b, duplicated_b = settle(node_b_url, key, after, give_up_s=60)
+        _, lost_b, duplicated_b = settle(node_b_url, key, list(after), give_up_s=60)
         return {
             "accepted_by_a": len(before),
+            "resent_to_b_answered_a_s_search": resent_same,
             "accepted_by_b": len(after),
             "errors_on_b": failed_b + refused_b,
             "refused_by_a": refused_a,
-            "all_ended_after_kill_s": None if lost else taken_over_s,
+            "all_ended_after_kill_s": None if lost else all_ended - killed,
             "lost": len(lost) + len(lost_b),
             "answered_twice": len(duplicated) + len(duplicated_b),
         }
@@ -216,6 +243,10 @@ def main() -> None:
         "Fail-over: node A killed with SIGKILL under load, its clients moved to node B",
         [
             ("searches accepted by A (written queued, A's lease)", str(over["accepted_by_a"])),
+            (
+                "resent to B with their Idempotency-Key: answered A's search (goal: all)",
+                f"{over['resent_to_b_answered_a_s_search']} of {over['accepted_by_a']}",
+            ),
             ("searches accepted by B after the kill / errors on B", f"{over['accepted_by_b']} / {over['errors_on_b']}"),
             (
                 "every search ended, from the kill (goal: lease expiry <= 10 s)",
