@@ -713,11 +713,10 @@ def peer_remove(peer_id: Annotated[int, typer.Argument(help="the peer's id (read
     from app.core.errors import DomainError
     from app.db.session import make_session_factory
     from app.federation.peers import remove_peer
-    from app.principals.key_cache import KeyCache
 
     with database(get_settings()) as engine:
         try:
-            remove_peer(make_session_factory(engine), KeyCache(0), None, peer_id)
+            remove_peer(make_session_factory(engine), None, peer_id)
         except DomainError as error:
             fail(error.message)
     typer.echo(f"peer {peer_id} removed")

@@ -28,6 +28,7 @@ from app.audit.notes import Signer
 from app.audit.sequencer import Sequencer
 from app.cases.linker import CaseLinker
 from app.cases.service import expire_due_cases
+from app.core.cache import CommittedRowsCache
 from app.core.config import Settings
 from app.core.throttle import Throttle
 from app.db.notify import GALLERY_CHANGES, Listener, Notified
@@ -55,11 +56,11 @@ from app.matching.retention import erase_old_probes
 from app.matching.scheduler import Scheduler
 from app.matching.service import Matching as MatchingParts
 from app.matching.terms import CHANNEL as TERMS_CHANNEL
-from app.matching.terms import WATCHED, TermsCache
+from app.matching.terms import WATCHED
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
 from app.passes import PassesProcess, make_passes
-from app.principals.key_cache import KeyCache
+from app.principals import key_cache
 from matcher import IndexKind, IndexPolicy, Thresholds
 from matcher.plain_copies import SharedPlainCopies
 from matcher.tuning import set_thread_budget
@@ -82,8 +83,8 @@ class Runtime:
     claimer: Claimer
     metrics: Metrics
     throttle: Throttle
-    keys: KeyCache
-    terms: TermsCache
+    keys: CommittedRowsCache
+    terms: CommittedRowsCache
     keyring: Keyring
     signer: Signer
     sequencer: Sequencer
@@ -101,8 +102,8 @@ class Runtime:
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
     follower: Follower | None = None
-    terms_notified: Notified | None = None
-    """PostgreSQL: empties the cache of terms when another process changed them."""
+    notified: list[Notified] = field(default_factory=list)
+    """PostgreSQL: empty the caches of terms and keys when another process changed their rows."""
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
 
@@ -151,9 +152,10 @@ class Runtime:
         throttle = Throttle(
             settings.requests_per_minute, settings.failed_auth_per_minute, settings.federation_requests_per_minute
         )
-        keys = KeyCache(settings.key_cache_s)
-        terms = TermsCache(settings.key_cache_s)
+        keys = CommittedRowsCache(settings.key_cache_s)
+        terms = CommittedRowsCache(settings.key_cache_s)
         on_committed_writes(engine, WATCHED, terms.invalidate, TERMS_CHANNEL)
+        on_committed_writes(engine, key_cache.WATCHED, keys.invalidate, key_cache.CHANNEL)
         signer = load_signing_key(settings.audit_key_path)
         node = load_node(settings.node_key_path)
         channel = (
@@ -224,9 +226,11 @@ class Runtime:
         if not self.settings.background_process:
             self.sequencer.start()
         self.open_indexes()
-        self.terms_notified = Notified.for_engine(self.engine, TERMS_CHANNEL, self.terms.invalidate)
-        if self.terms_notified is not None:
-            self.terms_notified.start()
+        for channel, cache in ((TERMS_CHANNEL, self.terms), (key_cache.CHANNEL, self.keys)):
+            notified = Notified.for_engine(self.engine, channel, cache.invalidate)
+            if notified is not None:
+                notified.start()
+                self.notified.append(notified)
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
         if self.settings.shared_database:
@@ -265,8 +269,8 @@ class Runtime:
         self.sequencer.stop()
         if self.follower is not None:
             self.follower.stop()
-        if self.terms_notified is not None:
-            self.terms_notified.stop()
+        for notified in self.notified:
+            notified.stop()
         for thread in self._threads:
             thread.join(timeout=5)
         if self.ready:

@@ -95,8 +95,9 @@ class Settings(BaseSettings):
         5.0,
         ge=0,
         description="how long a checked API key, and the terms an identification is admitted on (its case, the "
-        "agreements, the galleries), are trusted without reading the database; a change through this process is "
-        "seen at once, one through another at the latest after this (0: read every time)",
+        "agreements, the galleries), are trusted without reading the database; a change is seen at its commit "
+        "through this process, through another when its notification arrives, at the latest after this "
+        "(0: read every time)",
     )
 
     audit_key_file: Path | None = Field(

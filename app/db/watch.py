@@ -19,9 +19,6 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 
-_WRITTEN = "readmit.watched_write"
-_COMMITTED = "readmit.watched_commit"
-
 
 def on_committed_writes(
     engine: Engine, watched: Mapping[str, set[str]], told: Callable[[], None], channel: str
@@ -29,6 +26,7 @@ def on_committed_writes(
     """Call ``told()`` when a transaction of ``engine`` that ran one of ``watched``'s statements
     (table name -> {"insert", "update", "delete"}) commits, and notify ``channel`` then."""
     notifies = engine.dialect.name == "postgresql"
+    written, committed = f"readmit.written.{channel}", f"readmit.committed.{channel}"  # one pair per watch
 
     @event.listens_for(engine, "after_cursor_execute")
     def seen(connection: Any, _cursor: Any, _statement: str, _parameters: Any, context: Any, _many: bool) -> None:
@@ -37,21 +35,21 @@ def on_committed_writes(
         kind = "insert" if context.isinsert else "update" if context.isupdate else "delete"
         table = getattr(context.compiled.statement, "table", None)  # none on a textual statement
         if table is not None and kind in watched.get(table.name, ()):
-            connection.info[_WRITTEN] = True
+            connection.info[written] = True
 
     @event.listens_for(engine, "commit")
     def committing(connection: Any) -> None:
-        if connection.info.pop(_WRITTEN, False):
-            connection.info[_COMMITTED] = True
+        if connection.info.pop(written, False):
+            connection.info[committed] = True
             if notifies:  # on the driver's connection: sent with the transaction, delivered at its commit
                 connection.connection.dbapi_connection.execute(f"NOTIFY {channel}")
             told()
 
     @event.listens_for(engine, "rollback")
     def rolled_back(connection: Any) -> None:
-        connection.info.pop(_WRITTEN, None)
+        connection.info.pop(written, None)
 
     @event.listens_for(engine.pool, "checkin")
     def returned(_dbapi_connection: Any, record: Any) -> None:
-        if record is not None and record.info.pop(_COMMITTED, False):
+        if record is not None and record.info.pop(committed, False):
             told()

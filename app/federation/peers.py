@@ -20,7 +20,6 @@ from app.db.session import Sessions, insert, transaction
 from app.federation.exceptions import DuplicatePeer, InvalidPeer, NodeNotInitialised, UnknownPeer
 from app.federation.models import Peer
 from app.federation.node import NodeIdentity, key_id, parse_public_key
-from app.principals.key_cache import KeyCache
 from app.principals.models import Principal, Role
 from app.principals.service import add_principal, revoke
 
@@ -76,7 +75,7 @@ def list_peers(sessions: Sessions) -> list[Peer]:
         return list(session.scalars(select(Peer).where(Peer.removed_at.is_(None)).order_by(Peer.id)))
 
 
-def remove_peer(sessions: Sessions, keys: KeyCache, actor: Principal | None, peer_id: int) -> None:
+def remove_peer(sessions: Sessions, actor: Principal | None, peer_id: int) -> None:
     """The peer is trusted no more, at once: its messages are refused and its principal revoked.
     Its row stays for the searches and events that name it."""
     with transaction(sessions) as session:
@@ -88,7 +87,6 @@ def remove_peer(sessions: Sessions, keys: KeyCache, actor: Principal | None, pee
         if principal is not None and principal.revoked_at is None:
             revoke(session, actor, principal)
         audit.append(session, actor, Action.PEER_REMOVE, f"peer/{peer.id}", [peer.country])
-    keys.forget(peer.principal_id)
 
 
 def live_peer_of(session: Session, country: str) -> Peer | None:

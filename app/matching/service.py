@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from app.audit import service as audit
 from app.audit.actions import Action
 from app.cases.service import CaseTerms, ensure_open, touched_countries, visible_case
+from app.core.cache import CommittedRowsCache, NotCached
 from app.core.config import Settings
 from app.db.base import utcnow
 from app.db.session import Sessions, transaction
@@ -47,7 +48,7 @@ from app.matching.models import Search, SearchStatus
 from app.matching.quality import Screening, screen
 from app.matching.rates import rate_from_request
 from app.matching.scheduler import Scheduler
-from app.matching.terms import CachedTerms, DatabaseTerms, NotCached, Terms, TermsCache
+from app.matching.terms import CachedTerms, DatabaseTerms, Terms
 from app.matching.views import SearchView, search_view, search_views
 from app.principals.models import Principal
 from matcher import CalibrationError, TemplateFormat
@@ -91,7 +92,7 @@ class Matching:
     scheduler: Scheduler
     executor: SearchExecutor
     settings: Settings
-    terms: TermsCache
+    terms: CommittedRowsCache
     """What admissions read, kept (app/matching/terms.py)."""
 
 
@@ -276,7 +277,7 @@ modalities (then the array is empty)."""
 
 def _admitted(
     readers: Sessions,
-    cache: TermsCache,
+    cache: CommittedRowsCache,
     settings: Settings,
     actor: Principal,
     case_id: int,

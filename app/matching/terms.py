@@ -22,9 +22,6 @@ recently used entries go first.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from datetime import date
 from typing import Any, Protocol, TypeVar
@@ -34,6 +31,7 @@ from sqlalchemy.orm import Session
 
 from app.agreements.service import countries_in_force
 from app.cases.service import CaseTerms, case_terms, visible_to
+from app.core.cache import CommittedRowsCache, NotCached
 from app.galleries.models import Gallery
 from app.galleries.service import Formatted
 from app.principals.models import Principal
@@ -89,52 +87,14 @@ _GALLERIES_OF = select(Gallery.id, Gallery.country, Gallery.model, Gallery.dimen
 )
 
 
-class NotCached(Exception):
-    """A term the cache does not hold: the admission reads the database instead."""
-
-
 T = TypeVar("T")
-
-
-class TermsCache:
-    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
-        self.ttl_s, self.size = ttl_s, size
-        self.generation = 0
-        self._entries: OrderedDict[Hashable, tuple[float, Any]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable) -> Any:
-        """The value kept for ``key``; raises :class:`NotCached` when there is none (or it aged out)."""
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[0] < time.monotonic():
-                raise NotCached(key)
-            self._entries.move_to_end(key)
-            return entry[1]
-
-    def put(self, key: Hashable, value: Any, generation: int) -> None:
-        """Keep ``value``, read since ``generation``, unless a change has committed since."""
-        if self.ttl_s <= 0:
-            return
-        with self._lock:
-            if generation != self.generation:
-                return
-            self._entries[key] = (time.monotonic() + self.ttl_s, value)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-
-    def invalidate(self) -> None:
-        with self._lock:
-            self.generation += 1
-            self._entries.clear()
 
 
 class CachedTerms:
     """The terms from ``cache``; on a miss, from ``database`` (kept for the next admission), or
     :class:`NotCached` without one."""
 
-    def __init__(self, cache: TermsCache, database: DatabaseTerms | None = None) -> None:
+    def __init__(self, cache: CommittedRowsCache, database: DatabaseTerms | None = None) -> None:
         self.cache, self.database = cache, database
 
     def case(self, actor: Principal, case_id: int) -> CaseTerms:

@@ -7,11 +7,11 @@ from sqlalchemy.orm import Session
 
 from app.audit import service as audit
 from app.audit.actions import Action
+from app.core.cache import CommittedRowsCache, NotCached
 from app.core.countries import check_country
 from app.db.base import utcnow
 from app.db.session import Sessions, insert, transaction
 from app.principals.exceptions import MissingAgency, MissingCountry, UnknownKey, UnknownPrincipal
-from app.principals.key_cache import KeyCache
 from app.principals.keys import hash_key, issue_key, key_matches, prefix_of
 from app.principals.models import Principal, Role
 
@@ -66,39 +66,43 @@ def add_principal(
     return principal, key.token
 
 
-def revoke_principal(sessions: Sessions, keys: KeyCache, actor: Principal, principal_id: int) -> None:
-    """The key stops working at once: committed, then dropped from the cache of keys."""
+def revoke_principal(sessions: Sessions, actor: Principal, principal_id: int) -> None:
+    """The key stops working at once: its commit empties the cache of keys
+    (app/principals/key_cache.py)."""
     with transaction(sessions) as session:
         principal = session.get(Principal, principal_id)
         if principal is None or principal.revoked_at is not None:
             raise UnknownPrincipal(f"principal {principal_id} not found")
         revoke(session, actor, principal)
-    keys.forget(principal_id)
 
 
 def revoke(session: Session, actor: Principal | None, principal: Principal) -> None:
-    """:func:`revoke_principal` in the caller's transaction; the caller drops the key from the
-    cache of keys once committed."""
+    """:func:`revoke_principal` in the caller's transaction."""
     principal.revoked_at = utcnow()
     audit.append(session, actor, Action.PRINCIPAL_REVOKE, f"principal/{principal.id}", [principal.country])
 
 
-def cached_principal(keys: KeyCache, token: str) -> Principal | None:
+def cached_principal(keys: CommittedRowsCache, token: str) -> Principal | None:
     """The principal holding ``token`` if the cache of keys has it: no database read, so an
     event loop may ask without blocking."""
-    return keys.get(hash_key(token))
+    try:
+        principal: Principal = keys.get(hash_key(token))
+    except NotCached:
+        return None
+    return principal
 
 
-def authenticate(sessions: Sessions, keys: KeyCache, token: str) -> Principal:
+def authenticate(sessions: Sessions, keys: CommittedRowsCache, token: str) -> Principal:
     """The live principal holding ``token``: from the cache of keys, else read without a write
     transaction (every request checks its key, beside the writers); see
     :func:`principal_for_key`."""
     digest = hash_key(token)
-    principal = keys.get(digest)
+    principal = cached_principal(keys, token)
     if principal is None:
+        generation = keys.generation
         with sessions() as session:
             principal = principal_for_key(session, token)
-        keys.put(digest, principal)
+        keys.put(digest, principal, generation)
     return principal
 
 

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import update
 
 from app.cases.models import Case
+from app.core.cache import CommittedRowsCache, NotCached
 from app.db.session import transaction
 from app.matching import terms
-from app.matching.terms import NotCached, TermsCache
 from tests.app.test_change_feed import applied_everywhere
 from tests.app.test_identification import DIM, enrol, identify, open_case, searchable_sen_gallery
 from tests.harness import Service
@@ -83,7 +83,7 @@ def test_an_agreement_and_a_gallery_made_after_an_identification_count_for_the_n
 
 
 def test_a_read_that_raced_a_commit_is_not_kept():
-    cache = TermsCache(ttl_s=60)
+    cache = CommittedRowsCache(ttl_s=60)
     began = cache.generation
     cache.invalidate()  # a change committed while the read ran
     cache.put("key", "as read before the change", began)
@@ -94,7 +94,7 @@ def test_a_read_that_raced_a_commit_is_not_kept():
 
 
 def test_no_cache_when_keys_are_not_cached():
-    cache = TermsCache(ttl_s=0)
+    cache = CommittedRowsCache(ttl_s=0)
     cache.put("key", "value", cache.generation)
     with pytest.raises(NotCached):
         cache.get("key")

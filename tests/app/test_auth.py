@@ -1,8 +1,10 @@
 """Authentication, roles and scopes on every endpoint the foundation serves."""
 
+import time
+
 import pytest
 
-from app.principals.keys import hash_key
+from app.principals.service import cached_principal
 from tests.harness import records
 
 ROLES = {
@@ -101,10 +103,10 @@ def test_revocation_takes_effect_on_the_next_request(service):
     ).json()
     key = {"Authorization": f"Bearer {created['api_key']}"}
     assert service.client.get("/v1/audit/verify", headers=key).status_code == 200
-    cached = service.runtime.keys.get(hash_key(created["api_key"]))
+    cached = cached_principal(service.runtime.keys, created["api_key"])
     assert cached is not None and cached.id == created["id"], "a checked key is served from the cache of keys"
     assert service.client.delete(f"/v1/principals/{created['id']}", headers=service.admin).status_code == 204
-    assert service.runtime.keys.get(hash_key(created["api_key"])) is None, "revocation empties its entry"
+    assert cached_principal(service.runtime.keys, created["api_key"]) is None, "revocation empties the cache"
     assert service.client.get("/v1/audit/verify", headers=key).status_code == 401
     listed = service.client.get("/v1/principals", headers=service.admin).json()
     assert all("api_key" not in p and "key_hash" not in p for p in listed)
@@ -185,3 +187,22 @@ def test_messages_failing_their_signature_throttle_the_address_as_failed_keys_do
         assert answers[3].json()["error"]["code"] == "too_many_failed_authentications"
     finally:
         throttled.close()
+
+
+def test_a_key_revoked_through_another_node_is_refused_here_once_its_commit_is_told(nodes, database_url):
+    """Two nodes on one PostgreSQL: the revoking transaction notifies the other node, which
+    empties its cache of keys then, long before its entries would age out."""
+    if database_url is None:
+        pytest.skip("only PostgreSQL tells other processes of a commit")
+    a, b = nodes
+    b.runtime.keys.ttl_s = 600
+    created = a.client.post("/v1/principals", headers=a.admin, json={"name": "temp", "role": "auditor"}).json()
+    key = {"Authorization": f"Bearer {created['api_key']}"}
+    assert b.client.get("/v1/audit/verify", headers=key).status_code == 200
+    assert cached_principal(b.runtime.keys, created["api_key"]) is not None
+    assert a.client.delete(f"/v1/principals/{created['id']}", headers=a.admin).status_code == 204
+    deadline = time.monotonic() + 10
+    while cached_principal(b.runtime.keys, created["api_key"]) is not None:
+        assert time.monotonic() < deadline, "node B never learnt of the revocation"
+        time.sleep(0.01)
+    assert b.client.get("/v1/audit/verify", headers=key).status_code == 401

@@ -34,5 +34,5 @@ def list_peers(actor: Admin, sessions: SessionsDep) -> list[Peer]:
 
 @router.delete("/{peer_id}", status_code=204, summary="Stop trusting a peer")
 def remove_peer(peer_id: RowId, actor: Admin, runtime: RuntimeDep) -> Response:
-    service.remove_peer(runtime.sessions, runtime.keys, actor, peer_id)
+    service.remove_peer(runtime.sessions, actor, peer_id)
     return Response(status_code=204)

@@ -20,7 +20,7 @@ def create_principal(body: PrincipalIn, actor: Admin, sessions: SessionsDep) -> 
 
 @router.delete("/{principal_id}", status_code=204, summary="Revoke a principal's key")
 def revoke_principal(principal_id: RowId, actor: Admin, runtime: RuntimeDep) -> Response:
-    service.revoke_principal(runtime.sessions, runtime.keys, actor, principal_id)
+    service.revoke_principal(runtime.sessions, actor, principal_id)
     return Response(status_code=204)
 
 
