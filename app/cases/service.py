@@ -182,9 +182,14 @@ Visible = TypeVar("Visible", bound=CaseTerms)
 
 def visible_to(case: Visible | None, actor: Principal, case_id: int) -> Visible:
     """The case if it belongs to ``actor``'s agency, else 404."""
-    if case is None or actor.role != Role.BORDER_POLICE.value or case.agency != actor.agency:
+    if case is None or not owns(actor, case):
         raise UnknownCase(f"case {case_id} not found")
     return case
+
+
+def owns(actor: Principal, case: Visible) -> bool:
+    """Whether ``case`` is one of ``actor``'s agency's cases."""
+    return actor.role == Role.BORDER_POLICE.value and case.agency == actor.agency
 
 
 def touched_countries(case: CaseTerms) -> list[str]:

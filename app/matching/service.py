@@ -25,7 +25,8 @@ from sqlalchemy.exc import IntegrityError
 
 from app.audit import service as audit
 from app.audit.actions import Action
-from app.cases.service import CaseTerms, ensure_open, touched_countries, visible_case
+from app.cases.models import Case
+from app.cases.service import CaseTerms, ensure_open, owns, touched_countries, visible_case
 from app.core.cache import CommittedRowsCache, NotCached
 from app.core.config import Settings
 from app.db.base import utcnow
@@ -493,9 +494,9 @@ def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchV
     """A search of the actor's agency with its candidates; the read is audited."""
     with transaction(sessions) as session:
         search = session.get(Search, search_id)
-        if search is None:
+        case = None if search is None else session.get(Case, search.case_id)
+        if search is None or case is None or not owns(actor, case):  # one answer: whose searches exist is no one else's
             raise UnknownSearch(f"search {search_id} not found")
-        case = visible_case(session, actor, search.case_id)  # 404 unless the caller's agency owns the case
         [view] = search_views(session, [search])
         audit.append(
             session,

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from app.principals.service import cached_principal
-from tests.harness import records
+from tests.harness import case_body, identification_body, records
 
 ROLES = {
     "registry": ("registry", "SEN", None),
@@ -206,3 +206,28 @@ def test_a_key_revoked_through_another_node_is_refused_here_once_its_commit_is_t
         assert time.monotonic() < deadline, "node B never learnt of the revocation"
         time.sleep(0.01)
     assert b.client.get("/v1/audit/verify", headers=key).status_code == 401
+
+
+def test_another_agency_cannot_tell_which_searches_exist(service):
+    """Outside the caller's scope a search is answered exactly as one that does not exist: no
+    case id, no difference between the two."""
+    gallery = service.gallery("SEN")
+    service.client.post(
+        "/v1/agreements",
+        headers=service.admin,
+        json={"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"},
+    )
+    registry = service.principal("registry", "SEN")
+    batch = records(5)
+    service.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": batch}, headers=registry)
+    police = service.principal("border_police", "FRA", "FRA-DCPAF")
+    case = service.client.post("/v1/cases", headers=police, json=case_body("C-1")).json()
+    search = service.client.post(
+        f"/v1/cases/{case['id']}/identifications", headers=police, json=identification_body(batch[0]["templates"][0])
+    ).json()
+    other = service.principal("border_police", "DEU", "DEU-BPOL")
+    existing = service.client.get(f"/v1/searches/{search['id']}", headers=other)
+    missing = service.client.get(f"/v1/searches/{search['id'] + 1000}", headers=other)
+    assert existing.status_code == missing.status_code == 404
+    assert existing.json()["error"]["message"] == f"search {search['id']} not found"
+    assert missing.json()["error"]["message"] == f"search {search['id'] + 1000} not found"
