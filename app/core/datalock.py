@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from app.core.errors import Unavailable
+from app.core.processes import end_with_parent
 
 SUPERVISOR_ENV = "READMIT_SUPERVISOR_PID"
 
@@ -73,13 +74,16 @@ class DataDirLock:
 
 def lock_for_serving(data_dir: Path) -> DataDirLock:
     """The lock a serving process must hold, acquired: its own, or none to take for a worker of
-    a supervisor that holds it (checked, so that a worker outliving its supervisor, or started by
-    hand with the variable set, does not serve a folder nobody guards)."""
+    a supervisor that holds it (checked, so that a worker started by hand with the variable set
+    does not serve a folder nobody guards; a worker whose supervisor dies later is stopped then,
+    :func:`app.core.processes.end_with_parent`)."""
     lock = DataDirLock(data_dir)
     supervisor = os.environ.get(SUPERVISOR_ENV)
     if supervisor is None:
         lock.acquire()
-    elif not (supervisor == str(os.getppid()) and lock.held_by(int(supervisor))):
+        return lock
+    end_with_parent()  # set before the check below, which then also catches a supervisor gone already
+    if not (supervisor == str(os.getppid()) and lock.held_by(int(supervisor))):
         raise DataDirLocked(f"this worker's supervisor (pid {supervisor}) does not hold the data folder {data_dir}")
     return lock
 

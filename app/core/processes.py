@@ -1,9 +1,18 @@
-"""Whether a process still runs, by its id: what tells a dead server's or process's leftovers
-(metrics files) from a live one's."""
+"""Processes by their id: whether one still runs (what tells a dead server's or process's
+leftovers, its metrics files, from a live one's), and ending a worker with its parent."""
 
 from __future__ import annotations
 
+import ctypes
+import logging
 import os
+import signal
+import sys
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal the kernel sends this process when the thread that started it ends."""
 
 
 def alive(pid: int) -> bool:
@@ -15,3 +24,15 @@ def alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def end_with_parent() -> None:
+    """Have the kernel send this process SIGTERM (a graceful stop) when its parent ends, even by
+    SIGKILL: a worker of ``readmit serve --processes N`` must not go on serving, under the init
+    process, a data folder whose supervisor is gone. uvicorn's supervisor starts every worker
+    from its main thread, whose end is the process's. Linux only; elsewhere nothing is done."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("this worker will outlive its supervisor: prctl failed (errno %d)", ctypes.get_errno())

@@ -78,6 +78,31 @@ def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_
         server.stop()
 
 
+def test_workers_stop_when_their_supervisor_is_killed(tmp_path, database_url):
+    """SIGKILL of ``readmit serve``: its workers stop too, rather than serve on, unguarded,
+    under the init process, and a new ``readmit serve`` can take the port and the folder."""
+    if database_url is None:
+        pytest.skip("several processes serve PostgreSQL only")
+    server = ServerProcess(tmp_path / "data", database_url, processes=2)
+    try:
+        assert server.process is not None
+        workers = worker_pids(server.process.pid)
+        assert len(workers) == 2
+        server.process.kill()
+        server.process.wait()
+        deadline = time.monotonic() + 60
+        while any(
+            Path(f"/proc/{pid}").exists() and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            for pid in workers
+        ):
+            assert time.monotonic() < deadline, "a worker outlived its supervisor"
+            time.sleep(0.1)
+        server.start()
+        assert httpx.get(f"{server.base}/readyz", timeout=5).status_code == 200
+    finally:
+        server.stop()
+
+
 def test_every_process_logs_its_requests_as_json_lines(tmp_path, database_url):
     """The processes uvicorn starts are new interpreters: the supervisor's logging never reached
     them, and a node of several processes logged no request at all (and warnings as bare text)."""
