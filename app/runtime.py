@@ -49,7 +49,7 @@ from app.indexes.plain_copies import open_plain_copies
 from app.indexes.registry import GallerySource, IndexRegistry
 from app.matching import queue as search_queue
 from app.matching.claims import Claimer
-from app.matching.executor import SearchExecutor
+from app.matching.executor import CatchUp, SearchExecutor
 from app.matching.leases import Leases
 from app.matching.node_turn import NodeTurn
 from app.matching.retention import erase_old_probes
@@ -102,6 +102,9 @@ class Runtime:
     unplaced: list[str] = field(default_factory=list)
     """Why galleries have no index after start (their shards found no CPUs): /readyz names them."""
     follower: Follower | None = None
+    catch_up: CatchUp | None = None
+    """Where other processes may commit (``Settings.shared_database``): what brings indexes up to
+    the database before they answer (app/indexes/follower.py ``Follower.catch_up_on``)."""
     notified: list[Notified] = field(default_factory=list)
     """PostgreSQL: empty the caches of terms and keys when another process changed their rows."""
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -234,7 +237,8 @@ class Runtime:
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
         if self.settings.shared_database:
-            self.executor.catch_up_first(self.follower.catch_up_on)
+            self.catch_up = self.follower.catch_up_on
+            self.executor.catch_up_first(self.catch_up)
         self.claimer.start()
         self.scheduler.start()
         self.deduplication.start()
@@ -332,6 +336,13 @@ class Runtime:
     def open_indexes(self) -> None:
         for gallery_id in self.gallery_ids():
             self.open_placed_index(gallery_id)
+
+    def current_index(self, gallery_id: int) -> MatcherIndex:
+        """The gallery's index with every change committed before this call, whichever process
+        or node committed it."""
+        if self.catch_up is not None:
+            self.catch_up([gallery_id], lambda: None)
+        return self.registry.get(gallery_id)
 
     def open_placed_index(self, gallery_id: int) -> None:
         """Open the gallery's index; one whose shards the cluster cannot place is left without,

@@ -68,7 +68,7 @@ def open_outbound(
     anything is sent, so that a crash before the answer leaves them to the poller; each
     with its request (asking for an answer within ``wait_ms``), built in the same transaction."""
     with transaction(sessions) as session:
-        search = session.get(Search, search_id)
+        search = session.get(Search, search_id, with_for_update=True)  # a resend's request waits for this one's rows
         assert search is not None
         asked = set(session.scalars(select(OutboundSearch.country).where(OutboundSearch.search_id == search_id)))
         peers = {c: peer for c, peer in peers_for(session, countries).items() if c not in asked}

@@ -14,8 +14,7 @@ from app.db.session import Sessions
 from app.federation import outbound
 from app.federation.channel import PeerChannel
 from app.matching import service as matching
-from app.matching.models import Search
-from app.matching.views import SearchView, search_views
+from app.matching.views import SearchView
 from app.principals.models import Principal
 
 NO_GALLERY = "no_gallery"
@@ -68,19 +67,9 @@ async def identify(
     async with create_task_group() as peers:
         for one in prepared:
             peers.start_soon(_ask, parts.matching.sessions, channel, one, left_s)
-    return await to_thread.run_sync(_reread, parts.matching.readers, view.id)
+    return await to_thread.run_sync(matching.written_view, parts.matching.readers, view.id)
 
 
 async def _ask(sessions: Sessions, channel: PeerChannel, prepared: outbound.Prepared, wait_s: float) -> None:
     """One peer's part, in a worker thread of its own."""
     await to_thread.run_sync(outbound.deliver, sessions, channel, prepared, wait_s + ANSWER_MARGIN_S)
-
-
-def _reread(readers: Sessions, search_id: int) -> SearchView:
-    """The search as now written, remote parts included (not audited as a read: the caller's
-    own submission answered); read through ``readers``: on SQLite, no wait for the write lock."""
-    with readers() as session:
-        search = session.get(Search, search_id)
-        assert search is not None
-        [view] = search_views(session, [search])
-        return view

@@ -66,16 +66,19 @@ class Follower:
                 log.exception("index follower failed on a gallery", extra={"event": {"gallery_id": gallery_id}})
         return applied
 
-    def catch_up_on(self, gallery_ids: Collection[int]) -> None:
+    def catch_up_on(self, gallery_ids: Collection[int], before_waiting: Callable[[], None]) -> None:
         """Bring these galleries' indexes to the database's latest committed change now, in the
         calling thread (one query when none is behind). Without it, a record enrolled through
         another process a few milliseconds before a search there would be silently missed
-        until the follower's next pass. Raises what reading the database raises: a search must
-        fail rather than run on an index it could not bring up to date."""
+        until the follower's next pass. ``before_waiting`` is called before anything that may
+        wait: opening a gallery, a gallery held by another (a snapshot being saved), a rebuild
+        (a batch of searches gives the matcher back to the others then). Raises what reading
+        the database raises: a search must fail rather than run on an index it could not bring
+        up to date."""
         seqs = self.feed.seqs()
         for gallery_id in gallery_ids:
             if gallery_id in seqs:
-                self._follow(gallery_id, seqs[gallery_id])
+                self._follow(gallery_id, seqs[gallery_id], before_waiting)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="index-follower", daemon=True)
@@ -88,15 +91,16 @@ class Follower:
         if self.wakeup is not None:
             self.wakeup.close()
 
-    def _follow(self, gallery_id: int, database_seq: int) -> int:
+    def _follow(self, gallery_id: int, database_seq: int, before_waiting: Callable[[], None] = lambda: None) -> int:
         """Open or catch up one gallery's index; returns how many changes it applied."""
         if self.registry.is_being_created(gallery_id):
             return 0  # by this process, which opens its index
         if not self.registry.is_loaded(gallery_id):
+            before_waiting()
             self._open(gallery_id)
             return 0
         if self.registry.is_behind(gallery_id, database_seq):
-            return self._catch_up(gallery_id, database_seq)
+            return self._catch_up(gallery_id, database_seq, before_waiting)
         return 0
 
     def _open(self, gallery_id: int) -> None:
@@ -111,15 +115,16 @@ class Follower:
             if not self.registry.is_loaded(gallery_id):
                 self._refused.add(gallery_id)
 
-    def _catch_up(self, gallery_id: int, database_seq: int) -> int:
+    def _catch_up(self, gallery_id: int, database_seq: int, before_waiting: Callable[[], None]) -> int:
         try:
-            with self.registry.writing(gallery_id):
+            with self.registry.writing(gallery_id, before_waiting):
                 return self.registry.catch_up(gallery_id, database_seq)
         except ChangeLogGap as gap:
             log.warning(
                 "index rebuilt: the change log does not cover it",
                 extra={"event": {"gallery_id": gallery_id, "reason": gap.message}},
             )
+            before_waiting()
             self.rebuild_gallery(gallery_id)
             return 0
 

@@ -275,14 +275,22 @@ class IndexRegistry:
         return sorted(self._entries)
 
     @contextmanager
-    def writing(self, gallery_id: int) -> Iterator[None]:
-        """Serialise a gallery's changes from database transaction to index update."""
+    def writing(self, gallery_id: int, before_waiting: Callable[[], None] | None = None) -> Iterator[None]:
+        """Serialise a gallery's changes from database transaction to index update.
+        ``before_waiting`` is called first if another holds the gallery (a writer's transaction,
+        a snapshot being saved: seconds for a large gallery)."""
         with self._guard:
             entry = self._entries.get(gallery_id)
         if entry is None:
             raise IndexUnavailable(f"the index of gallery {gallery_id} is not loaded")
-        with entry.lock:
+        if not entry.lock.acquire(blocking=False):
+            if before_waiting is not None:
+                before_waiting()
+            entry.lock.acquire()
+        try:
             yield
+        finally:
+            entry.lock.release()
 
     def apply(self, gallery_id: int, change_seq: int, change: IndexChange) -> None:
         """Apply this process's change ``change_seq`` right after its commit; call inside

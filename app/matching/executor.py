@@ -59,6 +59,11 @@ from matcher.fusion import NO_RECORD
 log = logging.getLogger(__name__)
 
 
+CatchUp = Callable[[Collection[int], Callable[[], None]], None]
+"""Bring the indexes of these galleries up to the database, calling the second argument before
+anything that may wait (app/indexes/follower.py ``Follower.catch_up_on``)."""
+
+
 @dataclass(frozen=True)
 class Job:
     ticket: int
@@ -168,12 +173,14 @@ class SearchExecutor:
         self._awaited: dict[int, Finished | None] = {}
         self._tickets = itertools.count(-1, -1)
         self._lock = threading.Lock()
-        self._catch_up: Callable[[Collection[int]], None] | None = None
+        self._catch_up: CatchUp | None = None
 
-    def catch_up_first(self, catch_up: Callable[[Collection[int]], None]) -> None:
+    def catch_up_first(self, catch_up: CatchUp) -> None:
         """Where other processes or nodes commit to the galleries, have every batch first bring
         the indexes it searches up to the database (app/indexes/follower.py
-        ``Follower.catch_up_on``): a search then sees every change committed before it ran."""
+        ``Follower.catch_up_on``): a search then sees every change committed before it ran. A
+        batch whose catch-up must wait (a gallery to open, or held by a snapshot being saved)
+        gives the matcher back to the other batches first."""
         self._catch_up = catch_up
 
     def ticket(self) -> int:
@@ -242,6 +249,8 @@ class SearchExecutor:
             return
         try:
             try:
+                if self._catch_up is not None:
+                    self._catch_up({g for job in jobs for g in _searched_galleries(job)}, matched)
                 outcome = self.match(jobs)
             finally:
                 matched()
@@ -326,8 +335,6 @@ class SearchExecutor:
                 continue
             for gallery_id in job.searched_galleries:
                 groups[(gallery_id, job.allow_partial)].append(job)
-        if self._catch_up is not None:
-            self._catch_up({gallery_id for gallery_id, _ in groups})
         fused_tickets = {job.ticket for job in fused}
         outcome = Outcome()
         for (gallery_id, allow_partial), members in groups.items():
@@ -609,6 +616,11 @@ def write_admitted(
         )
         for (admission, _), row in zip(admissions, rows, strict=True)
     ]
+
+
+def _searched_galleries(job: Job) -> list[int]:
+    """Every gallery a job searches: a multi-modal search's, those of each modality."""
+    return [g for part in job.parts for g in part.galleries] if job.parts else job.searched_galleries
 
 
 def search_resource(job: Job, search_id: int) -> str:

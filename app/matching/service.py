@@ -121,7 +121,7 @@ async def identify(
     sessions, scheduler, executor = parts.sessions, parts.scheduler, parts.executor
     threads = parts.settings.identification_threads
     key = request.idempotency_key
-    keyed = None if key is None else (key, request_digest(request, parts.settings.max_probes))
+    keyed = None if key is None else (key, request_digest(request, parts.settings))
     if keyed is not None and (earlier := await _resent(parts, actor, case_id, keyed, wait_s)) is not None:
         return earlier
     try:
@@ -158,6 +158,8 @@ async def identify(
             await batch_ended(scheduler, ticket, BATCH_END_S)  # its batch is ending, and writes it
     finally:
         finished = executor.collect(ticket)  # also forgets a caller gone before the end
+    if finished is None and key is not None:  # written before it ran: it ends where it is held now
+        return await in_turn(threads, written_view, parts.readers, search.id)
     if finished is None:
         raise SearchNotRecorded("the search could not be completed; nothing was recorded: submit it again")
     search.id = finished.search_id
@@ -172,17 +174,21 @@ async def identify(
     )
 
 
-def request_digest(request: IdentificationRequest, max_probes: int) -> str:
-    """SHA-256 of what an identification asks: its probes (as float32 values, however they were
-    encoded), formats, qualities, countries and options; not how long its caller waits."""
+def request_digest(request: IdentificationRequest, settings: Settings) -> str:
+    """SHA-256 of what an identification asks: its probes (their float32 values as sent, however
+    encoded; not normalised, which may differ in the last bit between hosts), formats,
+    qualities, countries (as a set) and options (the FPIR once defaulted), its modalities in any
+    order; not how long its caller waits."""
     digest = hashlib.sha256()
-    options = [request.fused, sorted(request.countries or []), request.max_candidates, request.target_fpir]
-    digest.update(json.dumps([*options, request.allow_partial_results]).encode())
-    for probe_set in request.probe_sets:
+    countries = None if request.countries is None else sorted(set(request.countries))
+    fpir = request.target_fpir or settings.default_fpir
+    options = [request.fused, countries, request.max_candidates, fpir, request.allow_partial_results]
+    digest.update(json.dumps(options).encode())
+    for probe_set in sorted(request.probe_sets, key=lambda probe_set: probe_set.modality):
         fmt = probe_set.template_format
         qualities = None if probe_set.qualities is None else list(probe_set.qualities)
         digest.update(json.dumps([probe_set.modality, fmt.model, fmt.dimension, fmt.metric.value, qualities]).encode())
-        digest.update(to_bytes(probe_set.probes.decode(fmt, max_probes, what="probe")))
+        digest.update(to_bytes(probe_set.probes.unchecked(fmt, settings.max_probes, what="probe")))
     return digest.hexdigest()
 
 
@@ -488,6 +494,16 @@ def resolve_galleries(
         else:
             searched.append(gallery.id)
     return searched, skipped
+
+
+def written_view(readers: Sessions, search_id: int) -> SearchView:
+    """A search as now written, for the caller that submitted it (its answer, not audited as a
+    read); read through ``readers``: on SQLite, no wait for the write lock."""
+    with readers() as session:
+        search = session.get(Search, search_id)
+        assert search is not None
+        [view] = search_views(session, [search])
+        return view
 
 
 def read_search(sessions: Sessions, actor: Principal, search_id: int) -> SearchView:

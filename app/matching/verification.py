@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app.audit import service as audit
@@ -13,7 +14,7 @@ from app.galleries.exceptions import UnknownRecord
 from app.galleries.models import Gallery
 from app.galleries.service import find_record, template_format
 from app.galleries.templates import EncodedTemplates
-from app.indexes.registry import IndexRegistry
+from app.indexes.backends import MatcherIndex
 from app.matching.exceptions import InvalidFmr, NoAgreement
 from app.matching.service import requested_rate, resolve_galleries
 from app.matching.terms import DatabaseTerms
@@ -43,7 +44,7 @@ class VerificationView:
 def verify(
     sessions: Sessions,
     read_sessions: Sessions,
-    registry: IndexRegistry,
+    index_of: Callable[[int], MatcherIndex],
     thresholds: ThresholdBook,
     settings: Settings,
     actor: Principal,
@@ -57,7 +58,9 @@ def verify(
     transaction: the first verification after a start may draw or load the gallery's calibration,
     which writes in a transaction of its own. Inside this one, on SQLite, it waited for the
     writers' turn its own thread held, and every request after it queued behind that turn.
-    The one write, the audit event, comes last, in a short transaction of its own."""
+    The one write, the audit event, comes last, in a short transaction of its own.
+    ``index_of`` gives the gallery's index up to date with the database: a record enrolled or
+    replaced through another node a moment before is scored as it is now."""
     with read_sessions() as session:
         case = visible_case(session, actor, case_id)
         ensure_open(case)
@@ -74,7 +77,7 @@ def verify(
         gallery_id, record_id = gallery.id, record.id
     probes = request.probes.decode(fmt, settings.max_probes, what="probe")
     fmr = requested_rate(request.target_fmr or settings.default_fmr, InvalidFmr)
-    score = registry.get(gallery_id).score_record(record_id, probes)
+    score = index_of(gallery_id).score_record(record_id, probes)
     if score is None:
         raise UnknownRecord(f"record {request.reference_id} not found in gallery {request.gallery_id}")
     calibrated = thresholds.for_verification(gallery_id, fmr)

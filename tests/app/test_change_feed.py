@@ -91,6 +91,74 @@ def test_a_search_sees_what_another_node_committed_before_it_without_waiting_for
     assert "REF-00007" not in found_through(b, police, batch[7]["templates"][0], "C-2")
 
 
+def test_a_verification_scores_the_record_another_node_enrolled_a_moment_before(nodes):
+    a, b = nodes
+    b.runtime.follower.stop()
+    gallery = a.gallery("SEN")
+    a.client.post("/v1/agreements", headers=a.admin, json=AGREEMENT)
+    registry = a.principal("registry", "SEN")
+    police = a.principal("border_police", "FRA", "FRA-DCPAF")
+    batch = records(5)
+    a.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": batch}, headers=registry)
+    case = b.client.post("/v1/cases", headers=police, json=case_body("C-1", countries=("SEN",))).json()
+    found_through(b, police, batch[0]["templates"][0], "C-0")  # B opens the gallery
+    late = records(1, seed=9, prefix="LATE")
+    a.client.post(f"/v1/galleries/{gallery}/records:batch", json={"records": late}, headers=registry)
+    verified = b.client.post(
+        f"/v1/cases/{case['id']}/verifications",
+        headers=police,
+        json={"gallery_id": gallery, "reference_id": "LATE-00000", "probes": [late[0]["templates"][0]]},
+    )
+    assert verified.status_code == 200, verified.text
+    assert verified.json()["decision"] == "match"
+
+
+def test_a_batch_waiting_for_a_gallery_held_here_leaves_the_matcher_to_the_others(nodes):
+    """B's SEN index is behind and held (as while a snapshot of it is saved): the SEN search
+    waits for it, but gives the matcher back first, so that an ESP search is answered meanwhile."""
+    a, b = nodes
+    b.runtime.follower.stop()
+    police = a.principal("border_police", "FRA", "FRA-DCPAF")
+    galleries, people = {}, {}
+    for country in ("SEN", "ESP"):
+        galleries[country] = a.gallery(country)
+        a.client.post("/v1/agreements", headers=a.admin, json={**AGREEMENT, "origin_country": country})
+        people[country] = records(5, seed=len(galleries), prefix=country)
+        registry = a.principal("registry", country)
+        enrolled = a.client.post(
+            f"/v1/galleries/{galleries[country]}/records:batch", json={"records": people[country]}, headers=registry
+        )
+        assert enrolled.status_code == 200, enrolled.text
+    cases = {
+        country: b.client.post("/v1/cases", headers=police, json=case_body(f"C-{country}", countries=(country,))).json()
+        for country in ("SEN", "ESP")
+    }
+
+    def identify(country: str, person: int) -> httpx.Response:
+        probe = identification_body(people[country][person]["templates"][0], wait_ms=30_000)
+        return b.client.post(f"/v1/cases/{cases[country]['id']}/identifications", headers=police, json=probe)
+
+    assert identify("SEN", 0).status_code == identify("ESP", 0).status_code == 200  # B opens both
+    late = records(1, seed=9, prefix="SEN-LATE")
+    registry = a.principal("registry", "SEN")
+    a.client.post(f"/v1/galleries/{galleries['SEN']}/records:batch", json={"records": late}, headers=registry)
+    people["SEN"].append(late[0])
+    sen_answer: list[httpx.Response] = []
+    executor = b.runtime.executor
+    with b.runtime.registry.writing(galleries["SEN"]):
+        waiting = threading.Thread(target=lambda: sen_answer.append(identify("SEN", 5)))
+        waiting.start()
+        deadline = time.monotonic() + 10
+        while not (executor._awaited and not executor._accepted):  # its batch has taken it, and waits
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        esp = identify("ESP", 1)  # answered while the SEN batch still waits
+        assert esp.status_code == 200 and esp.json()["candidates"][0]["reference_id"] == "ESP-00001"
+        assert not sen_answer, "the SEN search waited for its gallery"
+    waiting.join(timeout=30)
+    assert sen_answer[0].json()["candidates"][0]["reference_id"] == "SEN-LATE-00000"
+
+
 def test_a_writer_catches_up_on_the_other_nodes_changes_before_its_own(nodes):
     a, b = nodes
     gallery = a.gallery("SEN")

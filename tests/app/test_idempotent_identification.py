@@ -82,6 +82,9 @@ def test_a_key_is_one_request_of_one_case(service):
         f"/v1/cases/{case_id}/identifications", headers={**police, "Idempotency-Key": key}, json=as_base64
     )
     assert same_values.json()["id"] == first.json()["id"], "the same probe values, however encoded"
+    default_fpir = service.settings.default_fpir
+    spelt_out = identify(service, police, case_id, batch[1]["templates"][0], key, target_fpir=default_fpir)
+    assert spelt_out.json()["id"] == first.json()["id"], "the default FPIR, written out, is the same request"
 
     second_case = service.client.post("/v1/cases", headers=police, json=case_body("C-2")).json()["id"]
     elsewhere = identify(service, police, second_case, batch[1]["templates"][0], key)

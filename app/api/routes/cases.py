@@ -174,7 +174,7 @@ def verify(
     return verification.verify(
         runtime.sessions,
         runtime.read_sessions,
-        runtime.registry,
+        runtime.current_index,
         runtime.thresholds,
         runtime.settings,
         actor,
