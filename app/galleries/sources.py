@@ -67,14 +67,22 @@ def read_paired(
     templates_path: Path, records_path: Path, batch: int = 1000, qualities_path: Path | None = None
 ) -> Iterator[RecordBlock]:
     """Templates (n, d) or (n, samples, d) paired row by row with reference ids and attributes,
-    and with qualities if ``qualities_path`` is given, in blocks of ``batch`` records."""
+    and with qualities if ``qualities_path`` is given, in blocks of ``batch`` records. Files of
+    different lengths are refused here, before any block is read: a mismatched pair is most
+    likely the wrong file, whose records would be enrolled under other people's templates."""
     templates = _load_templates(templates_path)
     qualities = _load_qualities(qualities_path, templates) if qualities_path is not None else None
-    rows = _metadata_rows(records_path)
+    rows = sum(1 for _ in _metadata_rows(records_path))
+    if rows != len(templates):
+        raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {rows}")
+    return _paired_blocks(templates, qualities, _metadata_rows(records_path), batch)
+
+
+def _paired_blocks(
+    templates: np.ndarray, qualities: np.ndarray | None, rows: Iterator[tuple[str, dict[str, Any]]], batch: int
+) -> Iterator[RecordBlock]:
     position = 0
     while chunk := list(islice(rows, batch)):
-        if position + len(chunk) > len(templates):
-            raise ValueError(f"{records_path} has more rows than {templates_path} has templates")
         references, attributes = zip(*chunk, strict=True)
         part = slice(position, position + len(chunk))
         yield RecordBlock(
@@ -85,8 +93,6 @@ def read_paired(
             np.asarray(qualities[part], dtype=np.float64) if qualities is not None else None,
         )
         position += len(chunk)
-    if position != len(templates):
-        raise ValueError(f"{templates_path} has {len(templates)} rows but {records_path} has {position}")
 
 
 def read_inline(path: Path, batch: int = 1000) -> Iterator[list[RecordSubmission]]:

@@ -103,6 +103,21 @@ def test_enrol_loads_a_gallery_reports_rejects_and_is_idempotent(offline, tmp_pa
     assert loads[0]["source"] == "snapshot", "enrol leaves a current snapshot behind"
 
 
+@pytest.mark.parametrize("rows", [9, 11])
+def test_enrol_refuses_files_of_different_lengths_before_storing_anything(offline, tmp_path, rows):
+    """A CSV shorter or longer than the templates is most likely the wrong file: refused whole,
+    not enrolled up to where the difference shows."""
+    write_source(tmp_path, 10)
+    lines = (tmp_path / "records.csv").read_text().splitlines()
+    extra = [f"SEN-{i:06d},Name{i}" for i in range(10, rows)]
+    (tmp_path / "records.csv").write_text("\n".join([*lines[: rows + 1], *extra]) + "\n")
+    result = CliRunner().invoke(cli, enrol_args(offline, tmp_path))
+    assert result.exit_code == 1
+    assert f"has 10 rows but {tmp_path / 'records.csv'} has {rows}" in result.output
+    gallery, _ = count_records(offline)
+    assert gallery["record_count"] == 0
+
+
 def read_qualities(offline, reference_ids):
     """The qualities of records as the registry reads them through HTTP once the service is back."""
     service = Service(offline["data_dir"], offline["url"])
