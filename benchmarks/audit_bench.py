@@ -33,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles_ms, print_json, print_table, scratch_database, timed
+from common import percentiles_ms, print_json, print_table, scratch_database, scratch_folder, timed
 from sqlalchemy import select
 
 from app.audit import log as audit_log
@@ -209,7 +209,7 @@ def main() -> None:
     args = parser.parse_args()
     results = {}
     concurrency = (args.writers, args.hold_ms / 1000)
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder() as folder:
         results["sqlite"] = measure(Settings(data_dir=Path(folder)), args.events, args.tree_events, *concurrency)
         report("SQLite", results["sqlite"])
     if args.postgres_url:

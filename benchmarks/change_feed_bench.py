@@ -17,7 +17,6 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +26,15 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_audit_key, percentiles_ms, print_json, print_table, scratch_database, start_service
+from common import (
+    ensure_audit_key,
+    percentiles_ms,
+    print_json,
+    print_table,
+    scratch_database,
+    scratch_folder,
+    start_service,
+)
 
 from app.core.config import Settings
 
@@ -118,7 +125,7 @@ def main() -> None:
     args = parser.parse_args()
     if not args.postgres_url:
         parser.error("needs PostgreSQL: --postgres-url or READMIT_TEST_POSTGRES_URL")
-    with tempfile.TemporaryDirectory() as folder, scratch_database(args.postgres_url) as url:
+    with scratch_folder() as folder, scratch_database(args.postgres_url) as url:
         figures = measure(url, Path(folder), args.records, args.retry_ms / 1000)
     lag = figures["enrolled_to_in_b_index"]
     assert isinstance(lag, dict)

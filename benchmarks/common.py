@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,6 +31,23 @@ def ensure_audit_key(settings: Settings) -> None:
     """The service starts only with the audit log's signing key: a scratch data folder gets one."""
     if not settings.audit_key_path.exists():
         create_signing_key(settings.audit_key_path, "readmit.bench/audit")
+
+
+@contextmanager
+def scratch_folder() -> Iterator[Path]:
+    """A temporary folder for one run, which also holds the master key the run's services
+    generate: encryption at rest is on by default, and the key's default home is the user's own
+    configuration folder, where a benchmark must leave nothing."""
+    before = os.environ.get("READMIT_MASTER_KEY_FILE")
+    with tempfile.TemporaryDirectory() as folder:
+        os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")
+        try:
+            yield Path(folder)
+        finally:
+            if before is None:
+                os.environ.pop("READMIT_MASTER_KEY_FILE", None)
+            else:
+                os.environ["READMIT_MASTER_KEY_FILE"] = before
 
 
 def measure_read_bandwidth(nbytes: int = 1 << 30, repeats: int = 5) -> float:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_audit_key, print_json, print_table, scratch_database
+from common import ensure_audit_key, print_json, print_table, scratch_database, scratch_folder
 
 from app.core.config import Settings
 from app.galleries import enrolment
@@ -79,7 +78,7 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true", help="measure PostgreSQL only")
     args = parser.parse_args()
     figures: dict[str, object] = {"size": args.size, "batch": args.batch}
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder() as folder:
         base = Path(folder)
         templates, records = write_source(base, args.size)
         if not args.no_sqlite:
@@ -93,7 +92,7 @@ def main() -> None:
         (
             backend,
             f"{f['records_per_s']:,.0f} records/s into the database, index built in "  # type: ignore[index]
-            f"{f['index_build_s']:.0f} s, {f['overall_records_per_s']:,.0f} records/s overall",
+            f"{f['index_build_s']:.1f} s, {f['overall_records_per_s']:,.0f} records/s overall",
         )  # type: ignore[index]
         for backend, f in figures.items()
         if isinstance(f, dict)

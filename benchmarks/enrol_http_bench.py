@@ -24,7 +24,6 @@ import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ensure_audit_key, print_json, print_table, scratch_database
+from common import ensure_audit_key, print_json, print_table, scratch_database, scratch_folder
 from common import start_service as common_start_service
 
 from app.core.config import Settings
@@ -148,7 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     postgres_url = args.postgres_url or (os.environ.get("READMIT_TEST_POSTGRES_URL") if args.postgres else None)
     figures: dict[str, object] = {"size": args.size, "batch": args.batch, "clients": args.clients}
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder() as folder:
         base = Path(folder)
         figures["sqlite"] = run(Settings(data_dir=base / "sqlite"), args.size, args.batch, args.clients)
         if postgres_url:

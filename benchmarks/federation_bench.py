@@ -27,14 +27,13 @@ import asyncio
 import os
 import subprocess
 import sys
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import http_bench
 import profiling
-from common import ensure_audit_key, print_json, print_table, start_service
+from common import ensure_audit_key, print_json, print_table, scratch_folder, start_service
 
 from app.agreements.service import create_agreement
 from app.core.config import Settings
@@ -102,8 +101,7 @@ def main() -> None:
     exact_max = 200_000  # http_bench's default: exact search up to there, PQ fast-scan beyond
     node = {"max_batch_searches": "64", "exact_max_templates": str(exact_max)}
     unthrottled = {"federation_requests_per_minute": "100000000"}  # the throttle is not what is measured
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")  # this run's, for its nodes too
+    with scratch_folder() as folder:
         hub, fra, sen = (Path(folder) / name for name in ("hub", "fra", "sen"))
         hub_key, probes = http_bench.prepare(hub, args.size, 500)
         http_bench.prepare(sen, args.size, 500)  # the same seed: the same gallery and probes

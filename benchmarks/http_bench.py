@@ -26,7 +26,6 @@ import base64
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import loadgen
-from common import ensure_audit_key, percentiles_ms, print_json, print_table, scratch_database
+from common import ensure_audit_key, percentiles_ms, print_json, print_table, scratch_database, scratch_folder
 from common import start_service as common_start_service
 
 from app.agreements.service import create_agreement
@@ -77,7 +76,7 @@ def prepare(data_dir: Path, size: int, probes: int, database_url: str | None = N
     source = [enrolment.RecordBlock(0, [f"SEN-{i:08d}" for i in range(size)], [{}] * size, data.gallery)]
     limits = enrolment.EnrolmentLimits(max_records=10_000, max_templates_per_record=1)
     enrolment.load(sessions, registry.id, gallery.id, source, limits)
-    print(f"bulk-loaded {size:,} records in {time.perf_counter() - started:.0f} s")
+    print(f"bulk-loaded {size:,} records in {time.perf_counter() - started:.1f} s")
     runtime.engine.dispose()
     return police_key, data.mated_probes
 
@@ -199,8 +198,7 @@ def main() -> None:
     args = parser.parse_args()
     restart_with_huge_pages()
     exact_max = args.size + 1 if args.exact else 200_000
-    with tempfile.TemporaryDirectory() as folder:
-        os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")  # this run's, for its service too
+    with scratch_folder() as folder:
         runs = {"sqlite": serve_and_load(Path(folder) / "sqlite", None, exact_max, args)}
         if args.postgres_url:
             with scratch_database(args.postgres_url) as url:

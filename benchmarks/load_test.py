@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentiles_ms, print_json, print_table
+from common import percentiles_ms, print_json, print_table, scratch_folder
 from http_bench import PORT, prepare, start_service
 
 from app.core.config import Settings
@@ -157,7 +156,7 @@ def main() -> None:
         "--no-enrol", dest="enrol", action="store_false", help="identifications and reviews only (a memory soak)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder() as folder:
         data_dir = Path(folder) / "data"
         police, probes = prepare(data_dir, args.size, 500)
         registry, consul = keys(data_dir)

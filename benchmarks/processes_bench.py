@@ -29,7 +29,6 @@ import os
 import shutil
 import signal
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -42,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
-from common import busy_cores, cpu_count, print_json, print_table, scratch_database, start_service
+from common import busy_cores, cpu_count, print_json, print_table, scratch_database, scratch_folder, start_service
 
 from matcher.tuning import restart_with_huge_pages
 
@@ -215,8 +214,7 @@ def main() -> None:
         parser.error("several processes need PostgreSQL: set --postgres-url or READMIT_TEST_POSTGRES_URL")
     restart_with_huge_pages()
     figures: dict[str, Any] = {"size": args.size, "clients": args.clients, "seconds": args.seconds}
-    with tempfile.TemporaryDirectory() as folder, scratch_database(args.postgres_url) as url:
-        os.environ["READMIT_MASTER_KEY_FILE"] = str(Path(folder) / "master.key")
+    with scratch_folder() as folder, scratch_database(args.postgres_url) as url:
         data_dir = Path(folder) / "node-a"
         key, probes = http_bench.prepare(data_dir, args.size, 500, url)
         measured = {n: throughput(data_dir, url, key, probes, n, args) for n in args.processes}

@@ -35,7 +35,6 @@ import base64
 import math
 import os
 import sys
-import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import create_admin_key, out_dir, print_json, print_table, start_service
+from common import create_admin_key, out_dir, print_json, print_table, scratch_folder, start_service
 
 from matcher import (
     Calibration,
@@ -255,7 +254,7 @@ async def run_http(protocol: Protocol, metric: Metric, fpirs: tuple[float, ...],
     """The protocol through the real service: gallery, records and searches over HTTP, one
     identification per probe and target FPIR; a mated search counts when its first candidate is
     its mate in the ``match`` band, a non-mated one is a false positive when any candidate is."""
-    with tempfile.TemporaryDirectory() as folder:
+    with scratch_folder() as folder:
         data_dir = Path(folder)
         admin = {"Authorization": f"Bearer {create_admin_key(data_dir)}"}
         process = start_service(port, data_dir=str(data_dir), calibration_searches=str(len(protocol.references)))
