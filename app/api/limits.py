@@ -6,8 +6,7 @@ oversized body in plain text, not with the documented error body, hence this one
 
 from __future__ import annotations
 
-import json
-
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_body
@@ -55,7 +54,8 @@ class BodySizeLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps(error_body("payload_too_large", f"the request body exceeds {self.max_bytes} bytes")).encode()
+        message = f"the request body exceeds {self.max_bytes} bytes"
+        body = JSONResponse(error_body("payload_too_large", message)).body  # rendered as every other error
         await send(
             {
                 "type": "http.response.start",

@@ -26,6 +26,9 @@ def list_audit_events(
     after: Annotated[int, Query(ge=0, le=2**63 - 1, description="return events with seq greater than this")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, object]:
+    """Events with ``seq`` above ``after``, at most ``limit``. Page on with ``after=next_after``
+    until ``next_after`` is null: every listing is itself audited, so the log grows as it is read
+    and paging until an empty page may never end."""
     page = service.read_events(sessions, actor, after, limit)
     return {"events": page, "next_after": page[-1].seq if len(page) == limit else None}
 

@@ -83,6 +83,9 @@ def update_case(case_id: RowId, body: CaseUpdate, actor: BorderPolice, sessions:
         202: {"model": SearchOut, "description": "queued or running: poll GET /v1/searches/{id}"},
         409: NOT_SEARCHABLE,
         422: refusal(
+            "invalid_template: a probe not of the format's dimension, not finite, of zero norm, or bad base64; "
+            "too_many_templates: more probes than READMIT_MAX_PROBES; country_not_presumed: ``countries`` names a "
+            "country the case does not presume; invalid_fpir: target_fpir out of range; "
             "low_quality: every probe sample is below its modality's minimum quality (details.samples names each, "
             "with its quality and the minimum); invalid_quality: not one quality per probe sample; validation_error: "
             "both the single-modality form and modalities, or neither, or a modality twice; "
