@@ -53,7 +53,13 @@ def headers_of(error: DomainError) -> dict[str, str] | None:
     return None
 
 
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "unauthenticated", 413: "payload_too_large"}
+HTTP_CODES = {
+    400: "invalid_body",  # FastAPI's refusal of a body it cannot parse (not UTF-8)
+    404: "not_found",
+    405: "method_not_allowed",
+    401: "unauthenticated",
+    413: "payload_too_large",
+}
 
 
 class ErrorDetail(BaseModel):
@@ -92,6 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(item.get("loc", ())), "msg": item.get("msg", ""), "type": item.get("type", "")}
             for item in error.errors()
         ]
+        if any(item["type"] == "json_invalid" for item in details):  # not a request of any schema
+            return error_response(400, "invalid_body", "the body is not valid JSON", details)
         return error_response(422, "validation_error", "the request does not match the schema", details)
 
     @app.exception_handler(StarletteHTTPException)

@@ -31,7 +31,7 @@ from app.core.config import Settings
 ERROR_SCHEMA_REF = {"$ref": "#/components/schemas/ErrorOut"}
 
 GENERIC = {
-    400: "http_error: the body is not JSON",
+    400: "invalid_body: the body is not JSON (or not UTF-8)",
     401: "unauthenticated: no API key, or an unknown or revoked one",
     403: "forbidden: the caller's role may not call this endpoint",
     404: "not_found: unknown, or outside the caller's country or agency (no existence leak)",

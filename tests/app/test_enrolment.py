@@ -133,6 +133,9 @@ def test_too_many_records_and_malformed_bodies_are_refused_whole(service):
         url, json={"records": [{"reference_id": "X", "templates": [["a"] * 64]}]}, headers=registry
     )
     assert strings.status_code == 422 and strings.json()["error"]["code"] == "validation_error"
+    for body in (b"abc", b'{"records": [', b'{"records": "\xff"}'):  # not JSON, cut short, not UTF-8
+        garbled = service.client.post(url, content=body, headers={**registry, "Content-Type": "application/json"})
+        assert garbled.status_code == 400 and garbled.json()["error"]["code"] == "invalid_body", garbled.text
     assert service.client.get(f"/v1/galleries/{gallery_id}", headers=registry).json()["record_count"] == 0
 
 
