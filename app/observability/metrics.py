@@ -102,7 +102,10 @@ class Metrics(PassesMetrics):
             registry=r,
         )
         self.enrolled = Counter(
-            "readmit_enrolled_records", "records inserted or updated", ["gallery", "change"], registry=r
+            "readmit_enrolled_records",
+            "records sent to records:batch, by what became of them (change: inserted, updated, unchanged, rejected)",
+            ["gallery", "change"],
+            registry=r,
         )
         self.index_change_lag = Histogram(
             "readmit_index_change_lag_seconds",

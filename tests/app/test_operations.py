@@ -224,17 +224,20 @@ def test_metrics_after_traffic_need_an_admin_key(service):
     gallery_id = service.gallery("SEN")
     registry = service.principal("registry", "SEN")
     service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": records(4)}, headers=registry)
+    again = [*records(3), {"reference_id": "BAD", "templates": [[0.0] * 64]}]  # three unchanged, one rejected
+    service.client.post(f"/v1/galleries/{gallery_id}/records:batch", json={"records": again}, headers=registry)
     assert service.client.get("/metrics").status_code == 401
     assert service.client.get("/metrics", headers=registry).status_code == 403
     text = service.client.get("/metrics", headers=service.admin).text
     assert (
-        'readmit_http_requests_total{method="POST",route="/v1/galleries/{gallery_id}/records:batch",status="200"} 1.0'
+        'readmit_http_requests_total{method="POST",route="/v1/galleries/{gallery_id}/records:batch",status="200"} 2.0'
         in text
     )
     assert f'readmit_index_templates{{gallery="{gallery_id}",kind="exact"}} 8.0' in text
     assert f'readmit_index_shards{{gallery="{gallery_id}"}} 1.0' in text  # in process: one shard, always up
     assert f'readmit_index_shards_unavailable{{gallery="{gallery_id}"}} 0.0' in text
-    assert f'readmit_enrolled_records_total{{change="inserted",gallery="{gallery_id}"}} 4.0' in text
+    for change, count in (("inserted", 4), ("unchanged", 3), ("rejected", 1), ("updated", 0)):
+        assert f'readmit_enrolled_records_total{{change="{change}",gallery="{gallery_id}"}} {count}.0' in text
     assert "readmit_search_queue_depth 0.0" in text
 
 

@@ -82,8 +82,13 @@ def enrol_records(gallery_id: RowId, body: RecordBatchIn, actor: Registry, runti
         runtime.settings.min_enrolment_quality,
     )
     outcome = enrolment.enrol(runtime.sessions, runtime.registry, actor, gallery_id, submissions, limits)
-    runtime.metrics.enrolled.labels(str(gallery_id), "inserted").inc(outcome.inserted)
-    runtime.metrics.enrolled.labels(str(gallery_id), "updated").inc(outcome.updated)
+    for change, count in (
+        ("inserted", outcome.inserted),
+        ("updated", outcome.updated),
+        ("unchanged", outcome.unchanged),
+        ("rejected", len(outcome.rejected)),
+    ):
+        runtime.metrics.enrolled.labels(str(gallery_id), change).inc(count)
     return {
         "inserted": outcome.inserted,
         "updated": outcome.updated,
