@@ -96,8 +96,9 @@ class Follower:
         if self.registry.is_being_created(gallery_id):
             return 0  # by this process, which opens its index
         if not self.registry.is_loaded(gallery_id):
-            before_waiting()
-            self._open(gallery_id)
+            if gallery_id not in self._refused:  # one refused stays so (see _open): no wait for it
+                before_waiting()
+                self._open(gallery_id)
             return 0
         if self.registry.is_behind(gallery_id, database_seq):
             return self._catch_up(gallery_id, database_seq, before_waiting)

@@ -50,6 +50,7 @@ from app.matching.leases import PENDING, Leases
 from app.matching.models import Candidate, ReviewState, Search, SearchStatus
 from app.matching.probes import open_probes, seal_probes
 from app.matching.quality import enrolment_qualities
+from app.matching.scheduler import MatchingTurn
 from app.matching.thresholds import DECISION, ThresholdBook
 from app.matching.views import CandidateView
 from app.observability.metrics import Metrics
@@ -180,7 +181,7 @@ class SearchExecutor:
         the indexes it searches up to the database (app/indexes/follower.py
         ``Follower.catch_up_on``): a search then sees every change committed before it ran. A
         batch whose catch-up must wait (a gallery to open, or held by a snapshot being saved)
-        gives the matcher back to the other batches first."""
+        gives the matcher back to the other batches first, and takes it again to match."""
         self._catch_up = catch_up
 
     def ticket(self) -> int:
@@ -231,29 +232,30 @@ class SearchExecutor:
         with self._lock:
             return self._awaited.pop(ticket, None)
 
-    def run(self, tickets: list[int], matched: Callable[[], None]) -> None:
-        """Run a batch, calling ``matched()`` once the matcher is done with it (the scheduler's
-        matching slot); whatever becomes of it, this process holds none of its searches after:
-        one the batch could not end is left to lapse and be claimed again."""
+    def run(self, tickets: list[int], turn: MatchingTurn) -> None:
+        """Run a batch, giving ``turn`` (the scheduler's) back once the matcher is done with it;
+        whatever becomes of it, this process holds none of its searches after: one the batch
+        could not end is left to lapse and be claimed again."""
         try:
-            self._run(tickets, matched)
+            self._run(tickets, turn)
         finally:
             with self._lock:
                 written = [t for t in tickets if t > 0] + [self._written.pop(t) for t in tickets if t in self._written]
             self.leases.drop(written)
 
-    def _run(self, tickets: list[int], matched: Callable[[], None]) -> None:
+    def _run(self, tickets: list[int], turn: MatchingTurn) -> None:
         started = utcnow()
         jobs = self._runnable(tickets, started)
         if not jobs:
             return
         try:
             try:
-                if self._catch_up is not None:
-                    self._catch_up({g for job in jobs for g in _searched_galleries(job)}, matched)
+                if self._catch_up is not None:  # a wait gives the matcher to the others meanwhile
+                    self._catch_up({g for job in jobs for g in _searched_galleries(job)}, turn.give_back)
+                    turn.take_back()
                 outcome = self.match(jobs)
             finally:
-                matched()
+                turn.give_back()
         except (MatcherError, DomainError) as error:  # shard_unavailable, index_unavailable: the code says what to do
             log.warning("search batch failed", extra={"event": {"reason": error.code, "detail": str(error)}})
             self._publish(self._fail(jobs, error.code, started))

@@ -27,11 +27,24 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from app.matching.node_turn import NodeTurn
 
 log = logging.getLogger(__name__)
+
+
+class MatchingTurn(Protocol):
+    """A batch's turn at the matcher: the process's matching slot and, with several processes,
+    the node's turn."""
+
+    def give_back(self) -> None:
+        """Let the next batch match (once this one is matched, or while it waits for something
+        else); asked again, nothing more happens."""
+
+    def take_back(self) -> None:
+        """Take the turn again after giving it back before matching (waits for the batch that
+        holds it); nothing happens if this batch holds it."""
 
 
 @dataclass(order=True)
@@ -45,15 +58,15 @@ class _Entry:
 class Scheduler:
     def __init__(
         self,
-        run: Callable[[list[int], Callable[[], None]], None],
+        run: Callable[[list[int], MatchingTurn], None],
         workers: int,
         max_batch: int,
         policy: Literal["edf", "fifo"] = "edf",
         matching_slots: int = 1,
         node_turn: NodeTurn | None = None,
     ) -> None:
-        """``run(search_ids, matched)`` runs a batch and calls ``matched()`` once its matching is
-        done (the slot is given back at the latest when ``run`` returns). ``matching_slots``:
+        """``run(search_ids, turn)`` runs a batch and gives ``turn`` back once its matching is
+        done (it is given back at the latest when ``run`` returns). ``matching_slots``:
         batches matched at once, one for a local index, more when shards elsewhere match them.
         ``policy`` ``fifo`` serves in arrival order: it exists to measure EDF against it.
         ``node_turn``: the turn this process shares with the node's others, with one slot; it
@@ -148,17 +161,21 @@ class Scheduler:
     # -- workers ------------------------------------------------------------------------------
 
     def _take_batch(self, slot: _Slot) -> list[_Entry] | None:
+        """Wait for searches, take the matching turn, then take the batch: what queued while
+        another batch was matched leaves together. A worker waiting for searches holds no turn,
+        so that a batch that gave its turn back while it waited (app/matching/executor.py) can
+        always take it again."""
         while True:
             with self._cond:
                 while not self._stopping and (self._paused or not self._heap):
-                    slot.give_back_node_turn()  # paused after taking it: the node's others go on
+                    slot.give_back()
                     self._cond.wait()
                 if self._stopping:
                     return None
-                if self._node_turn is None or slot.holds_node_turn:
+                if slot.holds_turn:
                     first = heapq.heappop(self._heap)
                     return [first, *self._take_same_galleries(first.searched_galleries, self.max_batch - 1)]
-            slot.take_node_turn(self._node_turn)  # outside the condition: searches keep queueing meanwhile
+            slot.take_back()  # outside the condition: searches keep queueing meanwhile
 
     def _take_same_galleries(self, galleries: tuple[int, ...], room: int) -> list[_Entry]:
         same = sorted(entry for entry in self._heap if entry.searched_galleries == galleries)[:room]
@@ -170,13 +187,13 @@ class Scheduler:
 
     def _work(self) -> None:
         while True:
-            slot = _Slot(self._matching)
+            slot = _Slot(self._matching, self._node_turn)
             batch = self._take_batch(slot)
             if batch is None:
                 slot.give_back()
                 return
             try:
-                self._run([entry.search_id for entry in batch], slot.give_back)
+                self._run([entry.search_id for entry in batch], slot)
             except Exception:
                 log.exception("search batch crashed")
             finally:
@@ -189,29 +206,30 @@ class Scheduler:
 
 
 class _Slot:
-    """A matching slot held by one worker for one batch, and the node's turn once it has
-    searches to match; both given back once however often asked."""
+    """One worker's turn at the matcher for one batch (:class:`MatchingTurn`): the process's
+    matching slot, then the node's turn when the node has one."""
 
-    def __init__(self, slots: threading.Semaphore) -> None:
-        slots.acquire()
-        self._slots: threading.Semaphore | None = slots
-        self._node_turn: NodeTurn | None = None
+    def __init__(self, slots: threading.Semaphore, node_turn: NodeTurn | None) -> None:
+        self._slots, self._node_turn = slots, node_turn
+        self._holds_slot = self._holds_node_turn = False
 
     @property
-    def holds_node_turn(self) -> bool:
-        return self._node_turn is not None
+    def holds_turn(self) -> bool:
+        return self._holds_slot and (self._node_turn is None or self._holds_node_turn)
 
-    def take_node_turn(self, turn: NodeTurn) -> None:
-        turn.take()
-        self._node_turn = turn
-
-    def give_back_node_turn(self) -> None:
-        if self._node_turn is not None:
-            self._node_turn.give_back()
-            self._node_turn = None
+    def take_back(self) -> None:
+        if not self._holds_slot:
+            self._slots.acquire()
+            self._holds_slot = True
+        if self._node_turn is not None and not self._holds_node_turn:
+            self._node_turn.take()
+            self._holds_node_turn = True
 
     def give_back(self) -> None:
-        self.give_back_node_turn()
-        if self._slots is not None:
+        if self._holds_node_turn:
+            assert self._node_turn is not None
+            self._node_turn.give_back()
+            self._holds_node_turn = False
+        if self._holds_slot:
             self._slots.release()
-            self._slots = None
+            self._holds_slot = False

@@ -3,11 +3,10 @@ searches that arrive while the matcher is busy leave together in the next batch,
 deadline first."""
 
 import threading
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from app.matching.node_turn import NodeTurn
-from app.matching.scheduler import Scheduler
+from app.matching.scheduler import MatchingTurn, Scheduler
 
 GALLERIES = (1,)
 
@@ -33,7 +32,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
     batches: list[list[int]] = []
     first_started, release_first = threading.Event(), threading.Event()
 
-    def run(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run(search_ids: list[int], turn: MatchingTurn) -> None:
         batches.append(search_ids)
         if len(batches) == 1:
             first_started.set()
@@ -59,7 +58,7 @@ def test_a_lone_search_runs_at_once_and_a_burst_during_it_is_coalesced():
 
 def test_searches_of_other_galleries_are_not_held_by_a_batch():
     batches: list[list[int]] = []
-    scheduler = Scheduler(lambda search_ids, matched: batches.append(search_ids), workers=1, max_batch=64)
+    scheduler = Scheduler(lambda search_ids, turn: batches.append(search_ids), workers=1, max_batch=64)
     scheduler.pause()
     scheduler.start()
     try:
@@ -81,17 +80,17 @@ def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile
     first_matching, first_may_finish, second_ran = threading.Event(), threading.Event(), threading.Event()
     second_taken = threading.Event()
 
-    def run(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run(search_ids: list[int], turn: MatchingTurn) -> None:
         batches.append(search_ids)
         if len(batches) == 2:
             second_taken.set()
         if len(batches) == 1:
             first_matching.set()
             assert first_may_finish.wait(10)
-            matched()
+            turn.give_back()
             assert second_ran.wait(10), "the next batch waited for the first one's writes"
         else:
-            matched()
+            turn.give_back()
             second_ran.set()
 
     scheduler = Scheduler(run, workers=2, max_batch=64)
@@ -118,13 +117,13 @@ def test_the_processes_of_a_node_match_in_turn_and_a_paused_one_holds_no_turn(tm
     a_matching, a_may_finish = threading.Event(), threading.Event()
     b_taken = threading.Event()
 
-    def run_a(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run_a(search_ids: list[int], turn: MatchingTurn) -> None:
         batches["a"].append(search_ids)
         if len(batches["a"]) == 1:
             a_matching.set()
             assert a_may_finish.wait(10)
 
-    def run_b(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run_b(search_ids: list[int], turn: MatchingTurn) -> None:
         batches["b"].append(search_ids)
         b_taken.set()
 
@@ -172,10 +171,10 @@ def test_a_scheduler_paused_while_it_waited_for_the_node_turn_gives_it_back(tmp_
     b_running, b_may_finish = threading.Event(), threading.Event()
     ran: list[int] = []
 
-    def run_a(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run_a(search_ids: list[int], turn: MatchingTurn) -> None:
         ran.extend(search_ids)
 
-    def run_b(search_ids: list[int], matched: Callable[[], None]) -> None:
+    def run_b(search_ids: list[int], turn: MatchingTurn) -> None:
         ran.extend(search_ids)
         if search_ids == [1]:
             b_running.set()
@@ -235,3 +234,25 @@ def test_identifications_database_work_takes_turns_on_its_own_few_threads():
 
     anyio.run(callers)
     assert most == 2
+
+
+def test_a_batch_that_gave_its_turn_back_takes_it_again_while_another_worker_idles():
+    """A batch gives its turn back while it waits (its gallery held by a snapshot being saved) and
+    takes it again to match: the idle worker must not be holding it, waiting for searches that
+    may never come."""
+    took_back = threading.Event()
+
+    def run(search_ids: list[int], turn: MatchingTurn) -> None:
+        turn.give_back()
+        threading.Event().wait(0.2)  # room for the idle worker to take the turn, were it to while idle
+        turn.take_back()
+        took_back.set()
+        turn.give_back()
+
+    scheduler = Scheduler(run, workers=2, max_batch=64)
+    scheduler.start()
+    try:
+        scheduler.submit(1, deadline(30), GALLERIES)
+        assert took_back.wait(10), "the turn was never taken back"
+    finally:
+        scheduler.stop()
