@@ -6,14 +6,17 @@ oversized body in plain text, not with the documented error body, hence this one
 
 from __future__ import annotations
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.errors import error_body
 
 
-class _TooLarge(Exception):
-    pass
+class _TooLarge(HTTPException):
+    """Raised as a streamed body passes the limit. An HTTPException, which FastAPI lets through
+    its reading of the body (any other error there becomes a 400), so that the app's handler
+    answers 413 ``payload_too_large``; this middleware answers it for a route that lets it out."""
 
 
 class BodySizeLimit:
@@ -38,7 +41,7 @@ class BodySizeLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _TooLarge
+                    raise _TooLarge(413, f"the request body exceeds {self.max_bytes} bytes")
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -151,6 +151,14 @@ def test_oversized_body_is_refused_before_parsing(tmp_path, database_url):
         )
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "payload_too_large"
+        body = json.dumps({"records": records(50)}).encode()
+        streamed = small.client.post(  # no Content-Length: cut off as it passes the limit
+            f"/v1/galleries/{gallery_id}/records:batch",
+            content=(body[i : i + 4096] for i in range(0, len(body), 4096)),
+            headers={**registry, "Content-Type": "application/json"},
+        )
+        assert streamed.status_code == 413, streamed.text
+        assert streamed.json()["error"]["code"] == "payload_too_large"
     finally:
         small.close()
 
