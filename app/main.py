@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from app.api.routes import (
 from app.core.config import Settings, get_settings
 from app.core.datalock import lock_for_serving, supervised
 from app.core.errors import DomainError
+from app.core.processes import end_with_parent
 from app.db.locks import database_lock
 from app.db.migrate import upgrade_to_head
 from app.observability.middleware import RequestContext
@@ -124,6 +126,8 @@ def create_app(
             threading.Thread(target=runtime.start_indexes, name="index-loader", daemon=True).start()
         else:
             runtime.start_indexes()
+        if supervised():  # serving from here on: a supervisor's end stops it gracefully
+            end_with_parent(signal.SIGTERM)
         try:
             yield
         finally:

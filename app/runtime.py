@@ -225,15 +225,16 @@ class Runtime:
         sequencer starts first: it needs no index. With ``background_process``, the sequencer and
         the linker run in a child process (app/passes.py), started once this one is ready, so that
         its start does not compete with the indexes' load; this process's sequencer only answers
-        on-demand checkpoints."""
-        if not self.settings.background_process:
-            self.sequencer.start()
-        self.open_indexes()
+        on-demand checkpoints. The caches of keys and terms listen first: a single process serves
+        while it loads."""
         for channel, cache in ((TERMS_CHANNEL, self.terms), (key_cache.CHANNEL, self.keys)):
             notified = Notified.for_engine(self.engine, channel, cache.invalidate)
             if notified is not None:
                 notified.start()
                 self.notified.append(notified)
+        if not self.settings.background_process:
+            self.sequencer.start()
+        self.open_indexes()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
         if self.settings.shared_database:

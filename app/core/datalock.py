@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 from pathlib import Path
 from typing import IO
 
@@ -82,7 +83,10 @@ def lock_for_serving(data_dir: Path) -> DataDirLock:
     if supervisor is None:
         lock.acquire()
         return lock
-    end_with_parent()  # set before the check below, which then also catches a supervisor gone already
+    # Set before the check below, which then also catches a supervisor gone already. SIGKILL while
+    # it starts (uvicorn would finish loading every index before it heeded a SIGTERM, holding
+    # the port): nothing is served yet. The start switches to a graceful SIGTERM once done.
+    end_with_parent(signal.SIGKILL)
     if not (supervisor == str(os.getppid()) and lock.held_by(int(supervisor))):
         raise DataDirLocked(f"this worker's supervisor (pid {supervisor}) does not hold the data folder {data_dir}")
     return lock

@@ -26,13 +26,14 @@ def alive(pid: int) -> bool:
     return True
 
 
-def end_with_parent() -> None:
-    """Have the kernel send this process SIGTERM (a graceful stop) when its parent ends, even by
+def end_with_parent(signal_number: int = signal.SIGTERM) -> None:
+    """Have the kernel send this process ``signal_number`` when its parent ends, even by
     SIGKILL: a worker of ``readmit serve --processes N`` must not go on serving, under the init
     process, a data folder whose supervisor is gone. uvicorn's supervisor starts every worker
-    from its main thread, whose end is the process's. Linux only; elsewhere nothing is done."""
+    from its main thread, whose end is the process's. Set again, it replaces the signal. Linux
+    only; elsewhere nothing is done."""
     if not sys.platform.startswith("linux"):
         return
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, signal_number, 0, 0, 0) != 0:
         log.warning("this worker will outlive its supervisor: prctl failed (errno %d)", ctypes.get_errno())

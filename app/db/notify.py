@@ -31,7 +31,9 @@ def notify(session: Session, channel: str, payload: str = "") -> None:
 
 class Listener:
     """A connection of its own that LISTENs on one channel, for one thread to wait on. It
-    reconnects on the next wait after losing the server; until then waits only time out."""
+    reconnects on the next wait after losing the server; until then waits only time out. The
+    first wait on a connection answers True at once: what was committed before its LISTEN (at
+    the start, or while the server was lost) was told to nobody here."""
 
     def __init__(self, engine: Engine, channel: str) -> None:
         self.engine = engine
@@ -50,7 +52,10 @@ class Listener:
         import psycopg
 
         try:
-            connection = self._connect()
+            if self._connection is None:
+                self._connect()
+                return True
+            connection = self._connection
             woken = False
             for _ in connection.notifies(timeout=timeout_s, stop_after=1):
                 woken = True
@@ -70,17 +75,15 @@ class Listener:
         self._closed.set()
         self._drop()
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> None:
         """A driver connection of its own (not from the pool, which it would hold for ever),
         made as the engine makes its own, in autocommit: notifications arrive between
         transactions."""
-        if self._connection is None:
-            cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
-            connection = self.engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
-            connection.autocommit = True
-            connection.execute(f"LISTEN {self.channel}")
-            self._connection = connection
-        return self._connection
+        cargs, cparams = self.engine.dialect.create_connect_args(self.engine.url)
+        connection = self.engine.dialect.loaded_dbapi.connect(*cargs, **cparams)
+        connection.autocommit = True
+        connection.execute(f"LISTEN {self.channel}")
+        self._connection = connection
 
     def _drop(self) -> None:
         connection, self._connection = self._connection, None

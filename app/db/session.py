@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from pydantic_core import to_json
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
 from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -195,6 +195,19 @@ def engine_of(sessions: Sessions) -> Engine:
     engine = sessions.kw["bind"]
     assert isinstance(engine, Engine)
     return engine
+
+
+@contextmanager
+def single_read(factory: Sessions) -> Iterator[Connection]:
+    """A connection for one read statement, which needs no transaction: on PostgreSQL in
+    autocommit, one round trip where a transaction's BEGIN and ROLLBACK make it three (0.25
+    against 0.37 ms a read, measured on loopback). What a batch of searches asks before each
+    search (app/indexes/follower.py ``catch_up_on``) pays it."""
+    with factory() as session:
+        if session.get_bind().dialect.name == "postgresql":
+            yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            yield session.connection()
 
 
 @contextmanager

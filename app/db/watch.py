@@ -6,7 +6,7 @@ alike), so no write path can forget to tell the cache; the service writes no tex
 the watched tables (a textual statement names no table to see). The callback runs twice for a
 transaction that wrote a watched table: when it is about to commit, and once its connection is
 back in the pool, committed. A cache tags what it reads with its generation and bumps it at each
-call (app/matching/terms.py): a row read before the commit was visible, and put after the first
+call (app/core/cache.py): a row read before the commit was visible, and put after the first
 call, is dropped by the second. On PostgreSQL such a transaction also notifies ``channel``, so
 that the other processes and nodes on the database learn of it as it commits
 (:class:`app.db.notify.Notified`).

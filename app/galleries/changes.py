@@ -18,7 +18,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from app.db.base import utcnow
 from app.db.bulk import one_of
 from app.db.notify import GALLERY_CHANGES, notify
-from app.db.session import Sessions
+from app.db.session import Sessions, single_read
 from app.galleries.models import Gallery, GalleryChange, Template
 from app.galleries.stored import open_templates
 from app.galleries.templates import from_bytes
@@ -62,6 +62,9 @@ def announce_gallery(session: Session, gallery_id: int) -> None:
     notify(session, GALLERY_CHANGES, f"{gallery_id}:0")
 
 
+_SEQS = select(Gallery.id, Gallery.change_seq)
+
+
 class DatabaseChangeFeed:
     """The change log and the stored templates, read for the index registry and its follower.
     ``sessions`` should be read sessions: reading never waits for this process's writers."""
@@ -70,8 +73,8 @@ class DatabaseChangeFeed:
         self.sessions = sessions
 
     def seqs(self) -> dict[int, int]:
-        with self.sessions() as session:
-            return {gallery_id: seq for gallery_id, seq in session.execute(select(Gallery.id, Gallery.change_seq))}
+        with single_read(self.sessions) as connection:
+            return {gallery_id: seq for gallery_id, seq in connection.execute(_SEQS)}
 
     def changes_after(self, gallery_id: int, after_seq: int, upto_seq: int | None) -> list[LoggedChange]:
         query = select(GalleryChange).where(

@@ -256,6 +256,7 @@ def listening(database_url) -> Iterator[tuple[Engine, Listener]]:
     listener = Listener.for_engine(engine, GALLERY_CHANGES)
     assert listener is not None
     try:
+        assert listener.wait(0.01) is True  # connected: what came before was told to nobody here
         assert listener.wait(0.01) is False  # listening from here on
         yield engine, listener
     finally:
