@@ -106,10 +106,10 @@ async def identify(
             min_length=1,
             max_length=IDEMPOTENCY_KEY_LENGTH,
             pattern=r"^[\x21-\x7e]+$",
-            description="A key of the client's (a UUID, say; printable ASCII) that makes a resend safe: the same "
-            "request resent with it, to any process or node, answers the search it made (200 when ended, else 202) "
-            "instead of running another. The same key with another request in the case is refused "
-            "(422 idempotency_key_reused).",
+            description="A key of the client's (a UUID, say; visible ASCII without spaces, at most 255 characters) "
+            "that makes a resend safe: the same request resent with it, to any process or node, answers the search "
+            "it made (200 when ended, else 202) instead of running another. The same key with another request in "
+            "the case is refused (422 idempotency_key_reused).",
         ),
     ] = None,
 ) -> SearchView:
