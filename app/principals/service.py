@@ -93,16 +93,13 @@ def cached_principal(keys: CommittedRowsCache, token: str) -> Principal | None:
 
 
 def authenticate(sessions: Sessions, keys: CommittedRowsCache, token: str) -> Principal:
-    """The live principal holding ``token``: from the cache of keys, else read without a write
-    transaction (every request checks its key, beside the writers); see
-    :func:`principal_for_key`."""
-    digest = hash_key(token)
-    principal = cached_principal(keys, token)
-    if principal is None:
-        generation = keys.generation
-        with sessions() as session:
-            principal = principal_for_key(session, token)
-        keys.put(digest, principal, generation)
+    """The live principal holding ``token``, which :func:`cached_principal` did not find: read
+    without a write transaction (every request checks its key, beside the writers), and kept
+    unless a principal changed meanwhile; see :func:`principal_for_key`."""
+    generation = keys.generation
+    with sessions() as session:
+        principal = principal_for_key(session, token)
+    keys.put(hash_key(token), principal, generation)
     return principal
 
 

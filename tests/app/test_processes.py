@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -44,7 +45,9 @@ def test_several_processes_need_postgresql(tmp_path):
     assert "several processes need PostgreSQL" in run.stderr
 
 
-def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_url):
+@pytest.fixture
+def two_workers(tmp_path, database_url) -> Iterator[tuple[ServerProcess, set[int]]]:
+    """``readmit serve --processes 2`` on PostgreSQL, and its two workers' pids."""
     if database_url is None:
         pytest.skip("several processes serve PostgreSQL only")
     server = ServerProcess(tmp_path / "data", database_url, processes=2)
@@ -52,55 +55,53 @@ def test_a_killed_process_is_replaced_while_the_others_serve(tmp_path, database_
         assert server.process is not None
         workers = worker_pids(server.process.pid)
         assert len(workers) == 2
-        for _ in range(100):  # ready: at least one process is; the other may still be loading
-            if live_pids_in_metrics(server) == {str(pid) for pid in workers}:
-                break
-            time.sleep(0.1)
-        assert live_pids_in_metrics(server) == {str(pid) for pid in workers}, "one scrape shows every process"
-
-        victim = min(workers)
-        os.kill(victim, signal.SIGKILL)
-        answered = [httpx.get(f"{server.base}/readyz", timeout=5).status_code for _ in range(20)]
-        assert answered == [200] * 20, "the survivor stays ready while its sibling is replaced"
-
-        for _ in range(300):
-            now = worker_pids(server.process.pid)
-            if len(now) == 2 and victim not in now and httpx.get(f"{server.base}/readyz").status_code == 200:
-                break
-            time.sleep(0.1)
-        assert victim not in now and len(now) == 2, "the supervisor started a replacement"
-        for _ in range(100):
-            if live_pids_in_metrics(server) == {str(pid) for pid in now}:
-                break
-            time.sleep(0.1)
-        assert live_pids_in_metrics(server) == {str(pid) for pid in now}, "the dead process left the metrics"
+        yield server, workers
     finally:
         server.stop()
 
 
-def test_workers_stop_when_their_supervisor_is_killed(tmp_path, database_url):
+def test_a_killed_process_is_replaced_while_the_others_serve(two_workers):
+    server, workers = two_workers
+    assert server.process is not None
+    for _ in range(100):  # ready: at least one process is; the other may still be loading
+        if live_pids_in_metrics(server) == {str(pid) for pid in workers}:
+            break
+        time.sleep(0.1)
+    assert live_pids_in_metrics(server) == {str(pid) for pid in workers}, "one scrape shows every process"
+
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    answered = [httpx.get(f"{server.base}/readyz", timeout=5).status_code for _ in range(20)]
+    assert answered == [200] * 20, "the survivor stays ready while its sibling is replaced"
+
+    for _ in range(300):
+        now = worker_pids(server.process.pid)
+        if len(now) == 2 and victim not in now and httpx.get(f"{server.base}/readyz").status_code == 200:
+            break
+        time.sleep(0.1)
+    assert victim not in now and len(now) == 2, "the supervisor started a replacement"
+    for _ in range(100):
+        if live_pids_in_metrics(server) == {str(pid) for pid in now}:
+            break
+        time.sleep(0.1)
+    assert live_pids_in_metrics(server) == {str(pid) for pid in now}, "the dead process left the metrics"
+
+
+def test_workers_stop_when_their_supervisor_is_killed(two_workers):
     """SIGKILL of ``readmit serve``: its workers stop too, rather than serve on, unguarded,
     under the init process, and a new ``readmit serve`` can take the port and the folder."""
-    if database_url is None:
-        pytest.skip("several processes serve PostgreSQL only")
-    server = ServerProcess(tmp_path / "data", database_url, processes=2)
-    try:
-        assert server.process is not None
-        workers = worker_pids(server.process.pid)
-        assert len(workers) == 2
-        server.process.kill()
-        server.process.wait()
-        deadline = time.monotonic() + 60
-        while any(
-            Path(f"/proc/{pid}").exists() and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            for pid in workers
-        ):
-            assert time.monotonic() < deadline, "a worker outlived its supervisor"
-            time.sleep(0.1)
-        server.start()
-        assert httpx.get(f"{server.base}/readyz", timeout=5).status_code == 200
-    finally:
-        server.stop()
+    server, workers = two_workers
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 60
+    while any(
+        Path(f"/proc/{pid}").exists() and b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in workers
+    ):
+        assert time.monotonic() < deadline, "a worker outlived its supervisor"
+        time.sleep(0.1)
+    server.start()
+    assert httpx.get(f"{server.base}/readyz", timeout=5).status_code == 200
 
 
 def test_every_process_logs_its_requests_as_json_lines(tmp_path, database_url):

@@ -3,12 +3,26 @@ searches that arrive while the matcher is busy leave together in the next batch,
 deadline first."""
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from app.matching.node_turn import NodeTurn
 from app.matching.scheduler import MatchingTurn, Scheduler
 
 GALLERIES = (1,)
+
+
+@contextmanager
+def running(*schedulers: Scheduler) -> Iterator[None]:
+    """The schedulers started for the block, stopped after it whatever happens."""
+    for scheduler in schedulers:
+        scheduler.start()
+    try:
+        yield
+    finally:
+        for scheduler in schedulers:
+            scheduler.stop()
 
 
 def deadline(days: int) -> datetime:
@@ -60,15 +74,12 @@ def test_searches_of_other_galleries_are_not_held_by_a_batch():
     batches: list[list[int]] = []
     scheduler = Scheduler(lambda search_ids, turn: batches.append(search_ids), workers=1, max_batch=64)
     scheduler.pause()
-    scheduler.start()
-    try:
+    with running(scheduler):
         scheduler.submit(1, deadline(10), (1,))
         scheduler.submit(2, deadline(20), (2,))
         scheduler.submit(3, deadline(30), (1,))
         scheduler.resume()
         assert all(scheduler.wait(search_id, 10) for search_id in (1, 2, 3))
-    finally:
-        scheduler.stop()
     assert batches == [[1, 3], [2]]
 
 
@@ -94,8 +105,7 @@ def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile
             second_ran.set()
 
     scheduler = Scheduler(run, workers=2, max_batch=64)
-    scheduler.start()
-    try:
+    with running(scheduler):
         scheduler.submit(1, deadline(30), GALLERIES)
         assert first_matching.wait(10)
         scheduler.submit(2, deadline(2), GALLERIES)
@@ -104,8 +114,6 @@ def test_one_batch_is_matched_at_a_time_and_the_next_takes_what_queued_meanwhile
             scheduler.submit(search_id, deadline(search_id), GALLERIES)
         first_may_finish.set()
         assert all(scheduler.wait(search_id, 10) for search_id in (1, 2, 3, 4))
-    finally:
-        scheduler.stop()
     assert batches == [[1], [2, 3, 4]]
 
 
@@ -250,9 +258,6 @@ def test_a_batch_that_gave_its_turn_back_takes_it_again_while_another_worker_idl
         turn.give_back()
 
     scheduler = Scheduler(run, workers=2, max_batch=64)
-    scheduler.start()
-    try:
+    with running(scheduler):
         scheduler.submit(1, deadline(30), GALLERIES)
         assert took_back.wait(10), "the turn was never taken back"
-    finally:
-        scheduler.stop()
