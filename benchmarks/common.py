@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
@@ -202,23 +202,38 @@ def wait_for_the_background_passes(port: int, token: str = "benchmark", within_s
     raise RuntimeError("the background passes did not start")
 
 
+SCRATCH_PREFIX = "readmit_bench_"
+
+
 @contextmanager
 def scratch_database(server_url: str) -> Iterator[str]:
     """A new PostgreSQL database on the server of ``server_url`` for one measurement; its URL,
-    then dropped. A plain DROP first: after a bulk load an autovacuum worker is often at work in
-    it, which DROP stops but WITH (FORCE) may not terminate for a non-superuser."""
+    then dropped. After a bulk load an autovacuum worker is often at work in it, which a
+    non-superuser cannot stop and which may outlast the server's own wait at DROP: the database
+    is then left, said so, and dropped by the next run, so that the figures are never lost."""
     server = make_url(server_url)
-    name = f"readmit_bench_{uuid.uuid4().hex[:8]}"
+    name = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:8]}"
     admin = create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
+        left = connection.execute(
+            text("SELECT datname FROM pg_database WHERE datname LIKE :prefix"), {"prefix": f"{SCRATCH_PREFIX}%"}
+        ).scalars()
+        for earlier in list(left):
+            _drop(admin, earlier)
         connection.execute(text(f'CREATE DATABASE "{name}"'))
     try:
         yield server.set(database=name).render_as_string(hide_password=False)
     finally:
-        try:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        except OperationalError:
-            with admin.connect() as connection:
-                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        if not _drop(admin, name):
+            print(f"scratch database {name} left behind (an autovacuum worker in it): the next run drops it")
         admin.dispose()
+
+
+def _drop(admin: Engine, name: str) -> bool:
+    """Drop a scratch database; False when another session is in it."""
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    except OperationalError:
+        return False
+    return True
