@@ -31,6 +31,7 @@ from typing import IO
 
 from prometheus_client import Counter
 from pydantic import SecretStr
+from sqlalchemy import Engine
 
 from app.audit.keys import load_signing_key
 from app.audit.log import CheckpointPolicy
@@ -39,6 +40,7 @@ from app.audit.sequencer import Sequencer
 from app.cases.linker import MIN_PASS_S, CaseLinker
 from app.cases.links import ThresholdsOf
 from app.core.config import Settings
+from app.db.locks import Leadership
 from app.db.session import Sessions, make_engine, make_session_factory, transaction
 from app.encryption.keyring import Keyring
 from app.encryption.service import configured_master_key
@@ -77,22 +79,32 @@ ONE_THREAD = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THRE
 """Background work takes one core at most: numpy's BLAS (the linker's products) and OpenMP."""
 
 
+SHARED_LINK_POLL_S = 1.0
+"""How often the leading linker looks for searches other processes ended, where several share
+the database: only its own serving process wakes it after a batch."""
+
+
 @dataclass(frozen=True)
 class Passes:
     sequencer: Sequencer
     linker: CaseLinker
+    leadership: Leadership
+    """Whether these passes are the ones that run, among every process of the database."""
 
     def start(self) -> None:
+        self.leadership.start()
         self.sequencer.start()
         self.linker.start()
 
     def stop(self) -> None:
         self.linker.stop()
         self.sequencer.stop()
+        self.leadership.stop()
 
 
 def make_passes(
     settings: Settings,
+    engine: Engine,
     sessions: Sessions,
     read_sessions: Sessions,
     signer: Signer,
@@ -101,9 +113,22 @@ def make_passes(
 ) -> Passes:
     """The passes as ``settings`` configure them, in the serving process or in its child."""
     checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
+    leadership = Leadership(engine, "background-passes")
+    link_poll_s = settings.expiry_interval_s
+    if settings.shared_database:
+        link_poll_s = min(link_poll_s, SHARED_LINK_POLL_S)
     return Passes(
-        Sequencer(sessions, read_sessions, signer, checkpoints, settings.audit_sequence_interval_s, metrics),
-        CaseLinker(sessions, read_sessions, thresholds_of, settings.expiry_interval_s, metrics),
+        Sequencer(
+            sessions,
+            read_sessions,
+            signer,
+            checkpoints,
+            settings.audit_sequence_interval_s,
+            metrics,
+            leadership.leading,
+        ),
+        CaseLinker(sessions, read_sessions, thresholds_of, link_poll_s, metrics, leadership.leading),
+        leadership,
     )
 
 
@@ -245,6 +270,7 @@ def run_child(settings: Settings) -> None:
     thresholds = StoredThresholds(read_sessions)
     passes = make_passes(
         settings,
+        engine,
         sessions,
         read_sessions,
         load_signing_key(settings.audit_key_path),

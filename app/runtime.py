@@ -25,8 +25,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.audit.keys import load_signing_key
 from app.audit.log import check_signer
 from app.audit.notes import Signer
-from app.audit.sequencer import Sequencer
-from app.cases.linker import CaseLinker
 from app.cases.service import expire_due_cases
 from app.core.cache import CommittedRowsCache
 from app.core.config import Settings
@@ -59,7 +57,7 @@ from app.matching.terms import CHANNEL as TERMS_CHANNEL
 from app.matching.terms import WATCHED
 from app.matching.thresholds import ThresholdBook
 from app.observability.metrics import Metrics, multiprocess_dir
-from app.passes import PassesProcess, make_passes
+from app.passes import Passes, PassesProcess, make_passes
 from app.principals import key_cache
 from matcher import IndexKind, IndexPolicy, Thresholds
 from matcher.plain_copies import SharedPlainCopies
@@ -87,11 +85,12 @@ class Runtime:
     terms: CommittedRowsCache
     keyring: Keyring
     signer: Signer
-    sequencer: Sequencer
+    passes: Passes
+    """The audit log's sequencer and the case linker: their on-demand work here, and their
+    background passes unless those run in a child (``passes_process``)."""
     plain_copies: SharedPlainCopies | None
     """The node's decrypted snapshots this process maps (None: its own memory)."""
     deduplication: DeduplicationWorker
-    linker: CaseLinker
     passes_process: PassesProcess | None = None
     """The child running the sequencer's and the linker's passes (None: they run in threads here)."""
     node: NodeIdentity | None = None
@@ -180,7 +179,7 @@ class Runtime:
                 return None
             return thresholds.for_verification(gallery_id, settings.link_fmr).thresholds
 
-        passes = make_passes(settings, sessions, read_sessions, signer, metrics, link_thresholds)
+        passes = make_passes(settings, engine, sessions, read_sessions, signer, metrics, link_thresholds)
         return cls(
             settings,
             engine,
@@ -197,10 +196,9 @@ class Runtime:
             terms,
             keyring,
             signer,
-            passes.sequencer,
+            passes,
             plain_copies,
             deduplication,
-            passes.linker,
             node=node,
             channel=channel,
         )
@@ -233,7 +231,8 @@ class Runtime:
                 notified.start()
                 self.notified.append(notified)
         if not self.settings.background_process:
-            self.sequencer.start()
+            self.passes.leadership.start()
+            self.passes.sequencer.start()
         self.open_indexes()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
@@ -244,8 +243,8 @@ class Runtime:
         self.scheduler.start()
         self.deduplication.start()
         if not self.settings.background_process:
-            self.linker.start()
-            self.scheduler.after_batch(self.linker.wake)
+            self.passes.linker.start()
+            self.scheduler.after_batch(self.passes.linker.wake)
         _keep_what_start_allocated_out_of_collections()
         self.ready = True
         if self.settings.background_process:
@@ -268,10 +267,9 @@ class Runtime:
         self.deduplication.stop()
         if self.passes_process is not None:
             self.passes_process.stop()
-        self.linker.stop()
         self.scheduler.stop()
         self.claimer.stop()
-        self.sequencer.stop()
+        self.passes.stop()
         if self.follower is not None:
             self.follower.stop()
         for notified in self.notified:

@@ -105,7 +105,9 @@ def measure(settings: Settings, events: int, tree_events: int, writers: int, hol
     policy = audit_log.CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
     read_engine = make_engine(settings.sqlalchemy_url, read_only=True)
     read_sessions = make_session_factory(read_engine)
-    sequencer = Sequencer(sessions, read_sessions, signer, policy, settings.audit_sequence_interval_s, Metrics())
+    sequencer = Sequencer(
+        sessions, read_sessions, signer, policy, settings.audit_sequence_interval_s, Metrics(), lambda: True
+    )
     figures: dict[str, object] = {}
 
     figures["append_chain_only"] = percentiles_ms(append_latencies(sessions, events, ()))

@@ -4,14 +4,17 @@ signs checkpoints, and the on-demand checkpoint an auditor may ask for.
 It runs every ``interval_s`` (first at start, so that a restarted or upgraded service catches
 up at once), which bounds how long a committed event waits unsequenced; the wait is observed
 per event in ``readmit_audit_sequencing_delay_seconds``, and the events waiting at each look in
-``readmit_audit_pending_events``. Every process runs one; the database lets one sequence at a
-time (app/audit/sequencing.py), the others finding the work done.
+``readmit_audit_pending_events``. Every process has one; the one that leads
+(app/db/locks.py ``Leadership``) runs the passes, and an auditor's read or request sequences on
+demand wherever it is served. The database lets one sequence at a time
+(app/audit/sequencing.py), so a hand-over that overlaps loses nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app.audit import log as audit_log
 from app.audit.notes import Signer
@@ -30,9 +33,11 @@ class Sequencer:
         policy: audit_log.CheckpointPolicy,
         interval_s: float,
         metrics: PassesMetrics,
+        leading: Callable[[], bool],
     ) -> None:
+        """``leading``: whether this process runs the passes now (it may change)."""
         self.sessions, self.read_sessions, self.signer, self.policy = sessions, read_sessions, signer, policy
-        self.interval_s, self.metrics = interval_s, metrics
+        self.interval_s, self.metrics, self._leading = interval_s, metrics, leading
         self._lock = threading.Lock()  # one pass at a time in this process; the database orders processes
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,7 +76,10 @@ class Sequencer:
     def _loop(self) -> None:
         while True:
             try:
-                self.run_once()
+                leading = self._leading()
+                self.metrics.passes_leading.set(int(leading))
+                if leading:
+                    self.run_once()
             except Exception:
                 logger.exception("audit sequencing pass failed")
             if self._stop.wait(self.interval_s):

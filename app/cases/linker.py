@@ -3,13 +3,17 @@
 Off the identification's path: a search is answered first, and compared with the other cases'
 probes afterwards, here. It is woken after each batch of searches, and otherwise looks every
 ``poll_s`` for finished searches not yet compared (those another process ran, or that a stop
-interrupted); the database remembers which were, so each is compared once.
+interrupted); the database remembers which were, so each is compared once. Of the processes and
+nodes of one database, only the one that leads (app/db/locks.py ``Leadership``) runs passes:
+each pass decrypts every new search's probes and compares them with every stored one, work that
+several processes would all do for every search, then queue on each other's rows to store.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from app.cases.links import ProbeBook, ThresholdsOf, link_pending
 from app.db.session import Sessions
@@ -31,9 +35,11 @@ class CaseLinker:
         thresholds_of: ThresholdsOf,
         poll_s: float,
         metrics: PassesMetrics,
+        leading: Callable[[], bool],
     ) -> None:
+        """``leading``: whether this process runs the passes now (it may change)."""
         self.sessions, self.read_sessions, self.thresholds_of = sessions, read_sessions, thresholds_of
-        self.poll_s, self.metrics = poll_s, metrics
+        self.poll_s, self.metrics, self._leading = poll_s, metrics, leading
         self._book = ProbeBook()
         self._passing = threading.Lock()  # one pass at a time over the book
         self._wake = threading.Event()
@@ -68,7 +74,8 @@ class CaseLinker:
             self._wake.wait(self.poll_s)
             self._wake.clear()
             try:
-                self.run_once()
+                if self._leading():
+                    self.run_once()
             except Exception:
                 log.exception("case linking pass failed")
             self._stop.wait(MIN_PASS_S)

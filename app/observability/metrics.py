@@ -60,6 +60,13 @@ class PassesMetrics:
         )
         self.audit_checkpoints = Counter("readmit_audit_checkpoints", "checkpoints signed", registry=r)
         self.case_links = Counter("readmit_case_links", "links found between cases", registry=r)
+        self.passes_leading = Gauge(
+            "readmit_background_passes_leading",
+            "1 where this node runs the background passes (sequencer, linker): one process among every "
+            "process and node of the database leads",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def close(self) -> None:
         """This process stops: its per-process gauges leave the merged view."""

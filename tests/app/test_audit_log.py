@@ -100,7 +100,7 @@ def test_a_checkpoint_is_signed_after_m_events_and_not_before(tmp_path, database
         audit_sequence_interval_s=3600,
     )
     try:
-        sequencer = service.runtime.sequencer
+        sequencer = service.runtime.passes.sequencer
         auditor = service.principal("auditor")
         signed = sequencer.checkpoint_now().size
         for _ in range(4):

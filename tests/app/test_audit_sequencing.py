@@ -112,8 +112,10 @@ def test_concurrent_appends_in_two_processes_each_sequencing_are_chained_once_in
     processes = [another_process(database_url), another_process(database_url)]
     signer = Signer.generate(LOG_NAME)
     sequencers = [
-        Sequencer(sessions, sessions, signer, CheckpointPolicy(interval_s=0.05, events=20), 0.005, Metrics())
-        for sessions in processes
+        Sequencer(
+            sessions, sessions, signer, CheckpointPolicy(interval_s=0.05, events=20), 0.005, Metrics(), lambda: True
+        )
+        for sessions in processes  # both lead, as two would for a moment while the lead changes hands
     ]
     for sequencer in sequencers:
         sequencer.start()
@@ -162,7 +164,7 @@ def test_events_acknowledged_and_never_sequenced_are_sequenced_by_the_next_runti
         with service.runtime.sessions() as session:
             assert session.scalar(select(func.count()).select_from(AuditPending)) == 5
         service.restart(graceful=False)  # a new runtime, with a new sequencer whose pass at start ...
-        service.runtime.sequencer.run_once()  # ... may or may not have run yet: this one has
+        service.runtime.passes.sequencer.run_once()  # ... may or may not have run yet: this one has
         events = assert_log_whole(service.runtime.sessions)
         assert [e.resource for e in events][-5:] == [f"before-crash/{i}" for i in range(5)]
     finally:

@@ -60,7 +60,7 @@ class World:
         self.deduplication = service.client.post(
             f"/v1/galleries/{self.gallery}/deduplication", headers=service.admin, json={}
         ).json()["id"]
-        service.runtime.sequencer.checkpoint_now()  # the events so far in the audit log's tree, for its proofs
+        service.runtime.passes.sequencer.checkpoint_now()  # the events so far in the audit log's tree, for its proofs
 
     def agreement(self) -> dict:
         return {"receiving_country": "FRA", "origin_country": "SEN", "modalities": ["face"], "valid_from": "2020-01-01"}

@@ -111,7 +111,7 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_and_read_on
     first = identified_case(service, paris, "P-1", samples[0])
     for number in range(3):
         identified_case(service, paris, f"S-{number}", people.nonmated_probes[number])
-    service.runtime.linker.run_once()
+    service.runtime.passes.linker.run_once()
     with service.runtime.sessions() as session:
         first_search = session.scalar(select(Search.id).where(Search.case_id == first))
     assert first_search in opened
@@ -120,11 +120,11 @@ def test_erased_probes_are_never_linked_and_stored_probes_are_opened_and_read_on
         session.execute(update(Search).where(Search.case_id == first).values(probes=None))
     second = identified_case(service, paris, "P-2", samples[1])
     third = identified_case(service, paris, "P-3", people.mated_probes[-1])
-    service.runtime.linker.run_once()
+    service.runtime.passes.linker.run_once()
     assert [link["case_id"] for link in links(service, paris, second, 1)] == [third], "stored probes are linked"
     assert links(service, paris, first, 1, timeout_s=0) == [], "erased probes are never linked"
     assert sorted(opened) == sorted(set(opened)), "each stored probe opened once"
-    service.runtime.linker.run_once()
+    service.runtime.passes.linker.run_once()
     assert len(read) >= 6 and sorted(read) == sorted(set(read)), "a look reads the rows of the searches new to it"
 
 

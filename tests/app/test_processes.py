@@ -191,3 +191,34 @@ def test_what_the_service_writes_in_its_data_folder_is_its_user_s_alone(tmp_path
     assert any(path.suffix == ".snapshot" for path in written)
     shared = {str(path.relative_to(tmp_path)): oct(path.stat().st_mode & 0o777) for path in written}
     assert all(mode.endswith("00") for mode in shared.values()), shared
+
+
+def leaders_in_metrics(server: ServerProcess) -> float | None:
+    text = httpx.get(f"{server.base}/metrics", headers=server.admin, timeout=5).text
+    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("readmit_background_passes_leading")]
+    return sum(values) if values else None
+
+
+def test_one_process_runs_the_background_passes_and_another_takes_over_when_it_dies(two_workers):
+    """Each serving process has a passes child; one of them leads (the others would decrypt and
+    compare every search's probes again, and queue on the leader's rows); when its process is
+    killed, another leads within seconds."""
+    server, workers = two_workers
+    assert server.process is not None
+
+    def leaders_settle_at_one(within_s: float) -> float | None:
+        deadline, seen = time.monotonic() + within_s, None
+        while time.monotonic() < deadline:
+            seen = leaders_in_metrics(server)
+            if seen == 1 and len(worker_pids(server.process.pid)) == 2:
+                time.sleep(2)  # and stays at one: a second leader would show by now
+                seen = leaders_in_metrics(server)
+                if seen == 1:
+                    return seen
+            time.sleep(0.2)
+        return seen
+
+    assert leaders_settle_at_one(30) == 1, "one of the two processes' passes leads, not both"
+    for victim in sorted(workers):
+        os.kill(victim, signal.SIGKILL)
+        assert leaders_settle_at_one(60) == 1, "after its process was killed, one leads again"

@@ -59,7 +59,7 @@ def latest_audit_checkpoint(actor: Auditor, sessions: SessionsDep) -> Checkpoint
 def sign_audit_checkpoint(actor: Auditor, runtime: RuntimeDep) -> CheckpointOut:
     """A checkpoint covering every event committed before the call (signed now if the tree has
     grown since the last one), for a verifier that wants its own reads in it."""
-    return CheckpointOut.of(runtime.sequencer.checkpoint_now())
+    return CheckpointOut.of(runtime.passes.sequencer.checkpoint_now())
 
 
 @router.get(

@@ -1,0 +1,63 @@
+"""One process of a database leads the background passes (app/db/locks.py ``Leadership``), and
+the lead passes to another when the leader stops or loses its database session."""
+
+import logging
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Engine, create_engine, text
+
+from app.db.locks import Leadership, lock_key
+from tests.app.conftest import postgres_database
+from tests.conftest import POSTGRES_URL
+
+NAME = "background-passes"
+
+
+@pytest.fixture
+def engines() -> Iterator[tuple[Engine, Engine]]:
+    """Two engines on one fresh PostgreSQL database, as two processes or nodes have."""
+    if not POSTGRES_URL:
+        pytest.skip("leadership among processes: PostgreSQL (SQLite has one serving process)")
+    with postgres_database() as url:
+        first, second = create_engine(url), create_engine(url)
+        try:
+            yield first, second
+        finally:
+            first.dispose()
+            second.dispose()
+
+
+def test_one_process_leads_and_the_next_takes_over_once_it_stops(engines):
+    first, second = (Leadership(engine, NAME) for engine in engines)
+    assert first.check() and first.leading()
+    assert not second.check() and not second.leading()
+    assert first.check(), "a leader stays one while its session lives"
+    first.stop()
+    assert not first.leading()
+    assert second.check(), "the lead is free as soon as its holder stops"
+
+
+def test_a_leader_whose_session_ends_loses_the_lead_to_the_next(engines, caplog):
+    first, second = (Leadership(engine, NAME) for engine in engines)
+    assert first.check()
+    with engines[1].connect() as connection:  # as a database restart or a cut connection would
+        connection.execute(
+            text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"),
+            {"key": lock_key(NAME)},
+        )
+    with caplog.at_level(logging.WARNING, logger="app.db.locks"):
+        assert not first.check(), "its session gone, a leader knows it no longer leads"
+    assert "lost the lead" in caplog.text
+    assert second.check()
+    assert not first.check(), "and takes it back only once it is free again"
+    second.stop()
+    assert first.check()
+    first.stop()
+
+
+def test_the_only_process_of_a_sqlite_database_always_leads(tmp_path):
+    engine = create_engine(f"sqlite:///{tmp_path / 'one.db'}")
+    leadership = Leadership(engine, NAME)
+    assert leadership.leading() and leadership.check()
+    engine.dispose()
