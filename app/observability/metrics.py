@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
 
 from app.core.processes import alive
 
@@ -249,8 +250,29 @@ class Metrics(PassesMetrics):
             return generate_latest(self.registry)
         forget_dead_processes(directory)
         merged = CollectorRegistry()
-        multiprocess.MultiProcessCollector(merged, str(directory))
+        _LaidOutFiles(merged, str(directory))
         return generate_latest(merged)
+
+
+FILE_HEADER_BYTES = 8
+"""A metrics file's header (bytes used, then padding): a file shorter than this is being created."""
+
+
+class _LaidOutFiles(multiprocess.MultiProcessCollector):
+    """Every process's files, but those a starting process is creating at that moment: such a
+    file is empty until its process sizes it, and reading it failed the whole scrape (a 500 in
+    one scrape of about twenty while a passes child started). It holds nothing yet, and is read
+    at the next scrape."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in Path(self._path).glob("*.db"):
+            try:
+                if path.stat().st_size >= FILE_HEADER_BYTES:
+                    files.append(str(path))
+            except FileNotFoundError:  # a dead process's, removed meanwhile
+                continue
+        return self.merge(files, accumulate=True)
 
 
 def multiprocess_dir() -> Path | None:

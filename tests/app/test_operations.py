@@ -11,11 +11,13 @@ import time
 
 import numpy as np
 import pytest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 from typer.testing import CliRunner
 
 from app.cli import cli
 from app.core.config import get_settings
 from app.observability.logging import JsonFormatter
+from app.observability.metrics import Metrics
 from tests.harness import Service, records
 
 DIM = 32
@@ -260,3 +262,15 @@ def test_request_ids_and_logs_without_biometric_data(service, caplog):
     everything = "\n".join(lines)
     template_value = str(batch[0]["templates"][0][0])
     assert template_value not in everything and "Name1" not in everything and "templates" not in everything
+
+
+def test_a_scrape_while_a_process_creates_its_metrics_file_merges_the_others(tmp_path, monkeypatch):
+    """A process that starts (a passes child, a new worker) creates its metrics file empty, then
+    sizes it: a scrape in between failed with a 500 and showed nothing of the live processes."""
+    written = MmapedDict(str(tmp_path / "gauge_livesum_101.db"))
+    written.write_value(mmap_key("readmit_x", "readmit_x", [], [], "a gauge"), 3.0, 0.0)
+    written.close()
+    (tmp_path / "gauge_livesum_102.db").touch()  # as the starting process has just created it
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    monkeypatch.setattr("app.observability.metrics.alive", lambda pid: True)
+    assert "readmit_x 3.0" in Metrics().exposition().decode()

@@ -195,7 +195,9 @@ def test_what_the_service_writes_in_its_data_folder_is_its_user_s_alone(tmp_path
 
 def leaders_in_metrics(server: ServerProcess) -> float | None:
     text = httpx.get(f"{server.base}/metrics", headers=server.admin, timeout=5).text
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("readmit_background_passes_leading")]
+    values = [
+        float(line.split()[-1]) for line in text.splitlines() if line.startswith("readmit_background_passes_leading")
+    ]
     return sum(values) if values else None
 
 
