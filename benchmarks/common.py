@@ -166,18 +166,24 @@ def start_service(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    give_up = time.monotonic() + ready_within_s
-    while time.monotonic() < give_up:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                if settle:
-                    wait_for_the_background_passes(port, env["READMIT_METRICS_TOKEN"])
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("the service did not become ready")
+    try:
+        give_up = time.monotonic() + ready_within_s
+        while time.monotonic() < give_up:
+            if process.poll() is not None:  # it failed, or another service answers on the port
+                raise RuntimeError(f"the service ended at its start (exit code {process.returncode})")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    if settle:
+                        wait_for_the_background_passes(port, env["READMIT_METRICS_TOKEN"])
+                    return process
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("the service did not become ready")
+    except BaseException:  # never left serving, unowned, once the run has failed
+        process.kill()
+        process.wait()
+        raise
 
 
 def wait_for_the_background_passes(port: int, token: str = "benchmark", within_s: float = 30) -> None:
