@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 from sqlalchemy import Connection, Engine, text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class Leadership:
             else:
                 self._connection.execute(text("SELECT 1"))
                 self._connection.commit()
-        except DBAPIError as error:
+        except SQLAlchemyError as error:  # the database is down, or this session was ended
             if self._leading.is_set():
                 log.warning("lost the lead", extra={"event": {"lock": self._name, "reason": type(error).__name__}})
             self._drop()
@@ -129,6 +129,6 @@ class Leadership:
         self._leading.clear()
         connection, self._connection = self._connection, None
         if connection is not None:
-            with suppress(DBAPIError):
+            with suppress(SQLAlchemyError):
                 connection.invalidate()  # the session ends, and the lock with it; not back to the pool
                 connection.close()
