@@ -113,7 +113,7 @@ def make_passes(
 ) -> Passes:
     """The passes as ``settings`` configure them, in the serving process or in its child."""
     checkpoints = CheckpointPolicy(settings.audit_checkpoint_interval_s, settings.audit_checkpoint_events)
-    leadership = Leadership(engine, "background-passes")
+    leadership = Leadership(engine, "background-passes", lambda leading: metrics.passes_leading.set(int(leading)))
     link_poll_s = settings.expiry_interval_s
     if settings.shared_database:
         link_poll_s = min(link_poll_s, SHARED_LINK_POLL_S)

@@ -231,8 +231,7 @@ class Runtime:
                 notified.start()
                 self.notified.append(notified)
         if not self.settings.background_process:
-            self.passes.leadership.start()
-            self.passes.sequencer.start()
+            self.passes.sequencer.start()  # on PostgreSQL, it sequences once this process leads (below)
         self.open_indexes()
         self.follower = self._follower()
         self.follower.run_once()  # what other processes committed while the indexes opened
@@ -243,6 +242,7 @@ class Runtime:
         self.scheduler.start()
         self.deduplication.start()
         if not self.settings.background_process:
+            self.passes.leadership.start()  # not while the indexes load: the lead would idle meanwhile
             self.passes.linker.start()
             self.scheduler.after_batch(self.passes.linker.wake)
         _keep_what_start_allocated_out_of_collections()

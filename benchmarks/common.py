@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -151,7 +152,11 @@ def start_service(
     """The real service (``python -m app serve``) on a loopback port with ``READMIT_*`` settings
     (``data_dir="..."`` sets READMIT_DATA_DIR), once /readyz answers. The per-key rate limit is
     lifted: a benchmark's clients share a key, and the throttle is not what it measures.
-    ``settle``: also wait for the background passes' first pass (what a start's timing leaves out)."""
+    ``settle``: also wait until its background passes' process leads them (what a start's timing
+    leaves out); a node that will not lead (another node of its database does) is started
+    without. A port another service still holds is refused: its /readyz would answer for this one."""
+    if not port_is_free(port):
+        raise RuntimeError(f"port {port} is taken: a service of an earlier run may still be serving")
     if "data_dir" in settings:
         ensure_audit_key(Settings(data_dir=Path(settings["data_dir"])))
     env = {
@@ -169,7 +174,7 @@ def start_service(
     try:
         give_up = time.monotonic() + ready_within_s
         while time.monotonic() < give_up:
-            if process.poll() is not None:  # it failed, or another service answers on the port
+            if process.poll() is not None:
                 raise RuntimeError(f"the service ended at its start (exit code {process.returncode})")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
@@ -187,17 +192,28 @@ def start_service(
 
 
 def wait_for_the_background_passes(port: int, token: str = "benchmark", within_s: float = 30) -> None:
-    """Until the process of the background passes runs (it tells whether it leads them): it
-    starts once the service is ready, and its start (a second of imports) would weigh on the
-    first figures measured."""
+    """Until the process of the background passes leads them: it starts once the service is
+    ready, and its start (a second of imports) would weigh on the first figures measured."""
     give_up = time.monotonic() + within_s
     while time.monotonic() < give_up:
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
-        families = text_string_to_metric_families(scraped.text)
-        if any(family.name == "readmit_background_passes_leading" and family.samples for family in families):
-            return
+        if scraped.status_code == 200:
+            for family in text_string_to_metric_families(scraped.text):
+                if family.name == "readmit_background_passes_leading" and sum(s.value for s in family.samples) >= 1:
+                    return
         time.sleep(0.1)
     raise RuntimeError("the background passes did not start")
+
+
+def port_is_free(port: int) -> bool:
+    """Nothing listens on the loopback ``port`` (connections of earlier runs closing do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 SCRATCH_PREFIX = "readmit_bench_"

@@ -169,7 +169,7 @@ def failover(folder: Path, data_dir: Path, url: str, key: str, probes: np.ndarra
     node_b = folder / "node-b"
     shutil.copytree(data_dir, node_b, ignore=shutil.ignore_patterns("readmit.lock", "metrics"))
     a = start_service(http_bench.PORT, data_dir=str(data_dir), database_url=url, search_workers="1")
-    b = start_service(NODE_B_PORT, data_dir=str(node_b), database_url=url, search_workers="1")
+    b = start_service(NODE_B_PORT, settle=False, data_dir=str(node_b), database_url=url, search_workers="1")  # A leads
     try:
         node_a, node_b_url = f"http://127.0.0.1:{http_bench.PORT}", f"http://127.0.0.1:{NODE_B_PORT}"
         with httpx.Client(base_url=node_a, headers={"Authorization": f"Bearer {key}"}) as api:

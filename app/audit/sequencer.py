@@ -76,9 +76,7 @@ class Sequencer:
     def _loop(self) -> None:
         while True:
             try:
-                leading = self._leading()
-                self.metrics.passes_leading.set(int(leading))
-                if leading:
+                if self._leading():
                     self.run_once()
             except Exception:
                 logger.exception("audit sequencing pass failed")

@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
@@ -45,29 +46,53 @@ def database_lock(engine: Engine, name: str) -> Iterator[None]:
 LEAD_CHECK_S = 1.0
 """How often a process that does not lead tries to, and one that leads checks it still does."""
 
-KEEPALIVE = {"tcp_keepalives_idle": 5, "tcp_keepalives_interval": 2, "tcp_keepalives_count": 3}
-"""The leader's connection, as its server sees it: a leader whose host vanished (no FIN, no RST)
-is dropped, and its lock freed, about 11 s after it last spoke, instead of after the kernel's
-default of two hours."""
+DEAD_PEER_S = 11
+"""How long a leader's connection may go unanswered, either way, before its end gives up on it."""
+
+LEADER_CONNECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": DEAD_PEER_S * 1000,
+    "options": " ".join(
+        f"-c {setting}={value}"
+        for setting, value in {
+            "tcp_keepalives_idle": 5,
+            "tcp_keepalives_interval": 2,
+            "tcp_keepalives_count": 3,
+            "tcp_user_timeout": DEAD_PEER_S * 1000,
+        }.items()
+    ),
+}
+"""The leader's connection, on both of its ends (libpq's, then the server's): TCP keepalives and
+a bound on unacknowledged data. The server drops the session of a leader whose host vanished
+(no FIN, no RST), and frees its lock, about ``DEAD_PEER_S`` after it last heard of it, instead of
+after the kernel's default of two hours of silence or fifteen minutes of retransmissions; and a
+leader cut off from the server fails its next check as soon, rather than block in it and believe
+it still leads."""
 
 
 class Leadership:
     """Who, among every process and node of one database, runs the work that must run once at
     a time (the background passes, app/passes.py): the holder of the advisory lock ``name``, held
     by a connection of its own. PostgreSQL frees a session's advisory locks when the session
-    ends, so a leader that stops, dies or is cut off hands over to the next that tries, within
-    :data:`LEAD_CHECK_S` (plus :data:`KEEPALIVE`'s bound when its host vanished). On SQLite one
-    process serves a database (app/core/datalock.py): it always leads.
+    ends, so a leader that stops or dies hands over to the next that tries, within
+    :data:`LEAD_CHECK_S`, and one whose host vanished or was cut off within ``DEAD_PEER_S`` more
+    (:data:`LEADER_CONNECTION`). On SQLite one process serves a database
+    (app/core/datalock.py): it always leads.
 
-    A process that lost its connection may believe it leads until its next check while another
+    A process cut off from the database may believe it leads until its check fails while another
     has taken over; the passes stay correct meanwhile (the sequencer's steps queue on the
-    chain's head, the linker's on their rows), they only do some work twice."""
+    chain's head, the linker's on their rows), they only do some work twice. ``told`` hears
+    whether this process leads after each check (a gauge, for operators)."""
 
-    def __init__(self, engine: Engine, name: str, check_s: float = LEAD_CHECK_S) -> None:
-        self._engine, self._key, self._check_s = engine, lock_key(name), check_s
-        self._name = name
+    def __init__(self, engine: Engine, name: str, told: Callable[[bool], None], check_s: float = LEAD_CHECK_S) -> None:
+        self._url, self._key, self._name, self._told, self._check_s = engine.url, lock_key(name), name, told, check_s
         self._always = engine.dialect.name != "postgresql"
+        self._engine: Engine | None = None
         self._connection: Connection | None = None
+        self._failing = False
         self._leading = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -76,6 +101,9 @@ class Leadership:
         return self._always or self._leading.is_set()
 
     def start(self) -> None:
+        """Try to lead now (the passes' first look then finds it settled), then every
+        :data:`LEAD_CHECK_S`."""
+        self.check()
         if self._always:
             return
         self._stop.clear()
@@ -83,36 +111,49 @@ class Leadership:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop trying, and hand the lead over at once if held."""
+        """Stop trying, and hand the lead over if held (the server frees it as the session ends)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self._drop()
+        if self._engine is not None:
+            self._engine.dispose()
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.check()
+            try:
+                self.check()
+            except Exception:  # never end the thread that keeps the lead: drop it and try again
+                log.exception("leadership check failed", extra={"event": {"lock": self._name}})
+                self._drop()
             self._stop.wait(self._check_s)
 
     def check(self) -> bool:
         """Take the lead if it is free, or make sure it is still held; whether this process leads."""
-        try:
-            if self._connection is None:
-                self._take()
-            else:
-                self._connection.execute(text("SELECT 1"))
-                self._connection.commit()
-        except SQLAlchemyError as error:  # the database is down, or this session was ended
-            if self._leading.is_set():
-                log.warning("lost the lead", extra={"event": {"lock": self._name, "reason": type(error).__name__}})
-            self._drop()
+        if not self._always:
+            try:
+                if self._connection is None:
+                    self._take()
+                else:
+                    self._connection.execute(text("SELECT 1"))
+                    self._connection.commit()
+                self._failing = False
+            except SQLAlchemyError as error:  # the database is down or out of reach, or ended this session
+                reason = {"lock": self._name, "reason": type(error).__name__}
+                if self._leading.is_set():
+                    log.warning("lost the lead", extra={"event": reason})
+                elif not self._failing:
+                    log.warning("cannot try to lead: the database does not answer", extra={"event": reason})
+                self._failing = True
+                self._drop()
+        self._told(self.leading())
         return self.leading()
 
     def _take(self) -> None:
+        if self._engine is None:  # one connection at a time, its own: never one of the pool's
+            self._engine = create_engine(self._url, poolclass=NullPool, connect_args=LEADER_CONNECTION)
         connection = self._engine.connect()
         try:
-            for setting, value in KEEPALIVE.items():
-                connection.execute(text(f"SET {setting} = {int(value)}"))
             taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
             connection.commit()
         except BaseException:
@@ -130,5 +171,4 @@ class Leadership:
         connection, self._connection = self._connection, None
         if connection is not None:
             with suppress(SQLAlchemyError):
-                connection.invalidate()  # the session ends, and the lock with it; not back to the pool
-                connection.close()
+                connection.close()  # the session ends, and the lock with it

@@ -266,7 +266,7 @@ class _LaidOutFiles(multiprocess.MultiProcessCollector):
 
     def collect(self) -> Iterable[Metric]:
         files = []
-        for path in Path(self._path).glob("*.db"):
+        for path in Path(self._path).glob("*.db"):  # the folder given to the library's collector
             try:
                 if path.stat().st_size >= FILE_HEADER_BYTES:
                     files.append(str(path))

@@ -249,3 +249,38 @@ def test_two_nodes_appending_at_once_keep_one_log_that_verifies(tmp_path, databa
     finally:
         first.stop()
         second.stop()
+
+
+def test_a_sequencer_sequences_only_while_its_process_leads(tmp_path, database_url):
+    """Of the processes of one database, only the leader's sequencer passes (app/db/locks.py
+    ``Leadership``): the others would queue on the chain's head for nothing."""
+    service = Service(tmp_path / "data", database_url, audit_sequence_interval_s=3600)
+    leads = [False]
+    sequencer = Sequencer(
+        service.runtime.sessions,
+        service.runtime.read_sessions,
+        service.runtime.signer,
+        CheckpointPolicy(interval_s=3600, events=1000),
+        0.01,
+        Metrics(),
+        lambda: leads[0],
+    )
+
+    def pending() -> int:
+        with service.runtime.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(AuditPending)) or 0)
+
+    try:
+        sequencing.catch_up(service.runtime.sessions)
+        append(service.runtime.sessions, [f"waiting/{i}" for i in range(5)])
+        sequencer.start()
+        time.sleep(0.5)  # fifty intervals
+        assert pending() == 5, "a process that does not lead leaves the events to the leader"
+        leads[0] = True
+        deadline = time.monotonic() + 10
+        while pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pending() == 0, "once it leads, it sequences them"
+    finally:
+        sequencer.stop()
+        service.close()

@@ -2,6 +2,7 @@
 the lead passes to another when the leader stops or loses its database session."""
 
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -28,36 +29,56 @@ def engines() -> Iterator[tuple[Engine, Engine]]:
             second.dispose()
 
 
+def leads_within(leadership: Leadership, seconds: float = 5) -> bool:
+    """The server frees a lock as the session that held it ends, a moment after its client left."""
+    deadline = time.monotonic() + seconds
+    while not leadership.check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_one_process_leads_and_the_next_takes_over_once_it_stops(engines):
-    first, second = (Leadership(engine, NAME) for engine in engines)
+    told: list[bool] = []
+    first, second = Leadership(engines[0], NAME, lambda _: None), Leadership(engines[1], NAME, told.append)
     assert first.check() and first.leading()
     assert not second.check() and not second.leading()
     assert first.check(), "a leader stays one while its session lives"
     first.stop()
     assert not first.leading()
-    assert second.check(), "the lead is free as soon as its holder stops"
+    assert leads_within(second), "the lead is free once its holder stopped"
+    assert told == [False, True], "the process hears whether it leads"
+    second.stop()
 
 
 def test_a_leader_whose_session_ends_loses_the_lead_to_the_next(engines, caplog):
-    first, second = (Leadership(engine, NAME) for engine in engines)
+    first, second = (Leadership(engine, NAME, lambda _: None) for engine in engines)
     assert first.check()
     with engines[1].connect() as connection:  # as a database restart or a cut connection would
-        connection.execute(
-            text("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"),
+        ended = connection.execute(
+            text(
+                "SELECT pg_terminate_backend(pid, 5000) FROM pg_locks WHERE locktype = 'advisory' AND objid = :key"
+                " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ),
             {"key": lock_key(NAME)},
-        )
+        ).all()
+    assert ended == [(True,)]
     with caplog.at_level(logging.WARNING, logger="app.db.locks"):
         assert not first.check(), "its session gone, a leader knows it no longer leads"
     assert "lost the lead" in caplog.text
-    assert second.check()
+    assert leads_within(second)
     assert not first.check(), "and takes it back only once it is free again"
     second.stop()
-    assert first.check()
+    assert leads_within(first)
     first.stop()
 
 
 def test_the_only_process_of_a_sqlite_database_always_leads(tmp_path):
     engine = create_engine(f"sqlite:///{tmp_path / 'one.db'}")
-    leadership = Leadership(engine, NAME)
-    assert leadership.leading() and leadership.check()
+    told: list[bool] = []
+    leadership = Leadership(engine, NAME, told.append)
+    leadership.start()
+    assert leadership.leading() and told == [True]
+    leadership.stop()
     engine.dispose()
