@@ -49,20 +49,14 @@ LEAD_CHECK_S = 1.0
 DEAD_PEER_S = 11
 """How long a leader's connection may go unanswered, either way, before its end gives up on it."""
 
+_TCP = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": DEAD_PEER_S * 1000}
+"""libpq's names; the server's are the same with ``tcp_`` in front where they lack it."""
+
 LEADER_CONNECTION = {
     "keepalives": 1,
-    "keepalives_idle": 5,
-    "keepalives_interval": 2,
-    "keepalives_count": 3,
-    "tcp_user_timeout": DEAD_PEER_S * 1000,
+    **_TCP,
     "options": " ".join(
-        f"-c {setting}={value}"
-        for setting, value in {
-            "tcp_keepalives_idle": 5,
-            "tcp_keepalives_interval": 2,
-            "tcp_keepalives_count": 3,
-            "tcp_user_timeout": DEAD_PEER_S * 1000,
-        }.items()
+        f"-c {name if name.startswith('tcp_') else 'tcp_' + name}={value}" for name, value in _TCP.items()
     ),
 }
 """The leader's connection, on both of its ends (libpq's, then the server's): TCP keepalives and
