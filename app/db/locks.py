@@ -46,6 +46,11 @@ def database_lock(engine: Engine, name: str) -> Iterator[None]:
 LEAD_CHECK_S = 1.0
 """How often a process that does not lead tries to, and one that leads checks it still does."""
 
+HUNG_LEADER_S = 15.0
+"""A leader's session idle this long has missed fifteen checks: its process is frozen (stopped,
+or stuck outside the interpreter) while its connection lives, and the next that tries to lead
+ends that session, which frees the lock."""
+
 DEAD_PEER_S = 11
 """How long a leader's connection may go unanswered, either way, before its end gives up on it."""
 
@@ -73,16 +78,25 @@ class Leadership:
     by a connection of its own. PostgreSQL frees a session's advisory locks when the session
     ends, so a leader that stops or dies hands over to the next that tries, within
     :data:`LEAD_CHECK_S`, and one whose host vanished or was cut off within ``DEAD_PEER_S`` more
-    (:data:`LEADER_CONNECTION`). On SQLite one process serves a database
-    (app/core/datalock.py): it always leads.
+    (:data:`LEADER_CONNECTION`). A leader whose process froze with its connection open (stopped,
+    stuck) is ended by the next that tries, once it missed :data:`HUNG_LEADER_S` of checks. On
+    SQLite one process serves a database (app/core/datalock.py): it always leads.
 
     A process cut off from the database may believe it leads until its check fails while another
     has taken over; the passes stay correct meanwhile (the sequencer's steps queue on the
     chain's head, the linker's on their rows), they only do some work twice. ``told`` hears
     whether this process leads after each check (a gauge, for operators)."""
 
-    def __init__(self, engine: Engine, name: str, told: Callable[[bool], None], check_s: float = LEAD_CHECK_S) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        name: str,
+        told: Callable[[bool], None],
+        check_s: float = LEAD_CHECK_S,
+        hung_s: float = HUNG_LEADER_S,
+    ) -> None:
         self._url, self._key, self._name, self._told, self._check_s = engine.url, lock_key(name), name, told, check_s
+        self._hung_s = hung_s
         self._always = engine.dialect.name != "postgresql"
         self._engine: Engine | None = None
         self._connection: Connection | None = None
@@ -154,11 +168,24 @@ class Leadership:
             connection.close()
             raise
         if not taken:
+            self._end_a_hung_leader(connection)
             connection.close()
             return
         self._connection = connection
         self._leading.set()
         log.info("took the lead", extra={"event": {"lock": self._name}})
+
+    def _end_a_hung_leader(self, connection: Connection) -> None:
+        """End the leader's session if it has not checked for :data:`HUNG_LEADER_S`: the lock is
+        then free at the next try. Its process, if it ever runs again, finds its session gone at
+        its next check and stops leading."""
+        ended = connection.execute(_END_HUNG_LEADER, {"key": self._key, "hung_s": self._hung_s}).scalars().all()
+        connection.commit()
+        if any(ended):
+            log.warning(
+                "ended the session of a leader that stopped checking",
+                extra={"event": {"lock": self._name, "idle_for_s": self._hung_s}},
+            )
 
     def _drop(self) -> None:
         self._leading.clear()
@@ -166,3 +193,15 @@ class Leadership:
         if connection is not None:
             with suppress(SQLAlchemyError):
                 connection.close()  # the session ends, and the lock with it
+
+
+_END_HUNG_LEADER = text(
+    "SELECT pg_terminate_backend(activity.pid) FROM pg_locks AS held"
+    " JOIN pg_stat_activity AS activity ON activity.pid = held.pid"
+    " WHERE held.locktype = 'advisory' AND held.granted AND held.classid = 0 AND held.objid = :key"
+    " AND held.objsubid = 1 AND held.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+    " AND activity.state = 'idle' AND activity.state_change < now() - make_interval(secs => :hung_s)"
+)
+"""Every check of a live leader runs a statement, which moves its session's ``state_change``;
+a session idle for longer belongs to a leader that no longer checks. Ending a session of the
+service's own role needs no privilege beyond it."""

@@ -82,3 +82,19 @@ def test_the_only_process_of_a_sqlite_database_always_leads(tmp_path):
     assert leadership.leading() and told == [True]
     leadership.stop()
     engine.dispose()
+
+
+def test_a_leader_that_stops_checking_is_ended_and_the_next_takes_over(engines, caplog):
+    """A leader frozen with its connection open (SIGSTOP, a stuck call) would hold the lock for
+    ever: the next that tries ends its session once it missed the checks of ``hung_s``."""
+    first = Leadership(engines[0], NAME, lambda _: None)
+    second = Leadership(engines[1], NAME, lambda _: None, hung_s=0.5)
+    assert first.check()
+    assert not second.check(), "a leader that checks is left to lead"
+    time.sleep(1.0)  # the first checks no more
+    with caplog.at_level(logging.WARNING, logger="app.db.locks"):
+        assert leads_within(second)
+    assert "ended the session of a leader that stopped checking" in caplog.text
+    assert not first.check(), "running again, the frozen leader finds its session gone"
+    second.stop()
+    first.stop()
