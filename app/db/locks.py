@@ -141,10 +141,12 @@ class Leadership:
         if not self._always:
             try:
                 if self._connection is None:
-                    self._take()
-                else:
+                    self._connection = self._connect()
+                if self._leading.is_set():
                     self._connection.execute(text("SELECT 1"))
-                    self._connection.commit()
+                else:
+                    self._try_to_take(self._connection)
+                self._connection.commit()
                 self._failing = False
             except SQLAlchemyError as error:  # the database is down or out of reach, or ended this session
                 reason = {"lock": self._name, "reason": type(error).__name__}
@@ -157,30 +159,25 @@ class Leadership:
         self._told(self.leading())
         return self.leading()
 
-    def _take(self) -> None:
-        if self._engine is None:  # one connection at a time, its own: never one of the pool's
+    def _connect(self) -> Connection:
+        """The connection this process tries and holds the lead on, kept between tries (a
+        connection a second would cost the server a backend's start each time)."""
+        if self._engine is None:  # its own, never one of the pool's
             self._engine = create_engine(self._url, poolclass=NullPool, connect_args=LEADER_CONNECTION)
-        connection = self._engine.connect()
-        try:
-            taken = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar()
-            connection.commit()
-        except BaseException:
-            connection.close()
-            raise
-        if not taken:
+        return self._engine.connect()
+
+    def _try_to_take(self, connection: Connection) -> None:
+        if connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": self._key}).scalar():
+            self._leading.set()
+            log.info("took the lead", extra={"event": {"lock": self._name}})
+        else:
             self._end_a_hung_leader(connection)
-            connection.close()
-            return
-        self._connection = connection
-        self._leading.set()
-        log.info("took the lead", extra={"event": {"lock": self._name}})
 
     def _end_a_hung_leader(self, connection: Connection) -> None:
         """End the leader's session if it has not checked for :data:`HUNG_LEADER_S`: the lock is
         then free at the next try. Its process, if it ever runs again, finds its session gone at
         its next check and stops leading."""
         ended = connection.execute(_END_HUNG_LEADER, {"key": self._key, "hung_s": self._hung_s}).scalars().all()
-        connection.commit()
         if any(ended):
             log.warning(
                 "ended the session of a leader that stopped checking",
