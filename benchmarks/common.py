@@ -205,6 +205,39 @@ def wait_for_the_background_passes(port: int, token: str = "benchmark", within_s
     raise RuntimeError("the background passes did not start")
 
 
+MATCHER_SAMPLES = (
+    "readmit_matcher_search_seconds_sum",
+    "readmit_matcher_batch_searches_sum",
+    "readmit_matcher_batch_searches_count",
+)
+
+
+@contextmanager
+def matcher_busy(port: int, token: str = "benchmark") -> Iterator[dict[str, float]]:
+    """The share of the block's time the service's matcher spent matching, and its batches' mean
+    size, from its /metrics (``matcher_busy``, ``batch_searches`` in the dict yielded): tells a
+    throughput the matcher bounds (a node matches one batch at a time, whatever its processes)
+    from one held back by the work around it."""
+
+    def sums() -> dict[str, float]:
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+        scraped.raise_for_status()
+        found = dict.fromkeys(MATCHER_SAMPLES, 0.0)
+        for family in text_string_to_metric_families(scraped.text):
+            for sample in family.samples:
+                if sample.name in found:
+                    found[sample.name] += sample.value
+        return found
+
+    figures: dict[str, float] = {}
+    before, started = sums(), time.perf_counter()
+    yield figures
+    after, wall_s = sums(), time.perf_counter() - started
+    seconds, searches, batches = (after[name] - before[name] for name in MATCHER_SAMPLES)
+    figures["matcher_busy"] = seconds / wall_s
+    figures["batch_searches"] = searches / batches if batches else 0.0
+
+
 def port_is_free(port: int) -> bool:
     """Nothing listens on the loopback ``port`` (connections of earlier runs closing do not count)."""
     with socket.socket() as probe:

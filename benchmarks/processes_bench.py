@@ -41,7 +41,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import http_bench
-from common import busy_cores, cpu_count, print_json, print_table, scratch_database, scratch_folder, start_service
+from common import (
+    busy_cores,
+    cpu_count,
+    matcher_busy,
+    print_json,
+    print_table,
+    scratch_database,
+    scratch_folder,
+    start_service,
+)
 
 from matcher.tuning import restart_with_huge_pages
 
@@ -65,8 +74,9 @@ def warm_up(key: str, probes: np.ndarray, clients: int) -> None:
 
 def throughput(
     data_dir: Path, url: str, key: str, probes: Any, processes: int, args: argparse.Namespace
-) -> tuple[float, float]:
-    """Identifications per second, and the machine's cores busy meanwhile."""
+) -> tuple[float, float, dict[str, float]]:
+    """Identifications per second, the machine's cores busy meanwhile, and how busy the node's
+    matcher was (see :func:`common.matcher_busy`)."""
     process = http_bench.common_start_service(
         http_bench.PORT,
         data_dir=str(data_dir),
@@ -76,7 +86,7 @@ def throughput(
     )
     try:
         warm_up(key, probes, args.clients)
-        with busy_cores() as busy:
+        with busy_cores() as busy, matcher_busy(http_bench.PORT) as matcher:
             many = asyncio.run(http_bench.load(key, probes, args.clients, args.seconds))
     finally:
         process.terminate()  # a graceful stop writes the snapshot the matcher loads
@@ -84,7 +94,7 @@ def throughput(
     assert many["errors"] == 0, many
     rate = many["per_s"]
     assert isinstance(rate, float)
-    return rate, busy[0]
+    return rate, busy[0], matcher
 
 
 NODE_B_PORT = http_bench.PORT + 1
@@ -220,11 +230,12 @@ def main() -> None:
         measured = {n: throughput(data_dir, url, key, probes, n, args) for n in args.processes}
         matcher = http_bench.matcher_figures(data_dir, EXACT_MAX, probes, args.seconds, url)
         figures["failover"] = failover(Path(folder), data_dir, url, key, probes)
-    rates = {n: rate for n, (rate, _) in measured.items()}
+    rates = {n: rate for n, (rate, _, _) in measured.items()}
     one = rates[min(rates)]
     figures["matcher"] = matcher
     figures["throughput_per_s"] = rates
-    figures["busy_cores"] = {n: busy for n, (_, busy) in measured.items()}
+    figures["busy_cores"] = {n: busy for n, (_, busy, _) in measured.items()}
+    figures["node_matcher"] = {n: matcher for n, (_, _, matcher) in measured.items()}
     figures["speedup_over_one_process"] = {n: rate / one for n, rate in rates.items()}
     rows = [("matcher in process, batches of 64", f"{matcher['batched_per_s']:.0f} probes/s ({matcher['kind']})")]
     for n, rate in rates.items():
@@ -232,7 +243,9 @@ def main() -> None:
             (
                 f"{n} process{'es' if n > 1 else ''}, {args.clients} clients",
                 f"{rate:.0f}/s  = {rate / one:.2f}x one process, {rate / matcher['batched_per_s']:.1%} of the matcher,"
-                f" {figures['busy_cores'][n]:.1f} of {cpu_count()} cores busy",
+                f" {figures['busy_cores'][n]:.1f} of {cpu_count()} cores busy, the node's matcher"
+                f" {figures['node_matcher'][n]['matcher_busy']:.0%} (batches of"
+                f" {figures['node_matcher'][n]['batch_searches']:.1f})",
             )
         )
     print_table(f"Identification throughput by service processes, PostgreSQL, {args.size:,} templates", rows)
