@@ -78,6 +78,8 @@ class Sequencer:
             try:
                 if self._leading():
                     self.run_once()
+                else:  # the leader's figure; this process's last look would stay up as stale
+                    self.metrics.audit_pending.set(0)
             except Exception:
                 logger.exception("audit sequencing pass failed")
             if self._stop.wait(self.interval_s):

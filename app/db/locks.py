@@ -54,15 +54,14 @@ ends that session, which frees the lock."""
 DEAD_PEER_S = 11
 """How long a leader's connection may go unanswered, either way, before its end gives up on it."""
 
-_TCP = {"keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3, "tcp_user_timeout": DEAD_PEER_S * 1000}
-"""libpq's names; the server's are the same with ``tcp_`` in front where they lack it."""
-
 LEADER_CONNECTION = {
     "keepalives": 1,
-    **_TCP,
-    "options": " ".join(
-        f"-c {name if name.startswith('tcp_') else 'tcp_' + name}={value}" for name, value in _TCP.items()
-    ),
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": DEAD_PEER_S * 1000,
+    "options": f"-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+    f" -c tcp_user_timeout={DEAD_PEER_S * 1000}",
 }
 """The leader's connection, on both of its ends (libpq's, then the server's): TCP keepalives and
 a bound on unacknowledged data. The server drops the session of a leader whose host vanished
@@ -185,6 +184,8 @@ class Leadership:
             )
 
     def _drop(self) -> None:
+        if self._leading.is_set():
+            self._told(False)  # at once: a stopping leader's gauge must not add to its successor's
         self._leading.clear()
         connection, self._connection = self._connection, None
         if connection is not None:

@@ -145,6 +145,14 @@ def test_a_batch_waiting_for_a_gallery_held_here_leaves_the_matcher_to_the_other
     people["SEN"].append(late[0])
     sen_answer: list[httpx.Response] = []
     executor = b.runtime.executor
+    slot_held_at_match: list[bool] = []
+    real_match = executor.match
+
+    def match(jobs):  # the process has one matching slot: a batch matches only holding it
+        slot_held_at_match.append(b.runtime.scheduler._matching._value == 0)
+        return real_match(jobs)
+
+    executor.match = match
     with b.runtime.registry.writing(galleries["SEN"]):
         waiting = threading.Thread(target=lambda: sen_answer.append(identify("SEN", 5)))
         waiting.start()
@@ -157,6 +165,7 @@ def test_a_batch_waiting_for_a_gallery_held_here_leaves_the_matcher_to_the_other
         assert not sen_answer, "the SEN search waited for its gallery"
     waiting.join(timeout=30)
     assert sen_answer[0].json()["candidates"][0]["reference_id"] == "SEN-LATE-00000"
+    assert slot_held_at_match and all(slot_held_at_match), "the waiting batch took its turn back to match"
 
 
 def test_a_writer_catches_up_on_the_other_nodes_changes_before_its_own(nodes):
