@@ -80,7 +80,12 @@ def measure(database_url: str, folder: Path, records: int, retry_s: float) -> di
     key = admin_key(a_dir, database_url)
     common = {"database_url": database_url, "audit_key_file": str(a_dir / "audit-log.key")}
     a = start_service(8931, data_dir=str(a_dir), **common)
-    b = start_service(8932, data_dir=str(b_dir), **common)
+    try:
+        b = start_service(8932, settle=False, data_dir=str(b_dir), **common)  # A leads the background passes
+    except BaseException:
+        a.terminate()
+        a.wait()
+        raise
     lags: list[float] = []
     try:
         with (
